@@ -1,0 +1,125 @@
+//! Admission of a batch of appends, shared by the engines that decide in Rust (memory,
+//! SQLite's single writer). Each append is checked on its own against what the log
+//! holds plus what earlier appends of the same batch wrote, so one failing append never
+//! fails its neighbours. PostgreSQL makes the same decisions in SQL, inside its
+//! per-partition locks (`migrations/postgres`).
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::PreparedAppend;
+use crate::error::{Error, Result};
+use crate::position::{Offset, Partition, Version};
+use crate::store::AppendOutcome;
+use crate::stream::StreamId;
+
+/// What an engine knows about the log before the batch, for the keys the batch touches.
+pub(crate) trait LogView {
+    fn stream_version(&self, stream: &StreamId) -> Version;
+    fn next_offset(&self, partition: Partition) -> Offset;
+    fn command(&self, command_id: &Uuid) -> Option<CommandRecord>;
+    fn holds_event(&self, event_id: &Uuid) -> bool;
+}
+
+/// The stored result of an append made with a command id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommandRecord {
+    pub(crate) stream: StreamId,
+    pub(crate) outcome: AppendOutcome,
+}
+
+/// The log as seen by one batch: the engine's view plus the batch's own writes.
+pub(crate) struct Admission<'v, V> {
+    view: &'v V,
+    versions: HashMap<StreamId, Version>,
+    next_offsets: HashMap<Partition, Offset>,
+    commands: HashMap<Uuid, CommandRecord>,
+    event_ids: HashSet<Uuid>,
+}
+
+/// The decision for one append.
+pub(crate) enum Admitted {
+    /// Write the events at this outcome's position.
+    Write(AppendOutcome),
+    /// The command id was applied before: return this, write nothing.
+    Duplicate(AppendOutcome),
+}
+
+impl<'v, V: LogView> Admission<'v, V> {
+    pub(crate) fn new(view: &'v V) -> Self {
+        Admission {
+            view,
+            versions: HashMap::new(),
+            next_offsets: HashMap::new(),
+            commands: HashMap::new(),
+            event_ids: HashSet::new(),
+        }
+    }
+
+    /// Decides `append` and, when it is written, counts its writes in for the
+    /// appends that follow it in the batch.
+    pub(crate) fn admit(&mut self, append: &PreparedAppend) -> Result<Admitted> {
+        if let Some(command_id) = append.command_id {
+            let known = self.commands.get(&command_id).cloned().or_else(|| self.view.command(&command_id));
+            if let Some(record) = known {
+                if record.stream != append.stream {
+                    return Err(Error::CommandIdConflict {
+                        command_id,
+                        stream: append.stream.clone(),
+                        existing_stream: record.stream,
+                    });
+                }
+                return Ok(Admitted::Duplicate(AppendOutcome {
+                    duplicate: true,
+                    ..record.outcome
+                }));
+            }
+        }
+        let actual = match self.versions.get(&append.stream) {
+            Some(version) => *version,
+            None => self.view.stream_version(&append.stream),
+        };
+        if !append.expected.admits(actual) {
+            return Err(Error::WrongExpectedVersion {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual,
+            });
+        }
+        for event in append.events.iter().filter(|event| event.client_id) {
+            if self.event_ids.contains(&event.event_id) || self.view.holds_event(&event.event_id) {
+                return Err(Error::DuplicateEventId {
+                    event_id: event.event_id,
+                });
+            }
+        }
+
+        let count = append.events.len() as u64;
+        let first_offset = match self.next_offsets.get(&append.partition) {
+            Some(offset) => *offset,
+            None => self.view.next_offset(append.partition),
+        };
+        let outcome = AppendOutcome {
+            partition: append.partition,
+            first_offset,
+            last_offset: first_offset + count - 1,
+            first_version: actual + 1,
+            last_version: actual + count,
+            duplicate: false,
+        };
+        self.versions.insert(append.stream.clone(), outcome.last_version);
+        self.next_offsets.insert(append.partition, outcome.last_offset + 1);
+        self.event_ids.extend(append.events.iter().map(|event| event.event_id));
+        if let Some(command_id) = append.command_id {
+            self.commands.insert(
+                command_id,
+                CommandRecord {
+                    stream: append.stream.clone(),
+                    outcome,
+                },
+            );
+        }
+        Ok(Admitted::Write(outcome))
+    }
+}

@@ -1,0 +1,187 @@
+//! The in-process engine: the reference model the others are tested against, and the
+//! quickest store for tests and examples. Nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::admit::{Admission, Admitted, CommandRecord, LogView};
+use super::{now_micros, Backend, PreparedAppend, Wakeups};
+use crate::error::Result;
+use crate::position::{Offset, Partition, Version};
+use crate::record::RecordedEvent;
+use crate::store::{AppendOutcome, StreamInfo};
+use crate::stream::StreamId;
+
+pub(crate) struct MemoryBackend {
+    log: Mutex<Log>,
+    wakeups: Wakeups,
+    partition_count: u32,
+}
+
+#[derive(Default)]
+struct Log {
+    partitions: Vec<Vec<RecordedEvent>>,
+    /// Offsets of each stream's events in its partition, in version order.
+    streams: BTreeMap<StreamId, Vec<Offset>>,
+    commands: HashMap<Uuid, CommandRecord>,
+    event_ids: HashSet<Uuid>,
+}
+
+impl LogView for Log {
+    fn stream_version(&self, stream: &StreamId) -> Version {
+        self.streams.get(stream).map_or(0, |offsets| offsets.len() as Version)
+    }
+    fn next_offset(&self, partition: Partition) -> Offset {
+        self.partitions[partition as usize].len() as Offset
+    }
+    fn command(&self, command_id: &Uuid) -> Option<CommandRecord> {
+        self.commands.get(command_id).cloned()
+    }
+    fn holds_event(&self, event_id: &Uuid) -> bool {
+        self.event_ids.contains(event_id)
+    }
+}
+
+impl MemoryBackend {
+    pub(crate) fn new(partition_count: u32) -> Self {
+        MemoryBackend {
+            log: Mutex::new(Log {
+                partitions: (0..partition_count).map(|_| Vec::new()).collect(),
+                ..Log::default()
+            }),
+            wakeups: Wakeups::new(partition_count),
+            partition_count,
+        }
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock cannot leave the log half-written: every
+        // append is fully decided before the first push.
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.partition_count
+    }
+
+    async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
+        let outcome = {
+            let mut log = self.log();
+            let outcome = match Admission::new(&*log).admit(&append)? {
+                Admitted::Duplicate(outcome) => return Ok(outcome),
+                Admitted::Write(outcome) => outcome,
+            };
+            let partition = append.partition as usize;
+            // Monotonic within the partition even if the wall clock steps back.
+            let recorded_at = log.partitions[partition]
+                .last()
+                .map_or_else(now_micros, |last| last.recorded_at.max(now_micros()));
+            // Build every record before touching the log, so an append is all or nothing.
+            let records = append
+                .events
+                .into_iter()
+                .enumerate()
+                .map(|(i, event)| {
+                    Ok(RecordedEvent {
+                        partition: append.partition,
+                        offset: outcome.first_offset + i as u64,
+                        stream: append.stream.clone(),
+                        version: outcome.first_version + i as u64,
+                        event_id: event.event_id,
+                        event_type: event.event_type,
+                        payload: event.payload,
+                        metadata: serde_json::from_str(&event.metadata).map_err(crate::Error::InvalidJson)?,
+                        recorded_at,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            log.event_ids.extend(records.iter().map(|record| record.event_id));
+            log.partitions[partition].extend(records);
+            log.streams
+                .entry(append.stream.clone())
+                .or_default()
+                .extend(outcome.first_offset..=outcome.last_offset);
+            if let Some(command_id) = append.command_id {
+                log.commands.insert(
+                    command_id,
+                    CommandRecord {
+                        stream: append.stream,
+                        outcome,
+                    },
+                );
+            }
+            outcome
+        };
+        self.wakeups.publish_outcomes([&outcome]);
+        Ok(outcome)
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let log = self.log();
+        let Some(offsets) = log.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let partition = &log.partitions[crate::partition_for(stream, self.partition_count) as usize];
+        let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
+        Ok(offsets
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|offset| partition[*offset as usize].clone())
+            .collect())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        Ok(self.log().stream_version(stream))
+    }
+
+    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let log = self.log();
+        let records = &log.partitions[partition as usize];
+        let start = usize::try_from(from_offset).unwrap_or(usize::MAX).min(records.len());
+        Ok(records[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn high_watermarks(&self) -> Result<Vec<Offset>> {
+        Ok(self.log().partitions.iter().map(|records| records.len() as Offset).collect())
+    }
+
+    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+        use std::ops::Bound;
+        let log = self.log();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(log
+            .streams
+            .range::<StreamId, _>((start, Bound::Unbounded))
+            .filter(|(stream, _)| category.is_none_or(|category| stream.category() == category))
+            .take(limit)
+            .map(|(stream, offsets)| StreamInfo {
+                stream: stream.clone(),
+                partition: crate::partition_for(stream, self.partition_count),
+                version: offsets.len() as Version,
+            })
+            .collect())
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    fn poll_interval(&self) -> Duration {
+        // Every writer is in-process and wakes subscribers directly.
+        Duration::from_secs(60)
+    }
+
+    async fn close(&self) {}
+}

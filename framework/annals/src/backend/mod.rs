@@ -1,0 +1,156 @@
+//! What an engine implements. Engines only persist and look up: every check that does
+//! not need the log (stream ids, limits, partitioning, event ids, metadata) happened
+//! once in [`Store`](crate::Store) before a [`PreparedAppend`] reaches them.
+
+pub(crate) mod admit;
+pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::position::{ExpectedVersion, Offset, Partition, Version};
+use crate::record::RecordedEvent;
+use crate::store::{AppendOutcome, StreamInfo};
+use crate::stream::StreamId;
+
+/// An append that passed every check the store can make without the log.
+#[derive(Debug)]
+pub(crate) struct PreparedAppend {
+    pub(crate) stream: StreamId,
+    pub(crate) partition: Partition,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) command_id: Option<Uuid>,
+    pub(crate) events: Vec<PreparedEvent>,
+}
+
+/// One event as engines store it: id assigned, metadata already encoded.
+#[derive(Debug)]
+pub(crate) struct PreparedEvent {
+    pub(crate) event_id: Uuid,
+    /// The client chose the id, so it may collide with a stored one and must be checked.
+    pub(crate) client_id: bool,
+    pub(crate) event_type: String,
+    pub(crate) payload: Box<RawValue>,
+    pub(crate) metadata: String,
+}
+
+/// The storage engine behind a [`Store`](crate::Store).
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn partition_count(&self) -> u32;
+    async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome>;
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
+    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>>;
+    async fn high_watermarks(&self) -> Result<Vec<Offset>>;
+    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>>;
+    /// Wake-ups for subscribers, fed by this engine's commits.
+    fn wakeups(&self) -> &Wakeups;
+    /// How often a subscriber with nothing to read looks again without a wake-up.
+    fn poll_interval(&self) -> Duration;
+    async fn close(&self);
+}
+
+/// One watch channel per partition carrying the highest known next offset. Writers
+/// publish after each commit; subscribers wait for a change, then read the log.
+pub(crate) struct Wakeups {
+    partitions: Vec<watch::Sender<Offset>>,
+}
+
+impl Wakeups {
+    pub(crate) fn new(partition_count: u32) -> Self {
+        Wakeups {
+            partitions: (0..partition_count).map(|_| watch::channel(0).0).collect(),
+        }
+    }
+
+    /// Records that `partition` now holds offsets below `next_offset`.
+    pub(crate) fn publish(&self, partition: Partition, next_offset: Offset) {
+        if let Some(sender) = self.partitions.get(partition as usize) {
+            sender.send_if_modified(|known| {
+                let newer = next_offset > *known;
+                if newer {
+                    *known = next_offset;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Publishes the end of every written (not duplicate) outcome.
+    pub(crate) fn publish_outcomes<'a>(&self, outcomes: impl IntoIterator<Item = &'a AppendOutcome>) {
+        for outcome in outcomes {
+            if !outcome.duplicate {
+                self.publish(outcome.partition, outcome.last_offset + 1);
+            }
+        }
+    }
+
+    pub(crate) fn watch(&self, partition: Partition) -> watch::Receiver<Offset> {
+        self.partitions[partition as usize].subscribe()
+    }
+}
+
+/// A count or position as SQL's signed 64-bit integer (saturating).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn sql_int(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+/// The current time, truncated to the microsecond precision every engine stores.
+pub(crate) fn now_micros() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// The stream-id range a `list_streams` call covers, as SQL conditions. A category `c`
+/// is the byte range `[c, c.)`: `.` follows `-` and no other allowed byte sorts between
+/// them, so the range holds exactly `c` and the ids that start with `c-`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct StreamRange {
+    bounds: Vec<(&'static str, String)>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl StreamRange {
+    pub(crate) fn new(category: Option<&str>, after: Option<&StreamId>) -> Self {
+        let mut bounds = Vec::new();
+        if let Some(after) = after {
+            bounds.push((">", after.as_str().to_owned()));
+        }
+        if let Some(category) = category {
+            bounds.push((">=", category.to_owned()));
+            bounds.push(("<", format!("{category}.")));
+        }
+        StreamRange { bounds }
+    }
+
+    /// ` AND column > $1 AND …`, with `placeholder(i)` for the i-th bound (1-based).
+    pub(crate) fn sql_conditions(&self, column: &str, placeholder: impl Fn(usize) -> String) -> String {
+        self.bounds
+            .iter()
+            .enumerate()
+            .map(|(i, (op, _))| format!(" AND {column} {op} {}", placeholder(i + 1)))
+            .collect()
+    }
+
+    /// The values of the bounds, in placeholder order.
+    pub(crate) fn binds(&self) -> impl Iterator<Item = &str> {
+        self.bounds.iter().map(|(_, value)| value.as_str())
+    }
+
+    /// How many placeholders the conditions use.
+    pub(crate) fn len(&self) -> usize {
+        self.bounds.len()
+    }
+}

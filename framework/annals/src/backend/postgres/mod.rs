@@ -1,0 +1,232 @@
+//! The PostgreSQL engine. Appends go through `annals_append` (see
+//! `migrations/postgres`), one round trip for a whole batch; a few writer connections
+//! each group-commit whatever appends are waiting ([`writer`]). Subscribers across
+//! processes are woken by `LISTEN/NOTIFY` ([`notify`]).
+
+mod notify;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
+use crate::error::{Error, Result};
+use crate::position::{Offset, Partition, Version};
+use crate::record::RecordedEvent;
+use crate::store::{AppendOutcome, StoreOptions, StreamInfo, DEFAULT_PARTITIONS};
+use crate::stream::StreamId;
+
+const RECORD_COLUMNS: &str =
+    r#"partition, "offset", stream_id, version, event_id, event_type, payload::text, metadata::text, recorded_at"#;
+
+pub(crate) struct PgBackend {
+    pool: PgPool,
+    queue: Mutex<Option<mpsc::Sender<writer::Pending>>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    wakeups: Arc<Wakeups>,
+    partition_count: u32,
+}
+
+impl PgBackend {
+    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self> {
+        let connect: PgConnectOptions = url.parse().map_err(|error: sqlx::Error| Error::InvalidUrl {
+            url: crate::store::redact(url),
+            reason: error.to_string(),
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(options.writers as u32 + 2))
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(Error::Migration)?;
+        let (partition_count, store_id) = init_store(&pool, options.partitions).await?;
+
+        let wakeups = Arc::new(Wakeups::new(partition_count));
+        let channel = format!("annals_{}", store_id.simple());
+        let notifier = Arc::new(notify::Notifier::default());
+        let background = vec![
+            tokio::spawn(notify::send(pool.clone(), channel.clone(), notifier.clone())),
+            tokio::spawn(notify::listen(pool.clone(), channel, wakeups.clone())),
+        ];
+        let (queue, pending) = mpsc::channel(writer::QUEUE_DEPTH);
+        let pending = Arc::new(tokio::sync::Mutex::new(pending));
+        let writers = (0..options.writers)
+            .map(|_| tokio::spawn(writer::run(pool.clone(), pending.clone(), wakeups.clone(), notifier.clone())))
+            .collect();
+        Ok(PgBackend {
+            pool,
+            queue: Mutex::new(Some(queue)),
+            writers: Mutex::new(writers),
+            background: Mutex::new(background),
+            wakeups,
+            partition_count,
+        })
+    }
+}
+
+/// Creates the store row and the partition rows on first open, or checks the requested
+/// partition count against the recorded one. Safe against concurrent first opens.
+async fn init_store(pool: &PgPool, requested: Option<u32>) -> Result<(u32, Uuid)> {
+    let mut tx = pool.begin().await?;
+    let count = requested.unwrap_or(DEFAULT_PARTITIONS);
+    let created = sqlx::query(
+        "INSERT INTO annals_store (id, store_id, partition_count) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(Uuid::new_v4())
+    .bind(count as i32)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let (stored, store_id): (i32, Uuid) = sqlx::query_as("SELECT partition_count, store_id FROM annals_store")
+        .fetch_one(&mut *tx)
+        .await?;
+    let stored = stored as u32;
+    if let Some(requested) = requested.filter(|requested| !created && *requested != stored) {
+        return Err(Error::PartitionCountMismatch { stored, requested });
+    }
+    if created {
+        sqlx::query("INSERT INTO annals_partitions (partition) SELECT generate_series(0, $1 - 1)")
+            .bind(stored as i32)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((stored, store_id))
+}
+
+fn record(row: &PgRow) -> Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        partition: row.try_get::<i32, _>(0)? as Partition,
+        offset: row.try_get::<i64, _>(1)? as Offset,
+        stream: StreamId::trusted(row.try_get(2)?),
+        version: row.try_get::<i64, _>(3)? as Version,
+        event_id: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        payload: serde_json::value::RawValue::from_string(row.try_get(6)?).map_err(Error::InvalidJson)?,
+        metadata: serde_json::from_str(row.try_get(7)?).map_err(Error::InvalidJson)?,
+        recorded_at: row.try_get(8)?,
+    })
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.partition_count
+    }
+
+    async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
+        queue
+            .send(writer::Pending { append, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        outcome.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(sql_int(from_version))
+            .bind(sql_int(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM annals_events WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(version.unwrap_or(0) as Version)
+    }
+
+    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            r#"SELECT {RECORD_COLUMNS} FROM annals_events WHERE partition = $1 AND "offset" >= $2 ORDER BY "offset" LIMIT $3"#
+        );
+        let rows = sqlx::query(&sql)
+            .bind(partition as i32)
+            .bind(sql_int(from_offset))
+            .bind(sql_int(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn high_watermarks(&self) -> Result<Vec<Offset>> {
+        let next: Vec<i64> = sqlx::query_scalar("SELECT next_offset FROM annals_partitions ORDER BY partition")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(next.into_iter().map(|offset| offset as Offset).collect())
+    }
+
+    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+        let range = StreamRange::new(category, after);
+        let sql = format!(
+            "SELECT e.stream_id, e.partition, \
+                    (SELECT max(v.version) FROM annals_events v WHERE v.stream_id = e.stream_id) \
+             FROM annals_events e WHERE e.version = 1 {} ORDER BY e.stream_id LIMIT ${}",
+            range.sql_conditions("e.stream_id", |i| format!("${i}")),
+            range.len() + 1
+        );
+        let mut query = sqlx::query(&sql);
+        for bound in range.binds() {
+            query = query.bind(bound);
+        }
+        let rows = query.bind(sql_int(limit)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StreamInfo {
+                    stream: StreamId::trusted(row.try_get(0)?),
+                    partition: row.try_get::<i32, _>(1)? as Partition,
+                    version: row.try_get::<i64, _>(2)? as Version,
+                })
+            })
+            .collect()
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    fn poll_interval(&self) -> Duration {
+        // NOTIFY wakes subscribers; this only covers a notification lost with a
+        // connection or a writer killed between its commit and its NOTIFY.
+        Duration::from_secs(1)
+    }
+
+    async fn close(&self) {
+        // Without the queue the writers finish what is queued, then stop.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner()));
+        for writer in writers {
+            let _ = writer.await;
+        }
+        let background = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in background {
+            task.abort();
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+}

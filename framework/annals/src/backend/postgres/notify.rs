@@ -1,0 +1,127 @@
+//! Cross-process wake-ups over `LISTEN/NOTIFY`.
+//!
+//! A `NOTIFY` inside an append's transaction would serialise every commit in the
+//! database behind PostgreSQL's notification queue lock, defeating group commit. So
+//! writers wake in-process subscribers directly, and hand the new high watermarks to
+//! [`send`], which coalesces them into one asynchronous-commit `pg_notify` at a time.
+//! Notifications are hints: subscribers re-read the log on every wake-up and poll
+//! slowly in case one is lost.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::Notify;
+
+use crate::backend::Wakeups;
+use crate::position::{Offset, Partition};
+
+/// PostgreSQL refuses payloads of 8,000 bytes or more.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// New high watermarks waiting to be announced.
+#[derive(Default)]
+pub(super) struct Notifier {
+    pending: Mutex<BTreeMap<Partition, Offset>>,
+    wake: Notify,
+}
+
+impl Notifier {
+    pub(super) fn publish(&self, partition: Partition, next_offset: Offset) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let known = pending.entry(partition).or_default();
+        *known = (*known).max(next_offset);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> BTreeMap<Partition, Offset> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Announces pending watermarks as `partition:next_offset` pairs separated by spaces.
+pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>) {
+    loop {
+        notifier.wake.notified().await;
+        for payload in payloads(&notifier.take()) {
+            // Losing a notification only delays remote subscribers until their next poll.
+            let sent = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
+                .bind(&channel)
+                .bind(&payload)
+                .execute(&pool)
+                .await;
+            if let Err(error) = sent {
+                tracing::debug!(%error, "pg_notify failed");
+            }
+        }
+    }
+}
+
+fn payloads(watermarks: &BTreeMap<Partition, Offset>) -> Vec<String> {
+    let mut payloads = vec![String::new()];
+    for (partition, offset) in watermarks {
+        let current = payloads.last_mut().expect("never empty");
+        if current.len() > MAX_PAYLOAD {
+            payloads.push(String::new());
+        }
+        let current = payloads.last_mut().expect("never empty");
+        let _ = write!(current, "{}{partition}:{offset}", if current.is_empty() { "" } else { " " });
+    }
+    payloads.retain(|payload| !payload.is_empty());
+    payloads
+}
+
+/// Turns notifications on the store's channel into wake-ups, reconnecting as needed.
+pub(super) async fn listen(pool: PgPool, channel: String, wakeups: Arc<Wakeups>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::debug!(%error, "cannot LISTEN yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(&channel).await {
+            tracing::debug!(%error, "LISTEN failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(notification) => {
+                    for pair in notification.payload().split(' ') {
+                        if let Some((partition, offset)) = pair.split_once(':') {
+                            if let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) {
+                                wakeups.publish(partition, offset);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "LISTEN connection lost");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_stay_under_the_limit() {
+        let many: BTreeMap<Partition, Offset> = (0..5_000).map(|p| (p, u64::MAX)).collect();
+        let payloads = payloads(&many);
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() < 8_000));
+        let pairs: usize = payloads.iter().map(|p| p.split(' ').count()).sum();
+        assert_eq!(pairs, 5_000);
+        assert!(payloads(&BTreeMap::new()).is_empty());
+    }
+}

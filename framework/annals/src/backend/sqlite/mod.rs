@@ -1,0 +1,233 @@
+//! The embedded SQLite engine: WAL, `synchronous=FULL` by default, readers on a pool of
+//! their own, and one writer task that group-commits whatever appends are waiting
+//! (see [`writer`]).
+
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
+use crate::error::{Error, Result};
+use crate::position::{Offset, Partition, Version};
+use crate::record::RecordedEvent;
+use crate::store::{AppendOutcome, StoreOptions, StreamInfo, Synchronous, DEFAULT_PARTITIONS};
+use crate::stream::StreamId;
+
+const RECORD_COLUMNS: &str =
+    r#"partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at"#;
+
+pub(crate) struct SqliteBackend {
+    readers: SqlitePool,
+    queue: Mutex<Option<mpsc::Sender<writer::Pending>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    wakeups: Arc<Wakeups>,
+    partition_count: u32,
+}
+
+impl SqliteBackend {
+    pub(crate) async fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Extra => SqliteSynchronous::Extra,
+            })
+            .busy_timeout(options.busy_timeout)
+            .statement_cache_capacity(200);
+        let mut conn = connect.clone().create_if_missing(true).connect().await?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .map_err(Error::Migration)?;
+        let partition_count = init_store(&mut conn, options.partitions).await?;
+
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect_with(connect)
+            .await?;
+        let wakeups = Arc::new(Wakeups::new(partition_count));
+        let (queue, pending) = mpsc::channel(writer::QUEUE_DEPTH);
+        let writer = tokio::spawn(writer::run(conn, pending, wakeups.clone()));
+        Ok(SqliteBackend {
+            readers,
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(writer)),
+            wakeups,
+            partition_count,
+        })
+    }
+}
+
+/// Creates the store row on first open, or checks the requested partition count
+/// against the recorded one.
+async fn init_store(conn: &mut SqliteConnection, requested: Option<u32>) -> Result<u32> {
+    let mut tx = conn.begin().await?;
+    let stored: Option<i64> = sqlx::query_scalar("SELECT partition_count FROM annals_store")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let count = match (stored, requested) {
+        (Some(stored), Some(requested)) if stored != i64::from(requested) => {
+            return Err(Error::PartitionCountMismatch {
+                stored: stored as u32,
+                requested,
+            })
+        }
+        (Some(stored), _) => stored as u32,
+        (None, requested) => {
+            let count = requested.unwrap_or(DEFAULT_PARTITIONS);
+            sqlx::query("INSERT INTO annals_store (id, store_id, partition_count, created_at) VALUES (1, ?, ?, ?)")
+                .bind(Uuid::new_v4())
+                .bind(i64::from(count))
+                .bind(chrono::Utc::now().timestamp_micros())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "WITH RECURSIVE n(p) AS (SELECT 0 UNION ALL SELECT p + 1 FROM n WHERE p + 1 < ?) \
+                 INSERT INTO annals_partitions (partition) SELECT p FROM n",
+            )
+            .bind(i64::from(count))
+            .execute(&mut *tx)
+            .await?;
+            count
+        }
+    };
+    tx.commit().await?;
+    Ok(count)
+}
+
+fn record(row: &SqliteRow) -> Result<RecordedEvent> {
+    let micros: i64 = row.try_get(8)?;
+    Ok(RecordedEvent {
+        partition: row.try_get::<i64, _>(0)? as Partition,
+        offset: row.try_get::<i64, _>(1)? as Offset,
+        stream: StreamId::trusted(row.try_get(2)?),
+        version: row.try_get::<i64, _>(3)? as Version,
+        event_id: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        payload: serde_json::value::RawValue::from_string(row.try_get(6)?).map_err(Error::InvalidJson)?,
+        metadata: serde_json::from_str(row.try_get(7)?).map_err(Error::InvalidJson)?,
+        recorded_at: chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.partition_count
+    }
+
+    async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
+        queue
+            .send(writer::Pending { append, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        outcome.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM annals_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream.as_str())
+            .bind(sql_int(from_version))
+            .bind(sql_int(limit))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM annals_events WHERE stream_id = ?")
+            .bind(stream.as_str())
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(version.unwrap_or(0) as Version)
+    }
+
+    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            r#"SELECT {RECORD_COLUMNS} FROM annals_events WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?"#
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(partition))
+            .bind(sql_int(from_offset))
+            .bind(sql_int(limit))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn high_watermarks(&self) -> Result<Vec<Offset>> {
+        let rows: Vec<Option<i64>> = sqlx::query_scalar(
+            r#"SELECT (SELECT max("offset") + 1 FROM annals_events e WHERE e.partition = p.partition)
+               FROM annals_partitions p ORDER BY p.partition"#,
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(|next| next.unwrap_or(0) as Offset).collect())
+    }
+
+    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+        let range = StreamRange::new(category, after);
+        let sql = format!(
+            "SELECT e.stream_id, e.partition, \
+                    (SELECT max(v.version) FROM annals_events v WHERE v.stream_id = e.stream_id) \
+             FROM annals_events e WHERE e.version = 1 {} ORDER BY e.stream_id LIMIT ?",
+            range.sql_conditions("e.stream_id", |_| "?".to_owned())
+        );
+        let mut query = sqlx::query(&sql);
+        for bound in range.binds() {
+            query = query.bind(bound);
+        }
+        let rows = query.bind(sql_int(limit)).fetch_all(&self.readers).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StreamInfo {
+                    stream: StreamId::trusted(row.try_get(0)?),
+                    partition: row.try_get::<i64, _>(1)? as Partition,
+                    version: row.try_get::<i64, _>(2)? as Version,
+                })
+            })
+            .collect()
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    fn poll_interval(&self) -> Duration {
+        // Writers in this process wake subscribers at once; this only catches appends
+        // made by another process on the same file.
+        Duration::from_millis(250)
+    }
+
+    async fn close(&self) {
+        // Dropping the queue lets the writer drain what is queued and stop.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        self.readers.close().await;
+    }
+}

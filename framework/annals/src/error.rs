@@ -1,0 +1,164 @@
+//! The one error type of annals. Every failure a caller can act on has its own variant
+//! with structured fields; engine detail travels as the `source`.
+
+use uuid::Uuid;
+
+use crate::position::{ExpectedVersion, Partition, Version};
+use crate::stream::StreamId;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in annals.
+///
+/// Match on the variants to act on a failure; [`Error::code`] gives the stable short code
+/// used on the HTTP API and in `--json` output.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A stream id outside the allowed alphabet or length.
+    #[error("invalid stream id {id:?}: {reason}")]
+    InvalidStreamId {
+        /// The rejected text.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A category filter that no stream id could have.
+    #[error("invalid category {category:?}: a category is a stream id prefix without '-'")]
+    InvalidCategory {
+        /// The rejected text.
+        category: String,
+    },
+    /// The stream was not at the version the append expected; nothing was written.
+    #[error("wrong expected version on {stream}: expected {expected}, stream is at {actual}")]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked.
+        actual: Version,
+    },
+    /// The command id was already used for an append to another stream.
+    #[error("command id {command_id} was already used on {existing_stream}, not {stream}")]
+    CommandIdConflict {
+        /// The command id.
+        command_id: Uuid,
+        /// The stream of the rejected append.
+        stream: StreamId,
+        /// The stream the command id was applied to.
+        existing_stream: StreamId,
+    },
+    /// An event id that the store (or the same append) already holds.
+    #[error("duplicate event id {event_id}")]
+    DuplicateEventId {
+        /// The repeated id.
+        event_id: Uuid,
+    },
+    /// An append with no events.
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    /// More events in one append than the limit allows.
+    #[error("{count} events in one append, the limit is {limit}")]
+    TooManyEvents {
+        /// Events in the append.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// One event's payload is larger than the limit.
+    #[error("event {index} has a {size}-byte payload, the limit is {limit} bytes")]
+    PayloadTooLarge {
+        /// Position of the event in the append.
+        index: usize,
+        /// Its payload size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The whole append (payloads and metadata) is larger than the limit.
+    #[error("the append holds {size} bytes, the limit is {limit} bytes")]
+    AppendTooLarge {
+        /// Bytes of payload and metadata in the append.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An event type that is empty or longer than 200 bytes.
+    #[error("invalid event type {event_type:?}: it must be 1 to 200 bytes")]
+    InvalidEventType {
+        /// The rejected type.
+        event_type: String,
+    },
+    /// Text that should have been JSON (a payload, metadata) was not.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    /// A partition number outside `0..partition_count`.
+    #[error("partition {partition} does not exist: the store has {partition_count}")]
+    PartitionOutOfRange {
+        /// The requested partition.
+        partition: Partition,
+        /// How many the store has.
+        partition_count: u32,
+    },
+    /// The store was created with another partition count than the one asked for.
+    #[error("the store has {stored} partitions, not {requested}: the count is fixed at creation")]
+    PartitionCountMismatch {
+        /// The count recorded in the store.
+        stored: u32,
+        /// The count asked for when opening.
+        requested: u32,
+    },
+    /// A store URL that annals cannot open.
+    #[error("cannot open {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL (with any password removed).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store's schema is newer than this build of annals, or was changed by hand.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[error("cannot migrate the store's schema: {0}")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    /// The database engine failed (I/O, connection, constraint the store did not expect).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// The store was closed while the operation was in flight.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl Error {
+    /// A short, stable code for this error (`wrong_expected_version`, `bad_request`, …),
+    /// the one the HTTP API and `--json` output carry.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::WrongExpectedVersion { .. } => "wrong_expected_version",
+            Error::CommandIdConflict { .. } => "command_id_conflict",
+            Error::PayloadTooLarge { .. } | Error::AppendTooLarge { .. } => "payload_too_large",
+            Error::PartitionOutOfRange { .. } => "not_found",
+            Error::InvalidStreamId { .. }
+            | Error::InvalidCategory { .. }
+            | Error::DuplicateEventId { .. }
+            | Error::EmptyAppend
+            | Error::TooManyEvents { .. }
+            | Error::InvalidEventType { .. }
+            | Error::InvalidJson(_)
+            | Error::PartitionCountMismatch { .. }
+            | Error::InvalidUrl { .. } => "bad_request",
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            Error::Migration(_) | Error::Database(_) => "internal",
+            Error::Closed => "unavailable",
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        Error::Database(error)
+    }
+}

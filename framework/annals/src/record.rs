@@ -1,0 +1,189 @@
+//! Events going in ([`NewEvent`]) and records coming out ([`RecordedEvent`]), with the
+//! [`Metadata`] every record carries.
+//!
+//! Payloads are kept as the JSON text they arrived as ([`RawValue`]): the store never
+//! re-encodes them, and a reader decodes only what it needs.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::position::{Offset, Partition, Version};
+use crate::stream::StreamId;
+
+/// The longest event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 200;
+
+/// Metadata stored with every record: the ids that tie events to the commands that
+/// caused them, plus any keys of the user's own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Ties together everything caused by one original request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The id of the message (command or event) that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// The idempotency key of the append that wrote this record (set by the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
+    /// The user's own keys.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Adds one user key.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An event to append: a type, a JSON payload, metadata and optionally its own id.
+///
+/// ```
+/// use annals::{Metadata, NewEvent};
+///
+/// let event = NewEvent::json("OrderPaid", &serde_json::json!({"amount": 1999}))?
+///     .with_metadata(Metadata::new().with("channel", "web"));
+/// assert_eq!(event.payload().get(), r#"{"amount":1999}"#);
+/// # Ok::<(), annals::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub(crate) id: Option<Uuid>,
+    pub(crate) event_type: String,
+    pub(crate) payload: Box<RawValue>,
+    pub(crate) metadata: Metadata,
+}
+
+impl NewEvent {
+    /// An event whose payload is `payload` serialised as JSON.
+    pub fn json<T: Serialize + ?Sized>(event_type: impl Into<String>, payload: &T) -> Result<Self> {
+        let payload = serde_json::value::to_raw_value(payload).map_err(Error::InvalidJson)?;
+        Ok(Self::raw(event_type, payload))
+    }
+
+    /// An event whose payload is JSON text, checked but kept byte for byte.
+    pub fn from_json_text(event_type: impl Into<String>, payload: impl Into<String>) -> Result<Self> {
+        let payload = RawValue::from_string(payload.into()).map_err(Error::InvalidJson)?;
+        Ok(Self::raw(event_type, payload))
+    }
+
+    /// An event with an already parsed payload.
+    pub fn raw(event_type: impl Into<String>, payload: Box<RawValue>) -> Self {
+        NewEvent {
+            id: None,
+            event_type: event_type.into(),
+            payload,
+            metadata: Metadata::default(),
+        }
+    }
+
+    /// Sets the metadata (the store adds the append's command id to it).
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Gives the event its own id instead of a generated UUID v7. An id the store
+    /// already holds is rejected with [`Error::DuplicateEventId`].
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The JSON payload.
+    pub fn payload(&self) -> &RawValue {
+        &self.payload
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The id given with [`NewEvent::with_id`], if any.
+    pub fn id(&self) -> Option<Uuid> {
+        self.id
+    }
+}
+
+/// One stored event with its position, as every read returns it.
+///
+/// Its JSON form is the wire format of the HTTP API:
+/// `{"partition","offset","stream","version","id","type","data","metadata","recorded_at"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// The partition holding the stream.
+    pub partition: Partition,
+    /// Position in the partition.
+    pub offset: Offset,
+    /// The stream the event belongs to.
+    pub stream: StreamId,
+    /// Position in the stream (1-based).
+    pub version: Version,
+    /// The event's unique id.
+    #[serde(rename = "id")]
+    pub event_id: Uuid,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The payload, as the JSON text it was appended with.
+    #[serde(rename = "data")]
+    pub payload: Box<RawValue>,
+    /// The metadata.
+    pub metadata: Metadata,
+    /// When the store wrote the record (UTC, microsecond precision).
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// Deserialises the payload.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(self.payload.get()).map_err(Error::InvalidJson)
+    }
+}
+
+impl PartialEq for RecordedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.partition == other.partition
+            && self.offset == other.offset
+            && self.stream == other.stream
+            && self.version == other.version
+            && self.event_id == other.event_id
+            && self.event_type == other.event_type
+            && self.payload.get() == other.payload.get()
+            && self.metadata == other.metadata
+            && self.recorded_at == other.recorded_at
+    }
+}
+
+impl Eq for RecordedEvent {}

@@ -1,0 +1,310 @@
+//! The store users open: the [`EventStore`] API, the [`Store`] handle that checks every
+//! append once before any engine sees it, and the options to open one from a URL.
+//!
+//! ```
+//! use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StreamId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> annals::Result<()> {
+//! let store = Store::open("memory:").await?;
+//! let order = StreamId::new("order-42")?;
+//! let outcome = store
+//!     .append(AppendRequest::new(order.clone(), ExpectedVersion::NoStream)
+//!         .event(NewEvent::json("OrderPlaced", &serde_json::json!({"lines": 2}))?))
+//!     .await?;
+//! assert_eq!((outcome.partition, outcome.first_offset, outcome.last_version), (0, 0, 1));
+//! assert_eq!(store.read_stream(&order, 1, 100).await?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+mod options;
+mod subscribe;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::backend::{Backend, PreparedAppend, PreparedEvent};
+use crate::error::{Error, Result};
+use crate::partitioner::partition_for;
+use crate::position::{ExpectedVersion, Offset, Partition, Version};
+use crate::record::{NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+use crate::stream::{validate_category, StreamId};
+
+pub(crate) use options::redact;
+pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
+
+/// One append: events for one stream, checked against an expected version and,
+/// with a command id, applied at most once.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The stream to append to.
+    pub stream: StreamId,
+    /// The version the stream must be at.
+    pub expected: ExpectedVersion,
+    /// Idempotency key: an append with a known command id is not applied again.
+    pub command_id: Option<Uuid>,
+    /// The events, stored contiguously in this order.
+    pub events: Vec<NewEvent>,
+}
+
+impl AppendRequest {
+    /// An append to `stream` with no events yet.
+    pub fn new(stream: StreamId, expected: ExpectedVersion) -> Self {
+        AppendRequest {
+            stream,
+            expected,
+            command_id: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// Sets the command id.
+    pub fn command_id(mut self, command_id: Uuid) -> Self {
+        self.command_id = Some(command_id);
+        self
+    }
+
+    /// Adds one event.
+    pub fn event(mut self, event: NewEvent) -> Self {
+        self.events.push(event);
+        self
+    }
+}
+
+/// Where an append's events were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// The stream's partition.
+    pub partition: Partition,
+    /// Offset of the first event.
+    pub first_offset: Offset,
+    /// Offset of the last event.
+    pub last_offset: Offset,
+    /// Stream version of the first event.
+    pub first_version: Version,
+    /// Stream version of the last event (the stream's version after the append).
+    pub last_version: Version,
+    /// True when the command id was already applied: this is the original outcome and
+    /// nothing was written.
+    pub duplicate: bool,
+}
+
+/// A stream as listed by [`EventStore::list_streams`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream id.
+    pub stream: StreamId,
+    /// Its partition.
+    pub partition: Partition,
+    /// Its version (number of events).
+    pub version: Version,
+}
+
+/// The event store API, the same for every engine and object-safe: an
+/// `Arc<dyn EventStore>` works wherever a store is needed.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// How many partitions the store has (fixed at creation).
+    fn partition_count(&self) -> u32;
+
+    /// Appends events to one stream, atomically (all or none, contiguous in one
+    /// partition), checked against the expected version, at most once per command id.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
+
+    /// Up to `limit` events of `stream` from version `from_version` (1-based) on.
+    /// An unknown stream reads as empty.
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The stream's version: its number of events, 0 when it does not exist.
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
+
+    /// Up to `limit` records of `partition` from `from_offset` on, in offset order.
+    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The next offset of every partition, indexed by partition.
+    async fn high_watermarks(&self) -> Result<Vec<Offset>>;
+
+    /// Every record of `partition` from `from_offset` on, then new ones as they are
+    /// appended; the stream ends only on an error.
+    fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>>;
+
+    /// Streams in id order, optionally of one category, starting after `after`.
+    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>>;
+}
+
+/// A store opened from a URL: `memory:`, `sqlite://path` or `postgres://…`.
+///
+/// Cloning is cheap; clones share the connections and the writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Box<dyn Backend>,
+    limits: Limits,
+    partition_count: u32,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .field("partition_count", &self.inner.partition_count)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` with default options.
+    pub async fn open(url: &str) -> Result<Store> {
+        StoreOptions::from_url(url)?.open().await
+    }
+
+    pub(crate) fn from_backend(backend: Box<dyn Backend>, limits: Limits) -> Store {
+        let partition_count = backend.partition_count();
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                limits,
+                partition_count,
+            }),
+        }
+    }
+
+    /// The engine behind the store: `"memory"`, `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// The limits appends are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Finishes in-flight appends and closes the store's connections.
+    pub async fn close(&self) {
+        self.inner.backend.close().await;
+    }
+
+    fn check_partition(&self, partition: Partition) -> Result<()> {
+        if partition >= self.inner.partition_count {
+            return Err(Error::PartitionOutOfRange {
+                partition,
+                partition_count: self.inner.partition_count,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks an append against the limits and turns it into what engines store:
+    /// partition chosen, event ids assigned, metadata encoded once.
+    fn prepare(&self, request: AppendRequest) -> Result<PreparedAppend> {
+        let limits = &self.inner.limits;
+        let count = request.events.len();
+        if count == 0 {
+            return Err(Error::EmptyAppend);
+        }
+        if count > limits.max_events_per_append {
+            return Err(Error::TooManyEvents {
+                count,
+                limit: limits.max_events_per_append,
+            });
+        }
+        let mut events = Vec::with_capacity(count);
+        let mut total = 0;
+        for (index, event) in request.events.into_iter().enumerate() {
+            if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
+                return Err(Error::InvalidEventType {
+                    event_type: event.event_type,
+                });
+            }
+            let size = event.payload.get().len();
+            if size > limits.max_event_bytes {
+                return Err(Error::PayloadTooLarge {
+                    index,
+                    size,
+                    limit: limits.max_event_bytes,
+                });
+            }
+            let mut metadata = event.metadata;
+            if request.command_id.is_some() {
+                metadata.command_id = request.command_id;
+            }
+            let metadata = serde_json::to_string(&metadata).map_err(Error::InvalidJson)?;
+            total += size + metadata.len();
+            if let Some(id) = event.id {
+                if events.iter().any(|e: &PreparedEvent| e.event_id == id) {
+                    return Err(Error::DuplicateEventId { event_id: id });
+                }
+            }
+            events.push(PreparedEvent {
+                event_id: event.id.unwrap_or_else(Uuid::now_v7),
+                client_id: event.id.is_some(),
+                event_type: event.event_type,
+                payload: event.payload,
+                metadata,
+            });
+        }
+        if total > limits.max_append_bytes {
+            return Err(Error::AppendTooLarge {
+                size: total,
+                limit: limits.max_append_bytes,
+            });
+        }
+        Ok(PreparedAppend {
+            partition: partition_for(&request.stream, self.inner.partition_count),
+            stream: request.stream,
+            expected: request.expected,
+            command_id: request.command_id,
+            events,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for Store {
+    fn partition_count(&self) -> u32 {
+        self.inner.partition_count
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        let prepared = self.prepare(request)?;
+        self.inner.backend.append(prepared).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.backend.read_stream(stream, from_version.max(1), limit).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        self.inner.backend.stream_version(stream).await
+    }
+
+    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.check_partition(partition)?;
+        self.inner.backend.read_partition(partition, from_offset, limit).await
+    }
+
+    async fn high_watermarks(&self) -> Result<Vec<Offset>> {
+        self.inner.backend.high_watermarks().await
+    }
+
+    fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>> {
+        match self.check_partition(partition) {
+            Ok(()) => subscribe::records(self.clone(), partition, from_offset),
+            Err(error) => Box::pin(futures::stream::once(async { Err(error) })),
+        }
+    }
+
+    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+        if let Some(category) = category {
+            validate_category(category)?;
+        }
+        self.inner.backend.list_streams(category, limit, after).await
+    }
+}

@@ -1,0 +1,67 @@
+//! Subscriptions: read a partition from an offset, then wait for new records.
+//!
+//! Waiting is driven by wake-ups (in-process after every commit, PostgreSQL
+//! `LISTEN/NOTIFY` across processes), with a slow poll as the fallback for writers
+//! that cannot notify (another process on the same SQLite file, a lost notification).
+
+use std::collections::VecDeque;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::watch;
+
+use super::Store;
+use crate::error::Result;
+use crate::position::{Offset, Partition};
+use crate::record::RecordedEvent;
+use crate::EventStore;
+
+/// Records fetched per read while catching up.
+const BATCH: usize = 500;
+
+struct Cursor {
+    store: Store,
+    partition: Partition,
+    next: Offset,
+    buffered: VecDeque<RecordedEvent>,
+    wakeups: watch::Receiver<Offset>,
+    failed: bool,
+}
+
+pub(super) fn records(store: Store, partition: Partition, from: Offset) -> BoxStream<'static, Result<RecordedEvent>> {
+    let wakeups = store.inner.backend.wakeups().watch(partition);
+    let cursor = Cursor {
+        store,
+        partition,
+        next: from,
+        buffered: VecDeque::new(),
+        wakeups,
+        failed: false,
+    };
+    stream::unfold(cursor, |mut cursor| async move {
+        if cursor.failed {
+            return None;
+        }
+        loop {
+            if let Some(record) = cursor.buffered.pop_front() {
+                cursor.next = record.offset + 1;
+                return Some((Ok(record), cursor));
+            }
+            // Mark the current wake-up as seen *before* reading, so an append that
+            // commits after the read below still wakes the wait that follows it.
+            cursor.wakeups.borrow_and_update();
+            match cursor.store.read_partition(cursor.partition, cursor.next, BATCH).await {
+                Ok(records) if !records.is_empty() => cursor.buffered.extend(records),
+                Ok(_) => {
+                    let poll = cursor.store.inner.backend.poll_interval();
+                    // Either a wake-up or the poll interval; both lead to a fresh read.
+                    let _ = tokio::time::timeout(poll, cursor.wakeups.changed()).await;
+                }
+                Err(error) => {
+                    cursor.failed = true;
+                    return Some((Err(error), cursor));
+                }
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,158 @@
+//! Stream ids: the key of one aggregate's history, validated once at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest stream id, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 200;
+
+/// The id of a stream, e.g. `order-7f3c`: 1–200 bytes of `[A-Za-z0-9_.:@-]`.
+///
+/// By convention an id is `category-id`; [`StreamId::category`] is the text before the
+/// first `-`. A `StreamId` can only be built through [`StreamId::new`], so every value
+/// in the program is valid.
+///
+/// ```
+/// use annals::StreamId;
+///
+/// let id = StreamId::new("order-42")?;
+/// assert_eq!(id.category(), "order");
+/// assert!(StreamId::new("order 42").is_err());
+/// # Ok::<(), annals::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Validates `id` and wraps it.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        match invalid_reason(&id) {
+            None => Ok(StreamId(id)),
+            Some(reason) => Err(Error::InvalidStreamId { id, reason }),
+        }
+    }
+
+    /// Wraps an id read back from a store, which validated it on the way in.
+    pub(crate) fn trusted(id: String) -> Self {
+        debug_assert!(invalid_reason(&id).is_none(), "stored stream id {id:?} is invalid");
+        StreamId(id)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The category: the text before the first `-`, or the whole id if it has none.
+    pub fn category(&self) -> &str {
+        category_of(&self.0)
+    }
+}
+
+pub(crate) fn category_of(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(category, _)| category)
+}
+
+fn invalid_reason(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("is empty")
+    } else if id.len() > MAX_STREAM_ID_LEN {
+        Some("is longer than 200 bytes")
+    } else if !id.bytes().all(is_stream_byte) {
+        Some("may only contain A-Z a-z 0-9 _ . : @ -")
+    } else {
+        None
+    }
+}
+
+fn is_stream_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'@' | b'-')
+}
+
+/// Whether `category` could be the category of some stream id (for filters).
+pub(crate) fn validate_category(category: &str) -> Result<()> {
+    if invalid_reason(category).is_some() || category.contains('-') {
+        return Err(Error::InvalidCategory {
+            category: category.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StreamId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = Error;
+    fn from_str(id: &str) -> Result<Self> {
+        StreamId::new(id)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = Error;
+    fn try_from(id: String) -> Result<Self> {
+        StreamId::new(id)
+    }
+}
+
+impl TryFrom<&str> for StreamId {
+    type Error = Error;
+    fn try_from(id: &str) -> Result<Self> {
+        StreamId::new(id)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let id = String::deserialize(deserializer)?;
+        StreamId::new(id).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        for id in ["order-1", "a", "customer-alice@example.com", "x:y.z_w-1", &"a".repeat(200)] {
+            assert_eq!(StreamId::new(id).unwrap().as_str(), id);
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for id in ["", "order 1", "order/1", "ordre-é", "a\n", &"a".repeat(201)] {
+            assert!(
+                matches!(StreamId::new(id), Err(Error::InvalidStreamId { .. })),
+                "{id:?} was accepted"
+            );
+        }
+        assert!(serde_json::from_str::<StreamId>(r#""no spaces""#).is_err());
+    }
+
+    #[test]
+    fn category_is_the_text_before_the_first_dash() {
+        assert_eq!(StreamId::new("order-7f3c-1").unwrap().category(), "order");
+        assert_eq!(StreamId::new("singleton").unwrap().category(), "singleton");
+        assert!(validate_category("order").is_ok());
+        assert!(validate_category("order-1").is_err());
+        assert!(validate_category("").is_err());
+    }
+}

@@ -117,10 +117,10 @@ mod tests {
     #[test]
     fn payloads_stay_under_the_limit() {
         let many: BTreeMap<Partition, Offset> = (0..5_000).map(|p| (p, u64::MAX)).collect();
-        let payloads = payloads(&many);
-        assert!(payloads.len() > 1);
-        assert!(payloads.iter().all(|p| p.len() < 8_000));
-        let pairs: usize = payloads.iter().map(|p| p.split(' ').count()).sum();
+        let split = payloads(&many);
+        assert!(split.len() > 1);
+        assert!(split.iter().all(|p| p.len() < 8_000));
+        let pairs: usize = split.iter().map(|p| p.split(' ').count()).sum();
         assert_eq!(pairs, 5_000);
         assert!(payloads(&BTreeMap::new()).is_empty());
     }

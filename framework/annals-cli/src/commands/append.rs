@@ -1,0 +1,58 @@
+//! `annals append`: append one event to a stream.
+
+use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Store, StreamId};
+use uuid::Uuid;
+
+use crate::output::{CliError, CliResult, Output};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The stream, e.g. order-42.
+    stream: String,
+    /// The event type, e.g. OrderPlaced.
+    #[arg(long = "type")]
+    event_type: String,
+    /// The payload, as JSON.
+    #[arg(long)]
+    data: String,
+    /// Metadata, as a JSON object (correlation_id, causation_id and your own keys).
+    #[arg(long)]
+    metadata: Option<String>,
+    /// The version the stream must be at: any, no_stream, exists or a number.
+    #[arg(long, default_value = "any")]
+    expected: ExpectedVersion,
+    /// Idempotency key: appending again with the same id writes nothing.
+    #[arg(long)]
+    command_id: Option<Uuid>,
+    /// The event's own id (default: a new UUID v7).
+    #[arg(long)]
+    id: Option<Uuid>,
+}
+
+pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
+    let stream = StreamId::new(args.stream)?;
+    let mut event = NewEvent::from_json_text(args.event_type, args.data)?;
+    if let Some(metadata) = args.metadata {
+        let metadata: Metadata = serde_json::from_str(&metadata)
+            .map_err(|error| CliError::Usage(format!("--metadata must be a JSON object: {error}")))?;
+        event = event.with_metadata(metadata);
+    }
+    if let Some(id) = args.id {
+        event = event.with_id(id);
+    }
+    let mut request = AppendRequest::new(stream.clone(), args.expected).event(event);
+    request.command_id = args.command_id;
+
+    let store = Store::open(db).await?;
+    let outcome = store.append(request).await;
+    store.close().await;
+    let outcome = outcome?;
+    out.print(&outcome, |o| {
+        let what = if o.duplicate { "already appended (duplicate command id)" } else { "appended" };
+        format!(
+            "{what}: {stream} version {} at partition {} offset {}",
+            o.last_version, o.partition, o.last_offset
+        )
+    });
+    Ok(())
+}

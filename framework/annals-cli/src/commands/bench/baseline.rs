@@ -1,0 +1,190 @@
+//! The raw engine under the same load: plain INSERTs into a table shaped like
+//! `annals_events` (same columns, same unique indexes), from the same number of
+//! writers, each on its own connection, with the same durability and connection
+//! settings as the store, one multi-row INSERT (one transaction) per append.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use annals::{StoreOptions, Synchronous};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use uuid::Uuid;
+
+use super::load::{drive, Load, Measured};
+use super::payload;
+use crate::output::CliResult;
+
+const TABLE: &str = "annals_bench_baseline";
+
+/// The connection and durability settings both phases ran with.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Settings {
+    /// Whether connections use TLS (this build connects without).
+    tls: bool,
+    /// Whether statements are prepared once per connection and reused.
+    prepared_statements: bool,
+    /// SQLite's `synchronous`, or PostgreSQL's `synchronous_commit` (server default).
+    synchronous: &'static str,
+}
+
+impl Settings {
+    pub(crate) fn of(options: &StoreOptions) -> Self {
+        let synchronous = match options.backend_name() {
+            "sqlite" => match options.synchronous_setting() {
+                Synchronous::Normal => "normal",
+                Synchronous::Full => "full",
+                Synchronous::Extra => "extra",
+            },
+            "postgres" => "server default (on)",
+            _ => "none (in memory)",
+        };
+        Settings {
+            tls: false,
+            prepared_statements: true,
+            synchronous,
+        }
+    }
+}
+
+/// Runs the baseline for the store at `db`; `None` for engines without one (memory).
+pub(crate) async fn run(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Option<Measured>> {
+    match options.backend_name() {
+        "postgres" => postgres(db, load).await.map(Some),
+        "sqlite" => sqlite(db, options, load).await.map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// `INSERT INTO … VALUES (…), (…)` with `rows` tuples of numbered placeholders.
+fn insert_sql(rows: u64, placeholder: impl Fn(u64) -> String, payload_cast: &str) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| {
+            let p = |column: u64| placeholder(row * 8 + column + 1);
+            format!(
+                "({}, {}, {}, {}, {}, {}, {}{payload_cast}, '{{}}'{payload_cast}, {})",
+                p(0),
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7)
+            )
+        })
+        .collect();
+    format!(
+        r#"INSERT INTO {TABLE} (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at) VALUES {}"#,
+        tuples.join(", ")
+    )
+}
+
+async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
+    let connect = PgConnectOptions::from_str(db)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(load.writers as u32)
+        .connect_with(connect)
+        .await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    sqlx::query(&format!(
+        r#"CREATE TABLE {TABLE} (
+            partition integer NOT NULL, "offset" bigint NOT NULL, stream_id text COLLATE "C" NOT NULL,
+            version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL,
+            payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL,
+            PRIMARY KEY (partition, "offset"), UNIQUE (stream_id, version), UNIQUE (event_id))"#
+    ))
+    .execute(&pool)
+    .await?;
+    let sql: Arc<str> = insert_sql(load.events_per_op, |n| format!("${n}"), "::json").into();
+    let per_op = load.events_per_op;
+    let measured = {
+        let pool = pool.clone();
+        drive(load, "raw pg", move |writer, seq| {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            async move {
+                let mut query = sqlx::query(&sql);
+                for i in 0..per_op {
+                    query = query
+                        .bind(writer as i32)
+                        .bind((seq * per_op + i) as i64)
+                        .bind(format!("bench-{writer}-{seq}"))
+                        .bind(i as i64 + 1)
+                        .bind(Uuid::now_v7())
+                        .bind("LineAdded")
+                        .bind(payload(seq * per_op + i))
+                        .bind(chrono::Utc::now());
+                }
+                query.execute(&pool).await?;
+                Ok(())
+            }
+        })
+        .await
+    };
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    pool.close().await;
+    measured
+}
+
+async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Measured> {
+    let path = db
+        .strip_prefix("sqlite://")
+        .or_else(|| db.strip_prefix("sqlite:"))
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_default();
+    let connect = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match options.synchronous_setting() {
+            Synchronous::Normal => SqliteSynchronous::Normal,
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Extra => SqliteSynchronous::Extra,
+        })
+        .busy_timeout(std::time::Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(load.writers as u32)
+        .connect_with(connect)
+        .await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    for ddl in [
+        format!(
+            r#"CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, stream_id TEXT NOT NULL,
+               version INTEGER NOT NULL, event_id BLOB NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL,
+               metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL)"#
+        ),
+        format!(r#"CREATE UNIQUE INDEX {TABLE}_position ON {TABLE} (partition, "offset")"#),
+        format!("CREATE UNIQUE INDEX {TABLE}_stream_version ON {TABLE} (stream_id, version)"),
+        format!("CREATE UNIQUE INDEX {TABLE}_event_id ON {TABLE} (event_id)"),
+    ] {
+        sqlx::query(&ddl).execute(&pool).await?;
+    }
+    let sql: Arc<str> = insert_sql(load.events_per_op, |_| "?".to_owned(), "").into();
+    let per_op = load.events_per_op;
+    let measured = {
+        let pool = pool.clone();
+        drive(load, "raw sqlite", move |writer, seq| {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            async move {
+                let mut query = sqlx::query(&sql);
+                for i in 0..per_op {
+                    query = query
+                        .bind(writer as i64)
+                        .bind((seq * per_op + i) as i64)
+                        .bind(format!("bench-{writer}-{seq}"))
+                        .bind(i as i64 + 1)
+                        .bind(Uuid::now_v7())
+                        .bind("LineAdded")
+                        .bind(payload(seq * per_op + i))
+                        .bind(chrono::Utc::now().timestamp_micros());
+                }
+                query.execute(&pool).await?;
+                Ok(())
+            }
+        })
+        .await
+    };
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    pool.close().await;
+    measured
+}

@@ -1,0 +1,31 @@
+//! One module per `annals` command.
+
+pub(crate) mod append;
+pub(crate) mod bench;
+pub(crate) mod init;
+pub(crate) mod read;
+pub(crate) mod stats;
+pub(crate) mod streams;
+pub(crate) mod tail;
+
+use annals::RecordedEvent;
+
+use crate::output::{clip, table};
+
+/// Records as a human table.
+pub(crate) fn records_table(records: &[RecordedEvent]) -> String {
+    table(
+        ["partition", "offset", "stream", "version", "type", "recorded at", "data"],
+        records.iter().map(|r| {
+            [
+                r.partition.to_string(),
+                r.offset.to_string(),
+                r.stream.to_string(),
+                r.version.to_string(),
+                r.event_type.clone(),
+                r.recorded_at.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+                clip(r.payload.get(), 60),
+            ]
+        }),
+    )
+}

@@ -1,0 +1,33 @@
+//! `annals streams`: browse streams in id order.
+
+use annals::{EventStore, Store, StreamId};
+use serde_json::json;
+
+use crate::output::{table, CliResult, Output};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Only streams of this category (the text before the first '-').
+    #[arg(long)]
+    category: Option<String>,
+    /// Start after this stream id (for paging).
+    #[arg(long)]
+    after: Option<String>,
+    /// Most streams to list.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
+    let after = args.after.map(StreamId::new).transpose()?;
+    let store = Store::open(db).await?;
+    let streams = store.list_streams(args.category.as_deref(), args.limit, after.as_ref()).await?;
+    store.close().await;
+    out.print(&json!({"streams": streams}), |_| {
+        table(
+            ["stream", "partition", "version"],
+            streams.iter().map(|s| [s.stream.to_string(), s.partition.to_string(), s.version.to_string()]),
+        )
+    });
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! How commands print: human tables on a terminal, one JSON document with `--json`,
+//! and errors as `{"error": code, "message": text}`.
+
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Where a command's result goes, in the format the user chose.
+pub(crate) struct Output {
+    json: bool,
+}
+
+/// A failure of a command: a store error, or bad arguments caught by the command.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    Store(#[from] annals::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub(crate) type CliResult<T = ()> = Result<T, CliError>;
+
+impl Output {
+    pub(crate) fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    pub(crate) fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints `value` as JSON, or as the text `human` renders.
+    pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).expect("serialisable output"));
+        } else {
+            println!("{}", human(value));
+        }
+    }
+
+    pub(crate) fn error(&self, error: &CliError) {
+        let body = error_body(error);
+        if self.json {
+            println!("{body}");
+        } else {
+            eprintln!("error[{}]: {}", body["error"].as_str().unwrap_or("error"), error);
+        }
+    }
+}
+
+fn error_body(error: &CliError) -> Value {
+    match error {
+        CliError::Store(error) => {
+            let mut body = json!({"error": error.code(), "message": error.to_string()});
+            if let annals::Error::WrongExpectedVersion { expected, actual, .. } = error {
+                body["expected"] = json!(expected);
+                body["actual"] = json!(actual);
+            }
+            body
+        }
+        CliError::Usage(message) => json!({"error": "bad_request", "message": message}),
+        CliError::Database(error) => json!({"error": "internal", "message": error.to_string()}),
+    }
+}
+
+/// A table with a header row, in the house style.
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+/// `text` cut to `width` characters, with an ellipsis when cut.
+pub(crate) fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
+        clipped.push('…');
+        clipped
+    }
+}

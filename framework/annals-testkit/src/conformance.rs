@@ -66,7 +66,11 @@ pub async fn read_whole_partition(store: &Store, partition: u32) -> Vec<annals::
             return records;
         }
         for record in batch {
-            assert_eq!(record.offset, records.len() as u64, "I1: partition {partition} has a gap or a duplicate");
+            assert_eq!(
+                record.offset,
+                records.len() as u64,
+                "I1: partition {partition} has a gap or a duplicate"
+            );
             records.push(record);
         }
     }
@@ -148,7 +152,11 @@ pub async fn i1_offsets_gapless_under_concurrent_writers(t: &TestStore) {
     let watermarks = store.high_watermarks().await.expect("watermarks");
     for partition in 0..partitions {
         let records = read_whole_partition(&store, partition).await;
-        assert_eq!(records.len() as u64, watermarks[partition as usize], "watermark of partition {partition}");
+        assert_eq!(
+            records.len() as u64,
+            watermarks[partition as usize],
+            "watermark of partition {partition}"
+        );
     }
 }
 
@@ -168,7 +176,12 @@ pub async fn i2_stream_versions_contiguous(t: &TestStore) {
                     loop {
                         let version = store.stream_version(&id).await.expect("version");
                         match store
-                            .append(tagged_append(&id, ExpectedVersion::Exact(version), writer * 1_000 + n, count))
+                            .append(tagged_append(
+                                &id,
+                                ExpectedVersion::Exact(version),
+                                writer * 1_000 + n,
+                                count,
+                            ))
                             .await
                         {
                             Ok(outcome) => {
@@ -203,7 +216,10 @@ pub async fn i2_stream_versions_contiguous(t: &TestStore) {
             assert_eq!(record.partition, partition, "I2: {id} lives in one partition");
             assert_eq!(&record.stream, &id);
             if i > 0 {
-                assert!(record.offset > records[i - 1].offset, "I2: versions of {id} follow offset order");
+                assert!(
+                    record.offset > records[i - 1].offset,
+                    "I2: versions of {id} follow offset order"
+                );
             }
         }
     }
@@ -238,7 +254,11 @@ pub async fn i3_appends_are_atomic(t: &TestStore) {
         .append(tagged_append(&id, ExpectedVersion::NoStream, 999_999, 5))
         .await;
     assert!(matches!(rejected, Err(Error::WrongExpectedVersion { .. })));
-    assert_eq!(store.high_watermarks().await.expect("watermarks"), before, "I3: a rejected append wrote something");
+    assert_eq!(
+        store.high_watermarks().await.expect("watermarks"),
+        before,
+        "I3: a rejected append wrote something"
+    );
 
     for partition in 0..store.partition_count() {
         let records = read_whole_partition(&store, partition).await;
@@ -249,8 +269,17 @@ pub async fn i3_appends_are_atomic(t: &TestStore) {
             assert!(i + count <= records.len(), "I3: append {} is cut short", tag["append"]);
             for (j, record) in records[i..i + count].iter().enumerate() {
                 let part: serde_json::Value = record.decode().expect("payload");
-                assert_eq!(part["append"], tag["append"], "I3: append {} is interleaved", tag["append"]);
-                assert_eq!(part["i"].as_u64(), Some(j as u64), "I3: append {} is out of order", tag["append"]);
+                assert_eq!(
+                    part["append"], tag["append"],
+                    "I3: append {} is interleaved",
+                    tag["append"]
+                );
+                assert_eq!(
+                    part["i"].as_u64(),
+                    Some(j as u64),
+                    "I3: append {} is out of order",
+                    tag["append"]
+                );
                 assert_eq!(record.stream, records[i].stream);
             }
             i += count;
@@ -271,7 +300,10 @@ pub async fn i5_command_id_applied_once(t: &TestStore) {
         .expect("first append");
     assert!(!original.duplicate);
     let records = store.read_stream(&id, 1, 10).await.expect("read");
-    assert!(records.iter().all(|r| r.metadata.command_id == Some(command)), "command id is in the metadata");
+    assert!(
+        records.iter().all(|r| r.metadata.command_id == Some(command)),
+        "command id is in the metadata"
+    );
 
     let before = store.high_watermarks().await.expect("watermarks");
     // The retry's expected version is stale and its events differ: still the original answer.
@@ -279,19 +311,41 @@ pub async fn i5_command_id_applied_once(t: &TestStore) {
         .append(tagged_append(&id, ExpectedVersion::NoStream, 2, 3).command_id(command))
         .await
         .expect("retry is not an error");
-    assert_eq!(retry, AppendOutcome { duplicate: true, ..original }, "I5: a retry returns the original outcome");
-    assert_eq!(store.high_watermarks().await.expect("watermarks"), before, "I5: a retry wrote events");
+    assert_eq!(
+        retry,
+        AppendOutcome {
+            duplicate: true,
+            ..original
+        },
+        "I5: a retry returns the original outcome"
+    );
+    assert_eq!(
+        store.high_watermarks().await.expect("watermarks"),
+        before,
+        "I5: a retry wrote events"
+    );
 
     let elsewhere = store
         .append(tagged_append(&stream("payment-2"), ExpectedVersion::Any, 3, 1).command_id(command))
         .await;
     match elsewhere {
-        Err(Error::CommandIdConflict { command_id, stream: s, existing_stream }) => {
-            assert_eq!((command_id, s.as_str(), existing_stream.as_str()), (command, "payment-2", "payment-1"));
+        Err(Error::CommandIdConflict {
+            command_id,
+            stream: s,
+            existing_stream,
+        }) => {
+            assert_eq!(
+                (command_id, s.as_str(), existing_stream.as_str()),
+                (command, "payment-2", "payment-1")
+            );
         }
         other => panic!("I5: expected CommandIdConflict, got {other:?}"),
     }
-    assert_eq!(store.high_watermarks().await.expect("watermarks"), before, "I5: a conflict wrote events");
+    assert_eq!(
+        store.high_watermarks().await.expect("watermarks"),
+        before,
+        "I5: a conflict wrote events"
+    );
 
     // Sixteen concurrent deliveries of one command: one writes, all agree.
     let command = Uuid::new_v4();
@@ -310,7 +364,11 @@ pub async fn i5_command_id_applied_once(t: &TestStore) {
     for racer in racers {
         outcomes.push(racer.await.expect("racer"));
     }
-    assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1, "I5: exactly one delivery writes");
+    assert_eq!(
+        outcomes.iter().filter(|o| !o.duplicate).count(),
+        1,
+        "I5: exactly one delivery writes"
+    );
     assert!(outcomes.iter().all(|o| o.first_offset == outcomes[0].first_offset));
     assert_eq!(store.stream_version(&stream("payment-3")).await.expect("version"), 1);
 }
@@ -334,7 +392,14 @@ pub async fn i5_command_id_survives_reopen(t: &TestStore) {
         .append(tagged_append(&id, ExpectedVersion::Any, 1, 3).command_id(command))
         .await
         .expect("retry");
-    assert_eq!(retry, AppendOutcome { duplicate: true, ..original }, "I5: command ids survive a restart");
+    assert_eq!(
+        retry,
+        AppendOutcome {
+            duplicate: true,
+            ..original
+        },
+        "I5: command ids survive a restart"
+    );
     assert_eq!(store.stream_version(&id).await.expect("version"), 3);
 }
 
@@ -352,17 +417,24 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
     let limits = store.limits().clone();
 
     for bad in ["", "has space", "slash/", &"x".repeat(201), "ünïcode"] {
-        assert!(matches!(StreamId::new(bad), Err(Error::InvalidStreamId { .. })), "{bad:?}");
+        assert!(
+            matches!(StreamId::new(bad), Err(Error::InvalidStreamId { .. })),
+            "{bad:?}"
+        );
     }
     let big = "x".repeat(limits.max_event_bytes);
     let cases: Vec<(&str, AppendRequest, fn(&Error) -> bool)> = vec![
-        ("empty append", AppendRequest::new(id.clone(), ExpectedVersion::Any), |e| {
-            matches!(e, Error::EmptyAppend)
-        }),
+        (
+            "empty append",
+            AppendRequest::new(id.clone(), ExpectedVersion::Any),
+            |e| matches!(e, Error::EmptyAppend),
+        ),
         (
             "too many events",
             AppendRequest {
-                events: (0..=limits.max_events_per_append).map(|_| event("E", json!(0))).collect(),
+                events: (0..=limits.max_events_per_append)
+                    .map(|_| event("E", json!(0)))
+                    .collect(),
                 ..AppendRequest::new(id.clone(), ExpectedVersion::Any)
             },
             |e| matches!(e, Error::TooManyEvents { .. }),
@@ -375,14 +447,18 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
         (
             "oversized append",
             AppendRequest {
-                events: (0..5).map(|_| event("E", json!(&big[..limits.max_event_bytes - 10]))).collect(),
+                events: (0..5)
+                    .map(|_| event("E", json!(&big[..limits.max_event_bytes - 10])))
+                    .collect(),
                 ..AppendRequest::new(id.clone(), ExpectedVersion::Any)
             },
             |e| matches!(e, Error::AppendTooLarge { .. }),
         ),
-        ("empty event type", AppendRequest::new(id.clone(), ExpectedVersion::Any).event(event("", json!(0))), |e| {
-            matches!(e, Error::InvalidEventType { .. })
-        }),
+        (
+            "empty event type",
+            AppendRequest::new(id.clone(), ExpectedVersion::Any).event(event("", json!(0))),
+            |e| matches!(e, Error::InvalidEventType { .. }),
+        ),
         (
             "event id twice in one append",
             AppendRequest::new(id.clone(), ExpectedVersion::Any)
@@ -408,14 +484,25 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
             Err(error) => assert!(expected(&error), "{name}: wrong error {error:?}"),
             Ok(outcome) => panic!("{name}: accepted as {outcome:?}"),
         }
-        assert_eq!(store.high_watermarks().await.expect("watermarks"), before, "I9: {name} changed the log");
-        assert_eq!(store.stream_version(&id).await.expect("version"), 2, "I9: {name} changed the stream");
+        assert_eq!(
+            store.high_watermarks().await.expect("watermarks"),
+            before,
+            "I9: {name} changed the log"
+        );
+        assert_eq!(
+            store.stream_version(&id).await.expect("version"),
+            2,
+            "I9: {name} changed the stream"
+        );
     }
     assert!(matches!(
         store.read_partition(store.partition_count(), 0, 10).await,
         Err(Error::PartitionOutOfRange { .. })
     ));
-    assert!(matches!(store.list_streams(Some("bad-category"), 10, None).await, Err(Error::InvalidCategory { .. })));
+    assert!(matches!(
+        store.list_streams(Some("bad-category"), 10, None).await,
+        Err(Error::InvalidCategory { .. })
+    ));
     assert!(NewEvent::from_json_text("E", "{not json").is_err());
 }
 
@@ -430,16 +517,47 @@ pub async fn expected_version_semantics(t: &TestStore) {
     let one = |expected| AppendRequest::new(id.clone(), expected).event(event("E", json!(0)));
     assert_eq!(conflict(store.append(one(ExpectedVersion::StreamExists)).await), 0);
     assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(1))).await), 0);
-    assert_eq!(store.append(one(ExpectedVersion::NoStream)).await.expect("new stream").last_version, 1);
+    assert_eq!(
+        store
+            .append(one(ExpectedVersion::NoStream))
+            .await
+            .expect("new stream")
+            .last_version,
+        1
+    );
     assert_eq!(conflict(store.append(one(ExpectedVersion::NoStream)).await), 1);
     assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(0))).await), 1);
-    assert_eq!(store.append(one(ExpectedVersion::StreamExists)).await.expect("exists").last_version, 2);
-    assert_eq!(store.append(one(ExpectedVersion::Exact(2))).await.expect("exact").last_version, 3);
+    assert_eq!(
+        store
+            .append(one(ExpectedVersion::StreamExists))
+            .await
+            .expect("exists")
+            .last_version,
+        2
+    );
+    assert_eq!(
+        store
+            .append(one(ExpectedVersion::Exact(2)))
+            .await
+            .expect("exact")
+            .last_version,
+        3
+    );
     assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(2))).await), 3);
-    assert_eq!(store.append(one(ExpectedVersion::Any)).await.expect("any").last_version, 4);
+    assert_eq!(
+        store.append(one(ExpectedVersion::Any)).await.expect("any").last_version,
+        4
+    );
     assert_eq!(store.append(one(ExpectedVersion::Exact(0))).await.ok(), None);
     let fresh = AppendRequest::new(stream("cart-2"), ExpectedVersion::Exact(0)).event(event("E", json!(0)));
-    assert_eq!(store.append(fresh).await.expect("Exact(0) on a new stream").last_version, 1);
+    assert_eq!(
+        store
+            .append(fresh)
+            .await
+            .expect("Exact(0) on a new stream")
+            .last_version,
+        1
+    );
 }
 
 /// Appends checked in the same group commit fail alone: of 24 concurrent creations
@@ -450,7 +568,11 @@ pub async fn concurrent_appends_fail_alone(t: &TestStore) {
         .map(|n| {
             let store = store.clone();
             tokio::spawn(async move {
-                let id = if n % 2 == 0 { "race-0".to_owned() } else { format!("race-{n}") };
+                let id = if n % 2 == 0 {
+                    "race-0".to_owned()
+                } else {
+                    format!("race-{n}")
+                };
                 let request = AppendRequest::new(stream(&id), ExpectedVersion::NoStream).event(event("E", json!(n)));
                 (n, store.append(request).await)
             })
@@ -478,9 +600,19 @@ pub async fn reads_respect_from_and_limit(t: &TestStore) {
     }
     let versions = |records: Vec<annals::RecordedEvent>| records.iter().map(|r| r.version).collect::<Vec<_>>();
     assert_eq!(versions(store.read_stream(&id, 3, 2).await.expect("read")), [3, 4]);
-    assert_eq!(versions(store.read_stream(&id, 0, 100).await.expect("read")), [1, 2, 3, 4, 5]);
-    assert_eq!(versions(store.read_stream(&id, 6, 100).await.expect("read")), Vec::<u64>::new());
-    assert!(store.read_stream(&stream("ledger-none"), 1, 10).await.expect("read").is_empty());
+    assert_eq!(
+        versions(store.read_stream(&id, 0, 100).await.expect("read")),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        versions(store.read_stream(&id, 6, 100).await.expect("read")),
+        Vec::<u64>::new()
+    );
+    assert!(store
+        .read_stream(&stream("ledger-none"), 1, 10)
+        .await
+        .expect("read")
+        .is_empty());
     assert_eq!(store.stream_version(&stream("ledger-none")).await.expect("version"), 0);
 
     let partition = partition_for(&id, store.partition_count());
@@ -493,14 +625,29 @@ pub async fn reads_respect_from_and_limit(t: &TestStore) {
         .collect();
     assert_eq!(offsets, [1, 2, 3]);
     assert!(store.read_partition(partition, 5, 10).await.expect("read").is_empty());
-    assert_eq!(store.high_watermarks().await.expect("watermarks")[partition as usize], 5);
-    assert_eq!(store.high_watermarks().await.expect("watermarks").len(), store.partition_count() as usize);
+    assert_eq!(
+        store.high_watermarks().await.expect("watermarks")[partition as usize],
+        5
+    );
+    assert_eq!(
+        store.high_watermarks().await.expect("watermarks").len(),
+        store.partition_count() as usize
+    );
 }
 
 /// Streams list in byte order, filtered by category, paged with `after`.
 pub async fn list_streams_by_category_and_page(t: &TestStore) {
     let store = t.open().await;
-    for id in ["order-2", "order-10", "order", "orderx-1", "order-1", "payment-1", "order_a-1", "order.b"] {
+    for id in [
+        "order-2",
+        "order-10",
+        "order",
+        "orderx-1",
+        "order-1",
+        "payment-1",
+        "order_a-1",
+        "order.b",
+    ] {
         append_one(&store, &stream(id), ExpectedVersion::NoStream).await;
     }
     append_one(&store, &stream("order-1"), ExpectedVersion::Exact(1)).await;
@@ -508,19 +655,44 @@ pub async fn list_streams_by_category_and_page(t: &TestStore) {
 
     let orders = store.list_streams(Some("order"), 100, None).await.expect("list");
     assert_eq!(orders[1].version, 2, "order-1 has two events");
-    assert_eq!(orders[1].partition, partition_for(&stream("order-1"), store.partition_count()));
+    assert_eq!(
+        orders[1].partition,
+        partition_for(&stream("order-1"), store.partition_count())
+    );
     assert_eq!(names(orders), ["order", "order-1", "order-10", "order-2"]);
-    let page = store.list_streams(Some("order"), 2, Some(&stream("order-1"))).await.expect("list");
+    let page = store
+        .list_streams(Some("order"), 2, Some(&stream("order-1")))
+        .await
+        .expect("list");
     assert_eq!(names(page), ["order-10", "order-2"]);
     let all = store.list_streams(None, 100, None).await.expect("list");
     assert_eq!(
         names(all),
-        ["order", "order-1", "order-10", "order-2", "order.b", "order_a-1", "orderx-1", "payment-1"]
+        [
+            "order",
+            "order-1",
+            "order-10",
+            "order-2",
+            "order.b",
+            "order_a-1",
+            "orderx-1",
+            "payment-1"
+        ]
     );
-    assert_eq!(names(store.list_streams(None, 2, Some(&stream("order_a-1"))).await.expect("list")), ["orderx-1", "payment-1"]);
+    assert_eq!(
+        names(
+            store
+                .list_streams(None, 2, Some(&stream("order_a-1")))
+                .await
+                .expect("list")
+        ),
+        ["orderx-1", "payment-1"]
+    );
 }
 
-async fn next_record(feed: &mut futures::stream::BoxStream<'static, annals::Result<annals::RecordedEvent>>) -> annals::RecordedEvent {
+async fn next_record(
+    feed: &mut futures::stream::BoxStream<'static, annals::Result<annals::RecordedEvent>>,
+) -> annals::RecordedEvent {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
         .await
         .expect("a record within 10 s")
@@ -554,10 +726,16 @@ pub async fn subscribe_catches_up_then_waits(t: &TestStore) {
     assert_eq!(next_record(&mut feed).await.version, 5);
     writer.await.expect("writer");
     // Woken by the append, not by the fallback poll (generous bound for a busy machine).
-    assert!(started.elapsed() < Duration::from_millis(900), "subscription was not woken by the append");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "subscription was not woken by the append"
+    );
 
     let mut missing = store.subscribe(store.partition_count(), 0);
-    assert!(matches!(missing.next().await, Some(Err(Error::PartitionOutOfRange { .. }))));
+    assert!(matches!(
+        missing.next().await,
+        Some(Err(Error::PartitionOutOfRange { .. }))
+    ));
 }
 
 /// What goes in comes out: payload bytes, types, ids, metadata, timestamps, and the
@@ -593,31 +771,75 @@ pub async fn records_round_trip(t: &TestStore) {
     let first = &records[0];
     assert_eq!(first.payload.get(), spaced, "payload bytes are kept as appended");
     assert_eq!((first.event_type.as_str(), first.event_id), ("OrderPlaced", event_id));
-    assert_eq!((first.partition, first.offset, first.version), (outcome.partition, outcome.first_offset, 1));
+    assert_eq!(
+        (first.partition, first.offset, first.version),
+        (outcome.partition, outcome.first_offset, 1)
+    );
     assert_eq!(first.metadata.correlation_id, Some(correlation));
     assert_eq!(first.metadata.causation_id, Some(causation));
     assert_eq!(first.metadata.command_id, Some(command));
     assert_eq!(first.metadata.extra.get("user"), Some(&json!("alice")));
     assert_eq!(first.metadata.extra.get("attempt"), Some(&json!(2)));
     assert!(first.recorded_at > before && first.recorded_at <= chrono::Utc::now());
-    assert_eq!(first.recorded_at.timestamp_subsec_nanos() % 1_000, 0, "microsecond precision");
+    assert_eq!(
+        first.recorded_at.timestamp_subsec_nanos() % 1_000,
+        0,
+        "microsecond precision"
+    );
     assert_ne!(records[1].event_id, Uuid::nil());
     assert_eq!(records[1].event_id.get_version_num(), 7, "generated ids are UUID v7");
     assert_eq!(records[1].metadata.command_id, Some(command));
-    assert_eq!(records[1].decode::<serde_json::Value>().expect("decode"), json!({"amount": "12.50"}));
+    assert_eq!(
+        records[1].decode::<serde_json::Value>().expect("decode"),
+        json!({"amount": "12.50"})
+    );
 
     let wire = serde_json::to_value(first).expect("serialise");
     let keys: Vec<&str> = wire.as_object().expect("object").keys().map(String::as_str).collect();
     let mut keys = keys;
     keys.sort_unstable();
-    assert_eq!(keys, ["data", "id", "metadata", "offset", "partition", "recorded_at", "stream", "type", "version"]);
+    assert_eq!(
+        keys,
+        [
+            "data",
+            "id",
+            "metadata",
+            "offset",
+            "partition",
+            "recorded_at",
+            "stream",
+            "type",
+            "version"
+        ]
+    );
     assert_eq!(wire["data"], json!({"total": 12.50, "lines": [1, 2]}));
     let back: annals::RecordedEvent = serde_json::from_value(wire).expect("deserialise");
     assert_eq!(back.event_id, first.event_id);
+
+    // The store owns metadata.command_id: an append without a command id never stores
+    // one, whatever the caller put there.
+    let mut claimed = Metadata::new();
+    claimed.command_id = Some(Uuid::new_v4());
+    store
+        .append(
+            AppendRequest::new(id.clone(), ExpectedVersion::Exact(2))
+                .event(event("OrderNoted", json!({})).with_metadata(claimed)),
+        )
+        .await
+        .expect("append");
+    let noted = store.read_stream(&id, 3, 1).await.expect("read");
+    assert_eq!(
+        noted[0].metadata.command_id, None,
+        "a record claims a command id that was never applied"
+    );
 }
 
 /// The partition count is fixed when a store is created.
 pub async fn partition_count_is_fixed(t: &TestStore) {
+    assert!(matches!(
+        t.open_with(|o| o.partitions(0)).await,
+        Err(Error::InvalidPartitionCount)
+    ));
     if !t.is_durable() {
         return;
     }
@@ -625,11 +847,18 @@ pub async fn partition_count_is_fixed(t: &TestStore) {
     assert_eq!(created.partition_count(), 8);
     created.close().await;
     let again = t.open().await;
-    assert_eq!(again.partition_count(), 8, "the recorded count wins when none is asked for");
+    assert_eq!(
+        again.partition_count(),
+        8,
+        "the recorded count wins when none is asked for"
+    );
     assert_eq!(again.high_watermarks().await.expect("watermarks").len(), 8);
     again.close().await;
     match t.open_with(|o| o.partitions(16)).await {
-        Err(Error::PartitionCountMismatch { stored: 8, requested: 16 }) => {}
+        Err(Error::PartitionCountMismatch {
+            stored: 8,
+            requested: 16,
+        }) => {}
         other => panic!("expected PartitionCountMismatch, got {other:?}"),
     }
 }
@@ -640,8 +869,44 @@ pub async fn streams_land_in_kafka_partitions(t: &TestStore) {
     assert_eq!(store.partition_count(), 16);
     let mut placed = BTreeMap::new();
     for id in ["order-1", "order-2", "order-42", "product-sku-9", "customer-alice"] {
-        placed.insert(id, append_one(&store, &stream(id), ExpectedVersion::NoStream).await.partition);
+        placed.insert(
+            id,
+            append_one(&store, &stream(id), ExpectedVersion::NoStream)
+                .await
+                .partition,
+        );
     }
-    let expected = BTreeMap::from([("order-1", 6), ("order-2", 3), ("order-42", 0), ("product-sku-9", 1), ("customer-alice", 6)]);
+    let expected = BTreeMap::from([
+        ("order-1", 6),
+        ("order-2", 3),
+        ("order-42", 0),
+        ("product-sku-9", 1),
+        ("customer-alice", 6),
+    ]);
     assert_eq!(placed, expected);
+}
+
+/// Opening with `create_if_missing(false)` finds no store where none was created, and
+/// creates nothing; once created, the store opens that way.
+pub async fn missing_store_is_not_created(t: &TestStore) {
+    if !t.is_durable() {
+        return;
+    }
+    match t.open_with(|o| o.create_if_missing(false)).await {
+        Err(Error::StoreNotFound { url }) => assert!(!url.is_empty()),
+        other => panic!("expected StoreNotFound, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            t.open_with(|o| o.create_if_missing(false)).await,
+            Err(Error::StoreNotFound { .. })
+        ),
+        "the failed open created something"
+    );
+    t.open().await.close().await;
+    let store = t
+        .open_with(|o| o.create_if_missing(false))
+        .await
+        .expect("existing store opens");
+    assert_eq!(store.partition_count(), 16);
 }

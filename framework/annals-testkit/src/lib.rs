@@ -105,6 +105,7 @@ macro_rules! conformance_suite {
             subscribe_catches_up_then_waits,
             records_round_trip,
             partition_count_is_fixed,
+            missing_store_is_not_created,
             streams_land_in_kafka_partitions,
         );
     };

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> annals::Result<()> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "sqlite://quickstart.db".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "sqlite://quickstart.db".into());
     let store = Store::open(&url).await?;
 
     // ANCHOR: append
@@ -19,9 +21,15 @@ async fn main() -> annals::Result<()> {
     let command_id = Uuid::now_v7();
     let placed = AppendRequest::new(order.clone(), ExpectedVersion::NoStream)
         .command_id(command_id)
-        .event(NewEvent::json("OrderPlaced", &json!({"customer": "alice", "lines": 2}))?);
+        .event(NewEvent::json(
+            "OrderPlaced",
+            &json!({"customer": "alice", "lines": 2}),
+        )?);
     let outcome = store.append(placed.clone()).await?;
-    println!("stored in partition {} at offset {}", outcome.partition, outcome.first_offset);
+    println!(
+        "stored in partition {} at offset {}",
+        outcome.partition, outcome.first_offset
+    );
 
     // Retrying the same command is safe: nothing is written twice.
     let retry = store.append(placed).await?;

@@ -110,6 +110,15 @@ pub enum Error {
         /// The count asked for when opening.
         requested: u32,
     },
+    /// A partition count of zero.
+    #[error("a store needs at least one partition")]
+    InvalidPartitionCount,
+    /// No store exists at the URL, and the options did not allow creating one.
+    #[error("no store at {url}: create it first (annals init)")]
+    StoreNotFound {
+        /// The URL (with any password removed).
+        url: String,
+    },
     /// A store URL that annals cannot open.
     #[error("cannot open {url:?}: {reason}")]
     InvalidUrl {
@@ -126,6 +135,10 @@ pub enum Error {
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The SQLite engine failed while writing (I/O, a full disk, a locked file).
+    #[cfg(feature = "sqlite")]
+    #[error("SQLite error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
     /// The store was closed while the operation was in flight.
     #[error("the store is closed")]
     Closed,
@@ -139,7 +152,7 @@ impl Error {
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
             Error::CommandIdConflict { .. } => "command_id_conflict",
             Error::PayloadTooLarge { .. } | Error::AppendTooLarge { .. } => "payload_too_large",
-            Error::PartitionOutOfRange { .. } => "not_found",
+            Error::PartitionOutOfRange { .. } | Error::StoreNotFound { .. } => "not_found",
             Error::InvalidStreamId { .. }
             | Error::InvalidCategory { .. }
             | Error::DuplicateEventId { .. }
@@ -148,9 +161,12 @@ impl Error {
             | Error::InvalidEventType { .. }
             | Error::InvalidJson(_)
             | Error::PartitionCountMismatch { .. }
+            | Error::InvalidPartitionCount
             | Error::InvalidUrl { .. } => "bad_request",
             #[cfg(any(feature = "sqlite", feature = "postgres"))]
             Error::Migration(_) | Error::Database(_) => "internal",
+            #[cfg(feature = "sqlite")]
+            Error::Sqlite(_) => "internal",
             Error::Closed => "unavailable",
         }
     }

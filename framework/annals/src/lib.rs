@@ -55,15 +55,14 @@ pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};
 pub use record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{
-    AppendOutcome, AppendRequest, EventStore, Limits, StoreOptions, StreamInfo, Store, Synchronous,
-    DEFAULT_PARTITIONS,
+    AppendOutcome, AppendRequest, EventStore, Limits, Store, StoreOptions, StreamInfo, Synchronous, DEFAULT_PARTITIONS,
 };
 pub use stream::{StreamId, MAX_STREAM_ID_LEN};
 
 /// The names most programs need: `use annals::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AppendOutcome, AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-        Store, StreamId,
+        AppendOutcome, AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Store,
+        StreamId,
     };
 }

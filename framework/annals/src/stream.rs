@@ -131,7 +131,13 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_alphabet() {
-        for id in ["order-1", "a", "customer-alice@example.com", "x:y.z_w-1", &"a".repeat(200)] {
+        for id in [
+            "order-1",
+            "a",
+            "customer-alice@example.com",
+            "x:y.z_w-1",
+            &"a".repeat(200),
+        ] {
             assert_eq!(StreamId::new(id).unwrap().as_str(), id);
         }
     }

@@ -1,6 +1,6 @@
 //! `annals append`: append one event to a stream.
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Store, StreamId};
+use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use uuid::Uuid;
 
 use crate::output::{CliError, CliResult, Output};
@@ -43,12 +43,16 @@ pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
     let mut request = AppendRequest::new(stream.clone(), args.expected).event(event);
     request.command_id = args.command_id;
 
-    let store = Store::open(db).await?;
+    let store = super::open_existing(db).await?;
     let outcome = store.append(request).await;
     store.close().await;
     let outcome = outcome?;
     out.print(&outcome, |o| {
-        let what = if o.duplicate { "already appended (duplicate command id)" } else { "appended" };
+        let what = if o.duplicate {
+            "already appended (duplicate command id)"
+        } else {
+            "appended"
+        };
         format!(
             "{what}: {stream} version {} at partition {} offset {}",
             o.last_version, o.partition, o.last_offset

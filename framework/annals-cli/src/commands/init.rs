@@ -21,7 +21,11 @@ pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
     let info = json!({"backend": store.backend_name(), "partition_count": store.partition_count()});
     store.close().await;
     out.print(&info, |info| {
-        format!("store ready: {} with {} partitions", info["backend"].as_str().unwrap_or_default(), info["partition_count"])
+        format!(
+            "store ready: {} with {} partitions",
+            info["backend"].as_str().unwrap_or_default(),
+            info["partition_count"]
+        )
     });
     Ok(())
 }

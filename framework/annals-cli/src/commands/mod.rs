@@ -8,14 +8,28 @@ pub(crate) mod stats;
 pub(crate) mod streams;
 pub(crate) mod tail;
 
-use annals::RecordedEvent;
+use annals::{RecordedEvent, Store, StoreOptions};
 
 use crate::output::{clip, table};
+
+/// Opens the store at `db`, which must exist: only `init` (and `bench`) create one, so
+/// a mistyped path is an error rather than a new empty store.
+pub(crate) async fn open_existing(db: &str) -> annals::Result<Store> {
+    StoreOptions::from_url(db)?.create_if_missing(false).open().await
+}
 
 /// Records as a human table.
 pub(crate) fn records_table(records: &[RecordedEvent]) -> String {
     table(
-        ["partition", "offset", "stream", "version", "type", "recorded at", "data"],
+        [
+            "partition",
+            "offset",
+            "stream",
+            "version",
+            "type",
+            "recorded at",
+            "data",
+        ],
         records.iter().map(|r| {
             [
                 r.partition.to_string(),

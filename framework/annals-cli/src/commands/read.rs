@@ -1,6 +1,6 @@
 //! `annals read`: a stream's events.
 
-use annals::{EventStore, Store, StreamId};
+use annals::{EventStore, StreamId};
 use serde_json::json;
 
 use super::records_table;
@@ -20,12 +20,14 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
     let stream = StreamId::new(args.stream)?;
-    let store = Store::open(db).await?;
+    let store = super::open_existing(db).await?;
     let version = store.stream_version(&stream).await?;
     let events = store.read_stream(&stream, args.from_version, args.limit).await?;
     store.close().await;
     if out.is_json() {
-        out.print(&json!({"stream": stream, "version": version, "events": events}), |_| String::new());
+        out.print(&json!({"stream": stream, "version": version, "events": events}), |_| {
+            String::new()
+        });
     } else {
         println!("{stream}: version {version}");
         println!("{}", records_table(&events));

@@ -1,12 +1,12 @@
 //! `annals stats`: partitions, their high watermarks and the record count.
 
-use annals::{EventStore, Store};
+use annals::EventStore;
 use serde_json::json;
 
 use crate::output::{table, CliResult, Output};
 
 pub(crate) async fn run(db: &str, out: &Output) -> CliResult {
-    let store = Store::open(db).await?;
+    let store = super::open_existing(db).await?;
     let watermarks = store.high_watermarks().await?;
     store.close().await;
     let records: u64 = watermarks.iter().sum();
@@ -22,7 +22,10 @@ pub(crate) async fn run(db: &str, out: &Output) -> CliResult {
         "partitions": partitions,
     });
     out.print(&stats, |_| {
-        let rows = watermarks.iter().enumerate().map(|(p, next)| [p.to_string(), next.to_string()]);
+        let rows = watermarks
+            .iter()
+            .enumerate()
+            .map(|(p, next)| [p.to_string(), next.to_string()]);
         format!(
             "{} store, {} partitions, {records} records\n{}",
             store.backend_name(),

@@ -1,6 +1,6 @@
 //! `annals streams`: browse streams in id order.
 
-use annals::{EventStore, Store, StreamId};
+use annals::{EventStore, StreamId};
 use serde_json::json;
 
 use crate::output::{table, CliResult, Output};
@@ -20,13 +20,17 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
     let after = args.after.map(StreamId::new).transpose()?;
-    let store = Store::open(db).await?;
-    let streams = store.list_streams(args.category.as_deref(), args.limit, after.as_ref()).await?;
+    let store = super::open_existing(db).await?;
+    let streams = store
+        .list_streams(args.category.as_deref(), args.limit, after.as_ref())
+        .await?;
     store.close().await;
     out.print(&json!({"streams": streams}), |_| {
         table(
             ["stream", "partition", "version"],
-            streams.iter().map(|s| [s.stream.to_string(), s.partition.to_string(), s.version.to_string()]),
+            streams
+                .iter()
+                .map(|s| [s.stream.to_string(), s.partition.to_string(), s.version.to_string()]),
         )
     });
     Ok(())

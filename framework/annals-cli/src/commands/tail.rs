@@ -1,6 +1,6 @@
 //! `annals tail`: a partition from an offset; with `--follow`, new records as they come.
 
-use annals::{EventStore, Store};
+use annals::EventStore;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -15,18 +15,20 @@ pub(crate) struct Args {
     /// The first offset to read.
     #[arg(long, default_value_t = 0)]
     from: u64,
-    /// Most records to print (with --follow: stop after this many).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
+    /// Most records to print (default 100; with --follow, no limit).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Keep waiting for new records (one line, or one JSON object, per record).
     #[arg(long)]
     follow: bool,
 }
 
 pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
-    let store = Store::open(db).await?;
+    let store = super::open_existing(db).await?;
     if !args.follow {
-        let records = store.read_partition(args.partition, args.from, args.limit).await?;
+        let records = store
+            .read_partition(args.partition, args.from, args.limit.unwrap_or(100))
+            .await?;
         let next_offset = records.last().map_or(args.from, |r| r.offset + 1);
         let high_watermark = store.high_watermarks().await?[args.partition as usize];
         store.close().await;
@@ -36,7 +38,9 @@ pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
         );
         return Ok(());
     }
-    let mut feed = store.subscribe(args.partition, args.from).take(args.limit);
+    let mut feed = store
+        .subscribe(args.partition, args.from)
+        .take(args.limit.unwrap_or(usize::MAX));
     while let Some(record) = feed.next().await {
         let record = record?;
         if out.is_json() {

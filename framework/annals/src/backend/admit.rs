@@ -61,7 +61,11 @@ impl<'v, V: LogView> Admission<'v, V> {
     /// appends that follow it in the batch.
     pub(crate) fn admit(&mut self, append: &PreparedAppend) -> Result<Admitted> {
         if let Some(command_id) = append.command_id {
-            let known = self.commands.get(&command_id).cloned().or_else(|| self.view.command(&command_id));
+            let known = self
+                .commands
+                .get(&command_id)
+                .cloned()
+                .or_else(|| self.view.command(&command_id));
             if let Some(record) = known {
                 if record.stream != append.stream {
                     return Err(Error::CommandIdConflict {

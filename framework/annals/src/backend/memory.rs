@@ -146,7 +146,12 @@ impl Backend for MemoryBackend {
         Ok(self.log().stream_version(stream))
     }
 
-    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let log = self.log();
         let records = &log.partitions[partition as usize];
         let start = usize::try_from(from_offset).unwrap_or(usize::MAX).min(records.len());
@@ -154,10 +159,20 @@ impl Backend for MemoryBackend {
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {
-        Ok(self.log().partitions.iter().map(|records| records.len() as Offset).collect())
+        Ok(self
+            .log()
+            .partitions
+            .iter()
+            .map(|records| records.len() as Offset)
+            .collect())
     }
 
-    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>> {
         use std::ops::Bound;
         let log = self.log();
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);

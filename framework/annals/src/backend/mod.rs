@@ -3,6 +3,8 @@
 //! once in [`Store`](crate::Store) before a [`PreparedAppend`] reaches them.
 
 pub(crate) mod admit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod batch;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -51,9 +53,19 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome>;
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
     async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
-    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>>;
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
     async fn high_watermarks(&self) -> Result<Vec<Offset>>;
-    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>>;
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
     /// How often a subscriber with nothing to read looks again without a wake-up.

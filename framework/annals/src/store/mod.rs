@@ -123,7 +123,12 @@ pub trait EventStore: Send + Sync {
     async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
 
     /// Up to `limit` records of `partition` from `from_offset` on, in offset order.
-    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>>;
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
 
     /// The next offset of every partition, indexed by partition.
     async fn high_watermarks(&self) -> Result<Vec<Offset>>;
@@ -133,7 +138,12 @@ pub trait EventStore: Send + Sync {
     fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>>;
 
     /// Streams in id order, optionally of one category, starting after `after`.
-    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>>;
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>>;
 }
 
 /// A store opened from a URL: `memory:`, `sqlite://path` or `postgres://…`.
@@ -231,10 +241,10 @@ impl Store {
                     limit: limits.max_event_bytes,
                 });
             }
+            // The store owns this key: it names the append's command id, or nothing, so a
+            // record never claims an idempotency key the store did not record.
             let mut metadata = event.metadata;
-            if request.command_id.is_some() {
-                metadata.command_id = request.command_id;
-            }
+            metadata.command_id = request.command_id;
             let metadata = serde_json::to_string(&metadata).map_err(Error::InvalidJson)?;
             total += size + metadata.len();
             if let Some(id) = event.id {
@@ -285,7 +295,12 @@ impl EventStore for Store {
         self.inner.backend.stream_version(stream).await
     }
 
-    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         self.check_partition(partition)?;
         self.inner.backend.read_partition(partition, from_offset, limit).await
     }
@@ -301,7 +316,12 @@ impl EventStore for Store {
         }
     }
 
-    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>> {
         if let Some(category) = category {
             validate_category(category)?;
         }

@@ -88,6 +88,8 @@ pub struct StoreOptions {
     pub(crate) max_connections: u32,
     pub(crate) writers: usize,
     pub(crate) busy_timeout: Duration,
+    pub(crate) create_if_missing: bool,
+    pub(crate) redacted_url: String,
 }
 
 impl StoreOptions {
@@ -103,8 +105,10 @@ impl StoreOptions {
             limits: Limits::default(),
             synchronous: Synchronous::Full,
             max_connections: 10,
-            writers: 4,
+            writers: 1,
             busy_timeout: Duration::from_secs(10),
+            create_if_missing: true,
+            redacted_url: redact(url),
         };
         if url == "memory:" || url == "memory://" {
             return Ok(options);
@@ -153,6 +157,14 @@ impl StoreOptions {
         self
     }
 
+    /// Whether opening creates the store when there is none (default true). With
+    /// `false`, a missing SQLite file or a PostgreSQL database without the annals
+    /// tables fails with [`Error::StoreNotFound`] and nothing is created.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
     /// Size limits for appends.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -176,8 +188,10 @@ impl StoreOptions {
         self
     }
 
-    /// How many PostgreSQL connections write appends in parallel, each group-committing
-    /// whatever appends are waiting (default 4).
+    /// How many PostgreSQL connections write appends (default 1). Writer k owns the
+    /// partitions p with p % writers = k and group-commits whatever appends wait for
+    /// it, so more writers mean more transactions in flight but smaller batches; on a
+    /// small machine one writer with large batches is fastest.
     pub fn writers(mut self, writers: usize) -> Self {
         self.writers = writers.max(1);
         self
@@ -197,10 +211,7 @@ impl StoreOptions {
     /// Opens the store, creating it and running its migrations if needed.
     pub async fn open(self) -> Result<Store> {
         if self.partitions == Some(0) {
-            return Err(Error::InvalidUrl {
-                url: String::new(),
-                reason: "a store needs at least one partition".into(),
-            });
+            return Err(Error::InvalidPartitionCount);
         }
         let backend: Box<dyn crate::backend::Backend> = match &self.location {
             Location::Memory => Box::new(crate::backend::memory::MemoryBackend::new(
@@ -237,20 +248,38 @@ mod tests {
     fn parses_each_engine() {
         assert_eq!(StoreOptions::from_url("memory:").unwrap().backend_name(), "memory");
         let sqlite = StoreOptions::from_url("sqlite://data/x.db?synchronous=extra").unwrap();
-        assert_eq!((sqlite.backend_name(), sqlite.synchronous), ("sqlite", Synchronous::Extra));
-        assert_eq!(StoreOptions::from_url("postgres://u:p@h/db").unwrap().backend_name(), "postgres");
+        assert_eq!(
+            (sqlite.backend_name(), sqlite.synchronous),
+            ("sqlite", Synchronous::Extra)
+        );
+        assert_eq!(
+            StoreOptions::from_url("postgres://u:p@h/db").unwrap().backend_name(),
+            "postgres"
+        );
     }
 
     #[test]
     fn rejects_what_it_cannot_open() {
-        for url in ["mysql://x", "sqlite://", "sqlite://x.db?synchronous=sometimes", "sqlite://x.db?mode=ro", ""] {
-            assert!(matches!(StoreOptions::from_url(url), Err(Error::InvalidUrl { .. })), "{url}");
+        for url in [
+            "mysql://x",
+            "sqlite://",
+            "sqlite://x.db?synchronous=sometimes",
+            "sqlite://x.db?mode=ro",
+            "",
+        ] {
+            assert!(
+                matches!(StoreOptions::from_url(url), Err(Error::InvalidUrl { .. })),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn hides_passwords() {
-        assert_eq!(redact("postgres://bob:secret@db:5432/x"), "postgres://bob:***@db:5432/x");
+        assert_eq!(
+            redact("postgres://bob:secret@db:5432/x"),
+            "postgres://bob:***@db:5432/x"
+        );
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
     }
 }

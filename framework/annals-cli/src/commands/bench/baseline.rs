@@ -10,6 +10,7 @@ use annals::{StoreOptions, Synchronous};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
 use super::load::{drive, Load, Measured};
@@ -25,26 +26,35 @@ pub(crate) struct Settings {
     tls: bool,
     /// Whether statements are prepared once per connection and reused.
     prepared_statements: bool,
-    /// SQLite's `synchronous`, or PostgreSQL's `synchronous_commit` (server default).
-    synchronous: &'static str,
+    /// SQLite's `synchronous`, or the server's `synchronous_commit` for PostgreSQL.
+    synchronous: String,
 }
 
 impl Settings {
-    pub(crate) fn of(options: &StoreOptions) -> Self {
+    /// The settings the store at `db` runs with, asking the server where it decides.
+    pub(crate) async fn detect(db: &str, options: &StoreOptions) -> CliResult<Self> {
         let synchronous = match options.backend_name() {
             "sqlite" => match options.synchronous_setting() {
                 Synchronous::Normal => "normal",
                 Synchronous::Full => "full",
                 Synchronous::Extra => "extra",
-            },
-            "postgres" => "server default (on)",
-            _ => "none (in memory)",
+            }
+            .to_owned(),
+            "postgres" => {
+                let mut conn = PgConnectOptions::from_str(db)?.connect().await?;
+                let value: String = sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&mut conn)
+                    .await?;
+                let _ = conn.close().await;
+                value
+            }
+            _ => "none (in memory)".to_owned(),
         };
-        Settings {
+        Ok(Settings {
             tls: false,
             prepared_statements: true,
             synchronous,
-        }
+        })
     }
 }
 
@@ -87,7 +97,9 @@ async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
         .max_connections(load.writers as u32)
         .connect_with(connect)
         .await?;
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+        .execute(&pool)
+        .await?;
     sqlx::query(&format!(
         r#"CREATE TABLE {TABLE} (
             partition integer NOT NULL, "offset" bigint NOT NULL, stream_id text COLLATE "C" NOT NULL,
@@ -122,7 +134,9 @@ async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
         })
         .await
     };
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     measured
 }
@@ -146,7 +160,9 @@ async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Meas
         .max_connections(load.writers as u32)
         .connect_with(connect)
         .await?;
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+        .execute(&pool)
+        .await?;
     for ddl in [
         format!(
             r#"CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, stream_id TEXT NOT NULL,
@@ -184,7 +200,9 @@ async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Meas
         })
         .await
     };
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}")).execute(&pool).await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     measured
 }

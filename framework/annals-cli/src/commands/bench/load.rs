@@ -126,11 +126,21 @@ fn progress_bar(load: &Load, label: &str, budget: Option<u64>) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let (length, template) = match budget {
-        Some(ops) => (ops * load.events_per_op, "{prefix:>8} [{bar:30}] {pos}/{len} events {per_sec} eta {eta}"),
-        None => (load.seconds.ceil() as u64, "{prefix:>8} [{bar:30}] {elapsed} of {len} s, {msg}"),
+        Some(ops) => (
+            ops * load.events_per_op,
+            "{prefix:>8} [{bar:30}] {pos}/{len} events {per_sec} eta {eta}",
+        ),
+        None => (
+            load.seconds.ceil() as u64,
+            "{prefix:>8} [{bar:30}] {elapsed} of {len} s, {msg}",
+        ),
     };
     let bar = ProgressBar::new(length);
-    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar.set_prefix(label.to_owned());
     bar
 }

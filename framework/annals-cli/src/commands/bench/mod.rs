@@ -85,10 +85,12 @@ pub(crate) fn payload(n: u64) -> String {
 
 async fn append(db: &str, args: AppendArgs, out: &Output) -> CliResult {
     if args.writers == 0 || args.events_per_append == 0 || args.streams == 0 {
-        return Err(CliError::Usage("--writers, --events-per-append and --streams must be positive".into()));
+        return Err(CliError::Usage(
+            "--writers, --events-per-append and --streams must be positive".into(),
+        ));
     }
     let options = StoreOptions::from_url(db)?;
-    let settings = baseline::Settings::of(&options);
+    let settings = baseline::Settings::detect(db, &options).await?;
     let store = options.clone().open().await?;
     let load = Load {
         writers: args.writers,
@@ -127,7 +129,9 @@ async fn append(db: &str, args: AppendArgs, out: &Output) -> CliResult {
     } else {
         baseline::run(db, &options, &load).await?
     };
-    let ratio = raw.as_ref().map(|raw| framework.events_per_sec() / raw.events_per_sec());
+    let ratio = raw
+        .as_ref()
+        .map(|raw| framework.events_per_sec() / raw.events_per_sec());
     let report = Report {
         workload: "append",
         backend: options.backend_name(),
@@ -177,4 +181,3 @@ fn human(r: &Report) -> String {
         r.rss_end_mb
     )
 }
-

@@ -12,10 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::batch::{Pending, QUEUE_DEPTH};
 use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
@@ -28,7 +29,8 @@ const RECORD_COLUMNS: &str =
 
 pub(crate) struct PgBackend {
     pool: PgPool,
-    queue: Mutex<Option<mpsc::Sender<writer::Pending>>>,
+    /// One queue per writer; partition p goes to writer p % writers.
+    queues: Mutex<Vec<flume::Sender<Pending>>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
     wakeups: Arc<Wakeups>,
@@ -43,8 +45,22 @@ impl PgBackend {
         })?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(options.writers as u32 + 2))
+            // A ping before every acquire would add a round trip to every batch; a
+            // broken connection fails its query instead and the pool replaces it.
+            .test_before_acquire(false)
             .connect_with(connect)
             .await?;
+        if !options.create_if_missing {
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass('annals_store') IS NOT NULL")
+                .fetch_one(&pool)
+                .await?;
+            if !exists {
+                pool.close().await;
+                return Err(Error::StoreNotFound {
+                    url: options.redacted_url.clone(),
+                });
+            }
+        }
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await
@@ -58,14 +74,22 @@ impl PgBackend {
             tokio::spawn(notify::send(pool.clone(), channel.clone(), notifier.clone())),
             tokio::spawn(notify::listen(pool.clone(), channel, wakeups.clone())),
         ];
-        let (queue, pending) = mpsc::channel(writer::QUEUE_DEPTH);
-        let pending = Arc::new(tokio::sync::Mutex::new(pending));
-        let writers = (0..options.writers)
-            .map(|_| tokio::spawn(writer::run(pool.clone(), pending.clone(), wakeups.clone(), notifier.clone())))
-            .collect();
+        let shared = Arc::new(writer::Shared {
+            pool: pool.clone(),
+            lock_space: store_id.as_u128() as i32,
+            wakeups: wakeups.clone(),
+            notifier,
+        });
+        let writer_count = options.writers;
+        let (queues, writers): (Vec<_>, Vec<_>) = (0..writer_count)
+            .map(|_| {
+                let (queue, pending) = flume::bounded(QUEUE_DEPTH);
+                (queue, tokio::spawn(writer::run(shared.clone(), pending)))
+            })
+            .unzip();
         Ok(PgBackend {
             pool,
-            queue: Mutex::new(Some(queue)),
+            queues: Mutex::new(queues),
             writers: Mutex::new(writers),
             background: Mutex::new(background),
             wakeups,
@@ -131,9 +155,13 @@ impl Backend for PgBackend {
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
         let (reply, outcome) = oneshot::channel();
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
+        let queue = {
+            let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let writer = append.partition as usize % queues.len().max(1);
+            queues.get(writer).cloned().ok_or(Error::Closed)?
+        };
         queue
-            .send(writer::Pending { append, reply })
+            .send_async(Pending { append, reply })
             .await
             .map_err(|_| Error::Closed)?;
         outcome.await.map_err(|_| Error::Closed)?
@@ -160,7 +188,12 @@ impl Backend for PgBackend {
         Ok(version.unwrap_or(0) as Version)
     }
 
-    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let sql = format!(
             r#"SELECT {RECORD_COLUMNS} FROM annals_events WHERE partition = $1 AND "offset" >= $2 ORDER BY "offset" LIMIT $3"#
         );
@@ -174,13 +207,21 @@ impl Backend for PgBackend {
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {
-        let next: Vec<i64> = sqlx::query_scalar("SELECT next_offset FROM annals_partitions ORDER BY partition")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(next.into_iter().map(|offset| offset as Offset).collect())
+        let next: Vec<Option<i64>> = sqlx::query_scalar(
+            r#"SELECT (SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition)
+               FROM annals_partitions p ORDER BY p.partition"#,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(next.into_iter().map(|offset| offset.unwrap_or(0) as Offset).collect())
     }
 
-    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>> {
         let range = StreamRange::new(category, after);
         let sql = format!(
             "SELECT e.stream_id, e.partition, \
@@ -217,7 +258,7 @@ impl Backend for PgBackend {
 
     async fn close(&self) {
         // Without the queue the writers finish what is queued, then stop.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner()));
         for writer in writers {
             let _ = writer.await;

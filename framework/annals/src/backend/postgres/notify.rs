@@ -68,7 +68,11 @@ fn payloads(watermarks: &BTreeMap<Partition, Offset>) -> Vec<String> {
             payloads.push(String::new());
         }
         let current = payloads.last_mut().expect("never empty");
-        let _ = write!(current, "{}{partition}:{offset}", if current.is_empty() { "" } else { " " });
+        let _ = write!(
+            current,
+            "{}{partition}:{offset}",
+            if current.is_empty() { "" } else { " " }
+        );
     }
     payloads.retain(|payload| !payload.is_empty());
     payloads

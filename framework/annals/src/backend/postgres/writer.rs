@@ -1,83 +1,82 @@
 //! PostgreSQL writers: each takes every append waiting (up to a bound) and sends the
-//! batch to `annals_append` in one round trip, one transaction, one WAL flush. Several
-//! writers run at once; the function's per-partition locks keep offsets gapless and
-//! in commit order whatever the number of writers and processes.
+//! batch to `annals_append` in one round trip, one transaction, one WAL flush.
+//!
+//! Each writer owns a fixed share of the partitions (`partition % writers`), so the
+//! writers of one process never wait on each other's partition locks and their
+//! commits overlap in PostgreSQL's WAL flushes. The function's per-partition locks keep
+//! offsets gapless and in commit order across processes.
 
 use std::sync::Arc;
 
 use sqlx::postgres::PgPool;
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::notify::Notifier;
+use crate::backend::batch::{Batching, Pending};
 use crate::backend::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::store::AppendOutcome;
 use crate::stream::StreamId;
 
-/// Appends that may wait for a writer before senders are slowed down.
-pub(super) const QUEUE_DEPTH: usize = 4096;
 /// Most appends in one call.
 const MAX_BATCH_APPENDS: usize = 512;
 /// Most events in one call.
 const MAX_BATCH_EVENTS: usize = 8192;
 
-pub(super) struct Pending {
-    pub(super) append: PreparedAppend,
-    pub(super) reply: oneshot::Sender<Result<AppendOutcome>>,
+/// What every writer of one store shares.
+pub(super) struct Shared {
+    pub(super) pool: PgPool,
+    /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
+    pub(super) lock_space: i32,
+    pub(super) wakeups: Arc<Wakeups>,
+    pub(super) notifier: Arc<Notifier>,
 }
 
-pub(super) async fn run(
-    pool: PgPool,
-    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    wakeups: Arc<Wakeups>,
-    notifier: Arc<Notifier>,
-) {
-    loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else { return };
-            let mut events = first.append.events.len();
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_APPENDS && events < MAX_BATCH_EVENTS {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        events += next.append.events.len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
+pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
+    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
+    while let Some(batch) = batching.next(&queue).await {
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.append, p.reply)).unzip();
-        let results = match append_batch(&pool, &appends).await {
+        let results = match append_batch(&shared.pool, shared.lock_space, &appends).await {
             Ok(results) => results,
-            Err(error) if appends.len() == 1 => vec![Err(error)],
+            Err(error) if appends.len() == 1 => vec![retry_alone(&shared, &appends[0], error).await],
             Err(error) => {
-                // A race the function cannot see coming (the same command id or event id
-                // committed by another process meanwhile) aborts the whole call. Alone,
-                // each append gets its own answer.
                 tracing::debug!(%error, appends = appends.len(), "batch failed; retrying appends one by one");
                 let mut results = Vec::with_capacity(appends.len());
                 for append in &appends {
-                    let single = append_batch(&pool, std::slice::from_ref(append)).await;
-                    results.push(single.and_then(|mut result| result.remove(0)));
+                    let result = match append_batch(&shared.pool, shared.lock_space, std::slice::from_ref(append)).await
+                    {
+                        Ok(mut single) => single.remove(0),
+                        Err(error) => retry_alone(&shared, append, error).await,
+                    };
+                    results.push(result);
                 }
                 results
             }
         };
         let written: Vec<&AppendOutcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        wakeups.publish_outcomes(written.iter().copied());
+        shared.wakeups.publish_outcomes(written.iter().copied());
         for outcome in written.iter().filter(|outcome| !outcome.duplicate) {
-            notifier.publish(outcome.partition, outcome.last_offset + 1);
+            shared.notifier.publish(outcome.partition, outcome.last_offset + 1);
         }
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
     }
+}
+
+/// A lone append that hit a unique violation raced with another process committing
+/// the same command id or event id on another partition. That commit is visible now,
+/// so one more call answers with the typed outcome (duplicate, conflict).
+async fn retry_alone(shared: &Shared, append: &PreparedAppend, error: Error) -> Result<AppendOutcome> {
+    let unique_violation = matches!(&error, Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation());
+    if !unique_violation {
+        return Err(error);
+    }
+    append_batch(&shared.pool, shared.lock_space, std::slice::from_ref(append))
+        .await
+        .and_then(|mut single| single.remove(0))
 }
 
 /// How `annals_append` encodes an expected version.
@@ -91,7 +90,11 @@ fn encode_expected(expected: ExpectedVersion) -> i64 {
 }
 
 /// One call of `annals_append`. The outer error means the transaction rolled back.
-async fn append_batch(pool: &PgPool, appends: &[PreparedAppend]) -> Result<Vec<Result<AppendOutcome>>> {
+async fn append_batch(
+    pool: &PgPool,
+    lock_space: i32,
+    appends: &[PreparedAppend],
+) -> Result<Vec<Result<AppendOutcome>>> {
     let events = appends.iter().map(|a| a.events.len()).sum();
     let mut a_stream = Vec::with_capacity(appends.len());
     let mut a_partition = Vec::with_capacity(appends.len());
@@ -119,8 +122,9 @@ async fn append_batch(pool: &PgPool, appends: &[PreparedAppend]) -> Result<Vec<R
     }
     let rows = sqlx::query(
         "SELECT o_status, o_first_offset, o_last_offset, o_first_version, o_last_version, o_actual, o_other \
-         FROM annals_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         FROM annals_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
+    .bind(lock_space)
     .bind(&a_stream)
     .bind(&a_partition)
     .bind(&a_expected)

@@ -1,7 +1,8 @@
-//! The embedded SQLite engine: WAL, `synchronous=FULL` by default, readers on a pool of
-//! their own, and one writer task that group-commits whatever appends are waiting
-//! (see [`writer`]).
+//! The embedded SQLite engine: WAL, `synchronous=FULL` by default, async readers on a
+//! pool of their own (sqlx, which also runs the migrations), and one writer thread that
+//! group-commits whatever appends are waiting (see [`writer`]).
 
+mod checkpoint;
 mod writer;
 
 use std::path::Path;
@@ -10,13 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use std::sync::Mutex;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::batch::{Pending, QUEUE_DEPTH};
 use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
@@ -29,8 +33,9 @@ const RECORD_COLUMNS: &str =
 
 pub(crate) struct SqliteBackend {
     readers: SqlitePool,
-    queue: Mutex<Option<mpsc::Sender<writer::Pending>>>,
-    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    queue: Mutex<Option<flume::Sender<Pending>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
     partition_count: u32,
 }
@@ -47,28 +52,68 @@ impl SqliteBackend {
             })
             .busy_timeout(options.busy_timeout)
             .statement_cache_capacity(200);
+        if !options.create_if_missing && !path.exists() {
+            return Err(Error::StoreNotFound {
+                url: options.redacted_url.clone(),
+            });
+        }
         let mut conn = connect.clone().create_if_missing(true).connect().await?;
         sqlx::migrate!("../../migrations/sqlite")
             .run(&mut conn)
             .await
             .map_err(Error::Migration)?;
         let partition_count = init_store(&mut conn, options.partitions).await?;
+        conn.close().await?;
+        let writer_conn = open_writer(path, options)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, options.busy_timeout)?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect)
             .await?;
         let wakeups = Arc::new(Wakeups::new(partition_count));
-        let (queue, pending) = mpsc::channel(writer::QUEUE_DEPTH);
-        let writer = tokio::spawn(writer::run(conn, pending, wakeups.clone()));
+        let (queue, pending) = flume::bounded(QUEUE_DEPTH);
+        let writer = {
+            let wakeups = wakeups.clone();
+            std::thread::Builder::new()
+                .name("annals-sqlite-writer".into())
+                .spawn(move || writer::run(writer_conn, pending, wakeups))
+                .map_err(|error| Error::InvalidUrl {
+                    url: path.display().to_string(),
+                    reason: format!("cannot start the writer thread: {error}"),
+                })?
+        };
         Ok(SqliteBackend {
             readers,
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
             partition_count,
         })
     }
+}
+
+/// The writer's own connection, with the same durability as the readers.
+fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(Error::Sqlite)?;
+    let synchronous = match options.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+        Synchronous::Extra => "EXTRA",
+    };
+    // Checkpoints run on their own thread (see checkpoint.rs), not inside commits.
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
+    ))
+    .map_err(Error::Sqlite)?;
+    conn.busy_timeout(options.busy_timeout).map_err(Error::Sqlite)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }
 
 /// Creates the store row on first open, or checks the requested partition count
@@ -135,9 +180,14 @@ impl Backend for SqliteBackend {
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
         let (reply, outcome) = oneshot::channel();
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::Closed)?;
         queue
-            .send(writer::Pending { append, reply })
+            .send_async(Pending { append, reply })
             .await
             .map_err(|_| Error::Closed)?;
         outcome.await.map_err(|_| Error::Closed)?
@@ -164,7 +214,12 @@ impl Backend for SqliteBackend {
         Ok(version.unwrap_or(0) as Version)
     }
 
-    async fn read_partition(&self, partition: Partition, from_offset: Offset, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         let sql = format!(
             r#"SELECT {RECORD_COLUMNS} FROM annals_events WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?"#
         );
@@ -187,7 +242,12 @@ impl Backend for SqliteBackend {
         Ok(rows.into_iter().map(|next| next.unwrap_or(0) as Offset).collect())
     }
 
-    async fn list_streams(&self, category: Option<&str>, limit: usize, after: Option<&StreamId>) -> Result<Vec<StreamInfo>> {
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>> {
         let range = StreamRange::new(category, after);
         let sql = format!(
             "SELECT e.stream_id, e.partition, \
@@ -226,7 +286,11 @@ impl Backend for SqliteBackend {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
-            let _ = writer.await;
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(checkpointer) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
         }
         self.readers.close().await;
     }

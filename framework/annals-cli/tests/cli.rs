@@ -1,0 +1,182 @@
+//! The `annals` command as scripts use it: a real binary on a real SQLite file, its
+//! `--json` output snapshotted (ids and timestamps redacted), its exit codes and its
+//! errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Cli {
+    db: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = format!("sqlite://{}", dir.path().join("cli.db").display());
+        Cli { db, _dir: dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_annals"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .expect("run annals")
+    }
+
+    /// Runs with `--json`, expects success, returns the document.
+    fn json(&self, args: &[&str]) -> Value {
+        let output = self.run(&[args, &["--json"]].concat());
+        assert!(
+            output.status.success(),
+            "annals {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("one JSON document")
+    }
+
+    /// Runs with `--json`, expects failure, returns the error document.
+    fn json_error(&self, args: &[&str]) -> Value {
+        let output = self.run(&[args, &["--json"]].concat());
+        assert_eq!(output.status.code(), Some(1), "annals {args:?} should fail");
+        serde_json::from_slice(&output.stdout).expect("a JSON error")
+    }
+}
+
+const COMMAND: &str = "0193a4d2-7c1e-7000-8000-00000000c0de";
+
+#[test]
+fn a_session_from_init_to_stats() {
+    let cli = Cli::new();
+    insta::assert_json_snapshot!("init", cli.json(&["init", "--partitions", "16"]));
+
+    let placed = [
+        "append",
+        "order-1",
+        "--type",
+        "OrderPlaced",
+        "--data",
+        r#"{"total": 2599}"#,
+    ];
+    let first = cli.json(&[&placed[..], &["--expected", "no_stream", "--command-id", COMMAND]].concat());
+    insta::assert_json_snapshot!("append", first);
+    let retry = cli.json(&[&placed[..], &["--expected", "no_stream", "--command-id", COMMAND]].concat());
+    assert_eq!(retry["duplicate"], true);
+    assert_eq!(retry["first_offset"], first["first_offset"]);
+
+    insta::assert_json_snapshot!(
+        "wrong_expected_version",
+        cli.json_error(&[&placed[..], &["--expected", "no_stream"]].concat())
+    );
+    cli.json(&[
+        "append",
+        "order-1",
+        "--type",
+        "OrderPaid",
+        "--data",
+        r#"{"amount":2599}"#,
+        "--expected",
+        "1",
+        "--metadata",
+        r#"{"channel":"web"}"#,
+    ]);
+    cli.json(&[
+        "append",
+        "customer-alice",
+        "--type",
+        "CustomerRegistered",
+        "--data",
+        "{}",
+    ]);
+
+    insta::assert_json_snapshot!("read", cli.json(&["read", "order-1"]), {
+        ".events[].id" => "[event id]",
+        ".events[].recorded_at" => "[recorded at]",
+    });
+    insta::assert_json_snapshot!("streams", cli.json(&["streams"]));
+    insta::assert_json_snapshot!("streams_of_a_category", cli.json(&["streams", "--category", "order"]));
+    let tail = cli.json(&["tail", "--partition", "6", "--from", "1"]);
+    // customer-alice shares partition 6 with order-1 (Kafka places both there).
+    assert_eq!(
+        (tail["next_offset"].as_u64(), tail["high_watermark"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(tail["events"][0]["type"], "OrderPaid");
+    let stats = cli.json(&["stats"]);
+    assert_eq!(
+        (stats["records"].as_u64(), stats["partition_count"].as_u64()),
+        (Some(3), Some(16))
+    );
+    assert_eq!(stats["partitions"][6]["next_offset"], 3);
+}
+
+#[test]
+fn human_output_is_a_table() {
+    let cli = Cli::new();
+    assert!(cli.run(&["init"]).status.success());
+    assert!(cli
+        .run(&["append", "order-1", "--type", "OrderPlaced", "--data", "{}"])
+        .status
+        .success());
+    let out = cli.run(&["streams"]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.contains("stream") && text.contains("order-1"), "{text}");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_typed_error_and_changes_nothing() {
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    for (args, code) in [
+        (vec!["append", "bad id", "--type", "T", "--data", "{}"], "bad_request"),
+        (
+            vec!["append", "order-1", "--type", "T", "--data", "{not json"],
+            "bad_request",
+        ),
+        (vec!["append", "order-1", "--type", "", "--data", "{}"], "bad_request"),
+        (
+            vec!["append", "order-1", "--type", "T", "--data", "{}", "--metadata", "[1]"],
+            "bad_request",
+        ),
+        (vec!["tail", "--partition", "16"], "not_found"),
+        (vec!["streams", "--category", "a-b"], "bad_request"),
+        (vec!["init", "--partitions", "8"], "bad_request"),
+    ] {
+        let error = cli.json_error(&args);
+        assert_eq!(error["error"], code, "{args:?}: {error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(cli.json(&["stats"])["records"], 0, "a refused command wrote something");
+    let human = cli.run(&[
+        "append",
+        "order-1",
+        "--type",
+        "T",
+        "--data",
+        "{",
+        "--expected",
+        "exists",
+    ]);
+    assert_eq!(human.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&human.stderr).starts_with("error[bad_request]"));
+}
+
+#[test]
+fn read_commands_never_create_a_store() {
+    let cli = Cli::new();
+    for args in [
+        &["stats"][..],
+        &["read", "order-1"],
+        &["streams"],
+        &["tail", "--partition", "0"],
+    ] {
+        let error = cli.json_error(args);
+        assert_eq!(error["error"], "not_found", "{args:?}");
+    }
+    let path = cli.db.trim_start_matches("sqlite://");
+    assert!(!Path::new(path).exists(), "a read command created the store");
+}

@@ -1,0 +1,107 @@
+//! Group commit: how a writer gathers the appends waiting for it into one batch.
+//!
+//! A writer takes everything queued. With many concurrent appenders that alone splits
+//! them into two alternating halves (one half is being committed while the other
+//! queues), so the writer also *lingers*, as Kafka's producers do: when the batch is
+//! smaller than the previous one, the appenders just answered are likely about to
+//! send again, and it waits up to [`LINGER`] for them. A lone appender never waits.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::PreparedAppend;
+use crate::error::Result;
+use crate::store::AppendOutcome;
+
+/// The longest a writer waits for a batch to fill up.
+pub(crate) const LINGER: Duration = Duration::from_micros(300);
+/// Appends that may wait for a writer before appenders are slowed down.
+pub(crate) const QUEUE_DEPTH: usize = 4096;
+
+/// An append waiting for a writer, and where to send its outcome.
+pub(crate) struct Pending {
+    pub(crate) append: PreparedAppend,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+/// The bounds of a batch, and what the last one held.
+pub(crate) struct Batching {
+    max_appends: usize,
+    max_events: usize,
+    last_size: usize,
+}
+
+impl Batching {
+    pub(crate) fn new(max_appends: usize, max_events: usize) -> Self {
+        Batching {
+            max_appends,
+            max_events,
+            last_size: 0,
+        }
+    }
+
+    fn full(&self, batch: &[Pending], events: usize) -> bool {
+        batch.len() >= self.max_appends || events >= self.max_events
+    }
+
+    /// The next batch, waiting (on a thread) for its first append; `None` once every
+    /// sender is gone.
+    pub(crate) fn next_blocking(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
+        let first = queue.recv().ok()?;
+        let (mut batch, mut events) = self.drain(queue, first);
+        let deadline = Instant::now() + LINGER;
+        while batch.len() < self.last_size && !self.full(&batch, events) {
+            match queue.recv_deadline(deadline) {
+                Ok(next) => {
+                    events += next.append.events.len();
+                    batch.push(next);
+                    events = self.drain_into(queue, &mut batch, events);
+                }
+                Err(_) => break,
+            }
+        }
+        self.last_size = batch.len();
+        Some(batch)
+    }
+
+    /// As [`Batching::next_blocking`], for a writer that is an async task.
+    pub(crate) async fn next(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
+        let first = queue.recv_async().await.ok()?;
+        let (mut batch, mut events) = self.drain(queue, first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < self.last_size && !self.full(&batch, events) {
+            match tokio::time::timeout_at(deadline, queue.recv_async()).await {
+                Ok(Ok(next)) => {
+                    events += next.append.events.len();
+                    batch.push(next);
+                    events = self.drain_into(queue, &mut batch, events);
+                }
+                _ => break,
+            }
+        }
+        self.last_size = batch.len();
+        Some(batch)
+    }
+
+    fn drain(&self, queue: &flume::Receiver<Pending>, first: Pending) -> (Vec<Pending>, usize) {
+        let events = first.append.events.len();
+        let mut batch = vec![first];
+        let events = self.drain_into(queue, &mut batch, events);
+        (batch, events)
+    }
+
+    /// Adds what is queued right now, within the bounds; returns the event count.
+    fn drain_into(&self, queue: &flume::Receiver<Pending>, batch: &mut Vec<Pending>, mut events: usize) -> usize {
+        while !self.full(batch, events) {
+            match queue.try_recv() {
+                Ok(next) => {
+                    events += next.append.events.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        events
+    }
+}

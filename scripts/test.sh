@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every check CI runs, from a fresh Debian machine: PostgreSQL set up for real
+# (ANNALS_REQUIRE_POSTGRES=1, so its tests cannot skip), formatting, lints, docs,
+# the whole test suite, and the book.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export ANNALS_TEST_POSTGRES_URL
+ANNALS_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1)
+export ANNALS_REQUIRE_POSTGRES=1
+export CARGO_TERM_COLOR=never
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== tests"
+cargo test --workspace
+echo "== book"
+command -v mdbook >/dev/null 2>&1 || cargo install mdbook --locked --no-default-features --quiet
+mdbook build book

@@ -49,7 +49,7 @@ async fn postgres_survives_sigkill() {
 }
 
 /// A fresh directory under the system temp dir for one test.
-pub fn tempfile_dir() -> std::path::PathBuf {
+pub(crate) fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("annals-it-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir

@@ -12,11 +12,11 @@ use uuid::Uuid;
 
 /// One acknowledged append, as `log-writer` printed it.
 #[derive(Debug, Clone)]
-pub struct Ack {
-    pub command: Uuid,
-    pub stream: StreamId,
-    pub outcome: AppendOutcome,
-    pub events: u64,
+pub(crate) struct Ack {
+    pub(crate) command: Uuid,
+    pub(crate) stream: StreamId,
+    pub(crate) outcome: AppendOutcome,
+    pub(crate) events: u64,
 }
 
 impl Ack {
@@ -41,14 +41,14 @@ impl Ack {
 }
 
 /// A running `log-writer` whose acknowledgements are collected as they are printed.
-pub struct Writer {
+pub(crate) struct Writer {
     child: Child,
     reader: Option<JoinHandle<Vec<Ack>>>,
-    pub first_ack: mpsc::Receiver<()>,
+    pub(crate) first_ack: mpsc::Receiver<()>,
 }
 
 impl Writer {
-    pub fn spawn(url: &str, tasks: u32, appends_per_task: Option<u32>) -> Writer {
+    pub(crate) fn spawn(url: &str, tasks: u32, appends_per_task: Option<u32>) -> Writer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_log-writer"));
         command.arg(url).arg(tasks.to_string());
         if let Some(limit) = appends_per_task {
@@ -81,19 +81,19 @@ impl Writer {
     }
 
     /// SIGKILLs the process and returns every append it acknowledged before dying.
-    pub fn kill(mut self) -> Vec<Ack> {
+    pub(crate) fn kill(mut self) -> Vec<Ack> {
         self.child.kill().expect("SIGKILL log-writer");
         self.child.wait().expect("reap log-writer");
         self.reader.take().expect("reader").join().expect("reader thread")
     }
 
     /// Whether the process has exited (without reaping its output).
-    pub fn has_exited(&mut self) -> bool {
+    pub(crate) fn has_exited(&mut self) -> bool {
         self.child.try_wait().expect("poll log-writer").is_some()
     }
 
     /// Waits for the process to finish its appends and returns them.
-    pub fn finish(mut self) -> Vec<Ack> {
+    pub(crate) fn finish(mut self) -> Vec<Ack> {
         let status = self.child.wait().expect("wait for log-writer");
         assert!(status.success(), "log-writer failed: {status}");
         self.reader.take().expect("reader").join().expect("reader thread")
@@ -104,7 +104,7 @@ impl Writer {
 /// partitions gapless, every acknowledged append present where it was acknowledged,
 /// every append (acknowledged or not) whole and contiguous, stream versions 1..v, and
 /// every acknowledged command a duplicate when retried.
-pub async fn audit(store: &Store, acks: &[Ack]) {
+pub(crate) async fn audit(store: &Store, acks: &[Ack]) {
     let mut partitions = Vec::new();
     for partition in 0..store.partition_count() {
         partitions.push(read_whole_partition(store, partition).await);

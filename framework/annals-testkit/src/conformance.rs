@@ -403,6 +403,9 @@ pub async fn i5_command_id_survives_reopen(t: &TestStore) {
     assert_eq!(store.stream_version(&id).await.expect("version"), 3);
 }
 
+/// Whether an error is the one a bad input deserves.
+type ErrorCheck = fn(&Error) -> bool;
+
 /// I9: each kind of bad input gets its typed error and changes nothing.
 pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
     let store = t.open().await;
@@ -423,7 +426,7 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
         );
     }
     let big = "x".repeat(limits.max_event_bytes);
-    let cases: Vec<(&str, AppendRequest, fn(&Error) -> bool)> = vec![
+    let cases: Vec<(&str, AppendRequest, ErrorCheck)> = vec![
         (
             "empty append",
             AppendRequest::new(id.clone(), ExpectedVersion::Any),
@@ -472,6 +475,12 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
                 .event(event("E", json!(0)))
                 .event(event("E", json!(1)).with_id(mine)),
             |e| matches!(e, Error::DuplicateEventId { event_id } if *event_id != Uuid::nil()),
+        ),
+        (
+            "reserved metadata key",
+            AppendRequest::new(id.clone(), ExpectedVersion::Any)
+                .event(event("E", json!(0)).with_metadata(Metadata::new().with("command_id", "forged"))),
+            |e| matches!(e, Error::ReservedMetadataKey { key } if key == "command_id"),
         ),
         (
             "wrong expected version",
@@ -836,13 +845,19 @@ pub async fn records_round_trip(t: &TestStore) {
 
 /// The partition count is fixed when a store is created.
 pub async fn partition_count_is_fixed(t: &TestStore) {
+    let zero = annals::StoreOptions::from_url("memory:")
+        .expect("url")
+        .partitions(0)
+        .open()
+        .await;
+    assert!(matches!(zero, Err(Error::InvalidPartitionCount)));
+    if !t.is_durable() {
+        return;
+    }
     assert!(matches!(
         t.open_with(|o| o.partitions(0)).await,
         Err(Error::InvalidPartitionCount)
     ));
-    if !t.is_durable() {
-        return;
-    }
     let created = t.open_with(|o| o.partitions(8)).await.expect("create with 8");
     assert_eq!(created.partition_count(), 8);
     created.close().await;

@@ -91,6 +91,13 @@ pub enum Error {
         /// The rejected type.
         event_type: String,
     },
+    /// Metadata whose user keys include one the store owns (`command_id`,
+    /// `correlation_id`, `causation_id`): set those through their fields.
+    #[error("metadata key {key:?} is reserved: set it through its field")]
+    ReservedMetadataKey {
+        /// The key.
+        key: String,
+    },
     /// Text that should have been JSON (a payload, metadata) was not.
     #[error("invalid JSON: {0}")]
     InvalidJson(#[source] serde_json::Error),
@@ -139,6 +146,10 @@ pub enum Error {
     #[cfg(feature = "sqlite")]
     #[error("SQLite error: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// The operating system refused something outside the database (starting a
+    /// writer thread).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
     /// The store was closed while the operation was in flight.
     #[error("the store is closed")]
     Closed,
@@ -159,6 +170,7 @@ impl Error {
             | Error::EmptyAppend
             | Error::TooManyEvents { .. }
             | Error::InvalidEventType { .. }
+            | Error::ReservedMetadataKey { .. }
             | Error::InvalidJson(_)
             | Error::PartitionCountMismatch { .. }
             | Error::InvalidPartitionCount
@@ -167,6 +179,7 @@ impl Error {
             Error::Migration(_) | Error::Database(_) => "internal",
             #[cfg(feature = "sqlite")]
             Error::Sqlite(_) => "internal",
+            Error::Io(_) => "internal",
             Error::Closed => "unavailable",
         }
     }

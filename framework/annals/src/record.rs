@@ -54,7 +54,11 @@ impl Metadata {
         self
     }
 
-    /// Adds one user key.
+    /// The keys the store owns, which [`Metadata::extra`] may not hold.
+    pub const RESERVED_KEYS: [&'static str; 3] = ["correlation_id", "causation_id", "command_id"];
+
+    /// Adds one user key. A reserved key (see [`Metadata::RESERVED_KEYS`]) makes the
+    /// append fail with [`Error::ReservedMetadataKey`]; set those through their fields.
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.extra.insert(key.into(), value.into());
         self

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::PreparedAppend;
+use super::{PreparedAppend, Wakeups};
 use crate::error::Result;
 use crate::store::AppendOutcome;
 
@@ -23,6 +23,24 @@ pub(crate) const QUEUE_DEPTH: usize = 4096;
 pub(crate) struct Pending {
     pub(crate) append: PreparedAppend,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+/// Splits a batch into its appends and where their outcomes go.
+pub(crate) fn split(batch: Vec<Pending>) -> (Vec<PreparedAppend>, Vec<oneshot::Sender<Result<AppendOutcome>>>) {
+    batch.into_iter().map(|pending| (pending.append, pending.reply)).unzip()
+}
+
+/// Wakes subscribers of the partitions written, then answers every appender.
+pub(crate) fn answer(
+    replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
+    results: Vec<Result<AppendOutcome>>,
+    wakeups: &Wakeups,
+) {
+    wakeups.publish_outcomes(results.iter().filter_map(|result| result.as_ref().ok()));
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The appender may have gone away; its append is committed either way.
+        let _ = reply.send(result);
+    }
 }
 
 /// The bounds of a batch, and what the last one held.
@@ -47,6 +65,7 @@ impl Batching {
 
     /// The next batch, waiting (on a thread) for its first append; `None` once every
     /// sender is gone.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn next_blocking(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
         let first = queue.recv().ok()?;
         let (mut batch, mut events) = self.drain(queue, first);
@@ -66,6 +85,7 @@ impl Batching {
     }
 
     /// As [`Batching::next_blocking`], for a writer that is an async task.
+    #[cfg(feature = "postgres")]
     pub(crate) async fn next(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
         let first = queue.recv_async().await.ok()?;
         let (mut batch, mut events) = self.drain(queue, first);

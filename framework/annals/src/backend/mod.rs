@@ -162,6 +162,7 @@ impl StreamRange {
     }
 
     /// How many placeholders the conditions use.
+    #[cfg(feature = "postgres")]
     pub(crate) fn len(&self) -> usize {
         self.bounds.len()
     }

@@ -31,9 +31,10 @@ use crate::backend::{Backend, PreparedAppend, PreparedEvent};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
-use crate::record::{NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+use crate::record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 use crate::stream::{validate_category, StreamId};
 
+#[cfg(feature = "postgres")]
 pub(crate) use options::redact;
 pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
 
@@ -241,10 +242,16 @@ impl Store {
                     limit: limits.max_event_bytes,
                 });
             }
-            // The store owns this key: it names the append's command id, or nothing, so a
-            // record never claims an idempotency key the store did not record.
+            // The store owns command_id: it names the append's command id, or nothing,
+            // so a record never claims an idempotency key the store did not record.
             let mut metadata = event.metadata;
             metadata.command_id = request.command_id;
+            if let Some(key) = Metadata::RESERVED_KEYS
+                .iter()
+                .find(|key| metadata.extra.contains_key(**key))
+            {
+                return Err(Error::ReservedMetadataKey { key: (*key).to_owned() });
+            }
             let metadata = serde_json::to_string(&metadata).map_err(Error::InvalidJson)?;
             total += size + metadata.len();
             if let Some(id) = event.id {

@@ -48,6 +48,17 @@ pub enum Synchronous {
     Extra,
 }
 
+impl Synchronous {
+    /// The value of SQLite's `PRAGMA synchronous`: `NORMAL`, `FULL` or `EXTRA`.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
 impl std::str::FromStr for Synchronous {
     type Err = String;
     fn from_str(text: &str) -> std::result::Result<Self, String> {
@@ -87,8 +98,10 @@ pub struct StoreOptions {
     pub(crate) synchronous: Synchronous,
     pub(crate) max_connections: u32,
     pub(crate) writers: usize,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) busy_timeout: Duration,
     pub(crate) create_if_missing: bool,
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) redacted_url: String,
 }
 
@@ -99,6 +112,7 @@ impl StoreOptions {
             url: redact(url),
             reason: reason.to_owned(),
         };
+        #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_mut))]
         let mut options = StoreOptions {
             location: Location::Memory,
             partitions: None,

@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use annals::{StoreOptions, Synchronous};
+use annals::StoreOptions;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -34,12 +34,7 @@ impl Settings {
     /// The settings the store at `db` runs with, asking the server where it decides.
     pub(crate) async fn detect(db: &str, options: &StoreOptions) -> CliResult<Self> {
         let synchronous = match options.backend_name() {
-            "sqlite" => match options.synchronous_setting() {
-                Synchronous::Normal => "normal",
-                Synchronous::Full => "full",
-                Synchronous::Extra => "extra",
-            }
-            .to_owned(),
+            "sqlite" => options.synchronous_setting().pragma().to_ascii_lowercase(),
             "postgres" => {
                 let mut conn = PgConnectOptions::from_str(db)?.connect().await?;
                 let value: String = sqlx::query_scalar("SHOW synchronous_commit")
@@ -150,11 +145,7 @@ async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Meas
     let connect = SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match options.synchronous_setting() {
-            Synchronous::Normal => SqliteSynchronous::Normal,
-            Synchronous::Full => SqliteSynchronous::Full,
-            Synchronous::Extra => SqliteSynchronous::Extra,
-        })
+        .synchronous(SqliteSynchronous::from_str(options.synchronous_setting().pragma())?)
         .busy_timeout(std::time::Duration::from_secs(30));
     let pool = SqlitePoolOptions::new()
         .max_connections(load.writers as u32)

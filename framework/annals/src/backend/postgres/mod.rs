@@ -1,6 +1,7 @@
 //! The PostgreSQL engine. Appends go through `annals_append` (see
-//! `migrations/postgres`), one round trip for a whole batch; a few writer connections
-//! each group-commit whatever appends are waiting ([`writer`]). Subscribers across
+//! `migrations/postgres`), one round trip for a whole batch; each writer connection
+//! (one by default) owns a share of the partitions and group-commits whatever appends
+//! wait for it ([`writer`]). Subscribers across
 //! processes are woken by `LISTEN/NOTIFY` ([`notify`]).
 
 mod notify;

@@ -13,7 +13,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::notify::Notifier;
-use crate::backend::batch::{Batching, Pending};
+use crate::backend::batch::{self, Batching, Pending};
 use crate::backend::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
@@ -37,7 +37,7 @@ pub(super) struct Shared {
 pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
     while let Some(batch) = batching.next(&queue).await {
-        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.append, p.reply)).unzip();
+        let (appends, replies) = batch::split(batch);
         let results = match append_batch(&shared.pool, shared.lock_space, &appends).await {
             Ok(results) => results,
             Err(error) if appends.len() == 1 => vec![retry_alone(&shared, &appends[0], error).await],
@@ -55,14 +55,11 @@ pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
                 results
             }
         };
-        let written: Vec<&AppendOutcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        shared.wakeups.publish_outcomes(written.iter().copied());
-        for outcome in written.iter().filter(|outcome| !outcome.duplicate) {
+        // Other processes learn of the new offsets through NOTIFY, sent off this path.
+        for outcome in results.iter().flatten().filter(|outcome| !outcome.duplicate) {
             shared.notifier.publish(outcome.partition, outcome.last_offset + 1);
         }
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
-        }
+        batch::answer(replies, results, &shared.wakeups);
     }
 }
 

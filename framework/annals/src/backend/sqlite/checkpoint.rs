@@ -1,10 +1,12 @@
-//! WAL checkpoints off the commit path.
+//! WAL checkpoints, mostly off the commit path.
 //!
-//! Left to itself, SQLite checkpoints inside whichever commit makes the WAL cross 1,000
-//! pages, so every few dozen batches one append waits for the database file to be
-//! written and synced. The writer turns that off; this thread checkpoints instead
-//! (`PASSIVE`: it never blocks the writer or readers), every [`EVERY`] while the store
-//! is open, and once more when it closes.
+//! SQLite checkpoints inside whichever commit makes the WAL cross 1,000 pages, and
+//! that checkpoint is also what lets the WAL start over from its beginning (without
+//! it, the WAL grows for as long as writes continue). Left alone, that commit copies
+//! the whole WAL into the database file while its appenders wait. This thread copies
+//! frames in the background (`PASSIVE`: it never blocks the writer or readers) every
+//! [`EVERY`], so the writer's own checkpoint finds almost everything copied already
+//! and is short. It checkpoints once more when the store closes.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,10 +43,7 @@ impl Checkpointer {
                         }
                     }
                 })
-                .map_err(|error| Error::InvalidUrl {
-                    url: path.display().to_string(),
-                    reason: format!("cannot start the checkpoint thread: {error}"),
-                })?
+                .map_err(Error::Io)?
         };
         Ok(Checkpointer { stop, thread })
     }

@@ -7,7 +7,7 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +15,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
-use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -25,7 +24,7 @@ use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, StoreOptions, StreamInfo, Synchronous, DEFAULT_PARTITIONS};
+use crate::store::{AppendOutcome, StoreOptions, StreamInfo, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
 const RECORD_COLUMNS: &str =
@@ -45,11 +44,7 @@ impl SqliteBackend {
         let connect = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match options.synchronous {
-                Synchronous::Normal => SqliteSynchronous::Normal,
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Extra => SqliteSynchronous::Extra,
-            })
+            .synchronous(SqliteSynchronous::from_str(options.synchronous.pragma())?)
             .busy_timeout(options.busy_timeout)
             .statement_cache_capacity(200);
         if !options.create_if_missing && !path.exists() {
@@ -78,10 +73,7 @@ impl SqliteBackend {
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
                 .spawn(move || writer::run(writer_conn, pending, wakeups))
-                .map_err(|error| Error::InvalidUrl {
-                    url: path.display().to_string(),
-                    reason: format!("cannot start the writer thread: {error}"),
-                })?
+                .map_err(Error::Io)?
         };
         Ok(SqliteBackend {
             readers,
@@ -101,14 +93,9 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(Error::Sqlite)?;
-    let synchronous = match options.synchronous {
-        Synchronous::Normal => "NORMAL",
-        Synchronous::Full => "FULL",
-        Synchronous::Extra => "EXTRA",
-    };
-    // Checkpoints run on their own thread (see checkpoint.rs), not inside commits.
+    let synchronous = options.synchronous.pragma();
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};"
     ))
     .map_err(Error::Sqlite)?;
     conn.busy_timeout(options.busy_timeout).map_err(Error::Sqlite)?;

@@ -9,6 +9,7 @@
 //! engine itself fails mid-batch, the batch is rolled back and each append is retried
 //! alone, so only the one that caused it gets the error.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
-use crate::backend::batch::{Batching, Pending};
+use crate::backend::batch::{self, Batching, Pending};
 use crate::backend::{now_micros, PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
@@ -32,7 +33,7 @@ const MAX_BATCH_EVENTS: usize = 8192;
 pub(super) fn run(conn: Connection, queue: flume::Receiver<Pending>, wakeups: Arc<Wakeups>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
     while let Some(batch) = batching.next_blocking(&queue) {
-        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.append, p.reply)).unzip();
+        let (appends, replies) = batch::split(batch);
 
         let results = match commit_batch(&conn, &appends) {
             Ok(results) => results,
@@ -45,11 +46,7 @@ pub(super) fn run(conn: Connection, queue: flume::Receiver<Pending>, wakeups: Ar
                     .collect()
             }
         };
-        wakeups.publish_outcomes(results.iter().filter_map(|result| result.as_ref().ok()));
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have gone away; its append is committed either way.
-            let _ = reply.send(result);
-        }
+        batch::answer(replies, results, &wakeups);
     }
 }
 
@@ -171,13 +168,13 @@ impl BatchView {
                 view.versions
                     .insert(append.stream.clone(), current.unwrap_or(0) as Version);
             }
-            if !view.next_offsets.contains_key(&append.partition) {
+            if let Entry::Vacant(slot) = view.next_offsets.entry(append.partition) {
                 let newest: Option<(i64, i64)> = last
                     .query_row([append.partition], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
                     .map_err(engine)?;
                 let (next, stamp) = newest.map_or((0, 0), |(offset, stamp)| (offset + 1, stamp));
-                view.next_offsets.insert(append.partition, next as Offset);
+                slot.insert(next as Offset);
                 view.latest_stamp = view.latest_stamp.max(stamp);
             }
             if let Some(command_id) = append.command_id {

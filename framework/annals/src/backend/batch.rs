@@ -6,7 +6,7 @@
 //! smaller than the previous one, the appenders just answered are likely about to
 //! send again, and it waits up to [`LINGER`] for them. A lone appender never waits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -69,7 +69,7 @@ impl Batching {
     pub(crate) fn next_blocking(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
         let first = queue.recv().ok()?;
         let (mut batch, mut events) = self.drain(queue, first);
-        let deadline = Instant::now() + LINGER;
+        let deadline = std::time::Instant::now() + LINGER;
         while batch.len() < self.last_size && !self.full(&batch, events) {
             match queue.recv_deadline(deadline) {
                 Ok(next) => {

@@ -19,6 +19,8 @@ pub(crate) enum CliError {
     Usage(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 pub(crate) type CliResult<T = ()> = Result<T, CliError>;
@@ -62,7 +64,7 @@ fn error_body(error: &CliError) -> Value {
             body
         }
         CliError::Usage(message) => json!({"error": "bad_request", "message": message}),
-        CliError::Database(error) => json!({"error": "internal", "message": error.to_string()}),
+        CliError::Database(_) | CliError::Sqlite(_) => json!({"error": "internal", "message": error.to_string()}),
     }
 }
 

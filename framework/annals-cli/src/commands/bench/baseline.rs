@@ -1,15 +1,16 @@
 //! The raw engine under the same load: plain INSERTs into a table shaped like
 //! `annals_events` (same columns, same unique indexes), from the same number of
 //! writers, each on its own connection, with the same durability and connection
-//! settings as the store, one multi-row INSERT (one transaction) per append.
+//! settings as the store, one multi-row INSERT (one transaction) per append, through
+//! each engine's fastest path: prepared statements over sqlx for PostgreSQL, SQLite's
+//! C API (rusqlite) with cached statements for SQLite.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use annals::StoreOptions;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
@@ -141,59 +142,61 @@ async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Meas
         .strip_prefix("sqlite://")
         .or_else(|| db.strip_prefix("sqlite:"))
         .and_then(|rest| rest.split('?').next())
-        .unwrap_or_default();
-    let connect = SqliteConnectOptions::new()
-        .filename(path)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::from_str(options.synchronous_setting().pragma())?)
-        .busy_timeout(std::time::Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(load.writers as u32)
-        .connect_with(connect)
-        .await?;
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
-        .execute(&pool)
-        .await?;
-    for ddl in [
-        format!(
-            r#"CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, stream_id TEXT NOT NULL,
-               version INTEGER NOT NULL, event_id BLOB NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL,
-               metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL)"#
-        ),
-        format!(r#"CREATE UNIQUE INDEX {TABLE}_position ON {TABLE} (partition, "offset")"#),
-        format!("CREATE UNIQUE INDEX {TABLE}_stream_version ON {TABLE} (stream_id, version)"),
-        format!("CREATE UNIQUE INDEX {TABLE}_event_id ON {TABLE} (event_id)"),
-    ] {
-        sqlx::query(&ddl).execute(&pool).await?;
-    }
+        .unwrap_or_default()
+        .to_owned();
+    let pragmas = format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};",
+        options.synchronous_setting().pragma()
+    );
+    // SQLite's C API at its best: one connection per writer, a cached prepared
+    // statement, the default automatic checkpoints.
+    let connect = || -> CliResult<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(&pragmas)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(conn)
+    };
+    let setup = connect()?;
+    setup.execute_batch(&format!(
+        r#"DROP TABLE IF EXISTS {TABLE};
+               CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, stream_id TEXT NOT NULL,
+                   version INTEGER NOT NULL, event_id BLOB NOT NULL, event_type TEXT NOT NULL, payload TEXT NOT NULL,
+                   metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL);
+               CREATE UNIQUE INDEX {TABLE}_position ON {TABLE} (partition, "offset");
+               CREATE UNIQUE INDEX {TABLE}_stream_version ON {TABLE} (stream_id, version);
+               CREATE UNIQUE INDEX {TABLE}_event_id ON {TABLE} (event_id);"#
+    ))?;
+    let writers: Arc<Vec<Mutex<rusqlite::Connection>>> = Arc::new(
+        (0..load.writers)
+            .map(|_| connect().map(Mutex::new))
+            .collect::<CliResult<_>>()?,
+    );
     let sql: Arc<str> = insert_sql(load.events_per_op, |_| "?".to_owned(), "").into();
     let per_op = load.events_per_op;
-    let measured = {
-        let pool = pool.clone();
-        drive(load, "raw sqlite", move |writer, seq| {
-            let (pool, sql) = (pool.clone(), sql.clone());
-            async move {
-                let mut query = sqlx::query(&sql);
+    let measured = drive(load, "raw sqlite", move |writer, seq| {
+        let (writers, sql) = (writers.clone(), sql.clone());
+        async move {
+            // The C API blocks; let the runtime move other tasks off this thread.
+            tokio::task::block_in_place(|| {
+                let conn = writers[writer].lock().unwrap_or_else(|p| p.into_inner());
+                let mut insert = conn.prepare_cached(&sql)?;
+                let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::with_capacity(per_op as usize * 8);
                 for i in 0..per_op {
-                    query = query
-                        .bind(writer as i64)
-                        .bind((seq * per_op + i) as i64)
-                        .bind(format!("bench-{writer}-{seq}"))
-                        .bind(i as i64 + 1)
-                        .bind(Uuid::now_v7())
-                        .bind("LineAdded")
-                        .bind(payload(seq * per_op + i))
-                        .bind(chrono::Utc::now().timestamp_micros());
+                    values.push(Box::new(writer as i64));
+                    values.push(Box::new((seq * per_op + i) as i64));
+                    values.push(Box::new(format!("bench-{writer}-{seq}")));
+                    values.push(Box::new(i as i64 + 1));
+                    values.push(Box::new(Uuid::now_v7().as_bytes().to_vec()));
+                    values.push(Box::new("LineAdded"));
+                    values.push(Box::new(payload(seq * per_op + i)));
+                    values.push(Box::new(chrono::Utc::now().timestamp_micros()));
                 }
-                query.execute(&pool).await?;
+                insert.execute(rusqlite::params_from_iter(values.iter()))?;
                 Ok(())
-            }
-        })
-        .await
-    };
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
-        .execute(&pool)
-        .await?;
-    pool.close().await;
+            })
+        }
+    })
+    .await;
+    setup.execute_batch(&format!("DROP TABLE IF EXISTS {TABLE}"))?;
     measured
 }

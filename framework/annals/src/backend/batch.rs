@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{PreparedAppend, Wakeups};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::AppendOutcome;
 
 /// The longest a writer waits for a batch to fill up.
@@ -23,6 +23,16 @@ pub(crate) const QUEUE_DEPTH: usize = 4096;
 pub(crate) struct Pending {
     pub(crate) append: PreparedAppend,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+/// Hands `append` to the writer behind `queue` and waits for its outcome.
+pub(crate) async fn submit(queue: flume::Sender<Pending>, append: PreparedAppend) -> Result<AppendOutcome> {
+    let (reply, outcome) = oneshot::channel();
+    queue
+        .send_async(Pending { append, reply })
+        .await
+        .map_err(|_| Error::Closed)?;
+    outcome.await.map_err(|_| Error::Closed)?
 }
 
 /// Splits a batch into its appends and where their outcomes go.

@@ -13,11 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::batch::{Pending, QUEUE_DEPTH};
+use super::batch::{self, Pending, QUEUE_DEPTH};
 use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
@@ -155,17 +154,11 @@ impl Backend for PgBackend {
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
-        let (reply, outcome) = oneshot::channel();
         let queue = {
             let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let writer = append.partition as usize % queues.len().max(1);
-            queues.get(writer).cloned().ok_or(Error::Closed)?
+            queues.get(append.partition as usize % queues.len().max(1)).cloned()
         };
-        queue
-            .send_async(Pending { append, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
-        outcome.await.map_err(|_| Error::Closed)?
+        batch::submit(queue.ok_or(Error::Closed)?, append).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {

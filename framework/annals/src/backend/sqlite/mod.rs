@@ -16,10 +16,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::batch::{Pending, QUEUE_DEPTH};
+use super::batch::{self, Pending, QUEUE_DEPTH};
 use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
@@ -166,18 +165,8 @@ impl Backend for SqliteBackend {
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
-        let (reply, outcome) = oneshot::channel();
-        let queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(Error::Closed)?;
-        queue
-            .send_async(Pending { append, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
-        outcome.await.map_err(|_| Error::Closed)?
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        batch::submit(queue.ok_or(Error::Closed)?, append).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {

@@ -23,6 +23,6 @@ annals append order-7f3c --type OrderPaid --data '{"amount":2599}' --expected 1 
 annals append customer-alice --type CustomerRegistered --data '{"name":"Alice"}'
 annals read order-7f3c
 annals streams
-annals tail --partition 7
+annals tail --partition 15
 annals stats
 annals bench append --writers 8 --events-per-append 1 --seconds 3

@@ -8,6 +8,8 @@ pub(crate) mod batch;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -147,12 +149,12 @@ impl StreamRange {
         StreamRange { bounds }
     }
 
-    /// ` AND column > $1 AND …`, with `placeholder(i)` for the i-th bound (1-based).
-    pub(crate) fn sql_conditions(&self, column: &str, placeholder: impl Fn(usize) -> String) -> String {
+    /// ` AND column > $1 AND …`, one condition per bound.
+    pub(crate) fn sql_conditions(&self, column: &str) -> String {
         self.bounds
             .iter()
             .enumerate()
-            .map(|(i, (op, _))| format!(" AND {column} {op} {}", placeholder(i + 1)))
+            .map(|(i, (op, _))| format!(" AND {column} {op} ${}", i + 1))
             .collect()
     }
 
@@ -162,7 +164,6 @@ impl StreamRange {
     }
 
     /// How many placeholders the conditions use.
-    #[cfg(feature = "postgres")]
     pub(crate) fn len(&self) -> usize {
         self.bounds.len()
     }

@@ -17,15 +17,12 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::batch::{self, Pending, QUEUE_DEPTH};
-use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
+use super::{sql, sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
 use crate::store::{AppendOutcome, StoreOptions, StreamInfo, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
-
-const RECORD_COLUMNS: &str =
-    r#"partition, "offset", stream_id, version, event_id, event_type, payload::text, metadata::text, recorded_at"#;
 
 pub(crate) struct PgBackend {
     pool: PgPool,
@@ -162,10 +159,7 @@ impl Backend for PgBackend {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql::read_stream())
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .bind(sql_int(limit))
@@ -175,7 +169,7 @@ impl Backend for PgBackend {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        let version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM annals_events WHERE stream_id = $1")
+        let version: Option<i64> = sqlx::query_scalar(sql::STREAM_VERSION)
             .bind(stream.as_str())
             .fetch_one(&self.pool)
             .await?;
@@ -188,10 +182,7 @@ impl Backend for PgBackend {
         from_offset: Offset,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let sql = format!(
-            r#"SELECT {RECORD_COLUMNS} FROM annals_events WHERE partition = $1 AND "offset" >= $2 ORDER BY "offset" LIMIT $3"#
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql::read_partition())
             .bind(partition as i32)
             .bind(sql_int(from_offset))
             .bind(sql_int(limit))
@@ -201,12 +192,7 @@ impl Backend for PgBackend {
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {
-        let next: Vec<Option<i64>> = sqlx::query_scalar(
-            r#"SELECT (SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition)
-               FROM annals_partitions p ORDER BY p.partition"#,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let next: Vec<Option<i64>> = sqlx::query_scalar(sql::HIGH_WATERMARKS).fetch_all(&self.pool).await?;
         Ok(next.into_iter().map(|offset| offset.unwrap_or(0) as Offset).collect())
     }
 
@@ -217,14 +203,8 @@ impl Backend for PgBackend {
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>> {
         let range = StreamRange::new(category, after);
-        let sql = format!(
-            "SELECT e.stream_id, e.partition, \
-                    (SELECT max(v.version) FROM annals_events v WHERE v.stream_id = e.stream_id) \
-             FROM annals_events e WHERE e.version = 1 {} ORDER BY e.stream_id LIMIT ${}",
-            range.sql_conditions("e.stream_id", |i| format!("${i}")),
-            range.len() + 1
-        );
-        let mut query = sqlx::query(&sql);
+        let query_text = sql::list_streams(&range);
+        let mut query = sqlx::query(&query_text);
         for bound in range.binds() {
             query = query.bind(bound);
         }

@@ -19,15 +19,12 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::batch::{self, Pending, QUEUE_DEPTH};
-use super::{sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
+use super::{sql, sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
 use crate::store::{AppendOutcome, StoreOptions, StreamInfo, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
-
-const RECORD_COLUMNS: &str =
-    r#"partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at"#;
 
 pub(crate) struct SqliteBackend {
     readers: SqlitePool,
@@ -170,10 +167,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM annals_events WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql::read_stream())
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .bind(sql_int(limit))
@@ -183,7 +177,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        let version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM annals_events WHERE stream_id = ?")
+        let version: Option<i64> = sqlx::query_scalar(sql::STREAM_VERSION)
             .bind(stream.as_str())
             .fetch_one(&self.readers)
             .await?;
@@ -196,10 +190,7 @@ impl Backend for SqliteBackend {
         from_offset: Offset,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let sql = format!(
-            r#"SELECT {RECORD_COLUMNS} FROM annals_events WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?"#
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&sql::read_partition())
             .bind(i64::from(partition))
             .bind(sql_int(from_offset))
             .bind(sql_int(limit))
@@ -209,12 +200,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {
-        let rows: Vec<Option<i64>> = sqlx::query_scalar(
-            r#"SELECT (SELECT max("offset") + 1 FROM annals_events e WHERE e.partition = p.partition)
-               FROM annals_partitions p ORDER BY p.partition"#,
-        )
-        .fetch_all(&self.readers)
-        .await?;
+        let rows: Vec<Option<i64>> = sqlx::query_scalar(sql::HIGH_WATERMARKS)
+            .fetch_all(&self.readers)
+            .await?;
         Ok(rows.into_iter().map(|next| next.unwrap_or(0) as Offset).collect())
     }
 
@@ -225,13 +213,8 @@ impl Backend for SqliteBackend {
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>> {
         let range = StreamRange::new(category, after);
-        let sql = format!(
-            "SELECT e.stream_id, e.partition, \
-                    (SELECT max(v.version) FROM annals_events v WHERE v.stream_id = e.stream_id) \
-             FROM annals_events e WHERE e.version = 1 {} ORDER BY e.stream_id LIMIT ?",
-            range.sql_conditions("e.stream_id", |_| "?".to_owned())
-        );
-        let mut query = sqlx::query(&sql);
+        let query_text = sql::list_streams(&range);
+        let mut query = sqlx::query(&query_text);
         for bound in range.binds() {
             query = query.bind(bound);
         }

@@ -324,6 +324,12 @@ pub async fn i5_command_id_applied_once(t: &TestStore) {
         before,
         "I5: a retry wrote events"
     );
+    assert_eq!(
+        store.command_outcome(command).await.expect("lookup"),
+        Some((id.clone(), retry)),
+        "the store tells the outcome of a known command id"
+    );
+    assert_eq!(store.command_outcome(Uuid::new_v4()).await.expect("lookup"), None);
 
     let elsewhere = store
         .append(tagged_append(&stream("payment-2"), ExpectedVersion::Any, 3, 1).command_id(command))

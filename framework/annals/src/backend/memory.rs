@@ -189,6 +189,20 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>> {
+        let log = self.log();
+        let record = log.commands.get(&command_id);
+        Ok(record.map(|record| {
+            (
+                record.stream.clone(),
+                AppendOutcome {
+                    duplicate: true,
+                    ..record.outcome
+                },
+            )
+        }))
+    }
+
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
     }

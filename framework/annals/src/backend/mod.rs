@@ -68,6 +68,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         limit: usize,
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>>;
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
     /// How often a subscriber with nothing to read looks again without a wake-up.

@@ -39,3 +39,8 @@ pub(crate) fn list_streams(range: &super::StreamRange) -> String {
         range.len() + 1
     )
 }
+
+/// `$1` command id: stream id, partition, first and last offset, first and last version.
+pub(crate) const COMMAND_OUTCOME: &str =
+    "SELECT stream_id, partition, first_offset, last_offset, first_version, last_version
+    FROM annals_command_ids WHERE command_id = $1";

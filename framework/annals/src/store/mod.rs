@@ -138,6 +138,10 @@ pub trait EventStore: Send + Sync {
     /// appended; the stream ends only on an error.
     fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>>;
 
+    /// The stream and original outcome (marked duplicate) of the append made with
+    /// `command_id`, if there was one: lets a caller skip work a retry would discard.
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
+
     /// Streams in id order, optionally of one category, starting after `after`.
     async fn list_streams(
         &self,
@@ -321,6 +325,10 @@ impl EventStore for Store {
             Ok(()) => subscribe::records(self.clone(), partition, from_offset),
             Err(error) => Box::pin(futures::stream::once(async { Err(error) })),
         }
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>> {
+        self.inner.backend.command_outcome(command_id).await
     }
 
     async fn list_streams(

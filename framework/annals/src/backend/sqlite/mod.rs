@@ -230,6 +230,25 @@ impl Backend for SqliteBackend {
             .collect()
     }
 
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>> {
+        let row = sqlx::query(sql::COMMAND_OUTCOME)
+            .bind(command_id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|row| {
+            let outcome = AppendOutcome {
+                partition: row.try_get::<i64, _>(1)? as Partition,
+                first_offset: row.try_get::<i64, _>(2)? as Offset,
+                last_offset: row.try_get::<i64, _>(3)? as Offset,
+                first_version: row.try_get::<i64, _>(4)? as Version,
+                last_version: row.try_get::<i64, _>(5)? as Version,
+                duplicate: true,
+            };
+            Ok((StreamId::trusted(row.try_get(0)?), outcome))
+        })
+        .transpose()
+    }
+
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
     }

@@ -5,6 +5,7 @@
 //! - [`conformance`]: one async test per invariant of the store contract (I1–I5, I9 and
 //!   the read/subscribe semantics), run against any engine through [`TestStore`];
 //! - [`conformance_suite!`]: turns the whole suite into `#[tokio::test]`s in one line;
+//! - [`given`]: given/when/then tests for aggregates, without a store;
 //! - [`postgres`]: a throwaway PostgreSQL schema per test, which fails loudly when
 //!   `ANNALS_REQUIRE_POSTGRES=1` and no server answers.
 //!
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod conformance;
+pub mod given;
 pub mod postgres;
 
 use annals::{Store, StoreOptions};

@@ -13,6 +13,7 @@
 //! | stream ids and the partitioner | [`StreamId`], [`partition_for`] |
 //! | events in and out | [`NewEvent`], [`RecordedEvent`], [`Metadata`] |
 //! | errors | [`Error`] |
+//! | aggregates, commands, repositories | [`aggregate`] |
 //!
 //! | feature | default | engine |
 //! |---|---|---|
@@ -42,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aggregate;
 mod backend;
 mod error;
 mod partitioner;

@@ -1,0 +1,295 @@
+//! Aggregates end to end: given/when/then on a bank account, the events' wire format
+//! (snapshotted), and the repository (optimistic concurrency with retries, command ids,
+//! refusals, metadata) on every engine.
+
+use annals::aggregate::{Aggregate, CommandContext, CommandError, DomainEvent, Repository, RetryPolicy};
+use annals::{Error, EventStore, Store};
+use annals_testkit::given::AggregateTest;
+use annals_testkit::TestStore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+// ANCHOR: aggregate
+#[derive(Debug, Default)]
+struct Account {
+    opened: bool,
+    balance: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: i64 },
+    Withdrawn { amount: i64 },
+    Closed,
+}
+
+impl DomainEvent for AccountEvent {}
+
+#[derive(Debug, Clone)]
+enum AccountCommand {
+    Open { owner: String },
+    Deposit { amount: i64 },
+    Withdraw { amount: i64 },
+    Close,
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum AccountError {
+    #[error("the account is not open")]
+    NotOpen,
+    #[error("insufficient funds: balance {balance}, asked {asked}")]
+    InsufficientFunds { balance: i64, asked: i64 },
+    #[error("amounts must be positive")]
+    NotPositive,
+}
+
+impl Aggregate for Account {
+    const CATEGORY: &'static str = "account";
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn handle(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
+        use AccountCommand::*;
+        match command {
+            Open { .. } if self.opened => Ok(vec![]),
+            Open { owner } => Ok(vec![AccountEvent::Opened { owner }]),
+            _ if !self.opened => Err(AccountError::NotOpen),
+            Deposit { amount } | Withdraw { amount } if amount <= 0 => Err(AccountError::NotPositive),
+            Deposit { amount } => Ok(vec![AccountEvent::Deposited { amount }]),
+            Withdraw { amount } if amount > self.balance => Err(AccountError::InsufficientFunds {
+                balance: self.balance,
+                asked: amount,
+            }),
+            Withdraw { amount } => Ok(vec![AccountEvent::Withdrawn { amount }]),
+            Close => Ok(vec![AccountEvent::Closed]),
+        }
+    }
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { .. } => self.opened = true,
+            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrawn { amount } => self.balance -= amount,
+            AccountEvent::Closed => self.opened = false,
+        }
+    }
+}
+
+// ANCHOR_END: aggregate
+
+fn opened() -> AccountEvent {
+    AccountEvent::Opened { owner: "alice".into() }
+}
+
+// ANCHOR: given_when_then
+#[test]
+fn given_when_then() {
+    AggregateTest::<Account>::given_nothing()
+        .when(AccountCommand::Open { owner: "alice".into() })
+        .then_events([opened()]);
+    AggregateTest::<Account>::given([opened(), AccountEvent::Deposited { amount: 50 }])
+        .when(AccountCommand::Withdraw { amount: 20 })
+        .then_events([AccountEvent::Withdrawn { amount: 20 }]);
+    AggregateTest::<Account>::given([opened(), AccountEvent::Deposited { amount: 50 }])
+        .when(AccountCommand::Withdraw { amount: 80 })
+        .then_error(|e| *e == AccountError::InsufficientFunds { balance: 50, asked: 80 });
+    AggregateTest::<Account>::given_nothing()
+        .when(AccountCommand::Deposit { amount: 5 })
+        .then_error(|e| *e == AccountError::NotOpen);
+    AggregateTest::<Account>::given([opened()])
+        .when(AccountCommand::Deposit { amount: 0 })
+        .then_error(|e| *e == AccountError::NotPositive);
+    AggregateTest::<Account>::given([opened()])
+        .when(AccountCommand::Open { owner: "bob".into() })
+        .then_events([]);
+    let events = AggregateTest::<Account>::given([opened()])
+        .when(AccountCommand::Close)
+        .events();
+    insta::assert_json_snapshot!("closing_events", events);
+}
+// ANCHOR_END: given_when_then
+
+/// The stored form of each event: type name, payload, metadata. Changing it breaks
+/// every stored stream, so it is pinned here.
+#[tokio::test]
+async fn wire_format_is_stable() {
+    let store = Store::open("memory:").await.expect("store");
+    let accounts = Repository::<Account>::new(store.clone());
+    let context = CommandContext::with_command_id(Uuid::from_u128(1)).with("user", "teller-7");
+    accounts
+        .execute("w", AccountCommand::Open { owner: "alice".into() }, &context)
+        .await
+        .expect("open");
+    let context = CommandContext::with_command_id(Uuid::from_u128(2));
+    accounts
+        .execute("w", AccountCommand::Deposit { amount: 25 }, &context)
+        .await
+        .expect("deposit");
+    accounts
+        .execute(
+            "w",
+            AccountCommand::Close,
+            &CommandContext::with_command_id(Uuid::from_u128(3)),
+        )
+        .await
+        .expect("close");
+    let records = store
+        .read_stream(&Repository::<Account>::stream_id("w").expect("id"), 1, 10)
+        .await
+        .expect("read");
+    let stored: Vec<_> = records
+        .iter()
+        .map(|r| serde_json::json!({"type": r.event_type, "data": r.payload, "metadata": r.metadata}))
+        .collect();
+    insta::assert_json_snapshot!("account_events_as_stored", stored);
+    let loaded = accounts.load("w").await.expect("load back, unit variant included");
+    assert_eq!(
+        (loaded.state.opened, loaded.state.balance, loaded.version),
+        (false, 25, 3)
+    );
+}
+
+async fn repository_on(t: &TestStore) {
+    let store = t.open().await;
+    let accounts = Repository::<Account>::new(store.clone());
+    let stream = Repository::<Account>::stream_id("acc-1").expect("id");
+
+    // ANCHOR: execute
+    let open = CommandContext::new().with("user", "teller-7");
+    let executed = accounts
+        .execute("acc-1", AccountCommand::Open { owner: "alice".into() }, &open)
+        .await
+        .expect("open");
+    assert_eq!(
+        (executed.attempts, executed.outcome.map(|o| o.last_version)),
+        (1, Some(1))
+    );
+    // ANCHOR_END: execute
+
+    // A retry of the same command id returns the original outcome; the handler does
+    // not run again (it would now produce nothing: the account is open).
+    let again = accounts
+        .execute("acc-1", AccountCommand::Open { owner: "alice".into() }, &open)
+        .await
+        .expect("retry");
+    assert_eq!(again.attempts, 0);
+    assert_eq!(
+        again.outcome.map(|o| (o.duplicate, o.first_offset)),
+        executed.outcome.map(|o| (true, o.first_offset))
+    );
+    // The same command id on another aggregate is refused.
+    let elsewhere = accounts
+        .execute("acc-2", AccountCommand::Open { owner: "bob".into() }, &open)
+        .await;
+    assert!(
+        matches!(elsewhere, Err(CommandError::Store(Error::CommandIdConflict { .. }))),
+        "{elsewhere:?}"
+    );
+
+    // A refusal writes nothing.
+    let refused = accounts
+        .execute("acc-1", AccountCommand::Withdraw { amount: 1 }, &CommandContext::new())
+        .await;
+    assert!(matches!(
+        refused,
+        Err(CommandError::Rejected(AccountError::InsufficientFunds { .. }))
+    ));
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 1);
+
+    // Eight tasks deposit at once: every deposit lands once, conflicts are retried.
+    let tasks: Vec<_> = (1..=8)
+        .map(|amount| {
+            let accounts = accounts.clone().with_retry(RetryPolicy {
+                max_attempts: 50,
+                ..RetryPolicy::default()
+            });
+            tokio::spawn(async move {
+                accounts
+                    .execute("acc-1", AccountCommand::Deposit { amount }, &CommandContext::new())
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("deposit");
+    }
+    let loaded = accounts.load("acc-1").await.expect("load");
+    assert_eq!((loaded.state.balance, loaded.version), (36, 9));
+
+    // Context flows into metadata.
+    let records = store.read_stream(&stream, 1, 1).await.expect("read");
+    let metadata = &records[0].metadata;
+    assert_eq!(metadata.command_id, Some(open.command_id));
+    assert_eq!(metadata.correlation_id, Some(open.correlation_id));
+    assert_eq!(metadata.extra.get("user"), Some(&serde_json::json!("teller-7")));
+    assert_eq!(metadata.extra.get("schema_version"), Some(&serde_json::json!(1)));
+
+    // A follow-up command derived from an event has a stable id: a redelivered event
+    // issues the same command, which is applied once.
+    let follow = CommandContext::caused_by(&records[0], "welcome-bonus");
+    assert_eq!(follow, CommandContext::caused_by(&records[0], "welcome-bonus"));
+    assert_eq!(
+        (follow.causation_id, follow.correlation_id),
+        (Some(records[0].event_id), open.correlation_id)
+    );
+    accounts
+        .execute("acc-1", AccountCommand::Deposit { amount: 10 }, &follow)
+        .await
+        .expect("bonus");
+    let redelivered = accounts
+        .execute("acc-1", AccountCommand::Deposit { amount: 10 }, &follow)
+        .await
+        .expect("again");
+    assert!(redelivered.outcome.is_some_and(|o| o.duplicate));
+    assert_eq!(accounts.load("acc-1").await.expect("load").state.balance, 46);
+
+    // With no retries allowed, a lost race is reported as a conflict.
+    let strict = accounts.clone().with_retry(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let strict = strict.clone();
+            tokio::spawn(async move {
+                strict
+                    .execute("acc-1", AccountCommand::Deposit { amount: 1 }, &CommandContext::new())
+                    .await
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for racer in racers {
+        match racer.await.expect("racer") {
+            Ok(_) => {}
+            Err(CommandError::Conflict { attempts: 1, .. }) => conflicts += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let balance = accounts.load("acc-1").await.expect("load").state.balance;
+    assert_eq!(
+        balance,
+        46 + 8 - conflicts,
+        "every deposit either landed once or was reported as a conflict"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repository_on_memory() {
+    repository_on(&TestStore::memory().await.expect("memory")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repository_on_sqlite() {
+    repository_on(&TestStore::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repository_on_postgres() {
+    if let Some(store) = TestStore::postgres().await {
+        repository_on(&store).await;
+    }
+}

@@ -1,0 +1,234 @@
+//! Loading aggregates and running commands against them.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::event::{decode, encode};
+use super::{Aggregate, CommandContext, DomainEvent};
+use crate::error::Error;
+use crate::position::{ExpectedVersion, Version};
+use crate::store::{AppendOutcome, AppendRequest, EventStore};
+use crate::stream::StreamId;
+
+/// Events read per page while loading an aggregate.
+const PAGE: usize = 1_000;
+
+/// How a repository retries a command that lost a race (`WrongExpectedVersion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (default 10).
+    pub max_attempts: u32,
+    /// Upper bound of the first random back-off; doubles each attempt (default 1 ms).
+    pub base_delay: Duration,
+    /// Upper bound of any back-off (default 50 ms).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A random delay in `[0, min(max_delay, base_delay · 2^(attempt-1))]` ("full jitter").
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .base_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        Duration::from_micros(rand::thread_rng().gen_range(0..=cap.as_micros() as u64))
+    }
+}
+
+/// An aggregate as loaded: its state and the version of its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded<A> {
+    /// The state after every event.
+    pub state: A,
+    /// The number of events applied (the stream's version).
+    pub version: Version,
+}
+
+/// What running a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Executed {
+    /// Where the events went; `None` when the command produced no events. With
+    /// `duplicate: true` the command id had been applied before and the handler did
+    /// not run.
+    pub outcome: Option<AppendOutcome>,
+    /// How many times the command was tried (0 for a duplicate).
+    pub attempts: u32,
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command (a domain rule).
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// Other writers kept changing the stream; every attempt lost the race.
+    #[error("{stream} kept changing: gave up after {attempts} attempts")]
+    Conflict {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The store failed, or refused the append (for example a command id already used
+    /// on another stream).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Loads aggregates of type `A` and runs commands against them.
+pub struct Repository<A> {
+    store: Arc<dyn EventStore>,
+    retry: RetryPolicy,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            retry: self.retry,
+            aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository on `store` with the default retry policy.
+    pub fn new(store: impl EventStore + 'static) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// A repository on a shared store.
+    pub fn from_arc(store: Arc<dyn EventStore>) -> Self {
+        Repository {
+            store,
+            retry: RetryPolicy::default(),
+            aggregate: PhantomData,
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The stream of aggregate `id`: `CATEGORY-id`.
+    pub fn stream_id(id: &str) -> Result<StreamId, Error> {
+        StreamId::new(format!("{}-{id}", A::CATEGORY))
+    }
+
+    /// Rebuilds aggregate `id` from its events (a new aggregate if it has none).
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, Error> {
+        self.load_stream(&Self::stream_id(id)?).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        loop {
+            let records = self.store.read_stream(stream, loaded.version + 1, PAGE).await?;
+            for record in &records {
+                loaded.state.apply(&decode::<A::Event>(record)?);
+                loaded.version = record.version;
+            }
+            if records.len() < PAGE {
+                return Ok(loaded);
+            }
+        }
+    }
+
+    /// Runs `command` against aggregate `id` and appends its events, expecting the
+    /// version it was loaded at. On a conflict it reloads and runs the command again,
+    /// as the retry policy allows. A command id the store already applied returns the
+    /// original outcome without running the handler.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let stream = Self::stream_id(id)?;
+        if let Some((applied_to, outcome)) = self.store.command_outcome(context.command_id).await? {
+            if applied_to != stream {
+                return Err(Error::CommandIdConflict {
+                    command_id: context.command_id,
+                    stream,
+                    existing_stream: applied_to,
+                }
+                .into());
+            }
+            return Ok(Executed {
+                outcome: Some(outcome),
+                attempts: 0,
+            });
+        }
+        let metadata = context.event_metadata(<A::Event as DomainEvent>::SCHEMA_VERSION);
+        for attempt in 1..=self.retry.max_attempts.max(1) {
+            let loaded = self.load_stream(&stream).await?;
+            let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    outcome: None,
+                    attempts: attempt,
+                });
+            }
+            let mut request = AppendRequest::new(stream.clone(), ExpectedVersion::Exact(loaded.version))
+                .command_id(context.command_id);
+            for event in &events {
+                request = request.event(encode(event)?.with_metadata(metadata.clone()));
+            }
+            match self.store.append(request).await {
+                Ok(outcome) => {
+                    return Ok(Executed {
+                        outcome: Some(outcome),
+                        attempts: attempt,
+                    })
+                }
+                Err(Error::WrongExpectedVersion { .. }) if attempt < self.retry.max_attempts => {
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                }
+                Err(Error::WrongExpectedVersion { .. }) => break,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(CommandError::Conflict {
+            stream,
+            attempts: self.retry.max_attempts.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..20 {
+            assert!(policy.backoff(attempt) <= policy.max_delay);
+        }
+        let first_cap = (0..200).map(|_| policy.backoff(1)).max().unwrap();
+        assert!(first_cap <= policy.base_delay);
+    }
+}

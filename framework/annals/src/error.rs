@@ -98,6 +98,15 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A `DomainEvent` type that does not serialise in the adjacently tagged form
+    /// (`#[serde(tag = "type", content = "data")]`): storing it would lose data.
+    #[error("{type_name} is not a storable DomainEvent: {reason}")]
+    InvalidDomainEvent {
+        /// The Rust type.
+        type_name: &'static str,
+        /// What its serialisation looked like.
+        reason: &'static str,
+    },
     /// Text that should have been JSON (a payload, metadata) was not.
     #[error("invalid JSON: {0}")]
     InvalidJson(#[source] serde_json::Error),
@@ -171,6 +180,7 @@ impl Error {
             | Error::TooManyEvents { .. }
             | Error::InvalidEventType { .. }
             | Error::ReservedMetadataKey { .. }
+            | Error::InvalidDomainEvent { .. }
             | Error::InvalidJson(_)
             | Error::PartitionCountMismatch { .. }
             | Error::InvalidPartitionCount

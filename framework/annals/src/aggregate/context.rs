@@ -44,14 +44,15 @@ impl CommandContext {
         CommandContext {
             command_id,
             correlation_id: command_id,
-            ..Self::new()
+            causation_id: None,
+            metadata: Map::new(),
         }
     }
 
     /// The context of a command issued in reaction to `event` (a saga's next step):
     /// same correlation, caused by the event, and a command id derived from the event
     /// id and `step`. A redelivered event therefore issues the same command id, and the
-    /// store applies it only once.
+    /// store applies it only once. The event's user metadata is not carried over.
     pub fn caused_by(event: &RecordedEvent, step: &str) -> Self {
         CommandContext {
             command_id: Uuid::new_v5(&event.event_id, step.as_bytes()),
@@ -61,7 +62,8 @@ impl CommandContext {
         }
     }
 
-    /// Adds one user metadata key.
+    /// Adds one user metadata key. `schema_version` is set by the repository from the
+    /// event type and overrides a user key of that name.
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self

@@ -25,21 +25,28 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
 
 /// The record type and payload of `event`.
 pub(crate) fn encode<E: DomainEvent>(event: &E) -> Result<NewEvent> {
-    let not_tagged = || {
-        Error::InvalidEventType {
-        event_type: format!(
-            "{}: a DomainEvent must serialise as {{\"type\": …, \"data\": …}} (#[serde(tag = \"type\", content = \"data\")])",
-            std::any::type_name::<E>()
-        ),
-    }
+    let invalid = |reason| Error::InvalidDomainEvent {
+        type_name: std::any::type_name::<E>(),
+        reason,
     };
     let Value::Object(mut fields) = serde_json::to_value(event).map_err(Error::InvalidJson)? else {
-        return Err(not_tagged());
+        return Err(invalid(
+            "it does not serialise as a JSON object; use #[serde(tag = \"type\", content = \"data\")]",
+        ));
     };
     let Some(Value::String(event_type)) = fields.remove("type") else {
-        return Err(not_tagged());
+        return Err(invalid(
+            "it has no string \"type\" field; use #[serde(tag = \"type\", content = \"data\")]",
+        ));
     };
     let data = fields.remove("data").unwrap_or(Value::Null);
+    if !fields.is_empty() {
+        // Internally tagged (`tag` without `content`): the fields sit beside "type"
+        // and would be lost.
+        return Err(invalid(
+            "it has fields beside \"type\" and \"data\"; add content = \"data\" to #[serde(tag = …)]",
+        ));
+    }
     let payload: Box<RawValue> = serde_json::value::to_raw_value(&data).map_err(Error::InvalidJson)?;
     Ok(NewEvent::raw(event_type, payload))
 }
@@ -51,4 +58,37 @@ pub(crate) fn decode<E: DomainEvent>(record: &RecordedEvent) -> Result<E> {
     tagged.insert("type".into(), Value::String(record.event_type.clone()));
     tagged.insert("data".into(), data);
     serde_json::from_value(Value::Object(tagged)).map_err(Error::InvalidJson)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum InternallyTagged {
+        Deposited { amount: i64 },
+    }
+    impl DomainEvent for InternallyTagged {}
+
+    #[derive(Serialize, Deserialize)]
+    enum ExternallyTagged {
+        Deposited { amount: i64 },
+    }
+    impl DomainEvent for ExternallyTagged {}
+
+    #[test]
+    fn refuses_forms_that_would_lose_data() {
+        let internal = encode(&InternallyTagged::Deposited { amount: 5 });
+        assert!(
+            matches!(internal, Err(Error::InvalidDomainEvent { .. })),
+            "{internal:?}"
+        );
+        let external = encode(&ExternallyTagged::Deposited { amount: 5 });
+        assert!(
+            matches!(external, Err(Error::InvalidDomainEvent { .. })),
+            "{external:?}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! [`DomainEvent`]: serde's adjacently tagged form gives every variant a stable type
 //! name with no code per event. A [`Repository`] loads an aggregate from the store,
 //! runs a command, and appends the events with optimistic concurrency, retrying on
-//! conflict, at most once per command id.
+//! conflict; a command that writes events does so at most once per command id.
 //!
 //! ```
 //! use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};

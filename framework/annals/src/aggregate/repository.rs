@@ -11,7 +11,7 @@ use super::{Aggregate, CommandContext, DomainEvent};
 use crate::error::Error;
 use crate::position::{ExpectedVersion, Version};
 use crate::store::{AppendOutcome, AppendRequest, EventStore};
-use crate::stream::StreamId;
+use crate::stream::{validate_category, StreamId};
 
 /// Events read per page while loading an aggregate.
 const PAGE: usize = 1_000;
@@ -60,11 +60,14 @@ pub struct Loaded<A> {
 /// What running a command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Executed {
-    /// Where the events went; `None` when the command produced no events. With
-    /// `duplicate: true` the command id had been applied before and the handler did
-    /// not run.
+    /// Where the events went; `None` when the command produced no events (then
+    /// nothing was written and the command id was not recorded). With
+    /// `duplicate: true` the command id had been applied before and nothing was
+    /// written now: when the repository found it up front the handler did not run
+    /// (`attempts` is 0); when a concurrent execution of the same command won the
+    /// race, the handler ran but its events were discarded by the store.
     pub outcome: Option<AppendOutcome>,
-    /// How many times the command was tried (0 for a duplicate).
+    /// How many times the handler ran (0 when the command id was known up front).
     pub attempts: u32,
 }
 
@@ -127,8 +130,10 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
-    /// The stream of aggregate `id`: `CATEGORY-id`.
+    /// The stream of aggregate `id`: `CATEGORY-id`. A `CATEGORY` that is not a valid
+    /// category (empty, or holding `-` or a character stream ids refuse) is an error.
     pub fn stream_id(id: &str) -> Result<StreamId, Error> {
+        validate_category(A::CATEGORY)?;
         StreamId::new(format!("{}-{id}", A::CATEGORY))
     }
 
@@ -221,6 +226,32 @@ impl<A: Aggregate> Repository<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Misnamed;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Nothing {}
+    impl DomainEvent for Nothing {}
+    impl Aggregate for Misnamed {
+        const CATEGORY: &'static str = "order-line";
+        type Command = ();
+        type Event = Nothing;
+        type Error = std::convert::Infallible;
+        fn handle(&self, _: ()) -> Result<Vec<Nothing>, Self::Error> {
+            Ok(vec![])
+        }
+        fn apply(&mut self, _: &Nothing) {}
+    }
+
+    #[test]
+    fn a_category_with_a_dash_is_refused() {
+        // "order-line-7" would list under category "order", not "order-line".
+        assert!(matches!(
+            Repository::<Misnamed>::stream_id("7"),
+            Err(Error::InvalidCategory { .. })
+        ));
+    }
 
     #[test]
     fn backoff_is_bounded_and_grows() {

@@ -293,3 +293,113 @@ async fn repository_on_postgres() {
         repository_on(&store).await;
     }
 }
+
+/// Version 2 of the account's events: amounts in cents, and `Credited` (v1) merged
+/// into `Deposited`.
+mod v2 {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub(super) struct Account {
+        pub(super) cents: i64,
+        pub(super) events: usize,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    pub(super) enum AccountEvent {
+        Opened { owner: String },
+        Deposited { cents: i64 },
+        Withdrawn { cents: i64 },
+        Closed,
+    }
+
+    impl DomainEvent for AccountEvent {
+        const SCHEMA_VERSION: u32 = 2;
+    }
+
+    impl Aggregate for Account {
+        const CATEGORY: &'static str = "account";
+        type Command = ();
+        type Event = AccountEvent;
+        type Error = std::convert::Infallible;
+        fn handle(&self, _: ()) -> Result<Vec<AccountEvent>, Self::Error> {
+            Ok(vec![AccountEvent::Deposited { cents: 1 }])
+        }
+        fn apply(&mut self, event: &AccountEvent) {
+            self.events += 1;
+            match event {
+                AccountEvent::Deposited { cents } => self.cents += cents,
+                AccountEvent::Withdrawn { cents } => self.cents -= cents,
+                AccountEvent::Opened { .. } | AccountEvent::Closed => {}
+            }
+        }
+    }
+
+    // ANCHOR: upcasters
+    pub(super) fn upcasters() -> annals::aggregate::Upcasters {
+        let to_cents =
+            |data: serde_json::Value| serde_json::json!({"cents": data["amount"].as_i64().unwrap_or(0) * 100});
+        annals::aggregate::Upcasters::new()
+            .register("Deposited", 1, to_cents)
+            .register("Withdrawn", 1, to_cents)
+            .rename_with("Credited", 1, "Deposited", to_cents)
+    }
+    // ANCHOR_END: upcasters
+}
+
+/// Records written in the v1 shape (the fixture), some with `schema_version: 1` in
+/// their metadata and some with none (which means 1), load into the v2 enum.
+#[tokio::test]
+async fn old_events_are_upcast_on_read() {
+    let store = Store::open("memory:").await.expect("store");
+    let stream = Repository::<v2::Account>::stream_id("old").expect("id");
+    let fixture: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("fixtures/account_v1.json")).expect("fixture");
+    for (i, event) in fixture.iter().enumerate() {
+        let mut metadata = annals::Metadata::new();
+        if i % 2 == 0 {
+            metadata = metadata.with("schema_version", 1);
+        }
+        let event = annals::NewEvent::json(event["type"].as_str().expect("type"), &event["data"])
+            .expect("json")
+            .with_metadata(metadata);
+        store
+            .append(annals::AppendRequest::new(stream.clone(), annals::ExpectedVersion::Any).event(event))
+            .await
+            .expect("append v1");
+    }
+
+    let without = Repository::<v2::Account>::new(store.clone()).load("old").await;
+    assert!(
+        matches!(without, Err(Error::InvalidJson(_))),
+        "v1 JSON does not fit v2 without upcasters"
+    );
+
+    let accounts = Repository::<v2::Account>::new(store.clone()).with_upcasters(v2::upcasters());
+    let loaded = accounts.load("old").await.expect("load with upcasters");
+    assert_eq!((loaded.state.cents, loaded.state.events, loaded.version), (400, 5, 5));
+
+    // New events are written as v2 and read back as they are.
+    accounts
+        .execute("old", (), &CommandContext::new())
+        .await
+        .expect("v2 append");
+    assert_eq!(accounts.load("old").await.expect("load").state.cents, 401);
+    let newest = store.read_stream(&stream, 6, 1).await.expect("read");
+    assert_eq!(
+        newest[0].metadata.extra.get("schema_version"),
+        Some(&serde_json::json!(2))
+    );
+
+    // A v2 record is newer than v1 code knows: a clear error, not a wrong state.
+    accounts
+        .execute("new", (), &CommandContext::new())
+        .await
+        .expect("v2 append");
+    let old_code = Repository::<Account>::new(store).load("new").await;
+    assert!(
+        matches!(old_code, Err(Error::InvalidDomainEvent { .. })),
+        "{old_code:?}"
+    );
+}

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::Upcasters;
 use crate::error::{Error, Result};
 use crate::record::{NewEvent, RecordedEvent};
 
@@ -51,11 +52,29 @@ pub(crate) fn encode<E: DomainEvent>(event: &E) -> Result<NewEvent> {
     Ok(NewEvent::raw(event_type, payload))
 }
 
-/// The domain event a record holds.
-pub(crate) fn decode<E: DomainEvent>(record: &RecordedEvent) -> Result<E> {
+/// The domain event a record holds, upcast from the schema version it was written
+/// with to the enum's current one.
+pub(crate) fn decode<E: DomainEvent>(record: &RecordedEvent, upcasters: &Upcasters) -> Result<E> {
+    let written = record
+        .metadata
+        .extra
+        .get(SCHEMA_VERSION_KEY)
+        .and_then(Value::as_u64)
+        .map_or(1, |version| version.min(u64::from(u32::MAX)) as u32);
+    if written > E::SCHEMA_VERSION {
+        return Err(Error::InvalidDomainEvent {
+            type_name: std::any::type_name::<E>(),
+            reason: "a record was written with a newer schema version than this build knows",
+        });
+    }
     let data: Value = serde_json::from_str(record.payload.get()).map_err(Error::InvalidJson)?;
+    let (event_type, data) = if written < E::SCHEMA_VERSION && !upcasters.is_empty() {
+        upcasters.upcast(&record.event_type, written, E::SCHEMA_VERSION, data)
+    } else {
+        (record.event_type.clone(), data)
+    };
     let mut tagged = Map::with_capacity(2);
-    tagged.insert("type".into(), Value::String(record.event_type.clone()));
+    tagged.insert("type".into(), Value::String(event_type));
     tagged.insert("data".into(), data);
     serde_json::from_value(Value::Object(tagged)).map_err(Error::InvalidJson)
 }

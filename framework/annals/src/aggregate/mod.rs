@@ -6,6 +6,8 @@
 //! name with no code per event. A [`Repository`] loads an aggregate from the store,
 //! runs a command, and appends the events with optimistic concurrency, retrying on
 //! conflict; a command that writes events does so at most once per command id.
+//! [`Upcasters`] turn events written with an older schema version into the current
+//! shape as they are read.
 //!
 //! ```
 //! use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};
@@ -58,10 +60,12 @@
 mod context;
 mod event;
 mod repository;
+mod upcast;
 
 pub use context::CommandContext;
 pub use event::{DomainEvent, SCHEMA_VERSION_KEY};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
+pub use upcast::Upcasters;
 
 /// A consistency boundary: decides on commands from its current state, and evolves by
 /// applying its own events. Pure: no I/O, so it is tested without a store.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::event::{decode, encode};
-use super::{Aggregate, CommandContext, DomainEvent};
+use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
 use crate::error::Error;
 use crate::position::{ExpectedVersion, Version};
 use crate::store::{AppendOutcome, AppendRequest, EventStore};
@@ -96,6 +96,7 @@ pub enum CommandError<E: std::error::Error + 'static> {
 pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     retry: RetryPolicy,
+    upcasters: Arc<Upcasters>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -104,6 +105,7 @@ impl<A> Clone for Repository<A> {
         Repository {
             store: self.store.clone(),
             retry: self.retry,
+            upcasters: self.upcasters.clone(),
             aggregate: PhantomData,
         }
     }
@@ -120,6 +122,7 @@ impl<A: Aggregate> Repository<A> {
         Repository {
             store,
             retry: RetryPolicy::default(),
+            upcasters: Arc::new(Upcasters::new()),
             aggregate: PhantomData,
         }
     }
@@ -127,6 +130,12 @@ impl<A: Aggregate> Repository<A> {
     /// Replaces the retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Converts events written with older schema versions as they are loaded.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = Arc::new(upcasters);
         self
     }
 
@@ -150,7 +159,7 @@ impl<A: Aggregate> Repository<A> {
         loop {
             let records = self.store.read_stream(stream, loaded.version + 1, PAGE).await?;
             for record in &records {
-                loaded.state.apply(&decode::<A::Event>(record)?);
+                loaded.state.apply(&decode::<A::Event>(record, &self.upcasters)?);
                 loaded.version = record.version;
             }
             if records.len() < PAGE {

@@ -180,3 +180,44 @@ fn read_commands_never_create_a_store() {
     let path = cli.db.trim_start_matches("sqlite://");
     assert!(!Path::new(path).exists(), "a read command created the store");
 }
+
+#[test]
+fn workloads_w1_and_w2_run_and_report() {
+    let cli = Cli::new();
+    let w1 = cli.json(&[
+        "bench",
+        "commands",
+        "--tasks",
+        "4",
+        "--commands",
+        "300",
+        "--aggregates",
+        "10",
+    ]);
+    assert_eq!(
+        (w1["workload"].as_str(), w1["commands"].as_u64()),
+        (Some("w1"), Some(300))
+    );
+    assert!(w1["commands_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
+    assert!(w1["conflicts"].as_u64().is_some());
+    assert_eq!(
+        cli.json(&["stats"])["records"],
+        300,
+        "every command wrote exactly one event"
+    );
+    let streams = cli.json(&["streams", "--category", "order"]);
+    let versions: u64 = streams["streams"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s["version"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(versions, 300);
+
+    let w2 = cli.json(&["bench", "load", "--events", "120", "--loads", "5"]);
+    assert_eq!(
+        (w2["workload"].as_str(), w2["events"].as_u64()),
+        (Some("w2"), Some(120))
+    );
+    assert!(w2["load_min_ms"].as_f64() <= w2["load_median_ms"].as_f64());
+}

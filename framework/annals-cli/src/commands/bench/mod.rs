@@ -7,6 +7,7 @@
 
 mod baseline;
 mod load;
+mod workloads;
 
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use load::{Load, Measured};
 pub(crate) enum Bench {
     /// Appends of N events to random streams by concurrent writers.
     Append(AppendArgs),
+    /// W1: commands against 1,000 aggregates from concurrent tasks (load, handle, append, retry).
+    Commands(workloads::CommandsArgs),
+    /// W2: rehydrating one aggregate with a long history.
+    Load(workloads::LoadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +74,8 @@ struct Report {
 pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
     match bench {
         Bench::Append(args) => append(db, args, out).await,
+        Bench::Commands(args) => workloads::commands(db, args, out).await,
+        Bench::Load(args) => workloads::load(db, args, out).await,
     }
 }
 

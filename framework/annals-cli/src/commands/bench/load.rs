@@ -35,11 +35,17 @@ impl Measured {
     }
 
     pub(super) fn quantile_ms(&self, quantile: f64) -> f64 {
-        self.latency_us.value_at_quantile(quantile) as f64 / 1_000.0
+        quantile_ms(&self.latency_us, quantile)
     }
 }
 
-fn histogram() -> Histogram<u64> {
+/// A latency quantile of a histogram of microseconds, in milliseconds.
+pub(super) fn quantile_ms(latency_us: &Histogram<u64>, quantile: f64) -> f64 {
+    latency_us.value_at_quantile(quantile) as f64 / 1_000.0
+}
+
+/// A histogram of latencies in microseconds, up to ten minutes, 3 significant digits.
+pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository, RetryPolicy};
 use annals::{Store, StoreOptions};
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::load::{histogram, quantile_ms};
 use crate::output::{CliError, CliResult, Output};
 
 #[derive(Debug, clap::Args)]
@@ -115,10 +115,6 @@ fn until_success() -> RetryPolicy {
     }
 }
 
-fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
-    histogram.value_at_quantile(quantile) as f64 / 1_000.0
-}
-
 async fn open(db: &str) -> CliResult<(Store, &'static str)> {
     let options = StoreOptions::from_url(db)?;
     let backend = options.backend_name();
@@ -139,7 +135,7 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
             let (orders, next) = (orders.clone(), next.clone());
             let (total, aggregates) = (args.commands, args.aggregates);
             tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+                let mut latency = histogram();
                 let mut conflicts = 0u64;
                 let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (task + 1);
                 loop {
@@ -159,7 +155,7 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
             })
         })
         .collect();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+    let mut latency = histogram();
     let mut conflicts = 0;
     for task in tasks {
         let (histogram, lost) = task
@@ -174,7 +170,7 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
     let report = json!({
         "workload": "w1", "backend": backend, "writers": args.tasks, "events_per_append": 1,
         "events": args.commands, "seconds": seconds, "events_per_sec": rate,
-        "p50_ms": ms(&latency, 0.5), "p99_ms": ms(&latency, 0.99),
+        "p50_ms": quantile_ms(&latency, 0.5), "p99_ms": quantile_ms(&latency, 0.99),
         "baseline_events_per_sec": null, "ratio_to_baseline": null,
         "concurrency": args.tasks, "commands": args.commands, "commands_per_sec": rate, "conflicts": conflicts,
     });

@@ -650,6 +650,80 @@ pub async fn reads_respect_from_and_limit(t: &TestStore) {
     );
 }
 
+/// `fold_stream` visits exactly what `read_stream` returns, in version order, from the
+/// version asked; an error from the visitor stops the read and comes back unchanged.
+pub async fn fold_stream_sees_what_read_stream_returns(t: &TestStore) {
+    let store = t.open().await;
+    let id = stream("fold-1");
+    for half in 0..2u64 {
+        let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(half * 750));
+        for i in half * 750..(half + 1) * 750 {
+            let kind = if i % 2 == 0 { "Even" } else { "Odd" };
+            request = request.event(event(kind, json!({"i": i})).with_metadata(Metadata::default().with("i", i)));
+        }
+        store.append(request).await.expect("append");
+    }
+    append_one(&store, &stream("fold-2"), ExpectedVersion::NoStream).await;
+
+    let records = store.read_stream(&id, 1, 2_000).await.expect("read");
+    let mut seen = Vec::new();
+    store
+        .fold_stream(&id, 0, &mut |event| {
+            let metadata: serde_json::Value = serde_json::from_str(event.metadata).expect("metadata is JSON");
+            seen.push((
+                event.version,
+                event.event_type.to_owned(),
+                event.payload.to_owned(),
+                metadata,
+            ));
+            Ok(())
+        })
+        .await
+        .expect("fold");
+    let expected: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let metadata = serde_json::to_value(&r.metadata).expect("metadata");
+            (r.version, r.event_type.clone(), r.payload.get().to_owned(), metadata)
+        })
+        .collect();
+    assert_eq!(seen, expected, "fold_stream and read_stream disagree");
+
+    let mut versions = Vec::new();
+    store
+        .fold_stream(&id, 1_499, &mut |event| {
+            versions.push(event.version);
+            Ok(())
+        })
+        .await
+        .expect("fold");
+    assert_eq!(versions, [1_499, 1_500]);
+
+    let mut visits = 0;
+    let stopped = store
+        .fold_stream(&id, 1, &mut |_| {
+            visits += 1;
+            if visits == 3 {
+                Err(Error::Closed)
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+    assert!(matches!(stopped, Err(Error::Closed)), "{stopped:?}");
+    assert_eq!(visits, 3, "the read went on after the visitor failed");
+
+    let mut none = 0;
+    store
+        .fold_stream(&stream("fold-none"), 1, &mut |_| {
+            none += 1;
+            Ok(())
+        })
+        .await
+        .expect("fold of an unknown stream");
+    assert_eq!(none, 0);
+}
+
 /// Streams list in byte order, filtered by category, paged with `after`.
 pub async fn list_streams_by_category_and_page(t: &TestStore) {
     let store = t.open().await;

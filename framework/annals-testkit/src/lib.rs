@@ -103,6 +103,7 @@ macro_rules! conformance_suite {
             expected_version_semantics,
             concurrent_appends_fail_alone,
             reads_respect_from_and_limit,
+            fold_stream_sees_what_read_stream_returns,
             list_streams_by_category_and_page,
             subscribe_catches_up_then_waits,
             records_round_trip,

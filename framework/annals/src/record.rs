@@ -176,6 +176,22 @@ impl RecordedEvent {
     }
 }
 
+/// A stored event seen in place, without copying: the parts loading an aggregate
+/// needs, borrowed from the row being read (see [`EventStore::fold_stream`]).
+///
+/// [`EventStore::fold_stream`]: crate::EventStore::fold_stream
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventView<'a> {
+    /// Position in the stream (1-based).
+    pub version: Version,
+    /// The event type.
+    pub event_type: &'a str,
+    /// The payload, as the JSON text it was appended with.
+    pub payload: &'a str,
+    /// The metadata, as a JSON object's text.
+    pub metadata: &'a str,
+}
+
 impl PartialEq for RecordedEvent {
     fn eq(&self, other: &Self) -> bool {
         self.partition == other.partition

@@ -3,13 +3,13 @@
 //! event type and the variant's fields are its payload.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::Upcasters;
 use crate::error::{Error, Result};
-use crate::record::{NewEvent, RecordedEvent};
+use crate::record::{EventView, NewEvent};
 
 /// The metadata key holding the schema version an event was written with.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -52,40 +52,68 @@ pub(crate) fn encode<E: DomainEvent>(event: &E) -> Result<NewEvent> {
     Ok(NewEvent::raw(event_type, payload))
 }
 
-/// The domain event a record holds, upcast from the schema version it was written
-/// with to the enum's current one.
-pub(crate) fn decode<E: DomainEvent>(record: &RecordedEvent, upcasters: &Upcasters) -> Result<E> {
-    let written = record
-        .metadata
-        .extra
-        .get(SCHEMA_VERSION_KEY)
-        .and_then(Value::as_u64)
-        .map_or(1, |version| version.min(u64::from(u32::MAX)) as u32);
-    if written > E::SCHEMA_VERSION {
-        return Err(Error::InvalidDomainEvent {
-            type_name: std::any::type_name::<E>(),
-            reason: "a record was written with a newer schema version than this build knows",
-        });
+/// Turns stored events into domain events, upcasting old schema versions. One
+/// decoder serves a whole load and reuses its buffer from event to event.
+pub(crate) struct Decoder<'u> {
+    upcasters: &'u Upcasters,
+    tagged: Vec<u8>,
+}
+
+/// The one metadata field decoding needs; the others are skipped unparsed.
+#[derive(Deserialize)]
+struct Written {
+    #[serde(default, rename = "schema_version")]
+    schema_version: Option<Value>,
+}
+
+impl<'u> Decoder<'u> {
+    pub(crate) fn new(upcasters: &'u Upcasters) -> Self {
+        Decoder {
+            upcasters,
+            tagged: Vec::with_capacity(512),
+        }
     }
-    if written == E::SCHEMA_VERSION || upcasters.is_empty() {
-        // The common case: splice the stored payload into the tagged form and parse
-        // once, without building a `Value`.
-        let event_type = serde_json::to_string(&record.event_type).map_err(Error::InvalidJson)?;
-        let tagged = format!(r#"{{"type":{event_type},"data":{}}}"#, record.payload.get());
-        return serde_json::from_str(&tagged).map_err(Error::InvalidJson);
+
+    /// The domain event `event` holds, upcast from the schema version it was written
+    /// with (metadata key `schema_version`, 1 when absent) to the enum's current one.
+    pub(crate) fn decode<E: DomainEvent>(&mut self, event: EventView<'_>) -> Result<E> {
+        let written: Written = serde_json::from_str(event.metadata).map_err(Error::InvalidJson)?;
+        let written = written
+            .schema_version
+            .as_ref()
+            .and_then(Value::as_u64)
+            .map_or(1, |version| version.min(u64::from(u32::MAX)) as u32);
+        if written > E::SCHEMA_VERSION {
+            return Err(Error::InvalidDomainEvent {
+                type_name: std::any::type_name::<E>(),
+                reason: "a record was written with a newer schema version than this build knows",
+            });
+        }
+        if written == E::SCHEMA_VERSION || self.upcasters.is_empty() {
+            // The common case: splice the stored payload into the tagged form and
+            // parse once, without building a `Value`.
+            self.tagged.clear();
+            self.tagged.extend_from_slice(br#"{"type":"#);
+            serde_json::to_writer(&mut self.tagged, event.event_type).map_err(Error::InvalidJson)?;
+            self.tagged.extend_from_slice(br#","data":"#);
+            self.tagged.extend_from_slice(event.payload.as_bytes());
+            self.tagged.push(b'}');
+            return serde_json::from_slice(&self.tagged).map_err(Error::InvalidJson);
+        }
+        let data: Value = serde_json::from_str(event.payload).map_err(Error::InvalidJson)?;
+        let (event_type, data) = self
+            .upcasters
+            .upcast(event.event_type, written, E::SCHEMA_VERSION, data);
+        let mut tagged = Map::with_capacity(2);
+        tagged.insert("type".into(), Value::String(event_type));
+        tagged.insert("data".into(), data);
+        serde_json::from_value(Value::Object(tagged)).map_err(Error::InvalidJson)
     }
-    let data: Value = serde_json::from_str(record.payload.get()).map_err(Error::InvalidJson)?;
-    let (event_type, data) = upcasters.upcast(&record.event_type, written, E::SCHEMA_VERSION, data);
-    let mut tagged = Map::with_capacity(2);
-    tagged.insert("type".into(), Value::String(event_type));
-    tagged.insert("data".into(), data);
-    serde_json::from_value(Value::Object(tagged)).map_err(Error::InvalidJson)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
 
     #[derive(Serialize, Deserialize)]
     #[serde(tag = "type")]

@@ -6,15 +6,12 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::event::{decode, encode};
+use super::event::{encode, Decoder};
 use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
 use crate::error::Error;
 use crate::position::{ExpectedVersion, Version};
 use crate::store::{AppendOutcome, AppendRequest, EventStore};
 use crate::stream::{validate_category, StreamId};
-
-/// Events read per page while loading an aggregate.
-const PAGE: usize = 1_000;
 
 /// How a repository retries a command that lost a race (`WrongExpectedVersion`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,16 +153,15 @@ impl<A: Aggregate> Repository<A> {
             state: A::default(),
             version: 0,
         };
-        loop {
-            let records = self.store.read_stream(stream, loaded.version + 1, PAGE).await?;
-            for record in &records {
-                loaded.state.apply(&decode::<A::Event>(record, &self.upcasters)?);
-                loaded.version = record.version;
-            }
-            if records.len() < PAGE {
-                return Ok(loaded);
-            }
-        }
+        let mut decoder = Decoder::new(&self.upcasters);
+        self.store
+            .fold_stream(stream, 1, &mut |event| {
+                loaded.state.apply(&decoder.decode::<A::Event>(event)?);
+                loaded.version = event.version;
+                Ok(())
+            })
+            .await?;
+        Ok(loaded)
     }
 
     /// Runs `command` against aggregate `id` and appends its events, expecting the

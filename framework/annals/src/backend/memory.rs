@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use super::admit::{Admission, Admitted, CommandRecord, LogView};
 use super::{now_micros, Backend, PreparedAppend, Wakeups};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
-use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, StreamInfo};
+use crate::record::{EventView, RecordedEvent};
+use crate::store::{AppendOutcome, StreamInfo, Visitor};
 use crate::stream::StreamId;
 
 pub(crate) struct MemoryBackend {
@@ -140,6 +140,20 @@ impl Backend for MemoryBackend {
             .take(limit)
             .map(|offset| partition[*offset as usize].clone())
             .collect())
+    }
+
+    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        // Copied out first: `visit` runs user code, which must not run under the lock.
+        for record in self.read_stream(stream, from_version, usize::MAX).await? {
+            let metadata = serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?;
+            visit(EventView {
+                version: record.version,
+                event_type: &record.event_type,
+                payload: record.payload.get(),
+                metadata: &metadata,
+            })?;
+        }
+        Ok(())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, StreamInfo};
+use crate::store::{AppendOutcome, StreamInfo, Visitor};
 use crate::stream::StreamId;
 
 /// An append that passed every check the store can make without the log.
@@ -54,6 +54,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn partition_count(&self) -> u32;
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome>;
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
+    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()>;
     async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
     async fn read_partition(
         &self,

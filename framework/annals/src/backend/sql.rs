@@ -13,6 +13,10 @@ pub(crate) fn read_stream() -> String {
     )
 }
 
+/// `$1` stream, `$2` first version: the columns of an `EventView`, in version order.
+pub(crate) const FOLD_STREAM: &str = "SELECT version, event_type, CAST(payload AS text), CAST(metadata AS text) \
+    FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
+
 /// `$1` partition, `$2` first offset, `$3` limit.
 pub(crate) fn read_partition() -> String {
     format!(

@@ -31,7 +31,7 @@ use crate::backend::{Backend, PreparedAppend, PreparedEvent};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
-use crate::record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+use crate::record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 use crate::stream::{validate_category, StreamId};
 
 #[cfg(feature = "postgres")]
@@ -105,6 +105,9 @@ pub struct StreamInfo {
     pub version: Version,
 }
 
+/// What [`EventStore::fold_stream`] calls with each event.
+pub type Visitor<'v> = dyn FnMut(EventView<'_>) -> Result<()> + Send + 'v;
+
 /// The event store API, the same for every engine and object-safe: an
 /// `Arc<dyn EventStore>` works wherever a store is needed.
 #[async_trait]
@@ -119,6 +122,33 @@ pub trait EventStore: Send + Sync {
     /// Up to `limit` events of `stream` from version `from_version` (1-based) on.
     /// An unknown stream reads as empty.
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Calls `visit` with each event of `stream` from version `from_version` on, in
+    /// order, as the rows arrive: the aggregate load path, which neither pages nor
+    /// copies. An error from `visit` stops the read and is returned.
+    ///
+    /// The default reads pages with [`read_stream`](EventStore::read_stream); the
+    /// engines override it.
+    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        const PAGE: usize = 1_000;
+        let mut next = from_version.max(1);
+        loop {
+            let records = self.read_stream(stream, next, PAGE).await?;
+            for record in &records {
+                let metadata = serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?;
+                visit(EventView {
+                    version: record.version,
+                    event_type: &record.event_type,
+                    payload: record.payload.get(),
+                    metadata: &metadata,
+                })?;
+                next = record.version + 1;
+            }
+            if records.len() < PAGE {
+                return Ok(());
+            }
+        }
+    }
 
     /// The stream's version: its number of events, 0 when it does not exist.
     async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
@@ -300,6 +330,10 @@ impl EventStore for Store {
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         self.inner.backend.read_stream(stream, from_version.max(1), limit).await
+    }
+
+    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        self.inner.backend.fold_stream(stream, from_version.max(1), visit).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -22,8 +23,8 @@ use super::batch::{self, Pending, QUEUE_DEPTH};
 use super::{sql, sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
-use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, StoreOptions, StreamInfo, DEFAULT_PARTITIONS};
+use crate::record::{EventView, RecordedEvent};
+use crate::store::{AppendOutcome, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
 pub(crate) struct SqliteBackend {
@@ -174,6 +175,22 @@ impl Backend for SqliteBackend {
             .fetch_all(&self.readers)
             .await?;
         rows.iter().map(record).collect()
+    }
+
+    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        let mut rows = sqlx::query(sql::FOLD_STREAM)
+            .bind(stream.as_str())
+            .bind(sql_int(from_version))
+            .fetch(&self.readers);
+        while let Some(row) = rows.try_next().await? {
+            visit(EventView {
+                version: row.try_get::<i64, _>(0)? as Version,
+                event_type: row.try_get(1)?,
+                payload: row.try_get(2)?,
+                metadata: row.try_get(3)?,
+            })?;
+        }
+        Ok(())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

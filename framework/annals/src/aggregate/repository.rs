@@ -178,7 +178,13 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = Self::stream_id(id)?;
-        if let Some((applied_to, outcome)) = self.store.command_outcome(context.command_id).await? {
+        // The lookup and the first load go out together: a known command id is rare,
+        // and waiting for one before the other would add a round trip to every command.
+        let (known, first_load) = tokio::join!(
+            self.store.command_outcome(context.command_id),
+            self.load_stream(&stream)
+        );
+        if let Some((applied_to, outcome)) = known? {
             if applied_to != stream {
                 return Err(Error::CommandIdConflict {
                     command_id: context.command_id,
@@ -193,8 +199,12 @@ impl<A: Aggregate> Repository<A> {
             });
         }
         let metadata = context.event_metadata(<A::Event as DomainEvent>::SCHEMA_VERSION);
+        let mut first_load = Some(first_load);
         for attempt in 1..=self.retry.max_attempts.max(1) {
-            let loaded = self.load_stream(&stream).await?;
+            let loaded = match first_load.take() {
+                Some(loaded) => loaded?,
+                None => self.load_stream(&stream).await?,
+            };
             let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Executed {

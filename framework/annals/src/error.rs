@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::position::{ExpectedVersion, Partition, Version};
+use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::stream::StreamId;
 
 /// A `Result` whose error is [`Error`].
@@ -143,6 +143,72 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A consumer group name that is empty, longer than 200 bytes, or holds characters
+    /// other than `[A-Za-z0-9_.:@-]`.
+    #[error("invalid group name {name:?}: 1-200 bytes of [A-Za-z0-9_.:@-]")]
+    InvalidGroupName {
+        /// The name given.
+        name: String,
+    },
+    /// No consumer group of that name has ever joined.
+    #[error("no consumer group {group:?}")]
+    GroupNotFound {
+        /// The group.
+        group: String,
+    },
+    /// An operation that needs an empty group (resetting offsets) while members are live.
+    #[error("group {group:?} has {members} live member(s): stop them first")]
+    GroupHasMembers {
+        /// The group.
+        group: String,
+        /// Live members.
+        members: u64,
+    },
+    /// A member lost a partition (a rebalance gave it to another member, or its session
+    /// expired) and tried to commit it: the commit and its read-model writes rolled back.
+    #[error("group {group:?}: this member no longer owns partition {partition} (fenced)")]
+    Fenced {
+        /// The group.
+        group: String,
+        /// The partition.
+        partition: Partition,
+    },
+    /// An explicit offset past a partition's high watermark.
+    #[error("offset {offset} is past the end of partition {partition} (next offset {high_watermark})")]
+    OffsetOutOfRange {
+        /// The partition.
+        partition: Partition,
+        /// The offset asked for.
+        offset: Offset,
+        /// The partition's next offset.
+        high_watermark: Offset,
+    },
+    /// No dead letter with that id.
+    #[error("no dead letter {id}")]
+    DeadLetterNotFound {
+        /// The id asked for.
+        id: i64,
+    },
+    /// A read-model column read as a type it does not hold.
+    #[error("column {index}: expected {expected}, found {found}")]
+    ColumnType {
+        /// The column's index (0-based).
+        index: usize,
+        /// The Rust type asked for.
+        expected: &'static str,
+        /// What the column held.
+        found: &'static str,
+    },
+    /// A feature this store's engine does not have (SQL read models and consumer
+    /// groups need SQLite or PostgreSQL, not `memory:`).
+    #[error("{what} needs a SQLite or PostgreSQL store")]
+    Unsupported {
+        /// The feature.
+        what: &'static str,
+    },
+    /// A projection handler failed.
+    #[error("handler failed: {0}")]
+    Handler(String),
     /// The store's schema is newer than this build of annals, or was changed by hand.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("cannot migrate the store's schema: {0}")]
@@ -172,7 +238,14 @@ impl Error {
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
             Error::CommandIdConflict { .. } => "command_id_conflict",
             Error::PayloadTooLarge { .. } | Error::AppendTooLarge { .. } => "payload_too_large",
-            Error::PartitionOutOfRange { .. } | Error::StoreNotFound { .. } => "not_found",
+            Error::PartitionOutOfRange { .. }
+            | Error::StoreNotFound { .. }
+            | Error::GroupNotFound { .. }
+            | Error::DeadLetterNotFound { .. } => "not_found",
+            Error::GroupHasMembers { .. } => "group_has_members",
+            Error::Fenced { .. } => "fenced",
+            Error::Unsupported { .. } => "unsupported",
+            Error::ColumnType { .. } | Error::Handler(_) => "internal",
             Error::InvalidStreamId { .. }
             | Error::InvalidCategory { .. }
             | Error::DuplicateEventId { .. }
@@ -184,7 +257,9 @@ impl Error {
             | Error::InvalidJson(_)
             | Error::PartitionCountMismatch { .. }
             | Error::InvalidPartitionCount
-            | Error::InvalidUrl { .. } => "bad_request",
+            | Error::InvalidUrl { .. }
+            | Error::InvalidGroupName { .. }
+            | Error::OffsetOutOfRange { .. } => "bad_request",
             #[cfg(any(feature = "sqlite", feature = "postgres"))]
             Error::Migration(_) | Error::Database(_) => "internal",
             #[cfg(feature = "sqlite")]

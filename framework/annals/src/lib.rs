@@ -46,8 +46,10 @@
 pub mod aggregate;
 mod backend;
 mod error;
+pub mod group;
 mod partitioner;
 mod position;
+pub mod readmodel;
 mod record;
 mod store;
 mod stream;

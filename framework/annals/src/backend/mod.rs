@@ -72,6 +72,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
+    /// Transactions on the store's database, for read models and consumer groups;
+    /// `None` for an engine without SQL.
+    fn read_models(&self) -> Option<crate::readmodel::Db> {
+        None
+    }
     /// How often a subscriber with nothing to read looks again without a wake-up.
     fn poll_interval(&self) -> Duration;
     async fn close(&self);

@@ -221,6 +221,14 @@ impl Store {
         }
     }
 
+    /// Transactions on the store's database, for SQL read models (see
+    /// [`readmodel`](crate::readmodel)). `memory:` stores have none.
+    pub fn read_models(&self) -> Result<crate::readmodel::Db> {
+        self.inner.backend.read_models().ok_or(Error::Unsupported {
+            what: "SQL read models",
+        })
+    }
+
     /// The engine behind the store: `"memory"`, `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()

@@ -256,6 +256,10 @@ impl Backend for PgBackend {
         .transpose()
     }
 
+    fn read_models(&self) -> Option<crate::readmodel::Db> {
+        Some(crate::readmodel::Db::postgres(self.pool.clone()))
+    }
+
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
     }

@@ -34,6 +34,7 @@ pub(crate) struct SqliteBackend {
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
     partition_count: u32,
+    read_models: crate::readmodel::Db,
 }
 
 impl SqliteBackend {
@@ -79,6 +80,7 @@ impl SqliteBackend {
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
             partition_count,
+            read_models: crate::readmodel::Db::sqlite(path.to_owned(), options),
         })
     }
 }
@@ -264,6 +266,10 @@ impl Backend for SqliteBackend {
             Ok((StreamId::trusted(row.try_get(0)?), outcome))
         })
         .transpose()
+    }
+
+    fn read_models(&self) -> Option<crate::readmodel::Db> {
+        Some(self.read_models.clone())
     }
 
     fn wakeups(&self) -> &Wakeups {

@@ -1,0 +1,332 @@
+//! Projections and consumer groups: Kafka's consumer group, done for read models.
+//!
+//! Members of a group share the store's partitions: each partition has one owner per
+//! generation, every membership change bumps the generation and reassigns partitions
+//! (deterministically, keeping owners where it can), and a member that stops
+//! heartbeating is removed after its session timeout. Coordination goes through the
+//! store's database, so members may run in any process on any machine that reaches it.
+//!
+//! Two commit modes:
+//! - a [`Projection`] writes a SQL read model in the store's database, and its writes
+//!   and the offset commit share one transaction: a record's effect is applied exactly
+//!   once, and a member that lost its partition cannot commit (I6);
+//! - a [`Consumer`] does anything (send mail, call a service) and commits after; a record
+//!   may be handled again after a crash, and [`Processed`] helps it notice.
+//!
+//! Records of a partition are handed over in offset order, in batches; a record that
+//! keeps failing goes to the group's dead letters and the stream it belongs to waits
+//! behind it (see [`admin`]).
+
+pub mod admin;
+mod assign;
+pub(crate) mod coordinator;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::position::Partition;
+use crate::readmodel::{Db, Tx};
+use crate::record::RecordedEvent;
+use crate::store::Store;
+use crate::stream::validate_category;
+
+/// Which records a group handles; the others are skipped (their offsets still advance).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    categories: Vec<String>,
+    event_types: Vec<String>,
+}
+
+impl Filter {
+    /// Every record.
+    pub fn all() -> Self {
+        Filter::default()
+    }
+
+    /// Only records of these stream categories (`order` for `order-42`).
+    pub fn categories<I: IntoIterator<Item = S>, S: Into<String>>(categories: I) -> Result<Self> {
+        let categories: Vec<String> = categories.into_iter().map(Into::into).collect();
+        for category in &categories {
+            validate_category(category)?;
+        }
+        Ok(Filter {
+            categories,
+            ..Filter::default()
+        })
+    }
+
+    /// Also require one of these event types.
+    pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether `record` passes.
+    pub fn matches(&self, record: &RecordedEvent) -> bool {
+        (self.categories.is_empty() || self.categories.iter().any(|c| c == record.stream.category()))
+            && (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == record.event_type))
+    }
+}
+
+/// A SQL read model built in the store's database. Its writes in [`handle`] and the
+/// group's offset commit share one transaction.
+///
+/// [`handle`]: Projection::handle
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The records it handles (default: all).
+    fn filter(&self) -> Filter {
+        Filter::all()
+    }
+
+    /// Creates its tables (idempotently), once when a member starts.
+    async fn setup(&self, _tx: &mut Tx) -> Result<()> {
+        Ok(())
+    }
+
+    /// Applies one record to the read model, inside the batch's transaction. An error
+    /// rolls back this record's writes; it is retried, then dead-lettered.
+    async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> Result<()>;
+}
+
+/// A handler with side effects outside the store's database, committed after it runs:
+/// at-least-once delivery.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// The records it handles (default: all).
+    fn filter(&self) -> Filter {
+        Filter::all()
+    }
+
+    /// Handles one record. `processed` remembers event ids across redeliveries.
+    async fn handle(&self, record: &RecordedEvent, processed: &Processed) -> Result<()>;
+}
+
+/// The dedup helper of at-least-once consumers: event ids marked as done, per group.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    db: Db,
+    group: Arc<str>,
+}
+
+impl Processed {
+    /// Whether `event_id` was marked as done.
+    pub async fn contains(&self, event_id: uuid::Uuid) -> Result<bool> {
+        let group = self.group.clone();
+        self.db
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    Ok(tx
+                        .query_opt(
+                            "SELECT 1 FROM annals_processed WHERE group_name = $1 AND event_id = $2",
+                            crate::params![&*group, event_id],
+                        )
+                        .await?
+                        .is_some())
+                })
+            })
+            .await
+    }
+
+    /// Marks `event_id` as done; `false` if it already was.
+    pub async fn insert(&self, event_id: uuid::Uuid) -> Result<bool> {
+        let group = self.group.clone();
+        self.db
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    Ok(tx
+                        .execute(
+                            "INSERT INTO annals_processed (group_name, event_id) VALUES ($1, $2) \
+                             ON CONFLICT (group_name, event_id) DO NOTHING",
+                            crate::params![&*group, event_id],
+                        )
+                        .await?
+                        == 1)
+                })
+            })
+            .await
+    }
+}
+
+/// What happens to a partition when a record still fails after every attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Dead-letter the record, park later records of its stream behind it, move on.
+    #[default]
+    DeadLetter,
+    /// Stop the partition (it shows as paused with the error) until resumed.
+    Stop,
+}
+
+/// How a member runs.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// Most records handled per transaction (default 500).
+    pub batch_size: usize,
+    /// A member that has not heartbeated for this long is removed (default 10 s).
+    pub session_timeout: Duration,
+    /// How often a member heartbeats (default 1 s; keep it well under the timeout).
+    pub heartbeat_interval: Duration,
+    /// Attempts per record before the failure policy applies (default 3).
+    pub max_attempts: u32,
+    /// Back-off after the first failed attempt; doubles each time (default 50 ms).
+    pub retry_backoff: Duration,
+    /// What a record that keeps failing does to its partition.
+    pub on_failure: FailurePolicy,
+    /// The member id (default: host, process id and a random suffix).
+    pub member_id: Option<String>,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            batch_size: 500,
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(50),
+            on_failure: FailurePolicy::DeadLetter,
+            member_id: None,
+        }
+    }
+}
+
+/// The handler of a member, in either commit mode.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Transactional(Arc<dyn Projection>),
+    AtLeastOnce(Arc<dyn Consumer>, Processed),
+}
+
+impl Handler {
+    fn filter(&self) -> Filter {
+        match self {
+            Handler::Transactional(projection) => projection.filter(),
+            Handler::AtLeastOnce(consumer, _) => consumer.filter(),
+        }
+    }
+}
+
+/// A running member of a consumer group. Dropping it does not stop it; call
+/// [`shutdown`](GroupMember::shutdown).
+pub struct GroupMember {
+    member_id: String,
+    stop: watch::Sender<bool>,
+    assignment: watch::Receiver<Vec<Partition>>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl std::fmt::Debug for GroupMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupMember").field("member_id", &self.member_id).finish()
+    }
+}
+
+impl GroupMember {
+    /// Starts a member of `group` that builds `projection` (transactional commits).
+    pub async fn projection(
+        store: &Store,
+        group: &str,
+        projection: impl Projection,
+        options: GroupOptions,
+    ) -> Result<GroupMember> {
+        let projection: Arc<dyn Projection> = Arc::new(projection);
+        let setup = projection.clone();
+        store
+            .read_models()?
+            .transaction(move |tx| Box::pin(async move { setup.setup(tx).await }))
+            .await?;
+        Self::start(store, group, Handler::Transactional(projection), options).await
+    }
+
+    /// Starts a member of `group` that runs `consumer` (at-least-once commits).
+    pub async fn consumer(
+        store: &Store,
+        group: &str,
+        consumer: impl Consumer,
+        options: GroupOptions,
+    ) -> Result<GroupMember> {
+        coordinator::validate_group(group)?;
+        let processed = Processed {
+            db: store.read_models()?,
+            group: group.into(),
+        };
+        Self::start(store, group, Handler::AtLeastOnce(Arc::new(consumer), processed), options).await
+    }
+
+    async fn start(store: &Store, group: &str, handler: Handler, options: GroupOptions) -> Result<GroupMember> {
+        coordinator::validate_group(group)?;
+        let db = store.read_models()?;
+        let host = hostname();
+        let member_id = options
+            .member_id
+            .clone()
+            .unwrap_or_else(|| format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let (stop, stopped) = watch::channel(false);
+        let (assigned, assignment) = watch::channel(Vec::new());
+        let member = worker::Member {
+            store: store.clone(),
+            db,
+            group: group.into(),
+            member_id: member_id.clone(),
+            host,
+            handler,
+            options,
+        };
+        // Join before returning, so a caller sees bad settings and an unreachable database.
+        let first = member.heartbeat().await?;
+        let task = tokio::spawn(member.run(first, stopped, assigned));
+        Ok(GroupMember {
+            member_id,
+            stop,
+            assignment,
+            task,
+        })
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// The partitions this member works on now.
+    pub fn assignment(&self) -> Vec<Partition> {
+        self.assignment.borrow().clone()
+    }
+
+    /// Waits until the assignment changes.
+    pub async fn assignment_changed(&mut self) -> Result<Vec<Partition>> {
+        self.assignment.changed().await.map_err(|_| Error::Closed)?;
+        Ok(self.assignment.borrow_and_update().clone())
+    }
+
+    /// Stops gracefully: every partition finishes and commits the batch in hand, then
+    /// the member leaves the group at once so others take its partitions.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Waits until the member stops by itself (it only does so on an error it cannot
+    /// recover from).
+    pub async fn wait(self) -> Result<()> {
+        let result = (&mut { self.task }).await.map_err(|_| Error::Closed)?;
+        drop(self.stop);
+        result
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,573 @@
+//! A member at work: the heartbeat loop that follows the assignment, and one task per
+//! owned partition that fetches batches, hands them to the handler and commits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::coordinator::{self, Membership, Owned};
+use super::{FailurePolicy, GroupOptions, Handler};
+use crate::error::{Error, Result};
+use crate::params;
+use crate::position::{Offset, Partition};
+use crate::readmodel::{Db, Tx};
+use crate::record::RecordedEvent;
+use crate::store::{EventStore, Store};
+
+pub(super) struct Member {
+    pub(super) store: Store,
+    pub(super) db: Db,
+    pub(super) group: Arc<str>,
+    pub(super) member_id: String,
+    pub(super) host: String,
+    pub(super) handler: Handler,
+    pub(super) options: GroupOptions,
+}
+
+struct Running {
+    generation: i64,
+    stop: watch::Sender<bool>,
+    retry: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Member {
+    pub(super) async fn heartbeat(&self) -> Result<Membership> {
+        let (group, member, host) = (self.group.clone(), self.member_id.clone(), self.host.clone());
+        let timeout = i64::try_from(self.options.session_timeout.as_millis()).unwrap_or(i64::MAX);
+        let partitions = self.store.partition_count();
+        self.db
+            .transaction(move |tx| {
+                Box::pin(async move { coordinator::heartbeat(tx, &group, &member, &host, timeout, partitions).await })
+            })
+            .await
+    }
+
+    async fn leave(&self) -> Result<()> {
+        let (group, member) = (self.group.clone(), self.member_id.clone());
+        let partitions = self.store.partition_count();
+        self.db
+            .transaction(move |tx| Box::pin(async move { coordinator::leave(tx, &group, &member, partitions).await }))
+            .await
+    }
+
+    pub(super) async fn run(
+        self,
+        mut membership: Membership,
+        mut stop: watch::Receiver<bool>,
+        assigned: watch::Sender<Vec<Partition>>,
+    ) -> Result<()> {
+        let me = Arc::new(self);
+        let mut running: BTreeMap<Partition, Running> = BTreeMap::new();
+        let (exits, mut exited) = mpsc::unbounded_channel::<Partition>();
+        loop {
+            let wanted: HashMap<Partition, i64> = membership
+                .owned
+                .iter()
+                .filter(|owned| !owned.paused)
+                .map(|owned| (owned.partition, owned.generation))
+                .collect();
+            running.retain(|partition, worker| {
+                let keep = wanted.get(partition) == Some(&worker.generation) && !worker.task.is_finished();
+                if !keep {
+                    let _ = worker.stop.send(true);
+                }
+                keep
+            });
+            for owned in membership.owned.iter().filter(|owned| !owned.paused) {
+                running.entry(owned.partition).or_insert_with(|| me.spawn(*owned, exits.clone()));
+            }
+            for partition in &membership.retries {
+                if let Some(worker) = running.get(partition) {
+                    worker.retry.notify_one();
+                }
+            }
+            let now: Vec<Partition> = running.keys().copied().collect();
+            assigned.send_if_modified(|current| {
+                let changed = *current != now;
+                *current = now;
+                changed
+            });
+
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(me.options.heartbeat_interval) => {}
+                Some(partition) = exited.recv() => {
+                    // A partition stopped (fenced, paused, or failing): ask where things stand.
+                    if running.get(&partition).is_some_and(|worker| worker.task.is_finished()) {
+                        running.remove(&partition);
+                    }
+                    tokio::time::sleep(me.options.retry_backoff).await;
+                }
+            }
+            match me.heartbeat().await {
+                Ok(next) => membership = next,
+                Err(error) => tracing::warn!(group = %me.group, %error, "heartbeat failed"),
+            }
+        }
+        for worker in running.values() {
+            let _ = worker.stop.send(true);
+        }
+        for (_, worker) in running {
+            let _ = worker.task.await;
+        }
+        assigned.send_replace(Vec::new());
+        me.leave().await
+    }
+
+    fn spawn(self: &Arc<Self>, owned: Owned, exits: mpsc::UnboundedSender<Partition>) -> Running {
+        let (stop, stopped) = watch::channel(false);
+        let retry = Arc::new(Notify::new());
+        let (me, wake) = (self.clone(), retry.clone());
+        let task = tokio::spawn(async move {
+            let partition = owned.partition;
+            match me.work(owned, stopped, wake).await {
+                Ok(()) => {}
+                Err(error @ Error::Fenced { .. }) => tracing::info!(group = %me.group, %error, "partition lost"),
+                Err(error) => tracing::warn!(group = %me.group, partition, %error, "partition worker failed"),
+            }
+            let _ = exits.send(partition);
+        });
+        Running {
+            generation: owned.generation,
+            stop,
+            retry,
+            task,
+        }
+    }
+
+    /// Works on one partition until told to stop, fenced, or stopped by the failure policy.
+    async fn work(&self, owned: Owned, mut stop: watch::Receiver<bool>, retry: Arc<Notify>) -> Result<()> {
+        let p = Partition::from(owned.partition);
+        let (group, member) = (self.group.clone(), self.member_id.clone());
+        let mut next: Offset = self
+            .db
+            .transaction(move |tx| {
+                Box::pin(async move { coordinator::owned_offset(tx, &group, p, &member, owned.generation).await })
+            })
+            .await?;
+        let mut parked = self.parked_streams(p).await?;
+        if !parked.is_empty() {
+            parked = self.retry_dead_letters(owned).await?;
+        }
+        let filter = self.handler.filter();
+        let mut records = self.store.subscribe(p, next).ready_chunks(self.options.batch_size.max(1));
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                _ = retry.notified() => {
+                    parked = self.retry_dead_letters(owned).await?;
+                    continue;
+                }
+                batch = records.next() => batch,
+            };
+            let Some(batch) = batch else { return Err(Error::Closed) };
+            let batch = batch.into_iter().collect::<Result<Vec<RecordedEvent>>>()?;
+            match self.handle_batch(owned, next, batch, &filter, &mut parked).await? {
+                Some(committed) => next = committed,
+                None => return Ok(()), // stopped by the failure policy
+            }
+        }
+    }
+
+    /// Handles one batch and commits past it; `None` when the failure policy stopped
+    /// the partition.
+    async fn handle_batch(
+        &self,
+        owned: Owned,
+        from: Offset,
+        batch: Vec<RecordedEvent>,
+        filter: &super::Filter,
+        parked: &mut HashSet<String>,
+    ) -> Result<Option<Offset>> {
+        let Some(last) = batch.last() else { return Ok(Some(from)) };
+        let to = last.offset + 1;
+        let mut plan = Vec::with_capacity(batch.len());
+        for record in batch {
+            let step = if parked.contains(record.stream.as_str()) {
+                Step::Park
+            } else if filter.matches(&record) {
+                Step::Handle
+            } else {
+                Step::Skip
+            };
+            plan.push((record, step));
+        }
+        let plan = Arc::new(plan);
+        match &self.handler {
+            Handler::Transactional(projection) => {
+                let (projection, commit) = (projection.clone(), self.commit_info(owned));
+                let all = plan.clone();
+                let fast = self
+                    .db
+                    .transaction(move |tx| {
+                        Box::pin(async move {
+                            for (record, step) in all.iter() {
+                                match step {
+                                    Step::Handle => projection.handle(record, tx).await?,
+                                    Step::Park => commit.dead_letter(tx, record, "parked", "", 0).await?,
+                                    Step::Skip => {}
+                                }
+                            }
+                            commit.commit(tx, from, to).await
+                        })
+                    })
+                    .await;
+                match fast {
+                    Ok(()) => return Ok(Some(to)),
+                    Err(error @ Error::Fenced { .. }) => return Err(error),
+                    Err(error) => {
+                        tracing::debug!(group = %self.group, %error, "batch failed; handling it record by record");
+                    }
+                }
+                self.one_by_one(owned, from, &plan, parked).await
+            }
+            Handler::AtLeastOnce(..) => self.one_by_one(owned, from, &plan, parked).await,
+        }
+    }
+
+    /// Handles records one at a time, each with its retries. A transactional handler
+    /// commits each record with its writes; dead letters, parked and skipped records
+    /// are committed in between, and an at-least-once batch is committed at the end.
+    async fn one_by_one(
+        &self,
+        owned: Owned,
+        from: Offset,
+        plan: &Arc<Vec<(RecordedEvent, Step)>>,
+        parked: &mut HashSet<String>,
+    ) -> Result<Option<Offset>> {
+        let transactional = matches!(self.handler, Handler::Transactional(_));
+        let mut cursor = from;
+        let mut rows: Vec<DeadLetterRow> = Vec::new();
+        for (record, step) in plan.iter() {
+            let step = match step {
+                Step::Handle if parked.contains(record.stream.as_str()) => Step::Park,
+                other => *other,
+            };
+            let failure = match step {
+                Step::Skip => None,
+                Step::Park => {
+                    rows.push((record.clone(), "parked", String::new(), 0));
+                    None
+                }
+                Step::Handle => {
+                    if transactional {
+                        cursor = self.flush(owned, std::mem::take(&mut rows), cursor, record.offset).await?;
+                    }
+                    let failure = self.attempt(owned, record, cursor).await?;
+                    if transactional && failure.is_none() {
+                        cursor = record.offset + 1;
+                    }
+                    failure
+                }
+            };
+            let Some(error) = failure else { continue };
+            match self.options.on_failure {
+                FailurePolicy::DeadLetter => {
+                    tracing::warn!(group = %self.group, stream = %record.stream, offset = record.offset, %error, "dead-lettered");
+                    parked.insert(record.stream.as_str().to_owned());
+                    rows.push((record.clone(), "failed", error, self.options.max_attempts));
+                }
+                FailurePolicy::Stop => {
+                    tracing::warn!(group = %self.group, partition = owned.partition, offset = record.offset, %error, "partition stopped");
+                    cursor = self.flush(owned, std::mem::take(&mut rows), cursor, record.offset).await?;
+                    let (commit, reason) = (self.commit_info(owned), format!("offset {}: {error}", record.offset));
+                    self.db
+                        .transaction(move |tx| Box::pin(async move { commit.stop(tx, &reason).await }))
+                        .await?;
+                    let _ = cursor;
+                    return Ok(None);
+                }
+            }
+        }
+        let end = plan.last().map_or(cursor, |(record, _)| record.offset + 1);
+        self.flush(owned, rows, cursor, end).await.map(Some)
+    }
+
+    /// Writes dead-letter rows and commits `from..to` in one fenced transaction.
+    async fn flush(&self, owned: Owned, rows: Vec<DeadLetterRow>, from: Offset, to: Offset) -> Result<Offset> {
+        if rows.is_empty() && from == to {
+            return Ok(to);
+        }
+        let commit = self.commit_info(owned);
+        self.db
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    for (record, status, error, attempts) in &rows {
+                        commit.dead_letter(tx, record, status, error, *attempts).await?;
+                    }
+                    if from == to {
+                        commit.check_owner(tx).await
+                    } else {
+                        commit.commit(tx, from, to).await
+                    }
+                })
+            })
+            .await?;
+        Ok(to)
+    }
+
+    /// Runs the handler on `record` up to `max_attempts` times. Transactional handlers
+    /// commit `record`'s offset in the same transaction on success. Returns the last
+    /// error when every attempt failed.
+    async fn attempt(&self, owned: Owned, record: &RecordedEvent, cursor: Offset) -> Result<Option<String>> {
+        let mut last_error = String::new();
+        let attempts = self.options.max_attempts.max(1);
+        for attempt in 1..=attempts {
+            let result = match &self.handler {
+                Handler::Transactional(projection) => {
+                    let (projection, commit, record) = (projection.clone(), self.commit_info(owned), record.clone());
+                    self.db
+                        .transaction(move |tx| {
+                            Box::pin(async move {
+                                projection.handle(&record, tx).await?;
+                                commit.commit(tx, cursor, record.offset + 1).await
+                            })
+                        })
+                        .await
+                }
+                Handler::AtLeastOnce(consumer, processed) => consumer.handle(record, processed).await,
+            };
+            match result {
+                Ok(()) => return Ok(None),
+                Err(error @ Error::Fenced { .. }) => return Err(error),
+                Err(error) => {
+                    last_error = error.to_string();
+                    if attempt < attempts {
+                        let backoff = self.options.retry_backoff.saturating_mul(1 << (attempt - 1).min(10));
+                        tokio::time::sleep(backoff.min(Duration::from_secs(30))).await;
+                    }
+                }
+            }
+        }
+        Ok(Some(last_error))
+    }
+
+    fn commit_info(&self, owned: Owned) -> Commit {
+        Commit {
+            group: self.group.clone(),
+            member: self.member_id.clone().into(),
+            partition: owned.partition,
+            generation: owned.generation,
+        }
+    }
+
+    /// Streams of `partition` with dead letters (failed, parked or waiting for retry).
+    async fn parked_streams(&self, partition: Partition) -> Result<HashSet<String>> {
+        let group = self.group.clone();
+        self.db
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    tx.query(
+                        "SELECT DISTINCT stream_id FROM annals_dead_letters WHERE group_name = $1 AND partition = $2",
+                        params![&*group, partition],
+                    )
+                    .await?
+                    .into_iter()
+                    .map(|row| row.get(0))
+                    .collect()
+                })
+            })
+            .await
+    }
+
+    /// Handles the partition's dead letters that nothing blocks any more (marked for
+    /// retry, or parked with no failed record of their stream before them), stream by
+    /// stream in offset order, stopping a stream at its first failure. Returns the streams that
+    /// still have dead letters.
+    async fn retry_dead_letters(&self, owned: Owned) -> Result<HashSet<String>> {
+        let (group, partition) = (self.group.clone(), owned.partition);
+        let rows: Vec<(i64, Offset, String, String)> = self
+            .db
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    tx.query(
+                        r#"SELECT id, "offset", stream_id, status FROM annals_dead_letters
+                           WHERE group_name = $1 AND partition = $2 ORDER BY "offset""#,
+                        params![&*group, partition],
+                    )
+                    .await?
+                    .into_iter()
+                    .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                    .collect()
+                })
+            })
+            .await?;
+        let mut blocked: HashSet<String> = HashSet::new();
+        for (id, offset, stream, status) in rows {
+            if blocked.contains(&stream) {
+                continue;
+            }
+            // A failed record blocks its stream; a parked or retried one with no failed
+            // record before it is handled now.
+            if status == "failed" {
+                blocked.insert(stream);
+                continue;
+            }
+            let record = self.store.read_partition(partition, offset, 1).await?.into_iter().next();
+            let Some(record) = record.filter(|r| r.offset == offset) else {
+                continue;
+            };
+            if self.retry_one(owned, id, &record).await? {
+                continue;
+            }
+            blocked.insert(stream.clone());
+            let group = self.group.clone();
+            self.db
+                .transaction(move |tx| {
+                    Box::pin(async move {
+                        tx.execute(
+                            r#"UPDATE annals_dead_letters SET status = 'parked'
+                               WHERE group_name = $1 AND stream_id = $2 AND status = 'retry' AND "offset" > $3"#,
+                            params![&*group, stream, offset as i64],
+                        )
+                        .await
+                        .map(drop)
+                    })
+                })
+                .await?;
+        }
+        Ok(blocked)
+    }
+
+    /// One retried dead letter: handled and removed (`true`), or back to failed.
+    async fn retry_one(&self, owned: Owned, id: i64, record: &RecordedEvent) -> Result<bool> {
+        let attempts = self.options.max_attempts.max(1);
+        let mut last_error = String::new();
+        for attempt in 1..=attempts {
+            let commit = self.commit_info(owned);
+            let result = match &self.handler {
+                Handler::Transactional(projection) => {
+                    let (projection, record) = (projection.clone(), record.clone());
+                    self.db
+                        .transaction(move |tx| {
+                            Box::pin(async move {
+                                commit.check_owner(tx).await?;
+                                projection.handle(&record, tx).await?;
+                                commit.resolve(tx, id).await
+                            })
+                        })
+                        .await
+                }
+                Handler::AtLeastOnce(consumer, processed) => match consumer.handle(record, processed).await {
+                    Ok(()) => {
+                        self.db
+                            .transaction(move |tx| {
+                                Box::pin(async move {
+                                    commit.check_owner(tx).await?;
+                                    commit.resolve(tx, id).await
+                                })
+                            })
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+            };
+            match result {
+                Ok(()) => return Ok(true),
+                Err(error @ Error::Fenced { .. }) => return Err(error),
+                Err(error) => {
+                    last_error = error.to_string();
+                    if attempt < attempts {
+                        tokio::time::sleep(self.options.retry_backoff).await;
+                    }
+                }
+            }
+        }
+        let commit = self.commit_info(owned);
+        self.db
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        "UPDATE annals_dead_letters SET status = 'failed', error = $3, attempts = attempts + $4 \
+                         WHERE group_name = $1 AND id = $2",
+                        params![&*commit.group, id, last_error, attempts],
+                    )
+                    .await
+                    .map(drop)
+                })
+            })
+            .await?;
+        Ok(false)
+    }
+}
+
+/// A dead letter to write: the record, its status, the error and the attempts made.
+type DeadLetterRow = (RecordedEvent, &'static str, String, u32);
+
+/// What to do with one record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Handle,
+    Skip,
+    Park,
+}
+
+/// The fenced writes of one partition's owner.
+#[derive(Clone)]
+struct Commit {
+    group: Arc<str>,
+    member: Arc<str>,
+    partition: Partition,
+    generation: i64,
+}
+
+impl Commit {
+    async fn commit(&self, tx: &mut Tx, from: Offset, to: Offset) -> Result<()> {
+        coordinator::commit(tx, &self.group, self.partition, &self.member, self.generation, from, to).await
+    }
+
+    async fn check_owner(&self, tx: &mut Tx) -> Result<()> {
+        coordinator::owned_offset(tx, &self.group, self.partition, &self.member, self.generation)
+            .await
+            .map(drop)
+    }
+
+    async fn dead_letter(&self, tx: &mut Tx, record: &RecordedEvent, status: &str, error: &str, attempts: u32) -> Result<()> {
+        let now = coordinator::now_ms(tx.engine());
+        tx.execute(
+            &format!(
+                r#"INSERT INTO annals_dead_letters
+                       (group_name, partition, "offset", stream_id, event_id, event_type, status, error, attempts, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {now})
+                   ON CONFLICT (group_name, partition, "offset") DO NOTHING"#
+            ),
+            params![
+                &*self.group,
+                self.partition,
+                record.offset as i64,
+                record.stream.as_str(),
+                record.event_id,
+                record.event_type.as_str(),
+                status,
+                error,
+                attempts
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn resolve(&self, tx: &mut Tx, id: i64) -> Result<()> {
+        tx.execute(
+            "DELETE FROM annals_dead_letters WHERE group_name = $1 AND id = $2",
+            params![&*self.group, id],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn stop(&self, tx: &mut Tx, reason: &str) -> Result<()> {
+        tx.execute(
+            "UPDATE annals_group_offsets SET paused = 1, stopped_reason = $3 WHERE group_name = $1 AND partition = $2",
+            params![&*self.group, self.partition, reason],
+        )
+        .await
+        .map(drop)
+    }
+}

@@ -1,0 +1,195 @@
+//! SQL read models in the store's own database.
+//!
+//! A [`Db`] runs transactions on the database that holds the log, so a projection's
+//! writes and its consumer group's offset commit can share one transaction (I6). The
+//! same code runs on both engines: statements take `$1, $2, …` placeholders and
+//! [`Param`]s, and rows come back as [`Value`]s.
+//!
+//! On SQLite a transaction runs on a blocking thread with its own connection on
+//! SQLite's C API (`BEGIN IMMEDIATE`, so it never fails half-way on a lock upgrade); on
+//! PostgreSQL it is an ordinary transaction on the store's pool.
+//!
+//! ```no_run
+//! # async fn demo(store: annals::Store) -> annals::Result<()> {
+//! use annals::params;
+//! let db = store.read_models()?;
+//! let total: i64 = db
+//!     .transaction(|tx| Box::pin(async move {
+//!         tx.execute("CREATE TABLE IF NOT EXISTS totals (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL)", &[]).await?;
+//!         tx.execute(
+//!             "INSERT INTO totals (sku, qty) VALUES ($1, $2) \
+//!              ON CONFLICT (sku) DO UPDATE SET qty = totals.qty + excluded.qty",
+//!             params!["sku-1", 3],
+//!         ).await?;
+//!         tx.query_one("SELECT qty FROM totals WHERE sku = $1", params!["sku-1"]).await?.get(0)
+//!     }))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod value;
+
+use futures::future::BoxFuture;
+
+pub use value::{FromValue, Param, Row, Value};
+
+use crate::error::{Error, Result};
+
+/// Builds a `&[Param]` from values of any type that converts into [`Param`].
+#[macro_export]
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        &[$($crate::readmodel::Param::from($value)),*]
+    };
+}
+
+/// The database engine behind a [`Db`], for the rare statement that differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Transactions on the store's database.
+#[derive(Clone)]
+pub struct Db {
+    inner: DbInner,
+}
+
+#[derive(Clone)]
+enum DbInner {
+    #[cfg(feature = "sqlite")]
+    Sqlite(std::sync::Arc<sqlite::Connections>),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("engine", &self.engine()).finish()
+    }
+}
+
+impl Db {
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn sqlite(path: std::path::PathBuf, options: &crate::store::StoreOptions) -> Self {
+        Db {
+            inner: DbInner::Sqlite(std::sync::Arc::new(sqlite::Connections::new(path, options))),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(pool: sqlx::PgPool) -> Self {
+        Db {
+            inner: DbInner::Postgres(pool),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        match &self.inner {
+            #[cfg(feature = "sqlite")]
+            DbInner::Sqlite(_) => Engine::Sqlite,
+            #[cfg(feature = "postgres")]
+            DbInner::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back
+    /// when it returns an error (or panics).
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
+        match &self.inner {
+            #[cfg(feature = "sqlite")]
+            DbInner::Sqlite(connections) => sqlite::transaction(connections.clone(), work).await,
+            #[cfg(feature = "postgres")]
+            DbInner::Postgres(pool) => {
+                let mut tx = Tx {
+                    inner: TxInner::Postgres(pool.begin().await?),
+                };
+                let result = work(&mut tx).await;
+                let TxInner::Postgres(sql) = tx.inner else {
+                    unreachable!("a PostgreSQL Db makes PostgreSQL transactions")
+                };
+                match result {
+                    Ok(value) => {
+                        sql.commit().await?;
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        // Dropping would roll back too; saying so frees the connection now.
+                        let _ = sql.rollback().await;
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One open transaction of a [`Db`].
+pub struct Tx {
+    inner: TxInner,
+}
+
+enum TxInner {
+    #[cfg(feature = "sqlite")]
+    Sqlite(rusqlite::Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        match &self.inner {
+            #[cfg(feature = "sqlite")]
+            TxInner::Sqlite(_) => Engine::Sqlite,
+            #[cfg(feature = "postgres")]
+            TxInner::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Runs one statement; returns the number of rows it changed.
+    pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
+        match &mut self.inner {
+            #[cfg(feature = "sqlite")]
+            TxInner::Sqlite(conn) => sqlite::execute(conn, sql, params),
+            #[cfg(feature = "postgres")]
+            TxInner::Postgres(tx) => postgres::execute(tx, sql, params).await,
+        }
+    }
+
+    /// Runs one query; returns its rows.
+    pub async fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
+        match &mut self.inner {
+            #[cfg(feature = "sqlite")]
+            TxInner::Sqlite(conn) => sqlite::query(conn, sql, params),
+            #[cfg(feature = "postgres")]
+            TxInner::Postgres(tx) => postgres::query(tx, sql, params).await,
+        }
+    }
+
+    /// Runs a query that returns at most one row.
+    pub async fn query_opt(&mut self, sql: &str, params: &[Param]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs a query that returns exactly one row.
+    pub async fn query_one(&mut self, sql: &str, params: &[Param]) -> Result<Row> {
+        self.query_opt(sql, params).await?.ok_or(Error::ColumnType {
+            index: 0,
+            expected: "a row",
+            found: "no row",
+        })
+    }
+}

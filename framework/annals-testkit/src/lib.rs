@@ -18,6 +18,7 @@
 pub mod conformance;
 pub mod given;
 pub mod postgres;
+pub mod tally;
 
 use annals::{Store, StoreOptions};
 use tempfile::TempDir;

@@ -201,7 +201,10 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
     let (generation, members, partitions, dead_letters) = in_tx(store, move |tx| {
         Box::pin(async move {
             let generation: i64 = tx
-                .query_opt("SELECT generation FROM annals_groups WHERE group_name = $1", params![&name])
+                .query_opt(
+                    "SELECT generation FROM annals_groups WHERE group_name = $1",
+                    params![&name],
+                )
                 .await?
                 .ok_or_else(|| Error::GroupNotFound { group: name.clone() })?
                 .get(0)?;
@@ -214,7 +217,10 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
                 )
                 .await?;
             let dead: u64 = tx
-                .query_one("SELECT count(*) FROM annals_dead_letters WHERE group_name = $1", params![&name])
+                .query_one(
+                    "SELECT count(*) FROM annals_dead_letters WHERE group_name = $1",
+                    params![&name],
+                )
                 .await?
                 .get(0)?;
             Ok((generation, members, partitions, dead))
@@ -312,7 +318,11 @@ pub async fn reset(store: &Store, group: &str, to: ResetTo) -> Result<()> {
             tx.query_opt(
                 &format!(
                     "SELECT generation FROM annals_groups WHERE group_name = $1{}",
-                    if tx.engine() == Engine::Postgres { " FOR UPDATE" } else { "" }
+                    if tx.engine() == Engine::Postgres {
+                        " FOR UPDATE"
+                    } else {
+                        ""
+                    }
                 ),
                 params![&name],
             )
@@ -388,7 +398,10 @@ async fn set_paused(store: &Store, group: &str, partitions: Option<Vec<Partition
             let all: Vec<Partition> = match partitions {
                 Some(partitions) => partitions,
                 None => tx
-                    .query("SELECT partition FROM annals_group_offsets WHERE group_name = $1", params![&name])
+                    .query(
+                        "SELECT partition FROM annals_group_offsets WHERE group_name = $1",
+                        params![&name],
+                    )
                     .await?
                     .iter()
                     .map(|row| row.get(0))

@@ -50,6 +50,13 @@ pub(crate) struct Membership {
     pub(crate) retries: Vec<Partition>,
 }
 
+impl Membership {
+    /// The partitions to work on: owned and not paused.
+    pub(crate) fn working(&self) -> Vec<Partition> {
+        self.owned.iter().filter(|o| !o.paused).map(|o| o.partition).collect()
+    }
+}
+
 /// Locks the group's row (creating the group on first use); returns its generation.
 async fn lock_group(tx: &mut Tx, group: &str) -> Result<i64> {
     let now = now_ms(tx.engine());
@@ -100,7 +107,7 @@ pub(crate) async fn heartbeat(
             &format!(
                 "INSERT INTO annals_group_offsets \
                      (group_name, partition, committed, owner, owner_generation, paused, updated_at) \
-                 SELECT $1, partition, 0, NULL, 0, 0, {now} FROM annals_partitions \
+                 SELECT $1, partition, 0, NULL, 0, 0, {now} FROM annals_partitions WHERE true \
                  ON CONFLICT (group_name, partition) DO NOTHING"
             ),
             params![group],
@@ -119,7 +126,9 @@ pub(crate) async fn heartbeat(
     }
     let expired = tx
         .execute(
-            &format!("DELETE FROM annals_group_members WHERE group_name = $1 AND heartbeat_at + session_timeout_ms < {now}"),
+            &format!(
+                "DELETE FROM annals_group_members WHERE group_name = $1 AND heartbeat_at + session_timeout_ms < {now}"
+            ),
             params![group],
         )
         .await?;

@@ -224,7 +224,9 @@ pub struct GroupMember {
 
 impl std::fmt::Debug for GroupMember {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupMember").field("member_id", &self.member_id).finish()
+        f.debug_struct("GroupMember")
+            .field("member_id", &self.member_id)
+            .finish()
     }
 }
 
@@ -236,6 +238,7 @@ impl GroupMember {
         projection: impl Projection,
         options: GroupOptions,
     ) -> Result<GroupMember> {
+        coordinator::validate_group(group)?;
         let projection: Arc<dyn Projection> = Arc::new(projection);
         let setup = projection.clone();
         store
@@ -257,19 +260,26 @@ impl GroupMember {
             db: store.read_models()?,
             group: group.into(),
         };
-        Self::start(store, group, Handler::AtLeastOnce(Arc::new(consumer), processed), options).await
+        Self::start(
+            store,
+            group,
+            Handler::AtLeastOnce(Arc::new(consumer), processed),
+            options,
+        )
+        .await
     }
 
     async fn start(store: &Store, group: &str, handler: Handler, options: GroupOptions) -> Result<GroupMember> {
         coordinator::validate_group(group)?;
         let db = store.read_models()?;
         let host = hostname();
-        let member_id = options
-            .member_id
-            .clone()
-            .unwrap_or_else(|| format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]));
-        let (stop, stopped) = watch::channel(false);
-        let (assigned, assignment) = watch::channel(Vec::new());
+        let member_id = options.member_id.clone().unwrap_or_else(|| {
+            format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        });
         let member = worker::Member {
             store: store.clone(),
             db,
@@ -281,6 +291,8 @@ impl GroupMember {
         };
         // Join before returning, so a caller sees bad settings and an unreachable database.
         let first = member.heartbeat().await?;
+        let (stop, stopped) = watch::channel(false);
+        let (assigned, assignment) = watch::channel(first.working());
         let task = tokio::spawn(member.run(first, stopped, assigned));
         Ok(GroupMember {
             member_id,

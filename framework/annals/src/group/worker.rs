@@ -79,7 +79,9 @@ impl Member {
                 keep
             });
             for owned in membership.owned.iter().filter(|owned| !owned.paused) {
-                running.entry(owned.partition).or_insert_with(|| me.spawn(*owned, exits.clone()));
+                running
+                    .entry(owned.partition)
+                    .or_insert_with(|| me.spawn(*owned, exits.clone()));
             }
             for partition in &membership.retries {
                 if let Some(worker) = running.get(partition) {
@@ -155,7 +157,10 @@ impl Member {
             parked = self.retry_dead_letters(owned).await?;
         }
         let filter = self.handler.filter();
-        let mut records = self.store.subscribe(p, next).ready_chunks(self.options.batch_size.max(1));
+        let mut records = self
+            .store
+            .subscribe(p, next)
+            .ready_chunks(self.options.batch_size.max(1));
         loop {
             let batch = tokio::select! {
                 biased;
@@ -185,7 +190,9 @@ impl Member {
         filter: &super::Filter,
         parked: &mut HashSet<String>,
     ) -> Result<Option<Offset>> {
-        let Some(last) = batch.last() else { return Ok(Some(from)) };
+        let Some(last) = batch.last() else {
+            return Ok(Some(from));
+        };
         let to = last.offset + 1;
         let mut plan = Vec::with_capacity(batch.len());
         for record in batch {
@@ -257,7 +264,9 @@ impl Member {
                 }
                 Step::Handle => {
                     if transactional {
-                        cursor = self.flush(owned, std::mem::take(&mut rows), cursor, record.offset).await?;
+                        cursor = self
+                            .flush(owned, std::mem::take(&mut rows), cursor, record.offset)
+                            .await?;
                     }
                     let failure = self.attempt(owned, record, cursor).await?;
                     if transactional && failure.is_none() {
@@ -275,7 +284,9 @@ impl Member {
                 }
                 FailurePolicy::Stop => {
                     tracing::warn!(group = %self.group, partition = owned.partition, offset = record.offset, %error, "partition stopped");
-                    cursor = self.flush(owned, std::mem::take(&mut rows), cursor, record.offset).await?;
+                    cursor = self
+                        .flush(owned, std::mem::take(&mut rows), cursor, record.offset)
+                        .await?;
                     let (commit, reason) = (self.commit_info(owned), format!("offset {}: {error}", record.offset));
                     self.db
                         .transaction(move |tx| Box::pin(async move { commit.stop(tx, &reason).await }))
@@ -409,7 +420,12 @@ impl Member {
                 blocked.insert(stream);
                 continue;
             }
-            let record = self.store.read_partition(partition, offset, 1).await?.into_iter().next();
+            let record = self
+                .store
+                .read_partition(partition, offset, 1)
+                .await?
+                .into_iter()
+                .next();
             let Some(record) = record.filter(|r| r.offset == offset) else {
                 continue;
             };
@@ -528,7 +544,14 @@ impl Commit {
             .map(drop)
     }
 
-    async fn dead_letter(&self, tx: &mut Tx, record: &RecordedEvent, status: &str, error: &str, attempts: u32) -> Result<()> {
+    async fn dead_letter(
+        &self,
+        tx: &mut Tx,
+        record: &RecordedEvent,
+        status: &str,
+        error: &str,
+        attempts: u32,
+    ) -> Result<()> {
         let now = coordinator::now_ms(tx.engine());
         tx.execute(
             &format!(

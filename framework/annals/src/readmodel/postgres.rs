@@ -47,7 +47,8 @@ fn row(row: &PgRow) -> Result<Row> {
             _ => {
                 return Err(Error::ColumnType {
                     index: i,
-                    expected: "int2/4/8, float4/8, bool, bytea, uuid, timestamptz or text (cast other types with ::text)",
+                    expected:
+                        "int2/4/8, float4/8, bool, bytea, uuid, timestamptz or text (cast other types with ::text)",
                     found: "another PostgreSQL type",
                 })
             }

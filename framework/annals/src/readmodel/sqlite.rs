@@ -93,7 +93,10 @@ fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> R
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
     for (i, param) in params.iter().enumerate() {
         // `$n` is a named parameter to SQLite: bind by name, so order and reuse work.
-        let Some(index) = statement.parameter_index(&format!("${}", i + 1)).map_err(Error::Sqlite)? else {
+        let Some(index) = statement
+            .parameter_index(&format!("${}", i + 1))
+            .map_err(Error::Sqlite)?
+        else {
             continue;
         };
         let bound = match param {

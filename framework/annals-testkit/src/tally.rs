@@ -1,0 +1,139 @@
+//! A projection to test consumer groups with: per stream, how many records and the sum
+//! of their amounts, checked to arrive in version order. A record handled twice, lost,
+//! or out of order makes the read model differ from [`fold_log`] (or the handler fail).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use annals::group::Projection;
+use annals::readmodel::Tx;
+use annals::{params, AppendRequest, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use async_trait::async_trait;
+
+/// The read model: stream → (records, sum of amounts).
+pub type Totals = BTreeMap<String, (i64, i64)>;
+
+/// Counts records and sums `amount` per stream into a table of its own.
+#[derive(Clone)]
+pub struct Tally {
+    table: String,
+    /// While set, records whose payload has `"poison": true` fail.
+    pub poison: Arc<AtomicBool>,
+    /// How many times the handler ran (attempts included).
+    pub calls: Arc<AtomicU64>,
+}
+
+impl Tally {
+    /// A tally into `table` (created on setup).
+    pub fn new(table: &str) -> Self {
+        Tally {
+            table: table.to_owned(),
+            poison: Arc::new(AtomicBool::new(true)),
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The read model as it stands.
+    pub async fn totals(&self, store: &Store) -> Totals {
+        let sql = format!("SELECT stream, n, total FROM {} ORDER BY stream", self.table);
+        let rows = store
+            .read_models()
+            .expect("a SQL store")
+            .transaction(move |tx| Box::pin(async move { tx.query(&sql, &[]).await }))
+            .await
+            .expect("read the tally");
+        rows.iter()
+            .map(|row| {
+                let (stream, n, total) = (row.get(0), row.get(1), row.get(2));
+                (stream.expect("stream"), (n.expect("n"), total.expect("total")))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Projection for Tally {
+    async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
+        tx.execute(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} (stream TEXT PRIMARY KEY, n BIGINT NOT NULL, total BIGINT NOT NULL)",
+                self.table
+            ),
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let payload: serde_json::Value = record.decode()?;
+        if payload["poison"] == true && self.poison.load(Ordering::Relaxed) {
+            return Err(Error::Handler(format!(
+                "poison at {}@{}",
+                record.stream, record.version
+            )));
+        }
+        let amount = payload["amount"].as_i64().unwrap_or(0);
+        let seen: i64 = tx
+            .query_opt(
+                &format!("SELECT n FROM {} WHERE stream = $1", self.table),
+                params![record.stream.as_str()],
+            )
+            .await?
+            .map_or(Ok(0), |row| row.get(0))?;
+        if seen + 1 != record.version as i64 {
+            return Err(Error::Handler(format!(
+                "{} version {} arrived after {seen} records",
+                record.stream, record.version
+            )));
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {t} (stream, n, total) VALUES ($1, 1, $2) \
+                 ON CONFLICT (stream) DO UPDATE SET n = {t}.n + 1, total = {t}.total + excluded.total",
+                t = self.table
+            ),
+            params![record.stream.as_str(), amount],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// What the tally must hold: the fold of every record in the log.
+pub async fn fold_log(store: &Store) -> Totals {
+    let mut totals = Totals::new();
+    for partition in 0..store.partition_count() {
+        let mut next = 0;
+        loop {
+            let records = store.read_partition(partition, next, 1_000).await.expect("read");
+            for record in &records {
+                let payload: serde_json::Value = record.decode().expect("payload");
+                let entry = totals.entry(record.stream.to_string()).or_default();
+                entry.0 += 1;
+                entry.1 += payload["amount"].as_i64().unwrap_or(0);
+                next = record.offset + 1;
+            }
+            if records.is_empty() {
+                break;
+            }
+        }
+    }
+    totals
+}
+
+/// Appends one `Added` record with `amount` to `stream`.
+pub async fn add(store: &Store, stream: &str, amount: i64) {
+    let request = AppendRequest::new(StreamId::new(stream).expect("stream id"), ExpectedVersion::Any)
+        .event(NewEvent::json("Added", &serde_json::json!({ "amount": amount })).expect("payload"));
+    store.append(request).await.expect("append");
+}
+
+/// Appends a record the tally fails on while its poison flag is set.
+pub async fn add_poison(store: &Store, stream: &str) {
+    let request = AppendRequest::new(StreamId::new(stream).expect("stream id"), ExpectedVersion::Any)
+        .event(NewEvent::json("Added", &serde_json::json!({ "amount": 1000, "poison": true })).expect("payload"));
+    store.append(request).await.expect("append");
+}

@@ -1,0 +1,421 @@
+//! Consumer groups and projections on SQLite and PostgreSQL (I6, I7).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use annals::group::admin::{self, ResetTo};
+use annals::group::{Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed};
+use annals::{Error, EventStore, RecordedEvent, Store};
+use annals_testkit::tally::{add, add_poison, fold_log, Tally};
+use annals_testkit::TestStore;
+use async_trait::async_trait;
+
+/// Runs each test on SQLite and on PostgreSQL.
+macro_rules! on_sql_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(t) = annals_testkit::TestStore::sqlite().await {
+                        super::$name(t).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(t) = annals_testkit::TestStore::postgres().await {
+                        super::$name(t).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_sql_engines!(
+    two_members_build_the_exact_fold,
+    a_member_that_stopped_heartbeating_cannot_commit,
+    poison_records_are_dead_lettered_and_retried,
+    reset_to_earliest_replays_and_is_refused_while_members_run,
+    pause_resume_and_lag,
+    stop_policy_pauses_the_partition,
+    at_least_once_consumers_dedup_with_processed,
+    bad_input_is_refused,
+);
+
+fn fast() -> GroupOptions {
+    GroupOptions {
+        batch_size: 50,
+        session_timeout: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(100),
+        retry_backoff: Duration::from_millis(5),
+        ..GroupOptions::default()
+    }
+}
+
+/// Waits until the group has committed everything written so far.
+async fn caught_up(store: &Store, group: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = admin::describe(store, group).await.expect("describe");
+        if described.lag == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "group {group} stuck: {described:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn two_members_build_the_exact_fold(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..200 {
+        add(&store, &format!("acct-{}", i % 37), i).await;
+    }
+    let tally = Tally::new("tally");
+    let a = GroupMember::projection(&store, "tally", tally.clone(), fast())
+        .await
+        .expect("a joins");
+    let b = GroupMember::projection(&store, "tally", tally.clone(), fast())
+        .await
+        .expect("b joins");
+    wait_for("b to get partitions", async || !b.assignment().is_empty()).await;
+    for i in 0..300 {
+        add(&store, &format!("acct-{}", i % 41), i).await;
+    }
+    caught_up(&store, "tally").await;
+    let described = admin::describe(&store, "tally").await.expect("describe");
+    assert_eq!(described.members.len(), 2);
+    let owned: usize = described.members.iter().map(|m| m.partitions.len()).sum();
+    assert_eq!(owned, store.partition_count() as usize, "every partition has one owner");
+    assert_eq!(described.members[0].partitions.len(), 8);
+
+    // One leaves: the other takes everything at once, and goes on.
+    a.shutdown().await.expect("a leaves");
+    wait_for("b to take every partition", async || b.assignment().len() == 16).await;
+    for i in 0..100 {
+        add(&store, &format!("acct-{}", i % 13), i).await;
+    }
+    caught_up(&store, "tally").await;
+    b.shutdown().await.expect("b leaves");
+    assert_eq!(tally.totals(&store).await, fold_log(&store).await);
+    assert!(admin::describe(&store, "tally")
+        .await
+        .expect("describe")
+        .members
+        .is_empty());
+}
+
+async fn a_member_that_stopped_heartbeating_cannot_commit(t: TestStore) {
+    let store = t.open().await;
+    let tally = Tally::new("tally");
+    // A joins, takes every partition, then never heartbeats again: to the group it is a
+    // member that paused (a long GC, a stopped VM) while its workers still run.
+    let stale = GroupMember::projection(
+        &store,
+        "g",
+        tally.clone(),
+        GroupOptions {
+            session_timeout: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(3600),
+            ..fast()
+        },
+    )
+    .await
+    .expect("stale member joins");
+    assert_eq!(stale.assignment().len(), 16);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // B's first heartbeat expires A and takes its partitions.
+    let live_tally = Tally::new("tally");
+    let live = GroupMember::projection(&store, "g", live_tally.clone(), fast())
+        .await
+        .expect("b joins");
+    assert_eq!(live.assignment().len(), 16);
+    let described = admin::describe(&store, "g").await.expect("describe");
+    assert_eq!(described.members.len(), 1, "{described:#?}");
+
+    // Both members' workers see the new records; only B's commits may land.
+    for i in 0..300 {
+        add(&store, &format!("acct-{}", i % 23), i).await;
+    }
+    caught_up(&store, "g").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(tally.calls.load(Ordering::Relaxed) > 0, "the stale member never tried");
+    assert_eq!(
+        tally.totals(&store).await,
+        fold_log(&store).await,
+        "a fenced commit landed"
+    );
+    let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
+    assert!(letters.is_empty(), "both members handled records: {letters:#?}");
+    live.shutdown().await.expect("b leaves");
+    stale.shutdown().await.expect("a stops");
+}
+
+async fn poison_records_are_dead_lettered_and_retried(t: TestStore) {
+    let store = t.open().await;
+    let tally = Tally::new("tally");
+    let member = GroupMember::projection(&store, "g", tally.clone(), fast())
+        .await
+        .expect("joins");
+    add(&store, "acct-1", 1).await;
+    add_poison(&store, "acct-1").await;
+    add(&store, "acct-1", 2).await; // parked behind the poison
+    add(&store, "acct-2", 5).await; // another stream: moves on
+    caught_up(&store, "g").await;
+
+    let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    assert_eq!((letters[0].status.as_str(), letters[0].attempts), ("failed", 3));
+    assert!(letters[0].error.contains("poison"), "{}", letters[0].error);
+    assert_eq!(
+        (letters[1].status.as_str(), letters[1].stream.as_str()),
+        ("parked", "acct-1")
+    );
+    let totals = tally.totals(&store).await;
+    assert_eq!(totals["acct-1"], (1, 1));
+    assert_eq!(totals["acct-2"], (1, 5));
+
+    // Later records of the parked stream keep parking until the retry.
+    add(&store, "acct-1", 3).await;
+    caught_up(&store, "g").await;
+    assert_eq!(admin::dead_letters(&store, Some("g")).await.expect("list").len(), 3);
+
+    // Still poisonous: the retry fails again, and the stream stays parked.
+    admin::retry_dead_letter(&store, letters[0].id).await.expect("retry");
+    wait_for("the failed retry", async || {
+        let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
+        letters[0].attempts == 6 && letters.iter().skip(1).all(|l| l.status == "parked")
+    })
+    .await;
+
+    // Fixed: the retry handles the poison record, then the parked ones, in order.
+    tally.poison.store(false, Ordering::Relaxed);
+    admin::retry_dead_letter(&store, letters[0].id).await.expect("retry");
+    wait_for("the dead letters to clear", async || {
+        admin::dead_letters(&store, Some("g")).await.expect("list").is_empty()
+    })
+    .await;
+    assert_eq!(tally.totals(&store).await, fold_log(&store).await);
+    assert!(matches!(
+        admin::retry_dead_letter(&store, letters[0].id).await,
+        Err(Error::DeadLetterNotFound { .. })
+    ));
+    member.shutdown().await.expect("leaves");
+}
+
+async fn reset_to_earliest_replays_and_is_refused_while_members_run(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..120 {
+        add(&store, &format!("acct-{}", i % 9), i).await;
+    }
+    let first = Tally::new("first");
+    let member = GroupMember::projection(&store, "g", first.clone(), fast())
+        .await
+        .expect("joins");
+    caught_up(&store, "g").await;
+    let refused = admin::reset(&store, "g", ResetTo::Earliest).await;
+    assert!(
+        matches!(refused, Err(Error::GroupHasMembers { members: 1, .. })),
+        "{refused:?}"
+    );
+    member.shutdown().await.expect("leaves");
+
+    admin::reset(&store, "g", ResetTo::Earliest).await.expect("reset");
+    let described = admin::describe(&store, "g").await.expect("describe");
+    assert_eq!(described.lag, 120);
+    // The same group replays everything into a fresh read model.
+    let second = Tally::new("second");
+    let member = GroupMember::projection(&store, "g", second.clone(), fast())
+        .await
+        .expect("joins");
+    caught_up(&store, "g").await;
+    member.shutdown().await.expect("leaves");
+    assert_eq!(second.totals(&store).await, fold_log(&store).await);
+
+    admin::reset(&store, "g", ResetTo::Latest).await.expect("reset");
+    assert_eq!(admin::describe(&store, "g").await.expect("describe").lag, 0);
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    admin::reset(&store, "g", ResetTo::Timestamp(future))
+        .await
+        .expect("reset");
+    assert_eq!(admin::describe(&store, "g").await.expect("describe").lag, 0);
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    admin::reset(&store, "g", ResetTo::Timestamp(past))
+        .await
+        .expect("reset");
+    assert_eq!(admin::describe(&store, "g").await.expect("describe").lag, 120);
+    let p = annals::partition_for(&annals::StreamId::new("acct-0").expect("id"), 16);
+    let hw = store.high_watermarks().await.expect("watermarks")[p as usize];
+    admin::reset(&store, "g", ResetTo::Offsets([(p, hw)].into()))
+        .await
+        .expect("reset");
+    assert_eq!(
+        admin::describe(&store, "g").await.expect("describe").partitions[p as usize].committed,
+        hw
+    );
+    assert!(matches!(
+        admin::reset(&store, "g", ResetTo::Offsets([(p, hw + 1)].into())).await,
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        admin::reset(&store, "g", ResetTo::Offsets([(99, 0)].into())).await,
+        Err(Error::PartitionOutOfRange { .. })
+    ));
+    assert!(matches!(
+        admin::reset(&store, "nobody", ResetTo::Earliest).await,
+        Err(Error::GroupNotFound { .. })
+    ));
+}
+
+async fn pause_resume_and_lag(t: TestStore) {
+    let store = t.open().await;
+    let tally = Tally::new("tally");
+    let member = GroupMember::projection(&store, "g", tally.clone(), fast())
+        .await
+        .expect("joins");
+    let p = annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16);
+    admin::pause(&store, "g", Some(vec![p])).await.expect("pause");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for i in 0..10 {
+        add(&store, "acct-1", i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let described = admin::describe(&store, "g").await.expect("describe");
+    assert!(described.partitions[p as usize].paused);
+    assert_eq!(described.partitions[p as usize].lag, 10, "a paused partition moved");
+    assert_eq!(described.lag, 10);
+    assert_eq!(admin::list(&store).await.expect("list")[0].lag, 10);
+    admin::resume(&store, "g", None).await.expect("resume");
+    caught_up(&store, "g").await;
+    assert_eq!(tally.totals(&store).await["acct-1"].0, 10);
+    member.shutdown().await.expect("leaves");
+}
+
+async fn stop_policy_pauses_the_partition(t: TestStore) {
+    let store = t.open().await;
+    let tally = Tally::new("tally");
+    let options = GroupOptions {
+        on_failure: FailurePolicy::Stop,
+        ..fast()
+    };
+    let member = GroupMember::projection(&store, "g", tally.clone(), options)
+        .await
+        .expect("joins");
+    add(&store, "acct-1", 1).await;
+    add_poison(&store, "acct-1").await;
+    add(&store, "acct-1", 2).await;
+    let p = annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16) as usize;
+    wait_for("the partition to stop", async || {
+        admin::describe(&store, "g").await.expect("describe").partitions[p]
+            .stopped_reason
+            .is_some()
+    })
+    .await;
+    let described = admin::describe(&store, "g").await.expect("describe");
+    assert!(described.partitions[p].paused);
+    assert_eq!(described.partitions[p].lag, 2, "stopped at the poison record");
+    assert!(admin::dead_letters(&store, Some("g")).await.expect("list").is_empty());
+    tally.poison.store(false, Ordering::Relaxed);
+    admin::resume(&store, "g", None).await.expect("resume");
+    caught_up(&store, "g").await;
+    assert_eq!(tally.totals(&store).await, fold_log(&store).await);
+    member.shutdown().await.expect("leaves");
+}
+
+/// Records every delivery; marks event ids as processed after the "side effect".
+struct Mailer {
+    sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Consumer for Mailer {
+    fn filter(&self) -> Filter {
+        Filter::categories(["acct"]).expect("category").event_types(["Added"])
+    }
+
+    async fn handle(&self, record: &RecordedEvent, processed: &Processed) -> annals::Result<()> {
+        if processed.contains(record.event_id).await? {
+            return Ok(());
+        }
+        self.sent.lock().expect("lock").push(record.stream.to_string());
+        processed.insert(record.event_id).await?;
+        Ok(())
+    }
+}
+
+async fn at_least_once_consumers_dedup_with_processed(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..20 {
+        add(&store, &format!("acct-{}", i % 3), i).await;
+        add(&store, &format!("other-{}", i % 3), i).await;
+    }
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let member = GroupMember::consumer(&store, "mail", Mailer { sent: sent.clone() }, fast())
+        .await
+        .expect("joins");
+    caught_up(&store, "mail").await;
+    member.shutdown().await.expect("leaves");
+    assert_eq!(
+        sent.lock().expect("lock").len(),
+        20,
+        "the filter let other streams through"
+    );
+    // A redelivery (offsets reset) sends nothing twice.
+    admin::reset(&store, "mail", ResetTo::Earliest).await.expect("reset");
+    let member = GroupMember::consumer(&store, "mail", Mailer { sent: sent.clone() }, fast())
+        .await
+        .expect("joins");
+    caught_up(&store, "mail").await;
+    member.shutdown().await.expect("leaves");
+    assert_eq!(sent.lock().expect("lock").len(), 20);
+}
+
+async fn bad_input_is_refused(t: TestStore) {
+    let store = t.open().await;
+    for name in ["", "has space", "x/y", &"g".repeat(201)] {
+        let refused = GroupMember::projection(&store, name, Tally::new("t"), fast()).await;
+        assert!(matches!(refused, Err(Error::InvalidGroupName { .. })), "{name:?}");
+        assert!(matches!(
+            admin::describe(&store, name).await,
+            Err(Error::InvalidGroupName { .. })
+        ));
+    }
+    assert!(
+        admin::list(&store).await.expect("list").is_empty(),
+        "a refused group was created"
+    );
+    assert!(matches!(
+        admin::describe(&store, "nobody").await,
+        Err(Error::GroupNotFound { .. })
+    ));
+    assert!(matches!(
+        admin::pause(&store, "nobody", None).await,
+        Err(Error::GroupNotFound { .. })
+    ));
+    assert!(matches!(
+        admin::skip_dead_letter(&store, 42).await,
+        Err(Error::DeadLetterNotFound { id: 42 })
+    ));
+    assert!(matches!(
+        Filter::categories(["a-b"]),
+        Err(Error::InvalidCategory { .. })
+    ));
+    let memory = Store::open("memory:").await.expect("memory");
+    assert!(matches!(
+        GroupMember::projection(&memory, "g", Tally::new("t"), fast()).await,
+        Err(Error::Unsupported { .. })
+    ));
+}

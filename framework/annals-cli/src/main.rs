@@ -41,6 +41,12 @@ enum Command {
     /// Show partitions, watermarks and record counts.
     Stats,
     /// Measure throughput and latency against the raw engine.
+    /// Consumer groups: list, describe, reset offsets, pause and resume.
+    #[command(subcommand)]
+    Groups(commands::groups::Groups),
+    /// Dead letters of consumer groups: list, retry, skip.
+    #[command(subcommand)]
+    Dlq(commands::groups::Dlq),
     #[command(subcommand)]
     Bench(commands::bench::Bench),
 }
@@ -60,6 +66,8 @@ async fn main() -> ExitCode {
         Command::Tail(args) => commands::tail::run(&cli.db, args, &out).await,
         Command::Streams(args) => commands::streams::run(&cli.db, args, &out).await,
         Command::Stats => commands::stats::run(&cli.db, &out).await,
+        Command::Groups(command) => commands::groups::run(&cli.db, command, &out).await,
+        Command::Dlq(command) => commands::groups::dlq(&cli.db, command, &out).await,
         Command::Bench(bench) => commands::bench::run(&cli.db, bench, &out).await,
     };
     match result {

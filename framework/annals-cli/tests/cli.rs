@@ -221,3 +221,92 @@ fn workloads_w1_and_w2_run_and_report() {
     );
     assert!(w2["load_min_ms"].as_f64() <= w2["load_median_ms"].as_f64());
 }
+
+/// Builds a group's state with a real member, then operates it from the CLI.
+#[test]
+fn groups_and_dead_letters_from_the_command_line() {
+    use annals::group::{GroupMember, GroupOptions};
+    use annals_testkit::tally::{add, add_poison, Tally};
+
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let store = annals::Store::open(&cli.db).await.expect("open");
+        add(&store, "acct-1", 5).await;
+        add_poison(&store, "acct-1").await;
+        add(&store, "acct-1", 7).await;
+        add(&store, "acct-2", 9).await;
+        let options = GroupOptions {
+            max_attempts: 1,
+            heartbeat_interval: std::time::Duration::from_millis(50),
+            ..GroupOptions::default()
+        };
+        let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options)
+            .await
+            .expect("join");
+        for _ in 0..500 {
+            if annals::group::admin::describe(&store, "tally")
+                .await
+                .expect("describe")
+                .lag
+                == 0
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        member.shutdown().await.expect("leave");
+        store.close().await;
+    });
+
+    let listed = cli.json(&["groups", "list"]);
+    assert_eq!(listed[0]["group"], "tally");
+    assert_eq!(
+        (listed[0]["members"].as_u64(), listed[0]["lag"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let described = cli.json(&["groups", "describe", "tally"]);
+    insta::assert_json_snapshot!("groups_describe", described, {".generation" => "[generation]"});
+
+    let letters = cli.json(&["dlq", "list", "--group", "tally"]);
+    insta::assert_json_snapshot!("dlq_list", letters, {"[].created_at" => "[time]", "[].event_id" => "[id]", "[].id" => "[id]"});
+    let id = letters[0]["id"].as_i64().expect("id").to_string();
+    assert_eq!(cli.json(&["dlq", "retry", &id])["retry"]["status"], "retry");
+    assert_eq!(
+        cli.json(&["dlq", "skip", &id])["skipped"]["offset"],
+        letters[0]["offset"]
+    );
+    let after = cli.json(&["dlq", "list"]);
+    assert_eq!(
+        after.as_array().map(Vec::len),
+        Some(1),
+        "the parked record is left, to be handled"
+    );
+    assert_eq!(after[0]["status"], "retry");
+
+    let reset = cli.json(&["groups", "reset", "tally", "--to", "earliest"]);
+    assert_eq!(reset["lag"], 4);
+    let reset = cli.json(&["groups", "reset", "tally", "--to", "latest"]);
+    assert_eq!(reset["lag"], 0);
+    let paused = cli.json(&["groups", "pause", "tally", "--partition", "3"]);
+    assert_eq!(paused["partitions"][3]["paused"], true);
+    assert_eq!(paused["partitions"][4]["paused"], false);
+    let resumed = cli.json(&["groups", "resume", "tally"]);
+    assert_eq!(resumed["partitions"][3]["paused"], false);
+
+    assert_eq!(cli.json_error(&["groups", "describe", "nobody"])["error"], "not_found");
+    assert_eq!(cli.json_error(&["dlq", "retry", "999"])["error"], "not_found");
+    assert_eq!(
+        cli.json_error(&["groups", "reset", "tally", "--to", "3:999"])["error"],
+        "bad_request"
+    );
+    assert_eq!(
+        cli.json_error(&["groups", "reset", "tally", "--to", "soon"])["error"],
+        "bad_request"
+    );
+    assert_eq!(
+        cli.json_error(&["groups", "pause", "tally", "--partition", "16"])["error"],
+        "not_found"
+    );
+}

@@ -1,0 +1,231 @@
+//! `annals groups list|describe|reset|pause|resume`: consumer groups, their members,
+//! committed offsets and lag.
+
+use std::collections::BTreeMap;
+
+use annals::group::admin::{self, ResetTo};
+use annals::Partition;
+use serde_json::json;
+
+use crate::output::{table, CliError, CliResult, Output};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Groups {
+    /// Every group with its generation, live members and total lag.
+    List,
+    /// One group: members, and per partition the committed offset, lag and owner.
+    Describe {
+        /// The group.
+        group: String,
+    },
+    /// Moves the group's committed offsets (only while no member runs).
+    Reset {
+        /// The group.
+        group: String,
+        /// `earliest`, `latest`, an RFC 3339 time, or `P:O,P:O` explicit offsets.
+        #[arg(long)]
+        to: String,
+    },
+    /// Pauses partitions of the group (all unless --partition is given).
+    Pause {
+        /// The group.
+        group: String,
+        /// A partition (repeatable).
+        #[arg(long)]
+        partition: Vec<Partition>,
+    },
+    /// Resumes paused or stopped partitions (all unless --partition is given).
+    Resume {
+        /// The group.
+        group: String,
+        /// A partition (repeatable).
+        #[arg(long)]
+        partition: Vec<Partition>,
+    },
+}
+
+/// `earliest`, `latest`, an RFC 3339 timestamp, or `P:O,P:O`.
+fn parse_target(text: &str) -> CliResult<ResetTo> {
+    match text {
+        "earliest" => return Ok(ResetTo::Earliest),
+        "latest" => return Ok(ResetTo::Latest),
+        _ => {}
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(ResetTo::Timestamp(at.with_timezone(&chrono::Utc)));
+    }
+    let mut offsets = BTreeMap::new();
+    for pair in text.split(',') {
+        let parsed = pair
+            .split_once(':')
+            .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)));
+        let Some((partition, offset)) = parsed else {
+            return Err(CliError::Usage(format!(
+                "--to {text:?}: expected earliest, latest, an RFC 3339 time or P:O,P:O"
+            )));
+        };
+        offsets.insert(partition, offset);
+    }
+    Ok(ResetTo::Offsets(offsets))
+}
+
+fn some(partitions: Vec<Partition>) -> Option<Vec<Partition>> {
+    (!partitions.is_empty()).then_some(partitions)
+}
+
+pub(crate) async fn run(db: &str, command: Groups, out: &Output) -> CliResult {
+    let store = super::open_existing(db).await?;
+    let result = match command {
+        Groups::List => {
+            let groups = admin::list(&store).await?;
+            out.print(&groups, |groups| {
+                table(
+                    ["group", "generation", "members", "lag"],
+                    groups.iter().map(|g| {
+                        [
+                            g.group.clone(),
+                            g.generation.to_string(),
+                            g.members.to_string(),
+                            g.lag.to_string(),
+                        ]
+                    }),
+                )
+            });
+            Ok(())
+        }
+        Groups::Describe { group } => describe(&store, &group, out).await,
+        Groups::Reset { group, to } => {
+            admin::reset(&store, &group, parse_target(&to)?).await?;
+            describe(&store, &group, out).await
+        }
+        Groups::Pause { group, partition } => {
+            admin::pause(&store, &group, some(partition)).await?;
+            describe(&store, &group, out).await
+        }
+        Groups::Resume { group, partition } => {
+            admin::resume(&store, &group, some(partition)).await?;
+            describe(&store, &group, out).await
+        }
+    };
+    store.close().await;
+    result
+}
+
+async fn describe(store: &annals::Store, group: &str, out: &Output) -> CliResult {
+    let described = admin::describe(store, group).await?;
+    out.print(&described, |d| {
+        let members = table(
+            ["member", "host", "partitions", "last heartbeat"],
+            d.members.iter().map(|m| {
+                let partitions: Vec<String> = m.partitions.iter().map(u32::to_string).collect();
+                [
+                    m.member_id.clone(),
+                    m.host.clone(),
+                    partitions.join(","),
+                    m.heartbeat_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                ]
+            }),
+        );
+        let partitions = table(
+            ["partition", "committed", "high watermark", "lag", "owner", "state"],
+            d.partitions.iter().map(|p| {
+                let state = match (&p.stopped_reason, p.paused) {
+                    (Some(reason), _) => format!("stopped: {reason}"),
+                    (None, true) => "paused".to_owned(),
+                    (None, false) => "running".to_owned(),
+                };
+                [
+                    p.partition.to_string(),
+                    p.committed.to_string(),
+                    p.high_watermark.to_string(),
+                    p.lag.to_string(),
+                    p.owner.clone().unwrap_or_else(|| "-".into()),
+                    state,
+                ]
+            }),
+        );
+        format!(
+            "group {}, generation {}, {} member(s), lag {}, {} dead letter(s)\n{members}\n{partitions}",
+            d.group,
+            d.generation,
+            d.members.len(),
+            d.lag,
+            d.dead_letters
+        )
+    });
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Dlq {
+    /// Dead letters, of one group or all.
+    List {
+        /// Only this group's.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Hands a dead letter (and what is parked behind it) to its group again.
+    Retry {
+        /// The dead letter's id.
+        id: i64,
+    },
+    /// Gives up on a dead letter; what is parked behind it is handled.
+    Skip {
+        /// The dead letter's id.
+        id: i64,
+    },
+}
+
+pub(crate) async fn dlq(db: &str, command: Dlq, out: &Output) -> CliResult {
+    let store = super::open_existing(db).await?;
+    let result = match command {
+        Dlq::List { group } => admin::dead_letters(&store, group.as_deref()).await.map(|letters| {
+            out.print(&letters, |letters| {
+                table(
+                    [
+                        "id",
+                        "group",
+                        "partition",
+                        "offset",
+                        "stream",
+                        "type",
+                        "status",
+                        "attempts",
+                        "error",
+                    ],
+                    letters.iter().map(|l| {
+                        [
+                            l.id.to_string(),
+                            l.group.clone(),
+                            l.partition.to_string(),
+                            l.offset.to_string(),
+                            l.stream.clone(),
+                            l.event_type.clone(),
+                            l.status.clone(),
+                            l.attempts.to_string(),
+                            crate::output::clip(&l.error, 60),
+                        ]
+                    }),
+                )
+            })
+        }),
+        Dlq::Retry { id } => admin::retry_dead_letter(&store, id).await.map(|letter| {
+            out.print(&json!({"retry": letter}), |_| {
+                format!(
+                    "dead letter {id} ({}@{}) will be retried by group {}",
+                    letter.stream, letter.offset, letter.group
+                )
+            })
+        }),
+        Dlq::Skip { id } => admin::skip_dead_letter(&store, id).await.map(|letter| {
+            out.print(&json!({"skipped": letter}), |_| {
+                format!(
+                    "dead letter {id} ({}@{}) skipped in group {}",
+                    letter.stream, letter.offset, letter.group
+                )
+            })
+        }),
+    };
+    store.close().await;
+    Ok(result?)
+}

@@ -70,7 +70,7 @@ impl Filter {
     /// Whether `record` passes.
     pub fn matches(&self, record: &RecordedEvent) -> bool {
         (self.categories.is_empty() || self.categories.iter().any(|c| c == record.stream.category()))
-            && (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == record.event_type))
+            && (self.event_types.is_empty() || self.event_types.contains(&record.event_type))
     }
 }
 

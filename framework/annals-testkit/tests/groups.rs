@@ -419,3 +419,60 @@ async fn bad_input_is_refused(t: TestStore) {
         Err(Error::Unsupported { .. })
     ));
 }
+
+/// One step of a random history: an append, or a change of membership.
+#[derive(Debug, Clone)]
+enum Step {
+    Append { stream: u8, amount: i64 },
+    Join,
+    Leave,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0u8..12, -50i64..50).prop_map(|(stream, amount)| Step::Append { stream, amount }),
+        1 => Just(Step::Join),
+        1 => Just(Step::Leave),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
+
+    /// The read model built live, while members join and leave between appends, equals
+    /// the one a fresh group builds by replaying the log from offset 0.
+    #[test]
+    fn live_read_model_equals_replay(steps in proptest::collection::vec(step(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let t = TestStore::sqlite().await.expect("sqlite");
+            let store = t.open().await;
+            let live = Tally::new("live");
+            let mut members: Vec<GroupMember> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Append { stream, amount } => add(&store, &format!("acct-{stream}"), amount).await,
+                    Step::Join if members.len() < 3 => {
+                        members.push(GroupMember::projection(&store, "live", live.clone(), fast()).await.expect("join"));
+                    }
+                    Step::Leave if !members.is_empty() => members.remove(0).shutdown().await.expect("leave"),
+                    _ => {}
+                }
+            }
+            if members.is_empty() {
+                members.push(GroupMember::projection(&store, "live", live.clone(), fast()).await.expect("join"));
+            }
+            caught_up(&store, "live").await;
+            for member in members {
+                member.shutdown().await.expect("leave");
+            }
+            let replayed = Tally::new("replayed");
+            let member = GroupMember::projection(&store, "replay", replayed.clone(), fast()).await.expect("join");
+            caught_up(&store, "replay").await;
+            member.shutdown().await.expect("leave");
+            assert_eq!(live.totals(&store).await, replayed.totals(&store).await);
+            assert_eq!(live.totals(&store).await, fold_log(&store).await);
+        });
+    }
+}

@@ -54,6 +54,8 @@ mod record;
 mod store;
 mod stream;
 
+/// The attribute the [`group::Projection`] and [`group::Consumer`] traits are written with.
+pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};

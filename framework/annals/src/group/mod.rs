@@ -213,8 +213,9 @@ impl Handler {
     }
 }
 
-/// A running member of a consumer group. Dropping it does not stop it; call
-/// [`shutdown`](GroupMember::shutdown).
+/// A running member of a consumer group. Call [`shutdown`](GroupMember::shutdown) to
+/// stop it and wait until it has left; dropping it stops it the same way, in the
+/// background, with nothing waiting for it.
 pub struct GroupMember {
     member_id: String,
     stop: watch::Sender<bool>,

@@ -7,6 +7,7 @@
 
 mod baseline;
 mod load;
+mod project;
 mod workloads;
 
 use std::time::Duration;
@@ -25,6 +26,9 @@ pub(crate) enum Bench {
     Commands(workloads::CommandsArgs),
     /// W2: rehydrating one aggregate with a long history.
     Load(workloads::LoadArgs),
+    /// A consumer group catching up a SQL read model, beside the raw upserts; then
+    /// append → handled latency at a steady rate.
+    Project(project::ProjectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +80,7 @@ pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
         Bench::Append(args) => append(db, args, out).await,
         Bench::Commands(args) => workloads::commands(db, args, out).await,
         Bench::Load(args) => workloads::load(db, args, out).await,
+        Bench::Project(args) => project::project(db, args, out).await,
     }
 }
 

@@ -1,0 +1,246 @@
+//! `annals bench project`: a consumer group catching up a SQL read model (one upsert per
+//! event, transactional commits), beside the same upserts run in batches with no
+//! framework; then the latency from append to handled under a steady append rate.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use annals::group::{admin, GroupMember, GroupOptions, Projection};
+use annals::readmodel::{Engine, Tx};
+use annals::{async_trait, params, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::load::{histogram, quantile_ms, RssSampler};
+use crate::output::{CliError, CliResult, Output};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProjectArgs {
+    /// Events to catch up.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Records per transaction.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Append rate of the latency phase (events/s).
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+}
+
+/// Distinct read-model rows the upserts spread over.
+const SKUS: u64 = 10_000;
+
+/// The read model: quantity sold per SKU, one upsert per event.
+struct Sales {
+    table: &'static str,
+    latency_us: Option<Arc<Mutex<Histogram<u64>>>>,
+}
+
+fn upsert(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (sku, qty, sales) VALUES ($1, $2, 1) \
+         ON CONFLICT (sku) DO UPDATE SET qty = {table}.qty + excluded.qty, sales = {table}.sales + 1"
+    )
+}
+
+fn create(table: &str) -> String {
+    format!("CREATE TABLE IF NOT EXISTS {table} (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL, sales BIGINT NOT NULL)")
+}
+
+#[async_trait]
+impl Projection for Sales {
+    async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
+        tx.execute(&create(self.table), &[]).await.map(drop)
+    }
+
+    async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Sold<'a> {
+            sku: &'a str,
+            qty: i64,
+        }
+        let sold: Sold = serde_json::from_str(record.payload.get()).map_err(annals::Error::InvalidJson)?;
+        tx.execute(&upsert(self.table), params![sold.sku, sold.qty]).await?;
+        if let Some(latency) = &self.latency_us {
+            let waited = (chrono::Utc::now() - record.recorded_at).num_microseconds().unwrap_or(0);
+            latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .saturating_record(waited.max(0) as u64);
+        }
+        Ok(())
+    }
+}
+
+fn sale(i: u64) -> (String, NewEvent) {
+    let sku = format!("sku-{:05}", i % SKUS);
+    let event = NewEvent::json("Sold", &json!({"sku": sku, "qty": i % 5 + 1, "order": i})).expect("payload");
+    (sku, event)
+}
+
+/// Appends `events` sales, 100 per append, to 1,000 order streams.
+async fn load(store: &Store, events: u64) -> CliResult {
+    let mut i = 0;
+    let mut pending = Vec::new();
+    while i < events {
+        let mut request = AppendRequest::new(StreamId::new(format!("order-{}", i / 100 % 1_000))?, ExpectedVersion::Any);
+        for _ in 0..100.min(events - i) {
+            request = request.event(sale(i).1);
+            i += 1;
+        }
+        let store = store.clone();
+        pending.push(tokio::spawn(async move { store.append(request).await }));
+        if pending.len() == 64 {
+            for task in pending.drain(..) {
+                task.await.map_err(|e| CliError::Usage(e.to_string()))??;
+            }
+        }
+    }
+    for task in pending {
+        task.await.map_err(|e| CliError::Usage(e.to_string()))??;
+    }
+    Ok(())
+}
+
+async fn wait_caught_up(store: &Store, group: &str) -> CliResult {
+    loop {
+        if admin::describe(store, group).await?.lag == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The same upserts, in transactions of `batch`, through the engine's own API with no
+/// framework (SQLite's C API; prepared statements on PostgreSQL).
+async fn baseline(store: &Store, db: &str, events: u64, batch: usize) -> CliResult<f64> {
+    let table = "bench_sales_raw";
+    let rows: Vec<(String, i64)> = (0..events).map(|i| (sale(i).0, (i % 5 + 1) as i64)).collect();
+    let engine = store.read_models()?.engine();
+    let started = match engine {
+        Engine::Sqlite => {
+            let path = db.trim_start_matches("sqlite://").split('?').next().unwrap_or_default().to_owned();
+            tokio::task::spawn_blocking(move || -> CliResult<Instant> {
+                let mut conn = rusqlite::Connection::open(path)?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                conn.execute_batch(&create(table))?;
+                let started = Instant::now();
+                for chunk in rows.chunks(batch) {
+                    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    {
+                        let mut statement = tx.prepare_cached(&upsert(table))?;
+                        for (sku, qty) in chunk {
+                            statement.execute(rusqlite::params![sku, qty])?;
+                        }
+                    }
+                    tx.commit()?;
+                }
+                Ok(started)
+            })
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))??
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(db).await?;
+            sqlx::query(&create(table)).execute(&pool).await?;
+            let started = Instant::now();
+            let sql = upsert(table);
+            for chunk in rows.chunks(batch) {
+                let mut tx = pool.begin().await?;
+                for (sku, qty) in chunk {
+                    sqlx::query(&sql).bind(sku).bind(qty).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            pool.close().await;
+            started
+        }
+    };
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn project(db: &str, args: ProjectArgs, out: &Output) -> CliResult {
+    let store = annals::StoreOptions::from_url(db)?.open().await?;
+    let backend = store.backend_name();
+    store.read_models()?;
+    if !out.is_json() {
+        eprintln!("loading {} events", args.events);
+    }
+    load(&store, args.events).await?;
+
+    // Catch-up: one member, every partition, from offset 0.
+    let options = GroupOptions {
+        batch_size: args.batch,
+        heartbeat_interval: Duration::from_millis(200),
+        ..GroupOptions::default()
+    };
+    let rss = RssSampler::start(Duration::from_millis(50));
+    let started = Instant::now();
+    let sales = Sales {
+        table: "bench_sales",
+        latency_us: None,
+    };
+    let member = GroupMember::projection(&store, "bench-catch-up", sales, options.clone()).await?;
+    wait_caught_up(&store, "bench-catch-up").await?;
+    let seconds = started.elapsed().as_secs_f64();
+    member.shutdown().await?;
+    let memory = rss.stop().await;
+    let rate = args.events as f64 / seconds;
+    let raw = baseline(&store, db, args.events, args.batch).await?;
+
+    // Latency: a member at the head; appends at a steady rate; append → handled.
+    let latency = Arc::new(Mutex::new(histogram()));
+    let live = Sales {
+        table: "bench_sales_live",
+        latency_us: Some(latency.clone()),
+    };
+    let member = GroupMember::projection(&store, "bench-live", live, options).await?;
+    admin::reset(&store, "bench-live", admin::ResetTo::Latest)
+        .await
+        .or_else(|error| match error {
+            // The member is already live at the head: nothing to skip.
+            annals::Error::GroupHasMembers { .. } => Ok(()),
+            other => Err(other),
+        })?;
+    wait_caught_up(&store, "bench-live").await?;
+    latency.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    let total = args.rate * args.latency_seconds;
+    let began = Instant::now();
+    for i in 0..total {
+        let due = began + Duration::from_secs_f64(i as f64 / args.rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (_, event) = sale(i);
+        let stream = StreamId::new(format!("order-live-{}", i % 1_000))?;
+        store.append(AppendRequest::new(stream, ExpectedVersion::Any).event(event)).await?;
+    }
+    wait_caught_up(&store, "bench-live").await?;
+    member.shutdown().await?;
+    store.close().await;
+    let latency = latency.lock().unwrap_or_else(|p| p.into_inner()).clone();
+
+    let report = json!({
+        "workload": "project", "backend": backend, "writers": 1, "events_per_append": 100,
+        "events": args.events, "seconds": seconds, "events_per_sec": rate,
+        "p50_ms": quantile_ms(&latency, 0.5), "p99_ms": quantile_ms(&latency, 0.99),
+        "baseline_events_per_sec": raw, "ratio_to_baseline": rate / raw,
+        "batch": args.batch, "latency_rate": args.rate, "latency_events": latency.len(),
+        "rss_start_mb": memory.start_mb, "rss_peak_mb": memory.peak_mb,
+    });
+    out.print(&report, |r| {
+        format!(
+            "{backend}: caught up {} events in {seconds:.1} s = {rate:.0} events/s; raw upserts {raw:.0}/s; ratio {:.2}\n\
+             append → handled at {} events/s: p50 {} ms, p99 {} ms; RSS {:.0} MB → peak {:.0} MB",
+            args.events,
+            rate / raw,
+            args.rate,
+            r["p50_ms"],
+            r["p99_ms"],
+            memory.start_mb,
+            memory.peak_mb
+        )
+    });
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Read-model transactions on SQLite's C API, each on a blocking thread.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -17,6 +17,9 @@ pub(super) struct Connections {
     synchronous: &'static str,
     busy_timeout: Duration,
     idle: Mutex<Vec<rusqlite::Connection>>,
+    /// One write transaction at a time per process: waiting here costs nothing, while
+    /// waiting in SQLite's busy handler means sleeping in millisecond steps.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Connections {
@@ -26,6 +29,7 @@ impl Connections {
             synchronous: options.synchronous.pragma(),
             busy_timeout: options.busy_timeout,
             idle: Mutex::new(Vec::new()),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -50,12 +54,13 @@ impl Connections {
     }
 }
 
-pub(super) async fn transaction<T, F>(connections: std::sync::Arc<Connections>, work: F) -> Result<T>
+pub(super) async fn transaction<T, F>(connections: Arc<Connections>, work: F) -> Result<T>
 where
     T: Send + 'static,
     F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
 {
     let runtime = tokio::runtime::Handle::current();
+    let turn = connections.turn.clone().lock_owned().await;
     let joined = tokio::task::spawn_blocking(move || {
         let conn = connections.take()?;
         conn.execute_batch("BEGIN IMMEDIATE").map_err(Error::Sqlite)?;
@@ -82,6 +87,7 @@ where
         result
     })
     .await;
+    drop(turn);
     match joined {
         Ok(result) => result,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),

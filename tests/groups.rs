@@ -81,7 +81,10 @@ async fn members_killed_and_added_under_load(url: &str) {
         if described.lag == 0 && described.members.len() == 3 {
             let owned: Vec<usize> = described.members.iter().map(|m| m.partitions.len()).collect();
             assert_eq!(owned.iter().sum::<usize>(), 16, "{described:#?}");
-            assert!(!described.members.iter().any(|m| m.member_id == "w1"), "w1 was not removed");
+            assert!(
+                !described.members.iter().any(|m| m.member_id == "w1"),
+                "w1 was not removed"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the group never caught up: {described:#?}");
@@ -93,7 +96,11 @@ async fn members_killed_and_added_under_load(url: &str) {
     let letters = admin::dead_letters(&store, Some("tally")).await.expect("dead letters");
     assert!(letters.is_empty(), "records failed: {letters:#?}");
     assert_eq!(Tally::new("tally").totals(&store).await, fold_log(&store).await);
-    assert!(admin::describe(&store, "tally").await.expect("describe").members.is_empty());
+    assert!(admin::describe(&store, "tally")
+        .await
+        .expect("describe")
+        .members
+        .is_empty());
     store.close().await;
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use annals::group::admin::{self, ResetTo};
-use annals::group::{Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed};
+use annals::group::{rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed};
 use annals::{Error, EventStore, RecordedEvent, Store};
 use annals_testkit::tally::{add, add_poison, fold_log, Tally};
 use annals_testkit::TestStore;
@@ -45,6 +45,7 @@ on_sql_engines!(
     stop_policy_pauses_the_partition,
     at_least_once_consumers_dedup_with_processed,
     bad_input_is_refused,
+    rebuild_swaps_in_a_replayed_view,
 );
 
 fn fast() -> GroupOptions {
@@ -475,4 +476,60 @@ proptest::proptest! {
             assert_eq!(live.totals(&store).await, fold_log(&store).await);
         });
     }
+}
+
+async fn rebuild_swaps_in_a_replayed_view(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..200 {
+        add(&store, &format!("acct-{}", i % 19), i).await;
+    }
+    let tally = Tally::new("tally");
+    let member = GroupMember::projection(&store, "g", tally.clone(), fast())
+        .await
+        .expect("joins");
+    caught_up(&store, "g").await;
+    // A bug once corrupted the view; the rebuild must not carry it over.
+    store
+        .read_models()
+        .expect("sql")
+        .transaction(|tx| Box::pin(async move { tx.execute("UPDATE tally SET total = total + 1000000", &[]).await }))
+        .await
+        .expect("corrupt");
+    let appender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                add(&store, &format!("acct-{}", i % 23), i).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let swap = vec![
+        "DROP TABLE tally".to_owned(),
+        "ALTER TABLE tally_next RENAME TO tally".to_owned(),
+    ];
+    let offsets = rebuild(&store, "g", Tally::new("tally_next"), swap, fast())
+        .await
+        .expect("rebuild");
+    assert_eq!(offsets.len(), 16);
+    appender.await.expect("appender");
+    caught_up(&store, "g").await;
+    assert_eq!(
+        tally.totals(&store).await,
+        fold_log(&store).await,
+        "the swapped view is not the replay"
+    );
+    assert!(admin::dead_letters(&store, Some("g")).await.expect("list").is_empty());
+    let groups: Vec<String> = admin::list(&store)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|g| g.group)
+        .collect();
+    assert_eq!(groups, ["g"], "the shadow group was left behind");
+    member.shutdown().await.expect("leaves");
+    assert!(matches!(
+        rebuild(&store, "nobody", Tally::new("x"), vec![], fast()).await,
+        Err(Error::GroupNotFound { .. })
+    ));
 }

@@ -20,6 +20,7 @@
 pub mod admin;
 mod assign;
 pub(crate) mod coordinator;
+mod rebuild;
 mod worker;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ use crate::readmodel::{Db, Tx};
 use crate::record::RecordedEvent;
 use crate::store::Store;
 use crate::stream::validate_category;
+
+pub use rebuild::rebuild;
 
 /// Which records a group handles; the others are skipped (their offsets still advance).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -157,10 +157,9 @@ impl Member {
             parked = self.retry_dead_letters(owned).await?;
         }
         let filter = self.handler.filter();
-        let mut records = self
-            .store
-            .subscribe(p, next)
-            .ready_chunks(self.options.batch_size.max(1));
+        // The next batch is fetched while this one is handled: reading and writing
+        // overlap, and at most two batches per partition are in memory.
+        let mut records = Prefetch::start(&self.store, p, next, self.options.batch_size.max(1));
         loop {
             let batch = tokio::select! {
                 biased;
@@ -172,7 +171,7 @@ impl Member {
                 batch = records.next() => batch,
             };
             let Some(batch) = batch else { return Err(Error::Closed) };
-            let batch = batch.into_iter().collect::<Result<Vec<RecordedEvent>>>()?;
+            let batch = batch?;
             match self.handle_batch(owned, next, batch, &filter, &mut parked).await? {
                 Some(committed) => next = committed,
                 None => return Ok(()), // stopped by the failure policy
@@ -510,6 +509,39 @@ impl Member {
             })
             .await?;
         Ok(false)
+    }
+}
+
+/// Batches of a partition's records, read one batch ahead by a task of their own.
+struct Prefetch {
+    batches: mpsc::Receiver<Result<Vec<RecordedEvent>>>,
+    task: JoinHandle<()>,
+}
+
+impl Prefetch {
+    fn start(store: &Store, partition: Partition, from: Offset, batch: usize) -> Self {
+        let (send, batches) = mpsc::channel(1);
+        let mut records = store.subscribe(partition, from).ready_chunks(batch);
+        let task = tokio::spawn(async move {
+            while let Some(chunk) = records.next().await {
+                let chunk = chunk.into_iter().collect::<Result<Vec<_>>>();
+                let failed = chunk.is_err();
+                if send.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Prefetch { batches, task }
+    }
+
+    async fn next(&mut self) -> Option<Result<Vec<RecordedEvent>>> {
+        self.batches.recv().await
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

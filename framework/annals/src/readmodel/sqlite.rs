@@ -44,7 +44,7 @@ impl Connections {
         .map_err(Error::Sqlite)?;
         conn.execute_batch(&format!("PRAGMA synchronous = {};", self.synchronous))
             .map_err(Error::Sqlite)?;
-        conn.busy_timeout(self.busy_timeout).map_err(Error::Sqlite)?;
+        crate::backend::sqlite::wait_in_short_steps(&conn, self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -62,6 +62,7 @@ where
     let runtime = tokio::runtime::Handle::current();
     let turn = connections.turn.clone().lock_owned().await;
     let joined = tokio::task::spawn_blocking(move || {
+        crate::backend::sqlite::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
         conn.execute_batch("BEGIN IMMEDIATE").map_err(Error::Sqlite)?;
         let mut tx = Tx {
@@ -97,12 +98,14 @@ where
 
 fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> Result<rusqlite::CachedStatement<'c>> {
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
-    for (i, param) in params.iter().enumerate() {
-        // `$n` is a named parameter to SQLite: bind by name, so order and reuse work.
-        let Some(index) = statement
-            .parameter_index(&format!("${}", i + 1))
-            .map_err(Error::Sqlite)?
-        else {
+    for index in 1..=statement.parameter_count() {
+        // `$n` is a named parameter to SQLite, numbered by first appearance: bind each
+        // by the number in its name, so any order and reuse work.
+        let number = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok());
+        let Some(param) = number.and_then(|n| params.get(n.wrapping_sub(1))) else {
             continue;
         };
         let bound = match param {

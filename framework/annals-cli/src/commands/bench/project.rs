@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use annals::group::{admin, GroupMember, GroupOptions, Projection};
 use annals::readmodel::{Engine, Tx};
-use annals::{async_trait, params, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use annals::{
+    async_trait, params, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId,
+};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -36,7 +38,18 @@ const SKUS: u64 = 10_000;
 /// The read model: quantity sold per SKU, one upsert per event.
 struct Sales {
     table: &'static str,
+    upsert: String,
     latency_us: Option<Arc<Mutex<Histogram<u64>>>>,
+}
+
+impl Sales {
+    fn new(table: &'static str, latency_us: Option<Arc<Mutex<Histogram<u64>>>>) -> Self {
+        Sales {
+            table,
+            upsert: upsert(table),
+            latency_us,
+        }
+    }
 }
 
 fn upsert(table: &str) -> String {
@@ -63,9 +76,11 @@ impl Projection for Sales {
             qty: i64,
         }
         let sold: Sold = serde_json::from_str(record.payload.get()).map_err(annals::Error::InvalidJson)?;
-        tx.execute(&upsert(self.table), params![sold.sku, sold.qty]).await?;
+        tx.execute(&self.upsert, params![sold.sku, sold.qty]).await?;
         if let Some(latency) = &self.latency_us {
-            let waited = (chrono::Utc::now() - record.recorded_at).num_microseconds().unwrap_or(0);
+            let waited = (chrono::Utc::now() - record.recorded_at)
+                .num_microseconds()
+                .unwrap_or(0);
             latency
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -86,7 +101,10 @@ async fn load(store: &Store, events: u64) -> CliResult {
     let mut i = 0;
     let mut pending = Vec::new();
     while i < events {
-        let mut request = AppendRequest::new(StreamId::new(format!("order-{}", i / 100 % 1_000))?, ExpectedVersion::Any);
+        let mut request = AppendRequest::new(
+            StreamId::new(format!("order-{}", i / 100 % 1_000))?,
+            ExpectedVersion::Any,
+        );
         for _ in 0..100.min(events - i) {
             request = request.event(sale(i).1);
             i += 1;
@@ -122,7 +140,12 @@ async fn baseline(store: &Store, db: &str, events: u64, batch: usize) -> CliResu
     let engine = store.read_models()?.engine();
     let started = match engine {
         Engine::Sqlite => {
-            let path = db.trim_start_matches("sqlite://").split('?').next().unwrap_or_default().to_owned();
+            let path = db
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             tokio::task::spawn_blocking(move || -> CliResult<Instant> {
                 let mut conn = rusqlite::Connection::open(path)?;
                 conn.busy_timeout(Duration::from_secs(10))?;
@@ -179,10 +202,7 @@ pub(crate) async fn project(db: &str, args: ProjectArgs, out: &Output) -> CliRes
     };
     let rss = RssSampler::start(Duration::from_millis(50));
     let started = Instant::now();
-    let sales = Sales {
-        table: "bench_sales",
-        latency_us: None,
-    };
+    let sales = Sales::new("bench_sales", None);
     let member = GroupMember::projection(&store, "bench-catch-up", sales, options.clone()).await?;
     wait_caught_up(&store, "bench-catch-up").await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -193,10 +213,7 @@ pub(crate) async fn project(db: &str, args: ProjectArgs, out: &Output) -> CliRes
 
     // Latency: a member at the head; appends at a steady rate; append → handled.
     let latency = Arc::new(Mutex::new(histogram()));
-    let live = Sales {
-        table: "bench_sales_live",
-        latency_us: Some(latency.clone()),
-    };
+    let live = Sales::new("bench_sales_live", Some(latency.clone()));
     let member = GroupMember::projection(&store, "bench-live", live, options).await?;
     admin::reset(&store, "bench-live", admin::ResetTo::Latest)
         .await
@@ -214,7 +231,9 @@ pub(crate) async fn project(db: &str, args: ProjectArgs, out: &Output) -> CliRes
         tokio::time::sleep_until(due.into()).await;
         let (_, event) = sale(i);
         let stream = StreamId::new(format!("order-live-{}", i % 1_000))?;
-        store.append(AppendRequest::new(stream, ExpectedVersion::Any).event(event)).await?;
+        store
+            .append(AppendRequest::new(stream, ExpectedVersion::Any).event(event))
+            .await?;
     }
     wait_caught_up(&store, "bench-live").await?;
     member.shutdown().await?;

@@ -3,6 +3,7 @@
 //! group-commits whatever appends are waiting (see [`writer`]).
 
 mod checkpoint;
+mod reader;
 mod writer;
 
 use std::path::Path;
@@ -12,9 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
 use uuid::Uuid;
@@ -35,6 +34,7 @@ pub(crate) struct SqliteBackend {
     wakeups: Arc<Wakeups>,
     partition_count: u32,
     read_models: crate::readmodel::Db,
+    records: Arc<reader::Readers>,
 }
 
 impl SqliteBackend {
@@ -58,6 +58,7 @@ impl SqliteBackend {
         let partition_count = init_store(&mut conn, options.partitions).await?;
         conn.close().await?;
         let writer_conn = open_writer(path, options)?;
+        let busy_timeout = options.busy_timeout;
         let checkpointer = checkpoint::Checkpointer::start(path, options.busy_timeout)?;
 
         let readers = SqlitePoolOptions::new()
@@ -70,7 +71,10 @@ impl SqliteBackend {
             let wakeups = wakeups.clone();
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
-                .spawn(move || writer::run(writer_conn, pending, wakeups))
+                .spawn(move || {
+                    set_busy_timeout(busy_timeout);
+                    writer::run(writer_conn, pending, wakeups)
+                })
                 .map_err(Error::Io)?
         };
         Ok(SqliteBackend {
@@ -81,6 +85,7 @@ impl SqliteBackend {
             wakeups,
             partition_count,
             read_models: crate::readmodel::Db::sqlite(path.to_owned(), options),
+            records: reader::Readers::new(path.to_owned(), options.busy_timeout),
         })
     }
 }
@@ -97,9 +102,45 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};"
     ))
     .map_err(Error::Sqlite)?;
-    conn.busy_timeout(options.busy_timeout).map_err(Error::Sqlite)?;
+    wait_in_short_steps(&conn, options.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
+}
+
+thread_local! {
+    /// How long a connection used on this thread waits for SQLite's write lock.
+    static BUSY_TIMEOUT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::from_secs(10)) };
+}
+
+/// Makes `conn` wait for the write lock in steps of 50 µs (then 1 ms after the first
+/// 10 ms), up to `timeout`, instead of SQLite's default steps of 1 to 100 ms: the
+/// writer and read-model transactions hand the lock to each other thousands of times a
+/// second, and a default step would often sleep far longer than the lock was held. The
+/// timeout applies to the thread the connection is used on (set again by each user).
+pub(crate) fn wait_in_short_steps(conn: &rusqlite::Connection, timeout: Duration) -> Result<()> {
+    fn waited(attempt: i32) -> Duration {
+        let attempt = u32::try_from(attempt).unwrap_or(0);
+        if attempt < 200 {
+            Duration::from_micros(50) * attempt
+        } else {
+            Duration::from_millis(10) + Duration::from_millis(1) * (attempt - 200)
+        }
+    }
+    fn wait(attempt: i32) -> bool {
+        if waited(attempt) >= BUSY_TIMEOUT.get() {
+            return false;
+        }
+        let step = if attempt < 200 { 50 } else { 1_000 };
+        std::thread::sleep(Duration::from_micros(step));
+        true
+    }
+    BUSY_TIMEOUT.set(timeout);
+    conn.busy_handler(Some(wait)).map_err(Error::Sqlite)
+}
+
+/// Sets the write-lock timeout of connections used on this thread.
+pub(crate) fn set_busy_timeout(timeout: Duration) {
+    BUSY_TIMEOUT.set(timeout);
 }
 
 /// Creates the store row on first open, or checks the requested partition count
@@ -139,21 +180,6 @@ async fn init_store(conn: &mut SqliteConnection, requested: Option<u32>) -> Resu
     Ok(count)
 }
 
-fn record(row: &SqliteRow) -> Result<RecordedEvent> {
-    let micros: i64 = row.try_get(8)?;
-    Ok(RecordedEvent {
-        partition: row.try_get::<i64, _>(0)? as Partition,
-        offset: row.try_get::<i64, _>(1)? as Offset,
-        stream: StreamId::trusted(row.try_get(2)?),
-        version: row.try_get::<i64, _>(3)? as Version,
-        event_id: row.try_get(4)?,
-        event_type: row.try_get(5)?,
-        payload: serde_json::value::RawValue::from_string(row.try_get(6)?).map_err(Error::InvalidJson)?,
-        metadata: serde_json::from_str(row.try_get(7)?).map_err(Error::InvalidJson)?,
-        recorded_at: chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default(),
-    })
-}
-
 #[async_trait]
 impl Backend for SqliteBackend {
     fn name(&self) -> &'static str {
@@ -170,13 +196,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(&sql::read_stream())
-            .bind(stream.as_str())
-            .bind(sql_int(from_version))
-            .bind(sql_int(limit))
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(record).collect()
+        self.records.stream(stream, from_version, limit).await
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
@@ -209,13 +229,7 @@ impl Backend for SqliteBackend {
         from_offset: Offset,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(&sql::read_partition())
-            .bind(i64::from(partition))
-            .bind(sql_int(from_offset))
-            .bind(sql_int(limit))
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(record).collect()
+        self.records.partition(partition, from_offset, limit).await
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {

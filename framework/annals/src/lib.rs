@@ -51,6 +51,7 @@ mod partitioner;
 mod position;
 pub mod readmodel;
 mod record;
+pub mod snapshot;
 mod store;
 mod stream;
 

@@ -58,7 +58,7 @@
 //! ```
 
 mod context;
-mod event;
+pub(crate) mod event;
 mod repository;
 mod upcast;
 

@@ -10,6 +10,9 @@ use super::event::{encode, Decoder};
 use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
 use crate::error::Error;
 use crate::position::{ExpectedVersion, Version};
+use crate::readmodel::Db;
+use crate::snapshot::{self, SnapshotOptions, Snapshottable};
+use crate::store::Store;
 use crate::store::{AppendOutcome, AppendRequest, EventStore};
 use crate::stream::{validate_category, StreamId};
 
@@ -94,7 +97,39 @@ pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     retry: RetryPolicy,
     upcasters: Arc<Upcasters>,
+    snapshots: Option<Snapshots<A>>,
     aggregate: PhantomData<fn() -> A>,
+}
+
+/// How a repository reads and writes `A`'s snapshots.
+struct Snapshots<A> {
+    db: Db,
+    schema_version: u32,
+    options: SnapshotOptions,
+    decode: fn(&str) -> Result<A, Error>,
+    encode: fn(&A) -> Result<String, Error>,
+}
+
+impl<A> Clone for Snapshots<A> {
+    fn clone(&self) -> Self {
+        Snapshots {
+            db: self.db.clone(),
+            schema_version: self.schema_version,
+            options: self.options,
+            decode: self.decode,
+            encode: self.encode,
+        }
+    }
+}
+
+impl<A> Snapshots<A> {
+    async fn write(&self, stream: &StreamId, loaded: &Loaded<A>) -> Result<(), Error> {
+        let (stream, version) = (stream.clone(), loaded.version);
+        let (state, schema) = ((self.encode)(&loaded.state)?, self.schema_version);
+        self.db
+            .transaction(move |tx| Box::pin(async move { snapshot::write(tx, &stream, version, schema, &state).await }))
+            .await
+    }
 }
 
 impl<A> Clone for Repository<A> {
@@ -103,8 +138,27 @@ impl<A> Clone for Repository<A> {
             store: self.store.clone(),
             retry: self.retry,
             upcasters: self.upcasters.clone(),
+            snapshots: self.snapshots.clone(),
             aggregate: PhantomData,
         }
+    }
+}
+
+impl<A: Snapshottable> Repository<A> {
+    /// Loads from snapshots: the newest snapshot of the stream whose schema version
+    /// is `A::SNAPSHOT_VERSION`, then only the events after it. A stream whose newest
+    /// snapshot has an older schema is folded in full and snapshotted again. With
+    /// `options.on_command_every`, commands also write snapshots. Snapshots live in
+    /// `store`'s database (a SQLite or PostgreSQL store).
+    pub fn with_snapshots(mut self, store: &Store, options: SnapshotOptions) -> Result<Self, Error> {
+        self.snapshots = Some(Snapshots {
+            db: store.read_models()?,
+            schema_version: A::SNAPSHOT_VERSION,
+            options,
+            decode: |json| serde_json::from_str(json).map_err(Error::InvalidJson),
+            encode: |state| serde_json::to_string(state).map_err(Error::InvalidJson),
+        });
+        Ok(self)
     }
 }
 
@@ -120,6 +174,7 @@ impl<A: Aggregate> Repository<A> {
             store,
             retry: RetryPolicy::default(),
             upcasters: Arc::new(Upcasters::new()),
+            snapshots: None,
             aggregate: PhantomData,
         }
     }
@@ -153,14 +208,32 @@ impl<A: Aggregate> Repository<A> {
             state: A::default(),
             version: 0,
         };
+        let mut snapshot_again = false;
+        if let Some(snapshots) = &self.snapshots {
+            match snapshot::newest(&snapshots.db, stream).await? {
+                Some(found) if found.schema_version == snapshots.schema_version => {
+                    loaded = Loaded {
+                        state: (snapshots.decode)(&found.state)?,
+                        version: found.version,
+                    };
+                }
+                // An older shape: fold from the start, and replace it. (A newer one
+                // was written by a newer build; leave it alone.)
+                Some(found) => snapshot_again = found.schema_version < snapshots.schema_version,
+                None => {}
+            }
+        }
         let mut decoder = Decoder::new(&self.upcasters);
         self.store
-            .fold_stream(stream, 1, &mut |event| {
+            .fold_stream(stream, loaded.version + 1, &mut |event| {
                 loaded.state.apply(&decoder.decode::<A::Event>(event)?);
                 loaded.version = event.version;
                 Ok(())
             })
             .await?;
+        if let (true, Some(snapshots)) = (snapshot_again && loaded.version > 0, &self.snapshots) {
+            snapshots.write(stream, &loaded).await?;
+        }
         Ok(loaded)
     }
 
@@ -219,10 +292,13 @@ impl<A: Aggregate> Repository<A> {
             }
             match self.store.append(request).await {
                 Ok(outcome) => {
+                    if !outcome.duplicate {
+                        self.snapshot_after(&stream, loaded, &events).await;
+                    }
                     return Ok(Executed {
                         outcome: Some(outcome),
                         attempts: attempt,
-                    })
+                    });
                 }
                 Err(Error::WrongExpectedVersion { .. }) if attempt < self.retry.max_attempts => {
                     tokio::time::sleep(self.retry.backoff(attempt)).await;
@@ -235,6 +311,27 @@ impl<A: Aggregate> Repository<A> {
             stream,
             attempts: self.retry.max_attempts.max(1),
         })
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// Snapshots on the command path, when `events` take the stream past a multiple of
+    /// `on_command_every`. A failure is logged, not returned: the command went through.
+    async fn snapshot_after(&self, stream: &StreamId, mut loaded: Loaded<A>, events: &[A::Event]) {
+        let Some(snapshots) = &self.snapshots else { return };
+        let Some(every) = snapshots.options.on_command_every.filter(|every| *every > 0) else {
+            return;
+        };
+        let before = loaded.version;
+        for event in events {
+            loaded.state.apply(event);
+        }
+        loaded.version += events.len() as Version;
+        if loaded.version / every > before / every {
+            if let Err(error) = snapshots.write(stream, &loaded).await {
+                tracing::warn!(%stream, %error, "snapshot on the command path failed");
+            }
+        }
     }
 }
 

@@ -101,6 +101,17 @@ impl Db {
         }
     }
 
+    /// Runs one read-only query outside any transaction: no write lock on SQLite, no
+    /// BEGIN and COMMIT round trips on PostgreSQL.
+    pub async fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Row>> {
+        match &self.inner {
+            #[cfg(feature = "sqlite")]
+            DbInner::Sqlite(connections) => sqlite::read(connections.clone(), sql.to_owned(), params).await,
+            #[cfg(feature = "postgres")]
+            DbInner::Postgres(pool) => postgres::query(pool, sql, &params).await,
+        }
+    }
+
     /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back
     /// when it returns an error (or panics).
     pub async fn transaction<T, F>(&self, work: F) -> Result<T>
@@ -175,7 +186,7 @@ impl Tx {
             #[cfg(feature = "sqlite")]
             TxInner::Sqlite(conn) => sqlite::query(conn, sql, params),
             #[cfg(feature = "postgres")]
-            TxInner::Postgres(tx) => postgres::query(tx, sql, params).await,
+            TxInner::Postgres(tx) => postgres::query(&mut **tx, sql, params).await,
         }
     }
 

@@ -21,8 +21,11 @@ pub(super) async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &str, 
     Ok(bind(sql, params).execute(&mut **tx).await?.rows_affected())
 }
 
-pub(super) async fn query(tx: &mut Transaction<'static, Postgres>, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
-    let rows = bind(sql, params).fetch_all(&mut **tx).await?;
+pub(super) async fn query<'e, E>(executor: E, sql: &str, params: &[Param]) -> Result<Vec<Row>>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let rows = bind(sql, params).fetch_all(executor).await?;
     rows.iter().map(row).collect()
 }
 

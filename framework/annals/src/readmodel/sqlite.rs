@@ -96,6 +96,19 @@ where
     }
 }
 
+/// One query on an idle connection, outside any transaction.
+pub(super) async fn read(connections: Arc<Connections>, sql: String, params: Vec<Param>) -> Result<Vec<Row>> {
+    tokio::task::spawn_blocking(move || {
+        crate::backend::sqlite::set_busy_timeout(connections.busy_timeout);
+        let conn = connections.take()?;
+        let rows = query(&conn, &sql, &params);
+        connections.give_back(conn);
+        rows
+    })
+    .await
+    .map_err(|_| Error::Closed)?
+}
+
 fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> Result<rusqlite::CachedStatement<'c>> {
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
     for index in 1..=statement.parameter_count() {

@@ -310,3 +310,30 @@ fn groups_and_dead_letters_from_the_command_line() {
         "not_found"
     );
 }
+
+#[test]
+fn compact_keeps_the_newest_snapshot_per_stream() {
+    use annals::snapshot;
+
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let store = annals::Store::open(&cli.db).await.expect("open");
+        let db = store.read_models().expect("sql");
+        for version in 1..=3u64 {
+            for key in ["order-1", "order-2"] {
+                let key = annals::StreamId::new(key).expect("id");
+                db.transaction(move |tx| Box::pin(async move { snapshot::write(tx, &key, version, 1, "{}").await }))
+                    .await
+                    .expect("write");
+            }
+        }
+        store.close().await;
+    });
+    let done = cli.json(&["compact"]);
+    insta::assert_json_snapshot!("compact", done);
+    assert_eq!(cli.json(&["compact"])["snapshot_log"]["rows_before"], 2);
+    let refused = cli.run(&["compact", "--retention-seconds", "soon"]);
+    assert_eq!(refused.status.code(), Some(2), "clap refuses a bad number");
+}

@@ -2,6 +2,7 @@
 
 pub(crate) mod append;
 pub(crate) mod bench;
+pub(crate) mod compact;
 pub(crate) mod groups;
 pub(crate) mod init;
 pub(crate) mod read;

@@ -8,6 +8,7 @@
 mod baseline;
 mod load;
 mod project;
+mod snapshots;
 mod workloads;
 
 use std::time::Duration;

@@ -36,27 +36,35 @@ pub(crate) struct LoadArgs {
     events: u64,
     /// How many times it is loaded.
     #[arg(long, default_value_t = 50)]
-    loads: usize,
+    pub(super) loads: usize,
+    /// Instead: load orders of 10, 1,000 and 100,000 events with and without snapshots.
+    #[arg(long)]
+    pub(super) snapshots: bool,
+    /// With --snapshots: the snapshotter's interval, in events.
+    #[arg(long, default_value_t = 100)]
+    pub(super) snapshot_every: u64,
 }
 
 /// The workload's aggregate: an order that only ever gains lines.
-#[derive(Debug, Default)]
-struct Order {
-    lines: u64,
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct Order {
+    pub(super) lines: u64,
     total: u64,
 }
 
+impl annals::snapshot::Snapshottable for Order {}
+
 #[derive(Debug, Clone)]
-struct AddLine {
-    sku: String,
-    qty: u32,
-    price: u64,
-    note: String,
+pub(super) struct AddLine {
+    pub(super) sku: String,
+    pub(super) qty: u32,
+    pub(super) price: u64,
+    pub(super) note: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
-enum OrderEvent {
+pub(super) enum OrderEvent {
     LineAdded {
         sku: String,
         qty: u32,
@@ -90,7 +98,7 @@ impl Aggregate for Order {
 }
 
 /// Command `i` of the spec.
-fn command(i: u64) -> AddLine {
+pub(super) fn command(i: u64) -> AddLine {
     AddLine {
         sku: format!("sku-{:06}", i % 5000),
         qty: (i % 7) as u32 + 1,
@@ -185,6 +193,9 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
 
 /// W2: one order with `events` events, loaded `loads` times.
 pub(crate) async fn load(db: &str, args: LoadArgs, out: &Output) -> CliResult {
+    if args.snapshots {
+        return super::snapshots::load(db, args, out).await;
+    }
     if args.loads == 0 {
         return Err(CliError::Usage("--loads must be positive".into()));
     }

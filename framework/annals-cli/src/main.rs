@@ -47,6 +47,8 @@ enum Command {
     /// Dead letters of consumer groups: list, retry, skip.
     #[command(subcommand)]
     Dlq(commands::groups::Dlq),
+    /// Serves the HTTP API v1, /metrics and the web console.
+    Serve(commands::serve::Args),
     /// Compacts the snapshot log: the newest snapshot per stream stays.
     Compact(commands::compact::Args),
     #[command(subcommand)]
@@ -70,6 +72,7 @@ async fn main() -> ExitCode {
         Command::Stats => commands::stats::run(&cli.db, &out).await,
         Command::Groups(command) => commands::groups::run(&cli.db, command, &out).await,
         Command::Dlq(command) => commands::groups::dlq(&cli.db, command, &out).await,
+        Command::Serve(args) => commands::serve::run(&cli.db, args).await,
         Command::Compact(args) => commands::compact::run(&cli.db, args, &out).await,
         Command::Bench(bench) => commands::bench::run(&cli.db, bench, &out).await,
     };

@@ -217,6 +217,30 @@ async fn compaction_keeps_one_snapshot_per_live_key(t: TestStore) {
     }
     let done = snapshot::compact(&store, Duration::ZERO).await.expect("compact");
     assert_eq!(done.rows_after, 3, "one snapshot per live key, the tombstoned key gone");
+
+    // A key snapshotted again after its tombstone keeps that snapshot, even when an
+    // older one from before the tombstone had a higher version.
+    let key = stream("e");
+    for (version, kill) in [(9u64, false), (0, true), (3, false)] {
+        let key = key.clone();
+        if kill {
+            snapshot::tombstone(&store, &key).await.expect("tombstone");
+            continue;
+        }
+        db.transaction(move |tx| {
+            Box::pin(async move { snapshot::write(tx, &key, version, 1, "{\"entries\":[],\"balance\":0}").await })
+        })
+        .await
+        .expect("write");
+    }
+    snapshot::compact(&store, Duration::from_secs(3600))
+        .await
+        .expect("compact");
+    let kept = snapshot::newest(&db, &key)
+        .await
+        .expect("newest")
+        .expect("the snapshot after the tombstone");
+    assert_eq!(kept.version, 3);
     for id in ["a", "b", "c", "d"] {
         assert_eq!(repo.load(id).await.expect("load"), full.load(id).await.expect("load"));
     }

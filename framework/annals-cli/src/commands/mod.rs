@@ -6,6 +6,7 @@ pub(crate) mod compact;
 pub(crate) mod groups;
 pub(crate) mod init;
 pub(crate) mod read;
+pub(crate) mod serve;
 pub(crate) mod stats;
 pub(crate) mod streams;
 pub(crate) mod tail;

@@ -210,17 +210,21 @@ impl<A: Aggregate> Repository<A> {
         };
         let mut snapshot_again = false;
         if let Some(snapshots) = &self.snapshots {
-            match snapshot::newest(&snapshots.db, stream).await? {
-                Some(found) if found.schema_version == snapshots.schema_version => {
+            match snapshot::newest_of(&snapshots.db, stream, Some(snapshots.schema_version)).await? {
+                Some(found) => {
                     loaded = Loaded {
                         state: (snapshots.decode)(&found.state)?,
                         version: found.version,
                     };
                 }
-                // An older shape: fold from the start, and replace it. (A newer one
-                // was written by a newer build; leave it alone.)
-                Some(found) => snapshot_again = found.schema_version < snapshots.schema_version,
-                None => {}
+                // None in this shape: fold from the start, and snapshot again if the
+                // newest is of an older shape. (A newer one was written by a newer
+                // build; leave it alone.)
+                None => {
+                    snapshot_again = snapshot::newest(&snapshots.db, stream)
+                        .await?
+                        .is_some_and(|found| found.schema_version < snapshots.schema_version);
+                }
             }
         }
         let mut decoder = Decoder::new(&self.upcasters);
@@ -232,7 +236,10 @@ impl<A: Aggregate> Repository<A> {
             })
             .await?;
         if let (true, Some(snapshots)) = (snapshot_again && loaded.version > 0, &self.snapshots) {
-            snapshots.write(stream, &loaded).await?;
+            // The load succeeded; a failed write only means the next load folds again.
+            if let Err(error) = snapshots.write(stream, &loaded).await {
+                tracing::warn!(%stream, %error, "writing a snapshot in the new shape failed");
+            }
         }
         Ok(loaded)
     }

@@ -98,16 +98,27 @@ pub async fn tombstone(store: &Store, stream: &StreamId) -> Result<()> {
 const LIVE: &str = "s.state IS NOT NULL AND NOT EXISTS (SELECT 1 FROM annals_snapshots t \
      WHERE t.stream_id = s.stream_id AND t.state IS NULL AND t.seq > s.seq)";
 
-/// The newest live snapshot of `stream` (highest version, then latest written), of any
-/// schema.
+/// The newest live snapshot of `stream` (highest version, then latest written): of
+/// schema version `schema` when given, of any otherwise.
 pub async fn newest(db: &Db, stream: &StreamId) -> Result<Option<StoredSnapshot>> {
+    newest_of(db, stream, None).await
+}
+
+pub(crate) async fn newest_of(db: &Db, stream: &StreamId, schema: Option<u32>) -> Result<Option<StoredSnapshot>> {
+    let (condition, params) = match schema {
+        Some(schema) => (
+            " AND s.schema_version = $2",
+            vec![stream.as_str().into(), schema.into()],
+        ),
+        None => ("", vec![stream.as_str().into()]),
+    };
     let rows = db
         .query(
             &format!(
                 "SELECT s.seq, s.version, s.schema_version, s.state FROM annals_snapshots s \
-                 WHERE s.stream_id = $1 AND {LIVE} ORDER BY s.version DESC, s.seq DESC LIMIT 1"
+                 WHERE s.stream_id = $1{condition} AND {LIVE} ORDER BY s.version DESC, s.seq DESC LIMIT 1"
             ),
-            vec![stream.as_str().into()],
+            params,
         )
         .await?;
     rows.first()
@@ -161,14 +172,22 @@ pub async fn compact(store: &Store, retention: Duration) -> Result<Compaction> {
         .read_models()?
         .transaction(move |tx| {
             Box::pin(async move {
-                // Superseded snapshots, and anything before a tombstone of its key.
+                // Anything before a tombstone of its key (older tombstones included)...
                 tx.execute(
                     "DELETE FROM annals_snapshots WHERE EXISTS ( \
+                         SELECT 1 FROM annals_snapshots t WHERE t.stream_id = annals_snapshots.stream_id \
+                           AND t.state IS NULL AND t.seq > annals_snapshots.seq)",
+                    &[],
+                )
+                .await?;
+                // ...then, of what is left (all after the key's last tombstone), every
+                // snapshot a newer one of its key supersedes.
+                tx.execute(
+                    "DELETE FROM annals_snapshots WHERE state IS NOT NULL AND EXISTS ( \
                          SELECT 1 FROM annals_snapshots n WHERE n.stream_id = annals_snapshots.stream_id \
-                           AND ((n.state IS NULL AND n.seq > annals_snapshots.seq) \
-                             OR (annals_snapshots.state IS NOT NULL AND n.state IS NOT NULL \
-                                 AND (n.version > annals_snapshots.version \
-                                   OR (n.version = annals_snapshots.version AND n.seq > annals_snapshots.seq)))))",
+                           AND n.state IS NOT NULL \
+                           AND (n.version > annals_snapshots.version \
+                             OR (n.version = annals_snapshots.version AND n.seq > annals_snapshots.seq)))",
                     &[],
                 )
                 .await?;
@@ -199,7 +218,7 @@ pub fn spawn_compaction(store: Store, every: Duration, retention: Duration) -> t
             tokio::time::sleep(every).await;
             match compact(&store, retention).await {
                 Ok(done) => tracing::debug!(?done, "snapshot log compacted"),
-                Err(Error::Closed) => return,
+                Err(Error::Closed | Error::Unsupported { .. }) => return,
                 Err(error) => tracing::warn!(%error, "snapshot compaction failed"),
             }
         }

@@ -221,6 +221,20 @@ impl Store {
         }
     }
 
+    /// Up to `limit` records of `partition` from `from_offset` on; when there are none
+    /// yet, waits up to `wait` for the first to be appended (a long poll, woken by the
+    /// append itself: in-process, or by `LISTEN/NOTIFY` on PostgreSQL).
+    pub async fn fetch(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.check_partition(partition)?;
+        subscribe::fetch(self, partition, from_offset, limit, wait).await
+    }
+
     /// Transactions on the store's database, for SQL read models (see
     /// [`readmodel`](crate::readmodel)). `memory:` stores have none.
     pub fn read_models(&self) -> Result<crate::readmodel::Db> {

@@ -65,3 +65,26 @@ pub(super) fn records(store: Store, partition: Partition, from: Offset) -> BoxSt
     })
     .boxed()
 }
+
+/// Up to `limit` records of `partition` from `from` on; when there are none yet, waits
+/// up to `wait` for the first to be appended (woken by the append, not by polling).
+pub(super) async fn fetch(
+    store: &Store,
+    partition: Partition,
+    from: Offset,
+    limit: usize,
+    wait: std::time::Duration,
+) -> Result<Vec<RecordedEvent>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut wakeups = store.inner.backend.wakeups().watch(partition);
+    loop {
+        wakeups.borrow_and_update();
+        let records = store.read_partition(partition, from, limit).await?;
+        let now = tokio::time::Instant::now();
+        if !records.is_empty() || now >= deadline {
+            return Ok(records);
+        }
+        let poll = store.inner.backend.poll_interval().min(deadline - now);
+        let _ = tokio::time::timeout(poll, wakeups.changed()).await;
+    }
+}

@@ -40,7 +40,10 @@ async fn median_ms(repo: &Repository<Order>, id: &str, loads: usize, events: u64
         let loaded = repo.load(id).await?;
         times.push(began.elapsed().as_secs_f64() * 1_000.0);
         if loaded.state.lines != events {
-            return Err(CliError::Usage(format!("order {id} loaded {} lines of {events}", loaded.state.lines)));
+            return Err(CliError::Usage(format!(
+                "order {id} loaded {} lines of {events}",
+                loaded.state.lines
+            )));
         }
     }
     times.sort_by(f64::total_cmp);

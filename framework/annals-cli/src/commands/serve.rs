@@ -1,0 +1,42 @@
+//! `annals serve`: the HTTP API v1, metrics and the web console on a store.
+
+use std::net::SocketAddr;
+
+use annals_server::ServerOptions;
+
+use crate::output::{CliError, CliResult};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Bearer token required on every route but /health.
+    #[arg(long, env = "ANNALS_TOKEN")]
+    token: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+pub(crate) async fn run(db: &str, args: Args) -> CliResult {
+    let store = annals::StoreOptions::from_url(db)?.open().await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
+    // Scripts read the address (useful with port 0) from this line.
+    println!(
+        "listening on http://{}",
+        listener.local_addr().map_err(annals::Error::Io)?
+    );
+    let options = ServerOptions {
+        listen: args.listen,
+        token: args.token,
+        max_body_bytes: args.max_body_bytes,
+    };
+    annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal())
+        .await
+        .map_err(annals::Error::Io)?;
+    store.close().await;
+    Ok(())
+}

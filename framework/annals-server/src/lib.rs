@@ -1,0 +1,187 @@
+//! The annals server: the store's HTTP API v1 (DESIGN §10), Prometheus metrics and a
+//! small web console, on axum.
+//!
+//! Every error is JSON `{"error", "message", …}`; nothing is written on an error (I9).
+//! With a token, every route but `/health` and the console's page needs
+//! `Authorization: Bearer <token>`. Request bodies are capped; a larger one gets 413.
+//!
+//! ```no_run
+//! # async fn demo() -> annals::Result<()> {
+//! let store = annals::Store::open("sqlite://orders.db").await?;
+//! let options = annals_server::ServerOptions::default();
+//! let listener = tokio::net::TcpListener::bind(options.listen).await?;
+//! annals_server::serve(store, listener, options, annals_server::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+mod console;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use annals::Store;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use error::ApiError;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Where it listens (default `127.0.0.1:7070`: loopback only).
+    pub listen: SocketAddr,
+    /// The bearer token every route but `/health` requires, if any.
+    pub token: Option<String>,
+    /// The largest request body accepted (default 8 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            token: None,
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) metrics: PrometheusHandle,
+}
+
+/// The process's Prometheus recorder, installed on first use. If the embedding program
+/// installed another recorder already, the server keeps its own (unpublished) one.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new().install_recorder().unwrap_or_else(|error| {
+                tracing::warn!(%error, "a metrics recorder is already installed; /metrics shows only its own");
+                PrometheusBuilder::new().build_recorder().handle()
+            })
+        })
+        .clone()
+}
+
+/// The API's router on `store`.
+pub fn router(store: Store, options: &ServerOptions) -> Router {
+    let state = AppState {
+        store,
+        token: options.token.clone().map(Into::into),
+        max_body_bytes: options.max_body_bytes,
+        metrics: prometheus(),
+    };
+    let api = Router::new()
+        .route("/v1/streams", get(routes::list_streams))
+        .route(
+            "/v1/streams/{stream}/events",
+            post(routes::append).get(routes::read_stream),
+        )
+        .route("/v1/partitions", get(routes::partitions))
+        .route("/v1/partitions/{partition}/events", get(routes::fetch))
+        .route("/v1/groups", get(routes::groups))
+        .route("/v1/groups/{group}", get(routes::group))
+        .route("/v1/groups/{group}/reset", post(routes::reset))
+        .route("/v1/dead-letters", get(routes::dead_letters))
+        .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
+        .route("/v1/dead-letters/{id}/skip", post(routes::skip_dead_letter))
+        .route("/metrics", get(routes::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .merge(api)
+        .route("/health", get(routes::health))
+        .route("/", get(console::page))
+        .fallback(routes::unknown_route)
+        .method_not_allowed_fallback(routes::wrong_method)
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Checks the bearer token, when one is configured.
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if !presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes())) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One span, one counter and one latency sample per request.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let span = tracing::info_span!("request", %method, %route);
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("annals_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("annals_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    if let Some(error::ErrorCode(code)) = response.extensions().get::<error::ErrorCode>() {
+        metrics::counter!("annals_http_errors_total", "code" => *code).increment(1);
+    }
+    response
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; requests in flight (appends
+/// included) are finished first.
+pub async fn serve(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    options: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(store, &options);
+    tracing::info!(address = %listener.local_addr()?, "annals serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

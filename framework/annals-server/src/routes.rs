@@ -1,0 +1,337 @@
+//! The handlers of API v1 (DESIGN §10).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use annals::group::admin::{self, ResetTo};
+use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Partition, StreamId};
+use axum::body::{to_bytes, Body};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Longest long poll a fetch may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Most records one read returns.
+const MAX_LIMIT: usize = 10_000;
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+fn path<T>(extracted: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    extracted
+        .map(|Path(value)| value)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
+fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    extracted
+        .map(|Query(value)| value)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
+fn stream_id(text: String) -> ApiResult<StreamId> {
+    Ok(StreamId::new(text)?)
+}
+
+/// Reads the whole body, refusing more than the limit with 413.
+async fn body_bytes(body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+    to_bytes(body, limit)
+        .await
+        .map(|bytes| bytes.to_vec())
+        .map_err(|_| ApiError::too_large(limit))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBody {
+    expected_version: ExpectedVersion,
+    #[serde(default)]
+    command_id: Option<Uuid>,
+    events: Vec<EventBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    id: Option<Uuid>,
+}
+
+/// `POST /v1/streams/{stream}/events`.
+pub(crate) async fn append(
+    State(state): State<AppState>,
+    stream: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult {
+    let stream = stream_id(path(stream)?)?;
+    let bytes = body_bytes(body, state.max_body_bytes).await?;
+    let body: AppendBody = parse(&bytes)?;
+    let mut request = AppendRequest::new(stream, body.expected_version);
+    if let Some(command_id) = body.command_id {
+        request = request.command_id(command_id);
+    }
+    for event in body.events {
+        let mut new = NewEvent::raw(event.event_type, event.data);
+        if let Some(metadata) = event.metadata {
+            new = new.with_metadata(metadata);
+        }
+        if let Some(id) = event.id {
+            new = new.with_id(id);
+        }
+        request = request.event(new);
+    }
+    let events = request.events.len() as u64;
+    let outcome = state.store.append(request).await?;
+    metrics::counter!("annals_appends_total", "outcome" => if outcome.duplicate { "duplicate" } else { "written" })
+        .increment(1);
+    if !outcome.duplicate {
+        metrics::counter!("annals_appended_events_total").increment(events);
+    }
+    let status = if outcome.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(outcome)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadParams {
+    #[serde(default = "one")]
+    from_version: u64,
+    #[serde(default = "hundred")]
+    limit: usize,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn hundred() -> usize {
+    100
+}
+
+/// `GET /v1/streams/{stream}/events`.
+pub(crate) async fn read_stream(
+    State(state): State<AppState>,
+    stream: Result<Path<String>, PathRejection>,
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let stream = stream_id(path(stream)?)?;
+    let params = query(params)?;
+    let version = state.store.stream_version(&stream).await?;
+    if version == 0 {
+        return Err(ApiError::not_found(format!("stream {stream} does not exist")));
+    }
+    let events = state
+        .store
+        .read_stream(&stream, params.from_version, params.limit.min(MAX_LIMIT))
+        .await?;
+    Ok(Json(json!({"stream": stream, "version": version, "events": events})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamsParams {
+    category: Option<String>,
+    after: Option<String>,
+    #[serde(default = "hundred")]
+    limit: usize,
+}
+
+/// `GET /v1/streams`: streams in id order (for the console and scripts).
+pub(crate) async fn list_streams(
+    State(state): State<AppState>,
+    params: Result<Query<StreamsParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let params = query(params)?;
+    let after = params.after.map(stream_id).transpose()?;
+    let streams = state
+        .store
+        .list_streams(params.category.as_deref(), params.limit.min(MAX_LIMIT), after.as_ref())
+        .await?;
+    Ok(Json(json!({ "streams": streams })))
+}
+
+/// `GET /v1/partitions`.
+pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let watermarks = state.store.high_watermarks().await?;
+    let partitions: Vec<Value> = watermarks
+        .iter()
+        .enumerate()
+        .map(|(partition, next)| json!({"partition": partition, "next_offset": next}))
+        .collect();
+    Ok(Json(json!({
+        "partition_count": state.store.partition_count(),
+        "partitions": partitions,
+        "leader_epoch": 0,
+        "role": "leader",
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FetchParams {
+    #[serde(default)]
+    from_offset: u64,
+    #[serde(default = "five_hundred")]
+    limit: usize,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+fn five_hundred() -> usize {
+    500
+}
+
+/// `GET /v1/partitions/{p}/events`: fetch, long-polling up to `wait_ms`.
+pub(crate) async fn fetch(
+    State(state): State<AppState>,
+    partition: Result<Path<Partition>, PathRejection>,
+    params: Result<Query<FetchParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let partition = path(partition)?;
+    let params = query(params)?;
+    let wait = Duration::from_millis(params.wait_ms).min(MAX_WAIT);
+    let events = state
+        .store
+        .fetch(partition, params.from_offset, params.limit.clamp(1, MAX_LIMIT), wait)
+        .await?;
+    metrics::counter!("annals_fetches_total").increment(1);
+    let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
+    let high_watermark = state.store.high_watermarks().await?[partition as usize];
+    Ok(Json(json!({
+        "partition": partition,
+        "events": events,
+        "next_offset": next_offset,
+        "high_watermark": high_watermark,
+    })))
+}
+
+/// `GET /v1/groups`.
+pub(crate) async fn groups(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "groups": admin::list(&state.store).await? })))
+}
+
+/// `GET /v1/groups/{group}`.
+pub(crate) async fn group(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let group = path(group)?;
+    Ok(Json(json!(admin::describe(&state.store, &group).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    to: ResetTo,
+}
+
+/// `POST /v1/groups/{group}/reset`.
+pub(crate) async fn reset(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let group = path(group)?;
+    let bytes = body_bytes(body, state.max_body_bytes).await?;
+    let body: ResetBody = parse(&bytes)?;
+    admin::reset(&state.store, &group, body.to).await?;
+    Ok(Json(json!(admin::describe(&state.store, &group).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeadLetterParams {
+    group: Option<String>,
+}
+
+/// `GET /v1/dead-letters?group=`.
+pub(crate) async fn dead_letters(
+    State(state): State<AppState>,
+    params: Result<Query<DeadLetterParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let params = query(params)?;
+    let letters = admin::dead_letters(&state.store, params.group.as_deref()).await?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// `POST /v1/dead-letters/{id}/retry`.
+pub(crate) async fn retry_dead_letter(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = path(id)?;
+    Ok(Json(json!(admin::retry_dead_letter(&state.store, id).await?)))
+}
+
+/// `POST /v1/dead-letters/{id}/skip`.
+pub(crate) async fn skip_dead_letter(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = path(id)?;
+    Ok(Json(json!(admin::skip_dead_letter(&state.store, id).await?)))
+}
+
+/// `GET /health`.
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok", "role": "leader"}))
+}
+
+/// `GET /metrics`: Prometheus text, with the high watermarks and every group's lag
+/// read at scrape time.
+pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult {
+    let watermarks = state.store.high_watermarks().await?;
+    for (partition, next) in watermarks.iter().enumerate() {
+        metrics::gauge!("annals_partition_high_watermark", "partition" => partition.to_string()).set(*next as f64);
+    }
+    for group in admin::list(&state.store).await? {
+        let described = admin::describe(&state.store, &group.group).await?;
+        let lags: BTreeMap<Partition, u64> = described.partitions.iter().map(|p| (p.partition, p.lag)).collect();
+        for (partition, lag) in lags {
+            metrics::gauge!("annals_group_lag", "group" => group.group.clone(), "partition" => partition.to_string())
+                .set(lag as f64);
+        }
+        metrics::gauge!("annals_group_members", "group" => group.group.clone()).set(group.members as f64);
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response())
+}
+
+/// Any other path: JSON 404.
+pub(crate) async fn unknown_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// A known path with another method: JSON 405.
+pub(crate) async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh Debian machine: PostgreSQL set up for real
-# (ANNALS_REQUIRE_POSTGRES=1, so its tests cannot skip), formatting, lints, docs,
-# the whole test suite, and the book.
+# (ANNALS_REQUIRE_POSTGRES=1, so its tests cannot skip), Chromium for the console test
+# (ANNALS_REQUIRE_CHROMIUM=1), formatting, lints, docs, the whole test suite, and the
+# book.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export ANNALS_TEST_POSTGRES_URL
 ANNALS_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1)
 export ANNALS_REQUIRE_POSTGRES=1
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing Chromium (headless console test)" >&2
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+export ANNALS_REQUIRE_CHROMIUM=1
 export CARGO_TERM_COLOR=never
 
 echo "== format"

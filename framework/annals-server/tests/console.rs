@@ -1,0 +1,95 @@
+//! The web console in headless Chromium, against a real server with real data: the
+//! pages are loaded, their scripts run, and the rendered DOM is checked.
+//!
+//! Needs Debian's `chromium` (the test command installs it). Without it the test is
+//! skipped, unless `ANNALS_REQUIRE_CHROMIUM=1`, which makes that a failure.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use annals::group::{admin, GroupMember, GroupOptions};
+use annals_server::ServerOptions;
+use annals_testkit::tally::{add, add_poison, Tally};
+use annals_testkit::TestStore;
+
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|binary| Command::new(binary).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(
+            std::env::var("ANNALS_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+            "ANNALS_REQUIRE_CHROMIUM=1 but no chromium on PATH"
+        );
+        eprintln!("skipped: no chromium on PATH");
+    }
+    found
+}
+
+/// The DOM of `url` once its scripts have run.
+fn render(browser: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let output = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=10000", "--dump-dom", url])
+        .output()
+        .expect("run chromium");
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_streams_groups_lag_and_dead_letters() {
+    let Some(browser) = chromium() else { return };
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let store = t.open().await;
+    add(&store, "acct-1", 5).await;
+    add(&store, "acct-1", 7).await;
+    add_poison(&store, "acct-2").await;
+    let options = GroupOptions {
+        max_attempts: 1,
+        heartbeat_interval: Duration::from_millis(50),
+        ..GroupOptions::default()
+    };
+    let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options).await.expect("join");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin::describe(&store, "tally").await.expect("describe").lag > 0 {
+        assert!(Instant::now() < deadline, "the group never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    member.shutdown().await.expect("leave");
+    add(&store, "acct-3", 1).await; // lag 1 for the stopped group
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(annals_server::serve(store.clone(), listener, ServerOptions::default(), async {
+        let _ = stopped.await;
+    }));
+
+    let (home, stream, group) = {
+        let (b, base) = (browser.to_owned(), base.clone());
+        tokio::task::spawn_blocking(move || {
+            (
+                render(&b, &format!("{base}/")),
+                render(&b, &format!("{base}/#stream=acct-1")),
+                render(&b, &format!("{base}/#group=tally")),
+            )
+        })
+        .await
+        .expect("chromium")
+    };
+    assert!(home.contains(r#"data-loaded="true""#), "the page never loaded its data:\n{home}");
+    for expected in ["acct-1", "acct-2", "acct-3", "tally", "poison at acct-2@1", "failed"] {
+        assert!(home.contains(expected), "the console lacks {expected:?}:\n{home}");
+    }
+    assert!(home.contains(r#"<td class="lagging">1</td>"#), "the group's lag of 1 is not shown:\n{home}");
+    assert!(stream.contains("acct-1 (version 2)"), "{stream}");
+    assert!(stream.contains(r#"{"amount":7}"#), "the stream's events are not shown:\n{stream}");
+    assert!(group.contains("tally (generation"), "{group}");
+    assert!(group.contains("<td>running</td>"), "{group}");
+
+    let _ = stop.send(());
+    server.await.expect("server").expect("serve");
+}

@@ -27,6 +27,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -161,6 +162,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(store, &options);
     tracing::info!(address = %listener.local_addr()?, "annals serving");
+    // Answers are small and latency-bound: send them at once, not after Nagle's wait.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

@@ -5,6 +5,7 @@
 
 mod commands;
 mod output;
+mod target;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,12 @@ struct Cli {
     /// Print one JSON document instead of human tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Work through an `annals serve` at this URL instead of opening --db.
+    #[arg(long, global = true, env = "ANNALS_SERVER")]
+    server: Option<String>,
+    /// The server's bearer token (with --server).
+    #[arg(long, global = true, env = "ANNALS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,7 +47,6 @@ enum Command {
     Streams(commands::streams::Args),
     /// Show partitions, watermarks and record counts.
     Stats,
-    /// Measure throughput and latency against the raw engine.
     /// Consumer groups: list, describe, reset offsets, pause and resume.
     #[command(subcommand)]
     Groups(commands::groups::Groups),
@@ -51,8 +57,44 @@ enum Command {
     Serve(commands::serve::Args),
     /// Compacts the snapshot log: the newest snapshot per stream stays.
     Compact(commands::compact::Args),
+    /// Measure throughput and latency against the raw engine.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
+}
+
+async fn run(cli: Cli, out: &Output) -> output::CliResult {
+    let direct = |command: &str| match &cli.server {
+        Some(_) => Err(output::CliError::Usage(format!(
+            "`annals {command}` works on --db only, not --server"
+        ))),
+        None => Ok(()),
+    };
+    let target = || target::Target::open(&cli.db, cli.server.as_deref(), cli.token.clone());
+    match cli.command {
+        Command::Init(args) => {
+            direct("init")?;
+            commands::init::run(&cli.db, args, out).await
+        }
+        Command::Serve(args) => {
+            direct("serve")?;
+            commands::serve::run(&cli.db, args).await
+        }
+        Command::Compact(args) => {
+            direct("compact")?;
+            commands::compact::run(&cli.db, args, out).await
+        }
+        Command::Bench(bench) => {
+            direct("bench")?;
+            commands::bench::run(&cli.db, bench, out).await
+        }
+        Command::Append(args) => commands::append::run(target().await?, args, out).await,
+        Command::Read(args) => commands::read::run(target().await?, args, out).await,
+        Command::Tail(args) => commands::tail::run(target().await?, args, out).await,
+        Command::Streams(args) => commands::streams::run(target().await?, args, out).await,
+        Command::Stats => commands::stats::run(target().await?, out).await,
+        Command::Groups(command) => commands::groups::run(target().await?, command, out).await,
+        Command::Dlq(command) => commands::groups::dlq(target().await?, command, out).await,
+    }
 }
 
 #[tokio::main]
@@ -63,19 +105,7 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let out = Output::new(cli.json);
-    let result = match cli.command {
-        Command::Init(args) => commands::init::run(&cli.db, args, &out).await,
-        Command::Append(args) => commands::append::run(&cli.db, args, &out).await,
-        Command::Read(args) => commands::read::run(&cli.db, args, &out).await,
-        Command::Tail(args) => commands::tail::run(&cli.db, args, &out).await,
-        Command::Streams(args) => commands::streams::run(&cli.db, args, &out).await,
-        Command::Stats => commands::stats::run(&cli.db, &out).await,
-        Command::Groups(command) => commands::groups::run(&cli.db, command, &out).await,
-        Command::Dlq(command) => commands::groups::dlq(&cli.db, command, &out).await,
-        Command::Serve(args) => commands::serve::run(&cli.db, args).await,
-        Command::Compact(args) => commands::compact::run(&cli.db, args, &out).await,
-        Command::Bench(bench) => commands::bench::run(&cli.db, bench, &out).await,
-    };
+    let result = run(cli, &out).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -17,6 +17,9 @@ pub(crate) enum CliError {
     Store(#[from] annals::Error),
     #[error("{0}")]
     Usage(String),
+    /// An error the server answered, as it answered it.
+    #[error("{}", .0["message"].as_str().unwrap_or("the server refused the request"))]
+    Remote(serde_json::Value),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("SQLite error: {0}")]
@@ -64,6 +67,7 @@ fn error_body(error: &CliError) -> Value {
             body
         }
         CliError::Usage(message) => json!({"error": "bad_request", "message": message}),
+        CliError::Remote(body) => body.clone(),
         CliError::Database(_) | CliError::Sqlite(_) => json!({"error": "internal", "message": error.to_string()}),
     }
 }

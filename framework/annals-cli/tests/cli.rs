@@ -337,3 +337,105 @@ fn compact_keeps_the_newest_snapshot_per_stream() {
     let refused = cli.run(&["compact", "--retention-seconds", "soon"]);
     assert_eq!(refused.status.code(), Some(2), "clap refuses a bad number");
 }
+
+/// `annals serve` as a process, and every command that reads or writes the log run
+/// through it with `--server`: the same answers as with `--db`.
+#[test]
+fn commands_through_a_server_answer_as_the_store_does() {
+    use std::io::{BufRead, BufReader};
+
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--db", &cli.db, "serve", "--listen", "127.0.0.1:0", "--token", "t0ken"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("annals serve");
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the address line")
+        .to_owned();
+    let remote = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(["--server", &url, "--token", "t0ken", "--json"])
+            .args(args)
+            .output()
+            .expect("run annals");
+        let body: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+        (output.status.code(), body)
+    };
+
+    let (code, appended) = remote(&[
+        "append",
+        "order-1",
+        "--type",
+        "Placed",
+        "--data",
+        r#"{"n":1}"#,
+        "--expected",
+        "no_stream",
+    ]);
+    assert_eq!(
+        (code, appended["first_version"].as_u64()),
+        (Some(0), Some(1)),
+        "{appended}"
+    );
+    let (code, refused) = remote(&[
+        "append",
+        "order-1",
+        "--type",
+        "Placed",
+        "--data",
+        "{}",
+        "--expected",
+        "no_stream",
+    ]);
+    assert_eq!(
+        (code, refused["error"].as_str()),
+        (Some(1), Some("wrong_expected_version"))
+    );
+    assert_eq!(refused["actual"], 1);
+
+    for args in [
+        vec!["read", "order-1"],
+        vec!["read", "order-404"],
+        vec!["streams"],
+        vec!["stats"],
+        vec!["tail", "--partition", "6"],
+        vec!["groups", "list"],
+        vec!["dlq", "list"],
+    ] {
+        let (code, through_server) = remote(&args);
+        assert_eq!(code, Some(0), "{args:?}: {through_server}");
+        assert_eq!(through_server, cli.json(&args), "{args:?} differs through the server");
+    }
+    let (code, missing) = remote(&["groups", "describe", "nobody"]);
+    assert_eq!((code, missing["error"].as_str()), (Some(1), Some("not_found")));
+
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--server", &url, "--json", "stats"])
+        .output()
+        .expect("run annals");
+    let body: Value = serde_json::from_slice(&anonymous.stdout).expect("JSON");
+    assert_eq!(body["error"], "unauthorized");
+    let direct_only = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--server", &url, "--json", "compact"])
+        .output()
+        .expect("run annals");
+    assert_eq!(direct_only.status.code(), Some(1));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        server.wait().expect("wait").success(),
+        "annals serve did not stop cleanly on SIGTERM"
+    );
+}

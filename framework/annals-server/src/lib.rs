@@ -96,6 +96,8 @@ pub fn router(store: Store, options: &ServerOptions) -> Router {
         .route("/v1/groups", get(routes::groups))
         .route("/v1/groups/{group}", get(routes::group))
         .route("/v1/groups/{group}/reset", post(routes::reset))
+        .route("/v1/groups/{group}/pause", post(routes::pause))
+        .route("/v1/groups/{group}/resume", post(routes::resume))
         .route("/v1/dead-letters", get(routes::dead_letters))
         .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
         .route("/v1/dead-letters/{id}/skip", post(routes::skip_dead_letter))

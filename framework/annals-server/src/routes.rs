@@ -183,6 +183,7 @@ pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<
     Ok(Json(json!({
         "partition_count": state.store.partition_count(),
         "partitions": partitions,
+        "backend": state.store.backend_name(),
         "leader_epoch": 0,
         "role": "leader",
     })))
@@ -258,6 +259,48 @@ pub(crate) async fn reset(
     let body: ResetBody = parse(&bytes)?;
     admin::reset(&state.store, &group, body.to).await?;
     Ok(Json(json!(admin::describe(&state.store, &group).await?)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    #[serde(default)]
+    partitions: Option<Vec<Partition>>,
+}
+
+/// `POST /v1/groups/{group}/pause` and `/resume`: body `{"partitions": [p…]}` or none
+/// (every partition).
+async fn set_paused(state: AppState, group: String, body: Body, paused: bool) -> ApiResult<Json<Value>> {
+    let bytes = body_bytes(body, state.max_body_bytes).await?;
+    let body: PauseBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        PauseBody::default()
+    } else {
+        parse(&bytes)?
+    };
+    if paused {
+        admin::pause(&state.store, &group, body.partitions).await?;
+    } else {
+        admin::resume(&state.store, &group, body.partitions).await?;
+    }
+    Ok(Json(json!(admin::describe(&state.store, &group).await?)))
+}
+
+/// `POST /v1/groups/{group}/pause`.
+pub(crate) async fn pause(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    set_paused(state, path(group)?, body, true).await
+}
+
+/// `POST /v1/groups/{group}/resume`.
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    set_paused(state, path(group)?, body, false).await
 }
 
 #[derive(Deserialize)]

@@ -15,7 +15,12 @@ use annals_testkit::TestStore;
 fn chromium() -> Option<&'static str> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|binary| Command::new(binary).arg("--version").output().is_ok_and(|o| o.status.success()));
+        .find(|binary| {
+            Command::new(binary)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
     if found.is_none() {
         assert!(
             std::env::var("ANNALS_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
@@ -35,7 +40,11 @@ fn render(browser: &str, url: &str) -> String {
         .args(["--virtual-time-budget=10000", "--dump-dom", url])
         .output()
         .expect("run chromium");
-    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -52,7 +61,9 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
         heartbeat_interval: Duration::from_millis(50),
         ..GroupOptions::default()
     };
-    let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options).await.expect("join");
+    let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options)
+        .await
+        .expect("join");
     let deadline = Instant::now() + Duration::from_secs(20);
     while admin::describe(&store, "tally").await.expect("describe").lag > 0 {
         assert!(Instant::now() < deadline, "the group never caught up");
@@ -64,9 +75,14 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(annals_server::serve(store.clone(), listener, ServerOptions::default(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(annals_server::serve(
+        store.clone(),
+        listener,
+        ServerOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let (home, stream, group) = {
         let (b, base) = (browser.to_owned(), base.clone());
@@ -80,13 +96,22 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
         .await
         .expect("chromium")
     };
-    assert!(home.contains(r#"data-loaded="true""#), "the page never loaded its data:\n{home}");
+    assert!(
+        home.contains(r#"data-loaded="true""#),
+        "the page never loaded its data:\n{home}"
+    );
     for expected in ["acct-1", "acct-2", "acct-3", "tally", "poison at acct-2@1", "failed"] {
         assert!(home.contains(expected), "the console lacks {expected:?}:\n{home}");
     }
-    assert!(home.contains(r#"<td class="lagging">1</td>"#), "the group's lag of 1 is not shown:\n{home}");
+    assert!(
+        home.contains(r#"<td class="lagging">1</td>"#),
+        "the group's lag of 1 is not shown:\n{home}"
+    );
     assert!(stream.contains("acct-1 (version 2)"), "{stream}");
-    assert!(stream.contains(r#"{"amount":7}"#), "the stream's events are not shown:\n{stream}");
+    assert!(
+        stream.contains(r#"{"amount":7}"#),
+        "the stream's events are not shown:\n{stream}"
+    );
     assert!(group.contains("tally (generation"), "{group}");
     assert!(group.contains("<td>running</td>"), "{group}");
 

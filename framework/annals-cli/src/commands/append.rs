@@ -1,9 +1,10 @@
 //! `annals append`: append one event to a stream.
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use annals::{ExpectedVersion, Metadata, StreamId};
 use uuid::Uuid;
 
 use crate::output::{CliError, CliResult, Output};
+use crate::target::{Append, Target};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -29,23 +30,26 @@ pub(crate) struct Args {
     id: Option<Uuid>,
 }
 
-pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
+pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
     let stream = StreamId::new(args.stream)?;
-    let mut event = NewEvent::from_json_text(args.event_type, args.data)?;
-    if let Some(metadata) = args.metadata {
-        let metadata: Metadata = serde_json::from_str(&metadata)
-            .map_err(|error| CliError::Usage(format!("--metadata must be a JSON object: {error}")))?;
-        event = event.with_metadata(metadata);
-    }
-    if let Some(id) = args.id {
-        event = event.with_id(id);
-    }
-    let mut request = AppendRequest::new(stream.clone(), args.expected).event(event);
-    request.command_id = args.command_id;
-
-    let store = super::open_existing(db).await?;
-    let outcome = store.append(request).await;
-    store.close().await;
+    let metadata = args
+        .metadata
+        .map(|metadata| {
+            serde_json::from_str::<Metadata>(&metadata)
+                .map_err(|error| CliError::Usage(format!("--metadata must be a JSON object: {error}")))
+        })
+        .transpose()?;
+    let append = Append {
+        stream: stream.clone(),
+        expected: args.expected,
+        command_id: args.command_id,
+        event_type: args.event_type,
+        data: args.data,
+        metadata,
+        id: args.id,
+    };
+    let outcome = target.append(append).await;
+    target.close().await;
     let outcome = outcome?;
     out.print(&outcome, |o| {
         let what = if o.duplicate {

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use annals::group::admin::{self, ResetTo};
+use annals::group::admin::{GroupDescription, ResetTo};
 use annals::Partition;
 use serde_json::json;
 
 use crate::output::{table, CliError, CliResult, Output};
+use crate::target::Target;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Groups {
@@ -73,11 +74,16 @@ fn some(partitions: Vec<Partition>) -> Option<Vec<Partition>> {
     (!partitions.is_empty()).then_some(partitions)
 }
 
-pub(crate) async fn run(db: &str, command: Groups, out: &Output) -> CliResult {
-    let store = super::open_existing(db).await?;
-    let result = match command {
+pub(crate) async fn run(target: Target, command: Groups, out: &Output) -> CliResult {
+    let result = groups(&target, command, out).await;
+    target.close().await;
+    result
+}
+
+async fn groups(target: &Target, command: Groups, out: &Output) -> CliResult {
+    let described = match command {
         Groups::List => {
-            let groups = admin::list(&store).await?;
+            let groups = target.groups().await?;
             out.print(&groups, |groups| {
                 table(
                     ["group", "generation", "members", "lag"],
@@ -91,29 +97,19 @@ pub(crate) async fn run(db: &str, command: Groups, out: &Output) -> CliResult {
                     }),
                 )
             });
-            Ok(())
+            return Ok(());
         }
-        Groups::Describe { group } => describe(&store, &group, out).await,
-        Groups::Reset { group, to } => {
-            admin::reset(&store, &group, parse_target(&to)?).await?;
-            describe(&store, &group, out).await
-        }
-        Groups::Pause { group, partition } => {
-            admin::pause(&store, &group, some(partition)).await?;
-            describe(&store, &group, out).await
-        }
-        Groups::Resume { group, partition } => {
-            admin::resume(&store, &group, some(partition)).await?;
-            describe(&store, &group, out).await
-        }
+        Groups::Describe { group } => target.describe(&group).await?,
+        Groups::Reset { group, to } => target.reset(&group, parse_target(&to)?).await?,
+        Groups::Pause { group, partition } => target.set_paused(&group, some(partition), true).await?,
+        Groups::Resume { group, partition } => target.set_paused(&group, some(partition), false).await?,
     };
-    store.close().await;
-    result
+    describe(&described, out);
+    Ok(())
 }
 
-async fn describe(store: &annals::Store, group: &str, out: &Output) -> CliResult {
-    let described = admin::describe(store, group).await?;
-    out.print(&described, |d| {
+fn describe(described: &GroupDescription, out: &Output) {
+    out.print(described, |d| {
         let members = table(
             ["member", "host", "partitions", "last heartbeat"],
             d.members.iter().map(|m| {
@@ -153,7 +149,6 @@ async fn describe(store: &annals::Store, group: &str, out: &Output) -> CliResult
             d.dead_letters
         )
     });
-    Ok(())
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -176,10 +171,16 @@ pub(crate) enum Dlq {
     },
 }
 
-pub(crate) async fn dlq(db: &str, command: Dlq, out: &Output) -> CliResult {
-    let store = super::open_existing(db).await?;
-    let result = match command {
-        Dlq::List { group } => admin::dead_letters(&store, group.as_deref()).await.map(|letters| {
+pub(crate) async fn dlq(target: Target, command: Dlq, out: &Output) -> CliResult {
+    let result = dead_letters(&target, command, out).await;
+    target.close().await;
+    result
+}
+
+async fn dead_letters(target: &Target, command: Dlq, out: &Output) -> CliResult {
+    match command {
+        Dlq::List { group } => {
+            let letters = target.dead_letters(group.as_deref()).await?;
             out.print(&letters, |letters| {
                 table(
                     [
@@ -207,25 +208,26 @@ pub(crate) async fn dlq(db: &str, command: Dlq, out: &Output) -> CliResult {
                         ]
                     }),
                 )
-            })
-        }),
-        Dlq::Retry { id } => admin::retry_dead_letter(&store, id).await.map(|letter| {
+            });
+        }
+        Dlq::Retry { id } => {
+            let letter = target.dead_letter(id, true).await?;
             out.print(&json!({"retry": letter}), |_| {
                 format!(
                     "dead letter {id} ({}@{}) will be retried by group {}",
                     letter.stream, letter.offset, letter.group
                 )
-            })
-        }),
-        Dlq::Skip { id } => admin::skip_dead_letter(&store, id).await.map(|letter| {
+            });
+        }
+        Dlq::Skip { id } => {
+            let letter = target.dead_letter(id, false).await?;
             out.print(&json!({"skipped": letter}), |_| {
                 format!(
                     "dead letter {id} ({}@{}) skipped in group {}",
                     letter.stream, letter.offset, letter.group
                 )
-            })
-        }),
-    };
-    store.close().await;
-    Ok(result?)
+            });
+        }
+    }
+    Ok(())
 }

@@ -1,10 +1,11 @@
 //! `annals read`: a stream's events.
 
-use annals::{EventStore, StreamId};
+use annals::StreamId;
 use serde_json::json;
 
 use super::records_table;
 use crate::output::{CliResult, Output};
+use crate::target::Target;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -18,12 +19,11 @@ pub(crate) struct Args {
     limit: usize,
 }
 
-pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
+pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
     let stream = StreamId::new(args.stream)?;
-    let store = super::open_existing(db).await?;
-    let version = store.stream_version(&stream).await?;
-    let events = store.read_stream(&stream, args.from_version, args.limit).await?;
-    store.close().await;
+    let read = target.read_stream(&stream, args.from_version, args.limit).await;
+    target.close().await;
+    let (version, events) = read?;
     if out.is_json() {
         out.print(&json!({"stream": stream, "version": version, "events": events}), |_| {
             String::new()

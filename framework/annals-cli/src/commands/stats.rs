@@ -1,14 +1,14 @@
 //! `annals stats`: partitions, their high watermarks and the record count.
 
-use annals::EventStore;
 use serde_json::json;
 
 use crate::output::{table, CliResult, Output};
+use crate::target::Target;
 
-pub(crate) async fn run(db: &str, out: &Output) -> CliResult {
-    let store = super::open_existing(db).await?;
-    let watermarks = store.high_watermarks().await?;
-    store.close().await;
+pub(crate) async fn run(target: Target, out: &Output) -> CliResult {
+    let partitions = target.partitions().await;
+    target.close().await;
+    let (backend, watermarks) = partitions?;
     let records: u64 = watermarks.iter().sum();
     let partitions: Vec<_> = watermarks
         .iter()
@@ -16,8 +16,8 @@ pub(crate) async fn run(db: &str, out: &Output) -> CliResult {
         .map(|(partition, next)| json!({"partition": partition, "next_offset": next}))
         .collect();
     let stats = json!({
-        "backend": store.backend_name(),
-        "partition_count": store.partition_count(),
+        "backend": backend,
+        "partition_count": watermarks.len(),
         "records": records,
         "partitions": partitions,
     });
@@ -28,8 +28,8 @@ pub(crate) async fn run(db: &str, out: &Output) -> CliResult {
             .map(|(p, next)| [p.to_string(), next.to_string()]);
         format!(
             "{} store, {} partitions, {records} records\n{}",
-            store.backend_name(),
-            store.partition_count(),
+            backend,
+            watermarks.len(),
             table(["partition", "next offset"], rows)
         )
     });

@@ -1,9 +1,10 @@
 //! `annals streams`: browse streams in id order.
 
-use annals::{EventStore, StreamId};
+use annals::StreamId;
 use serde_json::json;
 
 use crate::output::{table, CliResult, Output};
+use crate::target::Target;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -18,13 +19,13 @@ pub(crate) struct Args {
     limit: usize,
 }
 
-pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
+pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
     let after = args.after.map(StreamId::new).transpose()?;
-    let store = super::open_existing(db).await?;
-    let streams = store
+    let streams = target
         .list_streams(args.category.as_deref(), args.limit, after.as_ref())
-        .await?;
-    store.close().await;
+        .await;
+    target.close().await;
+    let streams = streams?;
     out.print(&json!({"streams": streams}), |_| {
         table(
             ["stream", "partition", "version"],

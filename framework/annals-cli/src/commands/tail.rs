@@ -1,11 +1,10 @@
 //! `annals tail`: a partition from an offset; with `--follow`, new records as they come.
 
-use annals::EventStore;
-use futures::StreamExt;
 use serde_json::json;
 
 use super::records_table;
 use crate::output::{CliResult, Output};
+use crate::target::Target;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -23,33 +22,39 @@ pub(crate) struct Args {
     follow: bool,
 }
 
-pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
-    let store = super::open_existing(db).await?;
+pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
+    let result = tail(&target, args, out).await;
+    target.close().await;
+    result
+}
+
+async fn tail(target: &Target, args: Args, out: &Output) -> CliResult {
     if !args.follow {
-        let records = store
-            .read_partition(args.partition, args.from, args.limit.unwrap_or(100))
+        let (records, high_watermark) = target
+            .fetch(args.partition, args.from, args.limit.unwrap_or(100), 0)
             .await?;
         let next_offset = records.last().map_or(args.from, |r| r.offset + 1);
-        let high_watermark = store.high_watermarks().await?[args.partition as usize];
-        store.close().await;
         out.print(
             &json!({"partition": args.partition, "events": records, "next_offset": next_offset, "high_watermark": high_watermark}),
             |_| format!("{}\npartition {}: next offset {next_offset}, high watermark {high_watermark}", records_table(&records), args.partition),
         );
         return Ok(());
     }
-    let mut feed = store
-        .subscribe(args.partition, args.from)
-        .take(args.limit.unwrap_or(usize::MAX));
-    while let Some(record) = feed.next().await {
-        let record = record?;
-        if out.is_json() {
-            println!("{}", serde_json::to_string(&record).expect("serialisable record"));
-        } else {
-            println!(
-                "{}:{} {} v{} {} {}",
-                record.partition, record.offset, record.stream, record.version, record.event_type, record.payload
-            );
+    let (mut next, mut left) = (args.from, args.limit.unwrap_or(usize::MAX));
+    while left > 0 {
+        // A long poll: it returns as soon as a record is appended.
+        let (records, _) = target.fetch(args.partition, next, left.min(500), 10_000).await?;
+        for record in records.iter().take(left) {
+            if out.is_json() {
+                println!("{}", serde_json::to_string(record).expect("serialisable record"));
+            } else {
+                println!(
+                    "{}:{} {} v{} {} {}",
+                    record.partition, record.offset, record.stream, record.version, record.event_type, record.payload
+                );
+            }
+            next = record.offset + 1;
+            left -= 1;
         }
     }
     Ok(())

@@ -23,7 +23,10 @@ pub(crate) struct HttpArgs {
 }
 
 fn stream_of(writer: usize, seq: u64, streams: u64) -> String {
-    format!("bench-{}", (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ writer as u64) % streams)
+    format!(
+        "bench-{}",
+        (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ writer as u64) % streams
+    )
 }
 
 pub(crate) async fn http(db: &str, args: HttpArgs, out: &Output) -> CliResult {
@@ -33,7 +36,9 @@ pub(crate) async fn http(db: &str, args: HttpArgs, out: &Output) -> CliResult {
     let options = StoreOptions::from_url(db)?;
     let backend = options.backend_name();
     let store = options.open().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(annals::Error::Io)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(annals::Error::Io)?;
     let base = format!("http://{}", listener.local_addr().map_err(annals::Error::Io)?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(annals_server::serve(

@@ -1,0 +1,174 @@
+//! The order saga: a consumer group that turns a placed order into reserved stock, a
+//! payment and a paid order, and undoes the reservations when stock runs out or the
+//! payment is declined.
+//!
+//! Every command it sends carries a command id derived from the event that caused it
+//! (`CommandContext::caused_by`), so a redelivered event sends the same commands again
+//! and the store applies each only once: stock is never reserved twice.
+
+use annals::aggregate::{CommandContext, CommandError, Repository};
+use annals::group::{Consumer, Filter, Processed};
+use annals::{async_trait, Error, RecordedEvent, Result, Store};
+use serde::Deserialize;
+
+use crate::domain::{
+    Line, Order, OrderCommand, OrderError, Payment, PaymentCommand, PaymentError, Product, ProductCommand, ProductError,
+};
+
+/// The saga's handler.
+pub struct OrderSaga {
+    products: Repository<Product>,
+    orders: Repository<Order>,
+    payments: Repository<Payment>,
+}
+
+impl OrderSaga {
+    /// A saga on `store`.
+    pub fn new(store: &Store) -> Self {
+        OrderSaga {
+            products: Repository::new(store.clone()),
+            orders: Repository::new(store.clone()),
+            payments: Repository::new(store.clone()),
+        }
+    }
+}
+
+/// The id of an aggregate from its stream (`order-7` → `7`).
+fn id_of(record: &RecordedEvent) -> &str {
+    record.stream.as_str().split_once('-').map_or("", |(_, id)| id)
+}
+
+/// A command error as the saga sees it: a store failure is retried (the group's
+/// retries, then dead letters); a domain refusal is a decision, handled by the caller.
+fn store_failure<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>) -> Error {
+    match error {
+        CommandError::Store(error) => error,
+        other => Error::Handler(other.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct Placed {
+    lines: Vec<Line>,
+    total: u64,
+    payment_method: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Declined {
+    order: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct Captured {
+    order: String,
+}
+
+impl OrderSaga {
+    async fn placed(&self, record: &RecordedEvent) -> Result<()> {
+        let order = id_of(record);
+        let placed: Placed = record.decode()?;
+        for line in &placed.lines {
+            let context = CommandContext::caused_by(record, &format!("reserve:{}", line.sku));
+            let reserve = ProductCommand::Reserve {
+                order: order.to_owned(),
+                quantity: line.quantity,
+            };
+            match self.products.execute(&line.sku, reserve, &context).await {
+                Ok(_) => {}
+                Err(CommandError::Rejected(ProductError::OutOfStock { .. } | ProductError::Unknown)) => {
+                    let reason = format!("out of stock: {}", line.sku);
+                    return self.undo(record, order, &placed.lines, &reason).await;
+                }
+                Err(error) => return Err(store_failure(error)),
+            }
+        }
+        if let Some(method) = placed.payment_method {
+            self.charge(record, order, placed.total, &method).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes payment for `order` (payment `payment-ORDER`).
+    pub(crate) async fn charge(&self, cause: &RecordedEvent, order: &str, amount: u64, method: &str) -> Result<()> {
+        let context = CommandContext::caused_by(cause, "charge");
+        let charge = PaymentCommand::Charge {
+            order: order.to_owned(),
+            amount,
+            card: method.to_owned(),
+        };
+        match self.payments.execute(order, charge, &context).await {
+            Ok(_) | Err(CommandError::Rejected(PaymentError::AlreadyAttempted)) => Ok(()),
+            Err(error) => Err(store_failure(error)),
+        }
+    }
+
+    /// Releases every line's stock and cancels the order.
+    async fn undo(&self, cause: &RecordedEvent, order: &str, lines: &[Line], reason: &str) -> Result<()> {
+        for line in lines {
+            let context = CommandContext::caused_by(cause, &format!("release:{}", line.sku));
+            let release = ProductCommand::Release {
+                order: order.to_owned(),
+            };
+            match self.products.execute(&line.sku, release, &context).await {
+                Ok(_) | Err(CommandError::Rejected(ProductError::Unknown)) => {}
+                Err(error) => return Err(store_failure(error)),
+            }
+        }
+        let cancel = OrderCommand::Cancel {
+            reason: reason.to_owned(),
+        };
+        match self
+            .orders
+            .execute(order, cancel, &CommandContext::caused_by(cause, "cancel"))
+            .await
+        {
+            // Shipped orders are never cancelled; an unknown one has nothing to undo.
+            Ok(_) | Err(CommandError::Rejected(OrderError::WrongStatus { .. } | OrderError::Unknown)) => Ok(()),
+            Err(error) => Err(store_failure(error)),
+        }
+    }
+
+    async fn captured(&self, record: &RecordedEvent) -> Result<()> {
+        let captured: Captured = record.decode()?;
+        let mark = OrderCommand::MarkPaid {
+            payment: record.stream.to_string(),
+        };
+        let context = CommandContext::caused_by(record, "mark-paid");
+        match self.orders.execute(&captured.order, mark, &context).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Rejected(error)) => {
+                // Cancelled meanwhile: a real shop would refund here.
+                tracing::warn!(order = captured.order, %error, "payment captured for an order that cannot be paid");
+                Ok(())
+            }
+            Err(error) => Err(store_failure(error)),
+        }
+    }
+
+    async fn declined(&self, record: &RecordedEvent) -> Result<()> {
+        let declined: Declined = record.decode()?;
+        let order = self.orders.load(&declined.order).await?;
+        let reason = format!("payment declined: {}", declined.reason);
+        self.undo(record, &declined.order, &order.state.lines, &reason).await
+    }
+}
+
+#[async_trait]
+impl Consumer for OrderSaga {
+    fn filter(&self) -> Filter {
+        Filter::categories(["order", "payment"])
+            .unwrap_or_default()
+            .event_types(["OrderPlaced", "PaymentCaptured", "PaymentDeclined"])
+    }
+
+    async fn handle(&self, record: &RecordedEvent, _processed: &Processed) -> Result<()> {
+        match record.event_type.as_str() {
+            "OrderPlaced" => self.placed(record).await,
+            "PaymentCaptured" => self.captured(record).await,
+            "PaymentDeclined" => self.declined(record).await,
+            _ => Ok(()),
+        }
+    }
+}

@@ -57,6 +57,11 @@ pub enum ProductCommand {
         /// Units.
         quantity: u64,
     },
+    /// Sends an order's units out: they leave the stock for good.
+    Ship {
+        /// The order.
+        order: String,
+    },
 }
 
 /// What happened to a product.
@@ -88,6 +93,13 @@ pub enum ProductEvent {
     },
     /// Units added.
     Restocked {
+        /// Units.
+        quantity: u64,
+    },
+    /// An order's units sent out.
+    StockShipped {
+        /// The order.
+        order: String,
         /// Units.
         quantity: u64,
     },
@@ -156,6 +168,12 @@ impl Aggregate for Product {
                 .map(|&quantity| ProductEvent::StockReleased { order, quantity })
                 .into_iter()
                 .collect()),
+            ProductCommand::Ship { order } => Ok(self
+                .reserved
+                .get(&order)
+                .map(|&quantity| ProductEvent::StockShipped { order, quantity })
+                .into_iter()
+                .collect()),
             ProductCommand::Restock { quantity } => {
                 if quantity == 0 {
                     return Err(ProductError::NotPositive);
@@ -182,6 +200,9 @@ impl Aggregate for Product {
                 self.reserved.remove(order);
             }
             ProductEvent::Restocked { quantity } => self.available += quantity,
+            ProductEvent::StockShipped { order, .. } => {
+                self.reserved.remove(order);
+            }
         }
     }
 }

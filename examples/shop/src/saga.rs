@@ -147,6 +147,23 @@ impl OrderSaga {
         }
     }
 
+    /// The order's units leave the stock.
+    async fn shipped(&self, record: &RecordedEvent) -> Result<()> {
+        let order = id_of(record);
+        let loaded = self.orders.load(order).await?;
+        for line in &loaded.state.lines {
+            let context = CommandContext::caused_by(record, &format!("ship:{}", line.sku));
+            let ship = ProductCommand::Ship {
+                order: order.to_owned(),
+            };
+            match self.products.execute(&line.sku, ship, &context).await {
+                Ok(_) | Err(CommandError::Rejected(ProductError::Unknown)) => {}
+                Err(error) => return Err(store_failure(error)),
+            }
+        }
+        Ok(())
+    }
+
     async fn declined(&self, record: &RecordedEvent) -> Result<()> {
         let declined: Declined = record.decode()?;
         let order = self.orders.load(&declined.order).await?;
@@ -160,7 +177,7 @@ impl Consumer for OrderSaga {
     fn filter(&self) -> Filter {
         Filter::categories(["order", "payment"])
             .unwrap_or_default()
-            .event_types(["OrderPlaced", "PaymentCaptured", "PaymentDeclined"])
+            .event_types(["OrderPlaced", "PaymentCaptured", "PaymentDeclined", "OrderShipped"])
     }
 
     async fn handle(&self, record: &RecordedEvent, _processed: &Processed) -> Result<()> {
@@ -168,6 +185,7 @@ impl Consumer for OrderSaga {
             "OrderPlaced" => self.placed(record).await,
             "PaymentCaptured" => self.captured(record).await,
             "PaymentDeclined" => self.declined(record).await,
+            "OrderShipped" => self.shipped(record).await,
             _ => Ok(()),
         }
     }

@@ -200,6 +200,10 @@ impl ShopViews {
                 format!("UPDATE {stock} SET available = available + $2, reserved = reserved - $2 WHERE sku = $1"),
                 params![sku, quantity as i64].to_vec(),
             ),
+            ProductEvent::StockShipped { quantity, .. } => (
+                format!("UPDATE {stock} SET reserved = reserved - $2 WHERE sku = $1"),
+                params![sku, quantity as i64].to_vec(),
+            ),
             ProductEvent::Restocked { quantity } => (
                 format!("UPDATE {stock} SET available = available + $2 WHERE sku = $1"),
                 params![sku, quantity as i64].to_vec(),

@@ -18,7 +18,13 @@ use output::Output;
 #[command(name = "annals", version, about, propagate_version = true)]
 struct Cli {
     /// The store: sqlite://path, postgres://user:pass@host/db or memory:.
-    #[arg(long, global = true, env = "ANNALS_DB", default_value = "sqlite://annals.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "ANNALS_DB",
+        hide_env_values = true,
+        default_value = "sqlite://annals.db"
+    )]
     db: String,
     /// Print one JSON document instead of human tables.
     #[arg(long, global = true)]

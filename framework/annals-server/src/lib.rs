@@ -34,7 +34,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub use error::ApiError;
 
 /// How the server runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Where it listens (default `127.0.0.1:7070`: loopback only).
     pub listen: SocketAddr,
@@ -42,6 +42,16 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// The largest request body accepted (default 8 MiB).
     pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "[hidden]"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -78,10 +88,12 @@ fn prometheus() -> PrometheusHandle {
 }
 
 /// The API's router on `store`.
+///
+/// An empty token counts as none; `annals serve` refuses one.
 pub fn router(store: Store, options: &ServerOptions) -> Router {
     let state = AppState {
         store,
-        token: options.token.clone().map(Into::into),
+        token: options.token.clone().filter(|t| !t.is_empty()).map(Into::into),
         max_body_bytes: options.max_body_bytes,
         metrics: prometheus(),
     };

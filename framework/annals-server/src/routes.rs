@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use annals::group::admin::{self, ResetTo};
-use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Partition, StreamId};
+use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Partition, RecordedEvent, StreamId};
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -47,7 +47,15 @@ async fn body_bytes(body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     to_bytes(body, limit)
         .await
         .map(|bytes| bytes.to_vec())
-        .map_err(|_| ApiError::too_large(limit))
+        .map_err(|error| {
+            let over_limit =
+                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                ApiError::too_large(limit)
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {error}"))
+            }
+        })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
@@ -135,7 +143,7 @@ pub(crate) async fn read_stream(
     State(state): State<AppState>,
     stream: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult {
     let stream = stream_id(path(stream)?)?;
     let params = query(params)?;
     let version = state.store.stream_version(&stream).await?;
@@ -146,7 +154,29 @@ pub(crate) async fn read_stream(
         .store
         .read_stream(&stream, params.from_version, params.limit.min(MAX_LIMIT))
         .await?;
-    Ok(Json(json!({"stream": stream, "version": version, "events": events})))
+    Ok(Json(StreamEvents {
+        stream,
+        version,
+        events,
+    })
+    .into_response())
+}
+
+/// Records are serialised as they are, never through a `Value`: payloads and metadata
+/// keep the exact JSON text they were appended with.
+#[derive(serde::Serialize)]
+struct StreamEvents {
+    stream: StreamId,
+    version: u64,
+    events: Vec<RecordedEvent>,
+}
+
+#[derive(serde::Serialize)]
+struct Fetched {
+    partition: Partition,
+    events: Vec<RecordedEvent>,
+    next_offset: u64,
+    high_watermark: u64,
 }
 
 #[derive(Deserialize)]
@@ -209,7 +239,7 @@ pub(crate) async fn fetch(
     State(state): State<AppState>,
     partition: Result<Path<Partition>, PathRejection>,
     params: Result<Query<FetchParams>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult {
     let partition = path(partition)?;
     let params = query(params)?;
     let wait = Duration::from_millis(params.wait_ms).min(MAX_WAIT);
@@ -220,12 +250,13 @@ pub(crate) async fn fetch(
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
     let high_watermark = state.store.high_watermarks().await?[partition as usize];
-    Ok(Json(json!({
-        "partition": partition,
-        "events": events,
-        "next_offset": next_offset,
-        "high_watermark": high_watermark,
-    })))
+    Ok(Json(Fetched {
+        partition,
+        events,
+        next_offset,
+        high_watermark,
+    })
+    .into_response())
 }
 
 /// `GET /v1/groups`.

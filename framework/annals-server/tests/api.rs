@@ -177,6 +177,29 @@ async fn append_and_read(t: TestStore) {
     let (status, fetched) = server.get("/v1/partitions/6/events?from_offset=1&limit=5").await;
     assert_eq!(status, StatusCode::OK);
     insta::assert_json_snapshot!("fetch", redact(fetched));
+    // Payloads come back as the exact text appended: key order, spacing, number forms.
+    let odd = r#"{"z": 1, "a": [1.0, 1e2, 12345678901234567890123]}"#;
+    server
+        .post(
+            "/v1/streams/odd-1/events",
+            &format!(r#"{{"expected_version":"any","events":[{{"type":"T","data":{odd}}}]}}"#),
+        )
+        .await;
+    for path in ["/v1/streams/odd-1/events", "/v1/partitions/1/events?from_offset=0"] {
+        let text = server
+            .http
+            .get(server.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            text.contains(&format!(r#""data":{odd}"#)),
+            "{path} re-encoded the payload: {text}"
+        );
+    }
     let (_, streams) = server.get("/v1/streams?category=order").await;
     assert_eq!(streams["streams"][0]["stream"], "order-1");
     server.stop().await;

@@ -21,6 +21,24 @@ pub(crate) async fn open_existing(db: &str) -> annals::Result<Store> {
     StoreOptions::from_url(db)?.create_if_missing(false).open().await
 }
 
+/// A stream's events as `--json` prints them. Records are serialised as they are, not
+/// through a `Value`, so payloads keep the exact JSON text they were appended with.
+#[derive(serde::Serialize)]
+pub(crate) struct StreamEvents<'a> {
+    pub(crate) stream: &'a annals::StreamId,
+    pub(crate) version: u64,
+    pub(crate) events: &'a [RecordedEvent],
+}
+
+/// A partition's records as `--json` prints them.
+#[derive(serde::Serialize)]
+pub(crate) struct Fetched<'a> {
+    pub(crate) partition: u32,
+    pub(crate) events: &'a [RecordedEvent],
+    pub(crate) next_offset: u64,
+    pub(crate) high_watermark: u64,
+}
+
 /// Records as a human table.
 pub(crate) fn records_table(records: &[RecordedEvent]) -> String {
     table(

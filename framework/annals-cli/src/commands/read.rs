@@ -1,7 +1,6 @@
 //! `annals read`: a stream's events.
 
 use annals::StreamId;
-use serde_json::json;
 
 use super::records_table;
 use crate::output::{CliResult, Output};
@@ -25,9 +24,14 @@ pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
     target.close().await;
     let (version, events) = read?;
     if out.is_json() {
-        out.print(&json!({"stream": stream, "version": version, "events": events}), |_| {
-            String::new()
-        });
+        out.print(
+            &super::StreamEvents {
+                stream: &stream,
+                version,
+                events: &events,
+            },
+            |_| String::new(),
+        );
     } else {
         println!("{stream}: version {version}");
         println!("{}", records_table(&events));

@@ -12,7 +12,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
     /// Bearer token required on every route but /health.
-    #[arg(long, env = "ANNALS_TOKEN")]
+    #[arg(long, env = "ANNALS_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
@@ -20,7 +20,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
-    let store = annals::StoreOptions::from_url(db)?.open().await?;
+    if args.token.as_deref().is_some_and(|token| token.trim().is_empty()) {
+        return Err(CliError::Usage("--token must not be empty".into()));
+    }
+    // Like every command but init, serve never creates a store: a mistyped --db is an
+    // error, not a new empty store.
+    let store = super::open_existing(db).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;

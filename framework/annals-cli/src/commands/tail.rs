@@ -1,7 +1,5 @@
 //! `annals tail`: a partition from an offset; with `--follow`, new records as they come.
 
-use serde_json::json;
-
 use super::records_table;
 use crate::output::{CliResult, Output};
 use crate::target::Target;
@@ -35,8 +33,19 @@ async fn tail(target: &Target, args: Args, out: &Output) -> CliResult {
             .await?;
         let next_offset = records.last().map_or(args.from, |r| r.offset + 1);
         out.print(
-            &json!({"partition": args.partition, "events": records, "next_offset": next_offset, "high_watermark": high_watermark}),
-            |_| format!("{}\npartition {}: next offset {next_offset}, high watermark {high_watermark}", records_table(&records), args.partition),
+            &super::Fetched {
+                partition: args.partition,
+                events: &records,
+                next_offset,
+                high_watermark,
+            },
+            |_| {
+                format!(
+                    "{}\npartition {}: next offset {next_offset}, high watermark {high_watermark}",
+                    records_table(&records),
+                    args.partition
+                )
+            },
         );
         return Ok(());
     }

@@ -441,7 +441,11 @@ impl Aggregate for Order {
                 self.status = OrderStatus::Draft;
                 self.customer.clone_from(customer);
             }
-            OrderEvent::LineAdded(line) => self.lines.push(line.clone()),
+            // Two lines of one product are one line: the saga reserves per product.
+            OrderEvent::LineAdded(line) => match self.lines.iter_mut().find(|l| l.sku == line.sku) {
+                Some(existing) => existing.quantity += line.quantity,
+                None => self.lines.push(line.clone()),
+            },
             OrderEvent::OrderPlaced { .. } => self.status = OrderStatus::Placed,
             OrderEvent::OrderPaid { .. } => self.status = OrderStatus::Paid,
             OrderEvent::OrderShipped => self.status = OrderStatus::Shipped,

@@ -151,6 +151,14 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
+async fn wrong_method() -> Failure {
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method".into(),
+    )
+}
+
 async fn unknown() -> Failure {
     Failure(StatusCode::NOT_FOUND, "not_found", "no such route".into())
 }
@@ -168,5 +176,6 @@ pub fn router(shop: Shop) -> Router {
         .route("/stock", get(stock))
         .route("/sales", get(sales))
         .fallback(unknown)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(shop)
 }

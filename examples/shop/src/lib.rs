@@ -156,11 +156,11 @@ impl Shop {
         lines: &[(String, u64)],
         payment_method: Option<&str>,
     ) -> Result<(), ShopError> {
-        let context = CommandContext::new().with("customer", customer);
-        let create = OrderCommand::Create {
-            customer: customer.to_owned(),
-        };
-        self.order(order, create, &context).await?;
+        // Everything is checked before the order exists, so a refusal leaves nothing.
+        if lines.is_empty() {
+            return Err(ShopError::Order(OrderError::Empty));
+        }
+        let mut priced = Vec::with_capacity(lines.len());
         for (sku, quantity) in lines {
             let product = self.products.load(sku).await?;
             if !product.state.exists {
@@ -169,11 +169,21 @@ impl Shop {
                     reason: "no such product".into(),
                 });
             }
-            let line = Line {
+            if *quantity == 0 {
+                return Err(ShopError::Order(OrderError::BadLine));
+            }
+            priced.push(Line {
                 sku: sku.clone(),
                 quantity: *quantity,
                 unit_price: product.state.price,
-            };
+            });
+        }
+        let context = CommandContext::new().with("customer", customer);
+        let create = OrderCommand::Create {
+            customer: customer.to_owned(),
+        };
+        self.order(order, create, &context).await?;
+        for line in priced {
             self.order(order, OrderCommand::AddLine(line), &CommandContext::new())
                 .await?;
         }
@@ -194,6 +204,9 @@ impl Shop {
     /// Pays a placed order (the saga marks it paid, or undoes it if declined).
     pub async fn pay(&self, order: &str, payment_method: &str) -> Result<(), ShopError> {
         let loaded = self.orders.load(order).await?;
+        if loaded.state.status == domain::OrderStatus::New {
+            return Err(ShopError::Order(OrderError::Unknown));
+        }
         if loaded.state.status != domain::OrderStatus::Placed {
             return Err(ShopError::Order(OrderError::WrongStatus {
                 action: "pay",
@@ -224,23 +237,12 @@ impl Shop {
         self.order(order, OrderCommand::Ship, &CommandContext::new()).await
     }
 
-    /// Cancels an order (the saga does not run for a manual cancel: stock held by a
-    /// placed order is released here).
+    /// Cancels an order not shipped yet; the saga gives its stock back.
     pub async fn cancel(&self, order: &str, reason: &str) -> Result<(), ShopError> {
-        let loaded = self.orders.load(order).await?;
         let cancel = OrderCommand::Cancel {
             reason: reason.to_owned(),
         };
-        self.order(order, cancel, &CommandContext::new()).await?;
-        for line in &loaded.state.lines {
-            let release = ProductCommand::Release {
-                order: order.to_owned(),
-            };
-            self.products
-                .execute(&line.sku, release, &CommandContext::new())
-                .await?;
-        }
-        Ok(())
+        self.order(order, cancel, &CommandContext::new()).await
     }
 
     /// Waits until the saga and the views have handled everything in the log, and

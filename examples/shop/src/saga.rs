@@ -2,17 +2,22 @@
 //! payment and a paid order, and undoes the reservations when stock runs out or the
 //! payment is declined.
 //!
+//! A cancelled order's stock is released here too, whoever cancelled it: the saga
+//! handles an order's events in order, so a release never precedes its reservation.
+//!
 //! Every command it sends carries a command id derived from the event that caused it
 //! (`CommandContext::caused_by`), so a redelivered event sends the same commands again
 //! and the store applies each only once: stock is never reserved twice.
 
 use annals::aggregate::{CommandContext, CommandError, Repository};
 use annals::group::{Consumer, Filter, Processed};
+use annals::snapshot::SnapshotOptions;
 use annals::{async_trait, Error, RecordedEvent, Result, Store};
 use serde::Deserialize;
 
 use crate::domain::{
-    Line, Order, OrderCommand, OrderError, Payment, PaymentCommand, PaymentError, Product, ProductCommand, ProductError,
+    Line, Order, OrderCommand, OrderError, OrderStatus, Payment, PaymentCommand, PaymentError, Product, ProductCommand,
+    ProductError,
 };
 
 /// The saga's handler.
@@ -25,8 +30,19 @@ pub struct OrderSaga {
 impl OrderSaga {
     /// A saga on `store`.
     pub fn new(store: &Store) -> Self {
+        let products = Repository::new(store.clone());
+        // Products take many commands: load them from snapshots when the store has SQL.
+        let products = products
+            .clone()
+            .with_snapshots(
+                store,
+                SnapshotOptions {
+                    on_command_every: Some(50),
+                },
+            )
+            .unwrap_or(products);
         OrderSaga {
-            products: Repository::new(store.clone()),
+            products,
             orders: Repository::new(store.clone()),
             payments: Repository::new(store.clone()),
         }
@@ -69,6 +85,11 @@ impl OrderSaga {
     async fn placed(&self, record: &RecordedEvent) -> Result<()> {
         let order = id_of(record);
         let placed: Placed = record.decode()?;
+        // Cancelled before the saga got here (or a redelivery after it was undone):
+        // nothing to reserve, nothing to charge.
+        if self.orders.load(order).await?.state.status != OrderStatus::Placed {
+            return Ok(());
+        }
         for line in &placed.lines {
             let context = CommandContext::caused_by(record, &format!("reserve:{}", line.sku));
             let reserve = ProductCommand::Reserve {
@@ -85,7 +106,27 @@ impl OrderSaga {
             }
         }
         if let Some(method) = placed.payment_method {
-            self.charge(record, order, placed.total, &method).await?;
+            if self.orders.load(order).await?.state.status == OrderStatus::Placed {
+                self.charge(record, order, placed.total, &method).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A cancelled order's stock goes back, whoever cancelled it. Releasing what is
+    /// not held does nothing, so this is safe after the saga's own undo.
+    async fn cancelled(&self, record: &RecordedEvent) -> Result<()> {
+        let order = id_of(record);
+        let loaded = self.orders.load(order).await?;
+        for line in &loaded.state.lines {
+            let context = CommandContext::caused_by(record, &format!("release:{}", line.sku));
+            let release = ProductCommand::Release {
+                order: order.to_owned(),
+            };
+            match self.products.execute(&line.sku, release, &context).await {
+                Ok(_) | Err(CommandError::Rejected(ProductError::Unknown)) => {}
+                Err(error) => return Err(store_failure(error)),
+            }
         }
         Ok(())
     }
@@ -177,7 +218,13 @@ impl Consumer for OrderSaga {
     fn filter(&self) -> Filter {
         Filter::categories(["order", "payment"])
             .unwrap_or_default()
-            .event_types(["OrderPlaced", "PaymentCaptured", "PaymentDeclined", "OrderShipped"])
+            .event_types([
+                "OrderPlaced",
+                "PaymentCaptured",
+                "PaymentDeclined",
+                "OrderShipped",
+                "OrderCancelled",
+            ])
     }
 
     async fn handle(&self, record: &RecordedEvent, _processed: &Processed) -> Result<()> {
@@ -186,6 +233,7 @@ impl Consumer for OrderSaga {
             "PaymentCaptured" => self.captured(record).await,
             "PaymentDeclined" => self.declined(record).await,
             "OrderShipped" => self.shipped(record).await,
+            "OrderCancelled" => self.cancelled(record).await,
             _ => Ok(()),
         }
     }

@@ -41,6 +41,7 @@ on_sql_engines!(
     a_declined_payment_cancels_and_releases,
     redelivered_events_never_reserve_twice,
     views_rebuilt_by_replay_equal_the_live_ones,
+    cancels_give_stock_back_even_racing_the_saga,
 );
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -210,4 +211,54 @@ async fn views_rebuilt_by_replay_equal_the_live_ones(t: TestStore) {
         replay.orders(&shop.db, Some("customer-003")).await.expect("history"),
         live.orders(&shop.db, Some("customer-003")).await.expect("history")
     );
+}
+
+async fn cancels_give_stock_back_even_racing_the_saga(t: TestStore) {
+    let shop = shop(&t).await;
+    let workers = shop.start_workers().await.expect("workers");
+    // Two lines of one product reserve their sum.
+    let lines = [("sku-mug".to_owned(), 2), ("sku-mug".to_owned(), 3)];
+    shop.place_order("o1", "ann", &lines, None).await.expect("place");
+    shop.settle(SETTLE).await.expect("settle");
+    assert_eq!(
+        shop.products
+            .load("sku-mug")
+            .await
+            .expect("load")
+            .state
+            .reserved
+            .get("o1"),
+        Some(&5)
+    );
+    // Cancelled at once, before or after the saga reserved: the stock comes back.
+    for i in 2..12 {
+        let order = format!("o{i}");
+        shop.place_order(&order, "ann", &[("sku-mug".to_owned(), 1)], None)
+            .await
+            .expect("place");
+        shop.cancel(&order, "changed my mind").await.expect("cancel");
+    }
+    shop.cancel("o1", "changed my mind").await.expect("cancel");
+    shop.settle(SETTLE).await.expect("settle");
+    let mug = shop.products.load("sku-mug").await.expect("load").state;
+    assert_eq!((mug.available, mug.reserved.len()), (10, 0), "stock leaked: {mug:?}");
+    // A refused order leaves nothing behind.
+    let refused = shop
+        .place_order("o99", "ann", &[("sku-nope".to_owned(), 1)], None)
+        .await;
+    assert!(refused.is_err());
+    assert!(shop.place_order("o98", "ann", &[], None).await.is_err());
+    for order in ["order-o99", "order-o98"] {
+        let version = shop
+            .store
+            .stream_version(&annals::StreamId::new(order).expect("id"))
+            .await
+            .expect("v");
+        assert_eq!(version, 0, "{order} was created");
+    }
+    assert!(matches!(
+        shop.pay("o97", "card-4242").await,
+        Err(shop::ShopError::Order(shop::domain::OrderError::Unknown))
+    ));
+    workers.shutdown().await.expect("stop");
 }

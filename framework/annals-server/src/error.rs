@@ -70,7 +70,10 @@ impl From<annals::Error> for ApiError {
         let status = match code {
             "bad_request" => StatusCode::BAD_REQUEST,
             "not_found" => StatusCode::NOT_FOUND,
-            "wrong_expected_version" | "command_id_conflict" | "group_has_members" | "fenced" => StatusCode::CONFLICT,
+            "wrong_expected_version" | "command_id_conflict" | "group_has_members" | "fenced" | "replication_gap" => {
+                StatusCode::CONFLICT
+            }
+            "read_only_replica" => StatusCode::FORBIDDEN,
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported" => StatusCode::NOT_IMPLEMENTED,
             "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,6 +83,9 @@ impl From<annals::Error> for ApiError {
             tracing::error!(%error, "request failed");
         }
         let mut api = ApiError::new(status, code, error.to_string());
+        if let annals::Error::ReadOnlyReplica { leader } = &error {
+            api = api.with("leader", leader.clone());
+        }
         if let annals::Error::WrongExpectedVersion { expected, actual, .. } = &error {
             api = api
                 .with("expected", serde_json::to_value(expected).unwrap_or(Value::Null))

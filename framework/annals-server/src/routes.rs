@@ -205,6 +205,7 @@ pub(crate) async fn list_streams(
 /// `GET /v1/partitions`.
 pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let watermarks = state.store.high_watermarks().await?;
+    let replica = state.store.replica();
     let partitions: Vec<Value> = watermarks
         .iter()
         .enumerate()
@@ -214,8 +215,8 @@ pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<
         "partition_count": state.store.partition_count(),
         "partitions": partitions,
         "backend": state.store.backend_name(),
-        "leader_epoch": 0,
-        "role": "leader",
+        "leader_epoch": replica.epoch,
+        "role": replica.role(),
     })))
 }
 
@@ -369,8 +370,8 @@ pub(crate) async fn skip_dead_letter(
 }
 
 /// `GET /health`.
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "role": "leader"}))
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"status": "ok", "role": state.store.replica().role()}))
 }
 
 /// `GET /metrics`: Prometheus text, with the high watermarks and every group's lag

@@ -206,6 +206,25 @@ pub enum Error {
         /// The feature.
         what: &'static str,
     },
+    /// An append to a follower: only its leader takes writes.
+    #[error("this store is a read-only replica of {leader}: append there")]
+    ReadOnlyReplica {
+        /// The leader's URL.
+        leader: String,
+    },
+    /// Replicated records that do not continue the follower's log exactly (a gap, an
+    /// overlap, or records of several partitions).
+    #[error(
+        "replicated records for partition {partition} start at offset {first}, but the log's next offset is {next}"
+    )]
+    ReplicationGap {
+        /// The partition.
+        partition: Partition,
+        /// The first offset received.
+        first: Offset,
+        /// The follower's next offset.
+        next: Offset,
+    },
     /// A projection handler failed.
     #[error("handler failed: {0}")]
     Handler(String),
@@ -243,6 +262,8 @@ impl Error {
             | Error::GroupNotFound { .. }
             | Error::DeadLetterNotFound { .. } => "not_found",
             Error::GroupHasMembers { .. } => "group_has_members",
+            Error::ReadOnlyReplica { .. } => "read_only_replica",
+            Error::ReplicationGap { .. } => "replication_gap",
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",
             Error::ColumnType { .. } | Error::Handler(_) => "internal",

@@ -62,7 +62,7 @@ pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{
-    AppendOutcome, AppendRequest, EventStore, Limits, Store, StoreOptions, StreamInfo, Synchronous, Visitor,
+    AppendOutcome, AppendRequest, EventStore, Limits, Replica, Store, StoreOptions, StreamInfo, Synchronous, Visitor,
     DEFAULT_PARTITIONS,
 };
 pub use stream::{StreamId, MAX_STREAM_ID_LEN};

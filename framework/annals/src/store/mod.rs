@@ -18,6 +18,7 @@
 //! ```
 
 mod options;
+mod replica;
 mod subscribe;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::stream::{validate_category, StreamId};
 #[cfg(feature = "postgres")]
 pub(crate) use options::redact;
 pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
+pub use replica::Replica;
 
 /// One append: events for one stream, checked against an expected version and,
 /// with a command id, applied at most once.
@@ -193,6 +195,7 @@ struct Inner {
     backend: Box<dyn Backend>,
     limits: Limits,
     partition_count: u32,
+    replica: std::sync::RwLock<Replica>,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,6 +220,7 @@ impl Store {
                 backend,
                 limits,
                 partition_count,
+                replica: std::sync::RwLock::new(Replica::default()),
             }),
         }
     }
@@ -346,6 +350,9 @@ impl EventStore for Store {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        if let Some(leader) = self.replica().leader {
+            return Err(Error::ReadOnlyReplica { leader });
+        }
         let prepared = self.prepare(request)?;
         self.inner.backend.append(prepared).await
     }

@@ -236,7 +236,9 @@ impl StoreOptions {
             #[cfg(feature = "postgres")]
             Location::Postgres(url) => Box::new(crate::backend::postgres::PgBackend::open(url, &self).await?),
         };
-        Ok(Store::from_backend(backend, self.limits))
+        let store = Store::from_backend(backend, self.limits);
+        store.refresh_replica().await?;
+        Ok(store)
     }
 }
 

@@ -1,0 +1,186 @@
+//! Records applied verbatim on a follower (I8), command ids rebuilt (I5 across a
+//! failover), read-only followers, promotion; across engines (a PostgreSQL follower of
+//! a SQLite leader is how a store moves to PostgreSQL).
+
+use annals::{
+    AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Store, StoreOptions, StreamId,
+};
+use annals_testkit::TestStore;
+use serde_json::json;
+use uuid::Uuid;
+
+async fn open(t: &TestStore) -> Store {
+    t.open_with(|o| o.partitions(16)).await.expect("open")
+}
+
+async fn fill(leader: &Store) -> Vec<Uuid> {
+    let mut commands = Vec::new();
+    for i in 0..120u64 {
+        let stream = StreamId::new(format!("acct-{}", i % 13)).expect("id");
+        let command = Uuid::now_v7();
+        commands.push(command);
+        let mut request = AppendRequest::new(stream, ExpectedVersion::Any).command_id(command);
+        for j in 0..(i % 3 + 1) {
+            let metadata = Metadata::default().with("n", i).with("z", "last");
+            request = request.event(
+                NewEvent::from_json_text("Posted", format!(r#"{{"amount": {i}, "j" : {j}, "f": 1.50}}"#))
+                    .expect("payload")
+                    .with_metadata(metadata),
+            );
+        }
+        leader.append(request).await.expect("append");
+    }
+    commands
+}
+
+async fn partition(store: &Store, p: u32) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let page = store.read_partition(p, all.len() as u64, 1_000).await.expect("read");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Ships everything the follower lacks, in pages of at most `page` records.
+async fn ship(leader: &Store, follower: &Store, page: usize) {
+    for p in 0..leader.partition_count() {
+        loop {
+            let next = follower.high_watermarks().await.expect("hw")[p as usize];
+            let records = leader.read_partition(p, next, page).await.expect("read");
+            if records.is_empty() {
+                break;
+            }
+            follower.apply_replicated(records).await.expect("apply");
+        }
+    }
+}
+
+async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
+    let (leader, follower) = (open(&leader).await, open(&follower).await);
+    let commands = fill(&leader).await;
+    follower.follow("http://leader.example:7070").await.expect("follow");
+    assert_eq!(follower.replica().role(), "follower");
+
+    ship(&leader, &follower, 7).await;
+    for p in 0..16 {
+        assert_eq!(
+            partition(&follower, p).await,
+            partition(&leader, p).await,
+            "partition {p} differs"
+        );
+    }
+
+    // Only the leader takes appends.
+    let refused = follower
+        .append(
+            AppendRequest::new(StreamId::new("acct-1").expect("id"), ExpectedVersion::Any)
+                .event(NewEvent::json("X", &json!(1)).expect("e")),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::ReadOnlyReplica { leader }) if leader == "http://leader.example:7070"),
+        "{refused:?}"
+    );
+
+    // A gap or an overlap writes nothing.
+    let p0 = partition(&leader, 0).await;
+    let overlap = follower.apply_replicated(p0[..1].to_vec()).await;
+    assert!(matches!(overlap, Err(Error::ReplicationGap { .. })), "{overlap:?}");
+    let mut gapped = p0[..2].to_vec();
+    gapped.remove(0);
+    assert!(matches!(
+        follower.apply_replicated(gapped).await,
+        Err(Error::ReplicationGap { .. })
+    ));
+    assert_eq!(partition(&follower, 0).await, p0);
+
+    // Failover: promoted, it takes appends, and the old leader's command ids are duplicates.
+    let promoted = follower.promote().await.expect("promote");
+    assert_eq!((promoted.leader, promoted.epoch), (None, 1));
+    let stream = StreamId::new(format!("acct-{}", 7 % 13)).expect("id");
+    let retried = follower
+        .append(
+            AppendRequest::new(stream.clone(), ExpectedVersion::Any)
+                .command_id(commands[7])
+                .event(NewEvent::json("Posted", &json!({})).expect("e")),
+        )
+        .await
+        .expect("retry");
+    assert!(
+        retried.duplicate,
+        "a command applied on the old leader ran again after failover"
+    );
+    let (_, original) = leader
+        .command_outcome(commands[7])
+        .await
+        .expect("lookup")
+        .expect("known");
+    assert_eq!(
+        (
+            retried.first_offset,
+            retried.last_offset,
+            retried.first_version,
+            retried.last_version
+        ),
+        (
+            original.first_offset,
+            original.last_offset,
+            original.first_version,
+            original.last_version
+        )
+    );
+    let fresh = follower
+        .append(
+            AppendRequest::new(stream, ExpectedVersion::Any).event(NewEvent::json("Posted", &json!({})).expect("e")),
+        )
+        .await
+        .expect("append on the new leader");
+    assert!(!fresh.duplicate);
+    // The epoch survives a reopen.
+    follower.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_follows_sqlite() {
+    follower_mirrors_the_leader(
+        TestStore::sqlite().await.expect("s"),
+        TestStore::sqlite().await.expect("s"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_follows_sqlite() {
+    if let Some(pg) = TestStore::postgres().await {
+        follower_mirrors_the_leader(TestStore::sqlite().await.expect("s"), pg).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_follows_postgres() {
+    if let Some(pg) = TestStore::postgres().await {
+        follower_mirrors_the_leader(pg, TestStore::sqlite().await.expect("s")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_and_epoch_survive_a_reopen() {
+    let t = TestStore::sqlite().await.expect("s");
+    let store = open(&t).await;
+    store.follow("http://a:1").await.expect("follow");
+    store.close().await;
+    let again = StoreOptions::from_url(t.url().expect("url"))
+        .expect("url")
+        .open()
+        .await
+        .expect("open");
+    assert_eq!(again.replica().leader.as_deref(), Some("http://a:1"));
+    again.promote().await.expect("promote");
+    again.promote().await.expect("promote");
+    again.close().await;
+    let third = open(&t).await;
+    assert_eq!((third.replica().leader, third.replica().epoch), (None, 2));
+}

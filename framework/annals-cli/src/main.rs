@@ -61,6 +61,10 @@ enum Command {
     Dlq(commands::groups::Dlq),
     /// Serves the HTTP API v1, /metrics and the web console.
     Serve(commands::serve::Args),
+    /// Follows a leader: copies its partitions record by record and serves reads.
+    Follow(commands::follow::Args),
+    /// Makes a follower the leader, with the next leader epoch.
+    Promote,
     /// Compacts the snapshot log: the newest snapshot per stream stays.
     Compact(commands::compact::Args),
     /// Measure throughput and latency against the raw engine.
@@ -84,6 +88,14 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         Command::Serve(args) => {
             direct("serve")?;
             commands::serve::run(&cli.db, args).await
+        }
+        Command::Follow(args) => {
+            direct("follow")?;
+            commands::follow::run(&cli.db, args).await
+        }
+        Command::Promote => {
+            direct("promote")?;
+            commands::follow::promote(&cli.db, out).await
         }
         Command::Compact(args) => {
             direct("compact")?;

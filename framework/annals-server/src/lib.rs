@@ -16,6 +16,7 @@
 
 mod console;
 mod error;
+pub mod follower;
 mod routes;
 
 use std::net::SocketAddr;

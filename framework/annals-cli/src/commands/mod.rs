@@ -3,6 +3,7 @@
 pub(crate) mod append;
 pub(crate) mod bench;
 pub(crate) mod compact;
+pub(crate) mod follow;
 pub(crate) mod groups;
 pub(crate) mod init;
 pub(crate) mod read;

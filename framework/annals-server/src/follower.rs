@@ -1,0 +1,249 @@
+//! The log-shipping follower: one fetch loop per partition, long-polling the leader's
+//! fetch route from the follower's own next offset and applying what comes back
+//! verbatim. The position is the follower's log itself, so a follower killed at any
+//! point resumes without gap or duplicate (I8).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::{EventStore, Partition, RecordedEvent, Store};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Records asked for per fetch.
+const FETCH: usize = 1_000;
+/// How long one fetch may wait at the leader for a record.
+const WAIT_MS: u64 = 5_000;
+
+/// What went wrong with the leader.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The store failed (or refused the records).
+    #[error(transparent)]
+    Store(#[from] annals::Error),
+    /// The leader could not be reached or answered something unexpected.
+    #[error("leader {leader}: {message}")]
+    Leader {
+        /// The leader's URL.
+        leader: String,
+        /// What happened.
+        message: String,
+    },
+    /// The leader has a lower epoch than this store: it was replaced, and following it
+    /// would take records from a deposed leader.
+    #[error("leader {leader} is at epoch {theirs}, below this store's {ours}: refusing its records")]
+    StaleLeader {
+        /// The leader's URL.
+        leader: String,
+        /// The leader's epoch.
+        theirs: u64,
+        /// This store's epoch.
+        ours: u64,
+    },
+    /// The partition counts differ.
+    #[error("leader {leader} has {theirs} partitions, this store {ours}")]
+    PartitionCount {
+        /// The leader's URL.
+        leader: String,
+        /// The leader's count.
+        theirs: u32,
+        /// This store's count.
+        ours: u32,
+    },
+}
+
+/// How to reach the leader.
+#[derive(Debug, Clone)]
+pub struct Leader {
+    /// Its base URL.
+    pub url: String,
+    /// Its bearer token, if it needs one.
+    pub token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Partitions {
+    partition_count: u32,
+    leader_epoch: u64,
+    partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Deserialize)]
+struct PartitionInfo {
+    next_offset: u64,
+}
+
+#[derive(Deserialize)]
+struct Fetched {
+    events: Vec<RecordedEvent>,
+    high_watermark: u64,
+}
+
+impl Leader {
+    fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, http: &reqwest::Client, path: &str) -> Result<T, FollowError> {
+        let leader_error = |message: String| FollowError::Leader {
+            leader: self.url.clone(),
+            message,
+        };
+        let mut request = http.get(format!("{}{path}", self.url.trim_end_matches('/')));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| leader_error(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(leader_error(format!("answered {status}: {body}")));
+        }
+        response.json().await.map_err(|e| leader_error(e.to_string()))
+    }
+
+    /// Checks the leader's epoch and partition count against `store`; returns its
+    /// high watermarks.
+    async fn check(&self, http: &reqwest::Client, store: &Store) -> Result<Vec<u64>, FollowError> {
+        let partitions: Partitions = self.get(http, "/v1/partitions").await?;
+        let ours = store.replica().epoch;
+        if partitions.leader_epoch < ours {
+            return Err(FollowError::StaleLeader {
+                leader: self.url.clone(),
+                theirs: partitions.leader_epoch,
+                ours,
+            });
+        }
+        if partitions.partition_count != store.partition_count() {
+            return Err(FollowError::PartitionCount {
+                leader: self.url.clone(),
+                theirs: partitions.partition_count,
+                ours: store.partition_count(),
+            });
+        }
+        Ok(partitions.partitions.iter().map(|p| p.next_offset).collect())
+    }
+}
+
+/// A running follower: its fetch loops, and the replication lag they last saw.
+pub struct Follower {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), FollowError>>>,
+    lag: Arc<Vec<AtomicU64>>,
+}
+
+impl Follower {
+    /// Starts following `leader` into `store`, which becomes (or stays) its follower.
+    pub async fn start(store: Store, leader: Leader) -> Result<Follower, FollowError> {
+        let http = leader.client();
+        leader.check(&http, &store).await?;
+        if store.replica().leader.as_deref() != Some(leader.url.as_str()) {
+            store.follow(&leader.url).await?;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let lag: Arc<Vec<AtomicU64>> = Arc::new((0..store.partition_count()).map(|_| AtomicU64::new(0)).collect());
+        let tasks = (0..store.partition_count())
+            .map(|partition| {
+                let (store, leader, http, stopped, lag) = (
+                    store.clone(),
+                    leader.clone(),
+                    http.clone(),
+                    stopped.clone(),
+                    lag.clone(),
+                );
+                tokio::spawn(async move { follow_partition(store, leader, http, partition, stopped, lag).await })
+            })
+            .collect();
+        Ok(Follower { stop, tasks, lag })
+    }
+
+    /// Records the follower lacked at its last fetch, per partition.
+    pub fn lag(&self) -> Vec<u64> {
+        self.lag.iter().map(|l| l.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The counters behind [`lag`](Follower::lag), to read from another task.
+    pub fn lag_handle(&self) -> Arc<Vec<AtomicU64>> {
+        self.lag.clone()
+    }
+
+    /// Stops the fetch loops; returns the first error one of them stopped on.
+    pub async fn stop(self) -> Result<(), FollowError> {
+        let _ = self.stop.send(true);
+        let mut first = Ok(());
+        for task in self.tasks {
+            if let Ok(Err(error)) = task.await {
+                if first.is_ok() {
+                    first = Err(error);
+                }
+            }
+        }
+        first
+    }
+
+    /// Waits until a loop stops on its own (promotion, or an error it cannot get past).
+    pub async fn wait(&mut self) -> Result<(), FollowError> {
+        loop {
+            if let Some(i) = self.tasks.iter().position(JoinHandle::is_finished) {
+                let task = self.tasks.remove(i);
+                return match task.await {
+                    Ok(result) => result,
+                    Err(_) => Ok(()),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn follow_partition(
+    store: Store,
+    leader: Leader,
+    http: reqwest::Client,
+    partition: Partition,
+    mut stopped: watch::Receiver<bool>,
+    lag: Arc<Vec<AtomicU64>>,
+) -> Result<(), FollowError> {
+    let mut failures = 0u32;
+    loop {
+        if *stopped.borrow() {
+            return Ok(());
+        }
+        // Promoted (here or by `annals promote` in another process): stop following.
+        if store.refresh_replica().await?.leader.is_none() {
+            tracing::info!(partition, "promoted: the follower stops");
+            return Ok(());
+        }
+        let next = store.high_watermarks().await?[partition as usize];
+        let path = format!("/v1/partitions/{partition}/events?from_offset={next}&limit={FETCH}&wait_ms={WAIT_MS}");
+        let fetched = tokio::select! {
+            _ = stopped.changed() => return Ok(()),
+            fetched = leader.get::<Fetched>(&http, &path) => fetched,
+        };
+        match fetched {
+            Ok(batch) => {
+                failures = 0;
+                let reached = batch.events.last().map_or(next, |r| r.offset + 1);
+                let idle = batch.events.is_empty();
+                store.apply_replicated(batch.events).await?;
+                lag[partition as usize].store(batch.high_watermark.saturating_sub(reached), Ordering::Relaxed);
+                if idle {
+                    // Caught up: a good moment to check the leader was not replaced.
+                    leader.check(&http, &store).await?;
+                }
+            }
+            Err(error @ FollowError::Leader { .. }) => {
+                failures += 1;
+                tracing::warn!(partition, %error, "fetch failed; retrying");
+                let backoff = Duration::from_millis(100 * u64::from(failures.min(20)));
+                tokio::select! {
+                    _ = stopped.changed() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

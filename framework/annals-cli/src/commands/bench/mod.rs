@@ -6,6 +6,7 @@
 //! `annals_events`, one transaction per append, no framework.
 
 mod baseline;
+mod follow;
 mod http;
 mod load;
 mod project;
@@ -28,6 +29,8 @@ pub(crate) enum Bench {
     Commands(workloads::CommandsArgs),
     /// W2: rehydrating one aggregate with a long history.
     Load(workloads::LoadArgs),
+    /// A follower shipping the log from offset 0, and replication lag at a steady rate.
+    Follow(follow::FollowArgs),
     /// Appends over HTTP to `annals serve` beside the same appends in-process.
     Http(http::HttpArgs),
     /// A consumer group catching up a SQL read model, beside the raw upserts; then
@@ -84,6 +87,7 @@ pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
         Bench::Append(args) => append(db, args, out).await,
         Bench::Commands(args) => workloads::commands(db, args, out).await,
         Bench::Load(args) => workloads::load(db, args, out).await,
+        Bench::Follow(args) => follow::follow(db, args, out).await,
         Bench::Http(args) => http::http(db, args, out).await,
         Bench::Project(args) => project::project(db, args, out).await,
     }

@@ -53,6 +53,11 @@ impl ApiError {
         )
     }
 
+    /// Adds the append's outcome (it happened, whatever else failed).
+    pub(crate) fn with_outcome(self, outcome: &annals::AppendOutcome) -> Self {
+        self.with("outcome", serde_json::to_value(outcome).unwrap_or(Value::Null))
+    }
+
     fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_owned(), value.into());
         self

@@ -143,17 +143,20 @@ impl Follower {
             store.follow(&leader.url).await?;
         }
         let (stop, stopped) = watch::channel(false);
+        // How this follower names itself to the leader, which counts it for acks.
+        let id: Arc<str> = format!("follower-{}", uuid::Uuid::new_v4().simple()).into();
         let lag: Arc<Vec<AtomicU64>> = Arc::new((0..store.partition_count()).map(|_| AtomicU64::new(0)).collect());
         let tasks = (0..store.partition_count())
             .map(|partition| {
-                let (store, leader, http, stopped, lag) = (
+                let (store, leader, http, stopped, lag, id) = (
                     store.clone(),
                     leader.clone(),
                     http.clone(),
                     stopped.clone(),
                     lag.clone(),
+                    id.clone(),
                 );
-                tokio::spawn(async move { follow_partition(store, leader, http, partition, stopped, lag).await })
+                tokio::spawn(async move { follow_partition(store, leader, http, partition, stopped, lag, id).await })
             })
             .collect();
         Ok(Follower { stop, tasks, lag })
@@ -205,6 +208,7 @@ async fn follow_partition(
     partition: Partition,
     mut stopped: watch::Receiver<bool>,
     lag: Arc<Vec<AtomicU64>>,
+    id: Arc<str>,
 ) -> Result<(), FollowError> {
     let mut failures = 0u32;
     loop {
@@ -217,7 +221,9 @@ async fn follow_partition(
             return Ok(());
         }
         let next = store.high_watermarks().await?[partition as usize];
-        let path = format!("/v1/partitions/{partition}/events?from_offset={next}&limit={FETCH}&wait_ms={WAIT_MS}");
+        let path = format!(
+            "/v1/partitions/{partition}/events?from_offset={next}&limit={FETCH}&wait_ms={WAIT_MS}&follower={id}"
+        );
         let fetched = tokio::select! {
             _ = stopped.changed() => return Ok(()),
             fetched = leader.get::<Fetched>(&http, &path) => fetched,

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acks;
 mod console;
 mod error;
 pub mod follower;
@@ -43,6 +44,12 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// The largest request body accepted (default 8 MiB).
     pub max_body_bytes: usize,
+    /// Followers that must hold an append before it is acknowledged (default 0: the
+    /// leader's own commit is enough).
+    pub min_insync_followers: usize,
+    /// How long an append waits for them; then the client gets `replication_timeout`
+    /// (the append stays durable on the leader).
+    pub ack_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -51,6 +58,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "[hidden]"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("min_insync_followers", &self.min_insync_followers)
+            .field("ack_timeout", &self.ack_timeout)
             .finish()
     }
 }
@@ -61,6 +70,8 @@ impl Default for ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             token: None,
             max_body_bytes: 8 * 1024 * 1024,
+            min_insync_followers: 0,
+            ack_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -72,6 +83,9 @@ pub(crate) struct AppState {
     pub(crate) token: Option<Arc<str>>,
     pub(crate) max_body_bytes: usize,
     pub(crate) metrics: PrometheusHandle,
+    pub(crate) followers: Arc<acks::Followers>,
+    pub(crate) min_insync_followers: usize,
+    pub(crate) ack_timeout: std::time::Duration,
 }
 
 /// The process's Prometheus recorder, installed on first use. If the embedding program
@@ -97,6 +111,9 @@ pub fn router(store: Store, options: &ServerOptions) -> Router {
         token: options.token.clone().filter(|t| !t.is_empty()).map(Into::into),
         max_body_bytes: options.max_body_bytes,
         metrics: prometheus(),
+        followers: Arc::default(),
+        min_insync_followers: options.min_insync_followers,
+        ack_timeout: options.ack_timeout,
     };
     let api = Router::new()
         .route("/v1/streams", get(routes::list_streams))

@@ -113,6 +113,21 @@ pub(crate) async fn append(
     if !outcome.duplicate {
         metrics::counter!("annals_appended_events_total").increment(events);
     }
+    if state.min_insync_followers > 0 {
+        let needed = state.min_insync_followers;
+        let holding = state.followers.wait(&outcome, needed, state.ack_timeout).await;
+        if holding < needed {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replication_timeout",
+                format!(
+                    "the append is durable on the leader, but only {holding} of the {needed} followers required held it within {} ms",
+                    state.ack_timeout.as_millis()
+                ),
+            )
+            .with_outcome(&outcome));
+        }
+    }
     let status = if outcome.duplicate {
         StatusCode::OK
     } else {
@@ -229,6 +244,9 @@ pub(crate) struct FetchParams {
     limit: usize,
     #[serde(default)]
     wait_ms: u64,
+    /// A follower's id: the fetch reports that it holds everything below `from_offset`.
+    #[serde(default)]
+    follower: Option<String>,
 }
 
 fn five_hundred() -> usize {
@@ -243,6 +261,16 @@ pub(crate) async fn fetch(
 ) -> ApiResult {
     let partition = path(partition)?;
     let params = query(params)?;
+    if let Some(follower) = &params.follower {
+        if partition >= state.store.partition_count() {
+            return Err(annals::Error::PartitionOutOfRange {
+                partition,
+                partition_count: state.store.partition_count(),
+            }
+            .into());
+        }
+        state.followers.report(follower, partition, params.from_offset);
+    }
     let wait = Duration::from_millis(params.wait_ms).min(MAX_WAIT);
     let events = state
         .store

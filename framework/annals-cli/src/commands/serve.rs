@@ -17,6 +17,12 @@ pub(crate) struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Followers that must hold an append before it is acknowledged.
+    #[arg(long, default_value_t = 0)]
+    min_insync_followers: usize,
+    /// How long an append waits for them, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    ack_timeout_ms: u64,
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
@@ -38,6 +44,8 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         listen: args.listen,
         token: args.token,
         max_body_bytes: args.max_body_bytes,
+        min_insync_followers: args.min_insync_followers,
+        ack_timeout: std::time::Duration::from_millis(args.ack_timeout_ms),
     };
     annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal())
         .await

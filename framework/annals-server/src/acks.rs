@@ -22,7 +22,11 @@ impl Followers {
     /// A fetch by `follower` from `from` in `partition`: it holds everything below.
     pub(crate) fn report(&self, follower: &str, partition: Partition, from: Offset) {
         let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
-        let held = positions.entry(follower.to_owned()).or_default().entry(partition).or_default();
+        let held = positions
+            .entry(follower.to_owned())
+            .or_default()
+            .entry(partition)
+            .or_default();
         if from > *held {
             *held = from;
             drop(positions);
@@ -35,7 +39,10 @@ impl Followers {
         let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
         positions
             .values()
-            .filter(|held| held.get(&outcome.partition).is_some_and(|next| *next > outcome.last_offset))
+            .filter(|held| {
+                held.get(&outcome.partition)
+                    .is_some_and(|next| *next > outcome.last_offset)
+            })
             .count()
     }
 

@@ -42,6 +42,16 @@ pub enum FollowError {
         /// This store's epoch.
         ours: u64,
     },
+    /// This store holds records the leader does not have (it was a leader that kept
+    /// writing after another was promoted, or it followed another leader): following
+    /// would fork the log. Nothing is truncated automatically.
+    #[error("partition {partition}: this store's record at offset {offset} is not the leader's; the logs diverged")]
+    Diverged {
+        /// The partition.
+        partition: Partition,
+        /// The offset where they differ (or that the leader lacks).
+        offset: u64,
+    },
     /// The partition counts differ.
     #[error("leader {leader} has {theirs} partitions, this store {ours}")]
     PartitionCount {
@@ -139,6 +149,7 @@ impl Follower {
     pub async fn start(store: Store, leader: Leader) -> Result<Follower, FollowError> {
         let http = leader.client();
         leader.check(&http, &store).await?;
+        check_prefix(&store, &leader, &http).await?;
         if store.replica().leader.as_deref() != Some(leader.url.as_str()) {
             store.follow(&leader.url).await?;
         }
@@ -199,6 +210,34 @@ impl Follower {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Checks that this store's log is a prefix of the leader's (I8): in every partition,
+/// its last record must be the leader's record at that offset.
+async fn check_prefix(store: &Store, leader: &Leader, http: &reqwest::Client) -> Result<(), FollowError> {
+    let ours = store.high_watermarks().await?;
+    for (partition, next) in ours.into_iter().enumerate() {
+        let Some(last) = next.checked_sub(1) else { continue };
+        let partition = partition as Partition;
+        let mine = store.read_partition(partition, last, 1).await?;
+        let theirs: Fetched = leader
+            .get(
+                http,
+                &format!("/v1/partitions/{partition}/events?from_offset={last}&limit=1"),
+            )
+            .await?;
+        let same = match (mine.first(), theirs.events.first()) {
+            (Some(mine), Some(theirs)) => mine.event_id == theirs.event_id && mine.offset == theirs.offset,
+            _ => false,
+        };
+        if !same {
+            return Err(FollowError::Diverged {
+                partition,
+                offset: last,
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn follow_partition(

@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_wait_for_a_follower() {
-    let (leader_t, follower_t) = (TestStore::sqlite().await.expect("s"), TestStore::sqlite().await.expect("s"));
+    let (leader_t, follower_t) = (
+        TestStore::sqlite().await.expect("s"),
+        TestStore::sqlite().await.expect("s"),
+    );
     let leader = leader_t.open_with(|o| o.partitions(16)).await.expect("leader");
     let replica = follower_t.open_with(|o| o.partitions(16)).await.expect("follower");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -33,26 +36,42 @@ async fn appends_wait_for_a_follower() {
             .send()
             .await
             .expect("POST");
-        (response.status().as_u16(), response.json::<Value>().await.expect("JSON"))
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.expect("JSON"),
+        )
     };
 
     // No follower: a clear error, and the append is durable all the same.
     let (status, timed_out) = append().await;
-    assert_eq!((status, timed_out["error"].as_str()), (503, Some("replication_timeout")), "{timed_out}");
+    assert_eq!(
+        (status, timed_out["error"].as_str()),
+        (503, Some("replication_timeout")),
+        "{timed_out}"
+    );
     assert_eq!(timed_out["outcome"]["first_version"], 1);
     let order = StreamId::new("order-1").expect("id");
     assert_eq!(leader.stream_version(&order).await.expect("version"), 1);
 
     // With a follower: acknowledged only once the follower holds it.
-    let follower = Follower::start(replica.clone(), Leader { url: url.clone(), token: None })
-        .await
-        .expect("follow");
+    let follower = Follower::start(
+        replica.clone(),
+        Leader {
+            url: url.clone(),
+            token: None,
+        },
+    )
+    .await
+    .expect("follow");
     for _ in 0..5 {
         let (status, acked) = append().await;
         assert_eq!(status, 201, "{acked}");
         let p = acked["partition"].as_u64().expect("partition") as usize;
         let held = replica.high_watermarks().await.expect("hw")[p];
-        assert!(held > acked["last_offset"].as_u64().expect("offset"), "acknowledged before the follower held it");
+        assert!(
+            held > acked["last_offset"].as_u64().expect("offset"),
+            "acknowledged before the follower held it"
+        );
     }
     follower.stop().await.expect("stop");
     let _ = stop.send(());

@@ -73,6 +73,30 @@ async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
         );
     }
 
+    // A consumer group runs on the follower: its offsets and read model are the
+    // follower's own.
+    let tally = annals_testkit::tally::Tally::new("tally");
+    let options = annals::group::GroupOptions {
+        heartbeat_interval: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let member = annals::group::GroupMember::projection(&follower, "tally", tally.clone(), options)
+        .await
+        .expect("a group joins on the follower");
+    while annals::group::admin::describe(&follower, "tally")
+        .await
+        .expect("describe")
+        .lag
+        > 0
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    member.shutdown().await.expect("leave");
+    assert_eq!(
+        tally.totals(&follower).await,
+        annals_testkit::tally::fold_log(&follower).await
+    );
+
     // Only the leader takes appends.
     let refused = follower
         .append(

@@ -25,6 +25,15 @@ pub(crate) struct Remote {
     http: reqwest::Client,
 }
 
+/// Partitions as `annals stats` shows them.
+pub(crate) struct Partitions {
+    pub(crate) backend: String,
+    pub(crate) role: String,
+    pub(crate) leader_epoch: u64,
+    pub(crate) next_offsets: Vec<Offset>,
+    pub(crate) replication_lag: Option<Vec<u64>>,
+}
+
 /// One event to append, as the command line gives it.
 pub(crate) struct Append {
     pub(crate) stream: StreamId,
@@ -218,19 +227,37 @@ impl Target {
         }
     }
 
-    /// The backend's name (or the server's address) and every partition's next offset.
-    pub(crate) async fn partitions(&self) -> CliResult<(String, Vec<Offset>)> {
+    /// The backend's name, the store's role and epoch, every partition's next offset
+    /// and, through a follower's server, its replication lag.
+    pub(crate) async fn partitions(&self) -> CliResult<Partitions> {
         match self {
-            Target::Store(store) => Ok((store.backend_name().to_owned(), store.high_watermarks().await?)),
+            Target::Store(store) => {
+                let replica = store.refresh_replica().await?;
+                Ok(Partitions {
+                    backend: store.backend_name().to_owned(),
+                    role: replica.role().to_owned(),
+                    leader_epoch: replica.epoch,
+                    next_offsets: store.high_watermarks().await?,
+                    replication_lag: None,
+                })
+            }
             Target::Server(remote) => {
                 let body: Value = remote.get("/v1/partitions").await?;
-                let offsets = body["partitions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| p["next_offset"].as_u64().unwrap_or(0))
-                    .collect();
-                Ok((body["backend"].as_str().unwrap_or("server").to_owned(), offsets))
+                let partitions = body["partitions"].as_array().cloned().unwrap_or_default();
+                let lags: Vec<Option<u64>> = partitions.iter().map(|p| p["replication_lag"].as_u64()).collect();
+                Ok(Partitions {
+                    backend: body["backend"].as_str().unwrap_or("server").to_owned(),
+                    role: body["role"].as_str().unwrap_or("leader").to_owned(),
+                    leader_epoch: body["leader_epoch"].as_u64().unwrap_or(0),
+                    next_offsets: partitions
+                        .iter()
+                        .map(|p| p["next_offset"].as_u64().unwrap_or(0))
+                        .collect(),
+                    replication_lag: lags
+                        .iter()
+                        .all(Option::is_some)
+                        .then(|| lags.into_iter().flatten().collect()),
+                })
             }
         }
     }

@@ -195,6 +195,16 @@ async fn a_follower_survives_kills_on_both_sides_and_takes_over() {
         .await
         .expect("text");
     assert!(metrics.contains("annals_replication_lag"), "{metrics}");
+    let stats = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--server", &follower.url, "--json", "stats"])
+        .output()
+        .expect("stats");
+    let stats: Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(
+        (stats["role"].as_str(), stats["leader_epoch"].as_u64()),
+        (Some("follower"), Some(0))
+    );
+    assert_eq!(stats["partitions"][0]["replication_lag"], 0, "{stats}");
 
     // Failover: the old leader goes away for good; the follower is promoted.
     leader.kill();

@@ -92,8 +92,14 @@ struct Fetched {
 }
 
 impl Leader {
+    /// A fetch waits at most `WAIT_MS` at the leader; a leader that stops answering
+    /// (packets dropped, not refused) is given up on well after that.
     fn client(&self) -> reqwest::Client {
-        reqwest::Client::new()
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, http: &reqwest::Client, path: &str) -> Result<T, FollowError> {

@@ -50,6 +50,10 @@ pub struct ServerOptions {
     /// How long an append waits for them; then the client gets `replication_timeout`
     /// (the append stays durable on the leader).
     pub ack_timeout: std::time::Duration,
+    /// On a follower: its replication lag per partition (see
+    /// [`Follower::lag_handle`](follower::Follower::lag_handle)), shown by
+    /// `GET /v1/partitions` and the console.
+    pub replication_lag: Option<Arc<Vec<std::sync::atomic::AtomicU64>>>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("min_insync_followers", &self.min_insync_followers)
             .field("ack_timeout", &self.ack_timeout)
+            .field("replication_lag", &self.replication_lag.is_some())
             .finish()
     }
 }
@@ -72,6 +77,7 @@ impl Default for ServerOptions {
             max_body_bytes: 8 * 1024 * 1024,
             min_insync_followers: 0,
             ack_timeout: std::time::Duration::from_secs(5),
+            replication_lag: None,
         }
     }
 }
@@ -86,6 +92,7 @@ pub(crate) struct AppState {
     pub(crate) followers: Arc<acks::Followers>,
     pub(crate) min_insync_followers: usize,
     pub(crate) ack_timeout: std::time::Duration,
+    pub(crate) replication_lag: Option<Arc<Vec<std::sync::atomic::AtomicU64>>>,
 }
 
 /// The process's Prometheus recorder, installed on first use. If the embedding program
@@ -114,6 +121,7 @@ pub fn router(store: Store, options: &ServerOptions) -> Router {
         followers: Arc::default(),
         min_insync_followers: options.min_insync_followers,
         ack_timeout: options.ack_timeout,
+        replication_lag: options.replication_lag.clone(),
     };
     let api = Router::new()
         .route("/v1/streams", get(routes::list_streams))

@@ -224,7 +224,13 @@ pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<
     let partitions: Vec<Value> = watermarks
         .iter()
         .enumerate()
-        .map(|(partition, next)| json!({"partition": partition, "next_offset": next}))
+        .map(|(partition, next)| {
+            let mut entry = json!({"partition": partition, "next_offset": next});
+            if let Some(lag) = state.replication_lag.as_ref().and_then(|lag| lag.get(partition)) {
+                entry["replication_lag"] = json!(lag.load(std::sync::atomic::Ordering::Relaxed));
+            }
+            entry
+        })
         .collect();
     Ok(Json(json!({
         "partition_count": state.store.partition_count(),

@@ -72,6 +72,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let options = ServerOptions {
         listen: args.listen,
         token: args.token,
+        replication_lag: Some(follower.lag_handle()),
         ..ServerOptions::default()
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);

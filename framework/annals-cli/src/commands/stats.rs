@@ -1,4 +1,5 @@
-//! `annals stats`: partitions, their high watermarks and the record count.
+//! `annals stats`: the store's role, its partitions with their high watermarks, the
+//! record count, and (through a follower's server) the replication lag.
 
 use serde_json::json;
 
@@ -8,30 +9,58 @@ use crate::target::Target;
 pub(crate) async fn run(target: Target, out: &Output) -> CliResult {
     let partitions = target.partitions().await;
     target.close().await;
-    let (backend, watermarks) = partitions?;
-    let records: u64 = watermarks.iter().sum();
-    let partitions: Vec<_> = watermarks
+    let p = partitions?;
+    let records: u64 = p.next_offsets.iter().sum();
+    let entries: Vec<_> = p
+        .next_offsets
         .iter()
         .enumerate()
-        .map(|(partition, next)| json!({"partition": partition, "next_offset": next}))
+        .map(|(partition, next)| {
+            let mut entry = json!({"partition": partition, "next_offset": next});
+            if let Some(lag) = p.replication_lag.as_ref().and_then(|lags| lags.get(partition)) {
+                entry["replication_lag"] = json!(lag);
+            }
+            entry
+        })
         .collect();
     let stats = json!({
-        "backend": backend,
-        "partition_count": watermarks.len(),
+        "backend": p.backend,
+        "role": p.role,
+        "leader_epoch": p.leader_epoch,
+        "partition_count": p.next_offsets.len(),
         "records": records,
-        "partitions": partitions,
+        "partitions": entries,
     });
     out.print(&stats, |_| {
-        let rows = watermarks
-            .iter()
-            .enumerate()
-            .map(|(p, next)| [p.to_string(), next.to_string()]);
-        format!(
-            "{} store, {} partitions, {records} records\n{}",
-            backend,
-            watermarks.len(),
-            table(["partition", "next offset"], rows)
-        )
+        let heading = format!(
+            "{} store ({}, leader epoch {}), {} partitions, {records} records",
+            p.backend,
+            p.role,
+            p.leader_epoch,
+            p.next_offsets.len()
+        );
+        match &p.replication_lag {
+            Some(lags) => {
+                let rows = p
+                    .next_offsets
+                    .iter()
+                    .zip(lags)
+                    .enumerate()
+                    .map(|(i, (next, lag))| [i.to_string(), next.to_string(), lag.to_string()]);
+                format!(
+                    "{heading}\n{}",
+                    table(["partition", "next offset", "replication lag"], rows)
+                )
+            }
+            None => {
+                let rows = p
+                    .next_offsets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, next)| [i.to_string(), next.to_string()]);
+                format!("{heading}\n{}", table(["partition", "next offset"], rows))
+            }
+        }
     });
     Ok(())
 }

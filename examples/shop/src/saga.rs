@@ -118,12 +118,22 @@ impl OrderSaga {
     async fn cancelled(&self, record: &RecordedEvent) -> Result<()> {
         let order = id_of(record);
         let loaded = self.orders.load(order).await?;
-        for line in &loaded.state.lines {
-            let context = CommandContext::caused_by(record, &format!("release:{}", line.sku));
-            let release = ProductCommand::Release {
-                order: order.to_owned(),
+        self.each_line(record, order, &loaded.state.lines, "release").await
+    }
+
+    /// Releases (`step` "release") or ships (`step` "ship") the units every line of
+    /// `order` holds, each with a command id derived from `cause` and the product.
+    /// Releasing or shipping what is not held does nothing.
+    async fn each_line(&self, cause: &RecordedEvent, order: &str, lines: &[Line], step: &str) -> Result<()> {
+        for line in lines {
+            let context = CommandContext::caused_by(cause, &format!("{step}:{}", line.sku));
+            let order = order.to_owned();
+            let command = if step == "ship" {
+                ProductCommand::Ship { order }
+            } else {
+                ProductCommand::Release { order }
             };
-            match self.products.execute(&line.sku, release, &context).await {
+            match self.products.execute(&line.sku, command, &context).await {
                 Ok(_) | Err(CommandError::Rejected(ProductError::Unknown)) => {}
                 Err(error) => return Err(store_failure(error)),
             }
@@ -147,16 +157,7 @@ impl OrderSaga {
 
     /// Releases every line's stock and cancels the order.
     async fn undo(&self, cause: &RecordedEvent, order: &str, lines: &[Line], reason: &str) -> Result<()> {
-        for line in lines {
-            let context = CommandContext::caused_by(cause, &format!("release:{}", line.sku));
-            let release = ProductCommand::Release {
-                order: order.to_owned(),
-            };
-            match self.products.execute(&line.sku, release, &context).await {
-                Ok(_) | Err(CommandError::Rejected(ProductError::Unknown)) => {}
-                Err(error) => return Err(store_failure(error)),
-            }
-        }
+        self.each_line(cause, order, lines, "release").await?;
         let cancel = OrderCommand::Cancel {
             reason: reason.to_owned(),
         };
@@ -192,17 +193,7 @@ impl OrderSaga {
     async fn shipped(&self, record: &RecordedEvent) -> Result<()> {
         let order = id_of(record);
         let loaded = self.orders.load(order).await?;
-        for line in &loaded.state.lines {
-            let context = CommandContext::caused_by(record, &format!("ship:{}", line.sku));
-            let ship = ProductCommand::Ship {
-                order: order.to_owned(),
-            };
-            match self.products.execute(&line.sku, ship, &context).await {
-                Ok(_) | Err(CommandError::Rejected(ProductError::Unknown)) => {}
-                Err(error) => return Err(store_failure(error)),
-            }
-        }
-        Ok(())
+        self.each_line(record, order, &loaded.state.lines, "ship").await
     }
 
     async fn declined(&self, record: &RecordedEvent) -> Result<()> {

@@ -1,9 +1,9 @@
 //! `shop serve`'s API on real HTTP over loopback, and its web page in headless
 //! Chromium (skipped without one, unless `ANNALS_REQUIRE_CHROMIUM=1`).
 
-use std::process::Command;
 use std::time::Duration;
 
+use annals_testkit::browser::{chromium, render};
 use annals_testkit::TestStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -21,41 +21,6 @@ async fn serve(shop: Shop) -> (String, tokio::sync::oneshot::Sender<()>) {
             .await
     });
     (base, stop)
-}
-
-fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|binary| {
-            Command::new(binary)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var("ANNALS_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-            "ANNALS_REQUIRE_CHROMIUM=1 but no chromium on PATH"
-        );
-        eprintln!("skipped: no chromium on PATH");
-    }
-    found
-}
-
-fn render(browser: &str, url: &str) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let output = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=10000", "--dump-dom", url])
-        .output()
-        .expect("run chromium");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

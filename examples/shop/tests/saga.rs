@@ -10,32 +10,7 @@ use shop::domain::OrderStatus;
 use shop::views::ShopViews;
 use shop::{scenario, Shop, SAGA_GROUP};
 
-macro_rules! on_sql_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::sqlite().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::postgres().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_sql_engines!(
+annals_testkit::on_sql_engines!(
     a_paid_order_ships_and_its_stock_leaves,
     missing_stock_cancels_and_releases_what_was_reserved,
     a_declined_payment_cancels_and_releases,

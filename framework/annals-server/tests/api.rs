@@ -81,32 +81,7 @@ impl Server {
     }
 }
 
-macro_rules! on_sql_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::sqlite().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::postgres().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_sql_engines!(
+annals_testkit::on_sql_engines!(
     append_and_read,
     every_error_is_json_and_writes_nothing,
     the_long_poll_is_woken_by_an_append,

@@ -4,49 +4,13 @@
 //! Needs Debian's `chromium` (the test command installs it). Without it the test is
 //! skipped, unless `ANNALS_REQUIRE_CHROMIUM=1`, which makes that a failure.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use annals::group::{admin, GroupMember, GroupOptions};
 use annals_server::ServerOptions;
+use annals_testkit::browser::{chromium, render};
 use annals_testkit::tally::{add, add_poison, Tally};
 use annals_testkit::TestStore;
-
-fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|binary| {
-            Command::new(binary)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var("ANNALS_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-            "ANNALS_REQUIRE_CHROMIUM=1 but no chromium on PATH"
-        );
-        eprintln!("skipped: no chromium on PATH");
-    }
-    found
-}
-
-/// The DOM of `url` once its scripts have run.
-fn render(browser: &str, url: &str) -> String {
-    let profile = tempfile::tempdir().expect("profile dir");
-    let output = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=10000", "--dump-dom", url])
-        .output()
-        .expect("run chromium");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_streams_groups_lag_and_dead_letters() {

@@ -15,6 +15,7 @@
 //! }
 //! ```
 
+pub mod browser;
 pub mod conformance;
 pub mod given;
 pub mod postgres;
@@ -122,5 +123,35 @@ macro_rules! conformance_suite {
                 }
             }
         )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per named async function, in a module `sqlite` and a
+/// module `postgres`, each given a fresh store of that engine (the PostgreSQL ones
+/// skip without a server, unless `ANNALS_REQUIRE_POSTGRES=1`). The functions take a
+/// [`TestStore`] and sit beside the macro's call.
+#[macro_export]
+macro_rules! on_sql_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(t) = $crate::TestStore::sqlite().await {
+                        super::$name(t).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(t) = $crate::TestStore::postgres().await {
+                        super::$name(t).await;
+                    }
+                }
+            )*
+        }
     };
 }

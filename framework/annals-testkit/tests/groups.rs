@@ -10,33 +10,7 @@ use annals_testkit::tally::{add, add_poison, fold_log, Tally};
 use annals_testkit::TestStore;
 use async_trait::async_trait;
 
-/// Runs each test on SQLite and on PostgreSQL.
-macro_rules! on_sql_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::sqlite().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::postgres().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_sql_engines!(
+annals_testkit::on_sql_engines!(
     two_members_build_the_exact_fold,
     a_member_that_stopped_heartbeating_cannot_commit,
     poison_records_are_dead_lettered_and_retried,

@@ -71,32 +71,7 @@ impl Snapshottable for LedgerV2 {
     const SNAPSHOT_VERSION: u32 = 2;
 }
 
-macro_rules! on_sql_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::sqlite().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = annals_testkit::TestStore::postgres().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_sql_engines!(
+annals_testkit::on_sql_engines!(
     the_snapshotter_writes_every_n_events,
     commands_snapshot_on_the_command_path,
     compaction_keeps_one_snapshot_per_live_key,

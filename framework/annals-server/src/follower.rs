@@ -12,8 +12,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Records asked for per fetch.
-const FETCH: usize = 1_000;
+/// Records asked for per fetch: twice the most events one append may hold, so a batch
+/// cut short to end on a whole append still moves forward.
+const FETCH: usize = 2_000;
 /// How long one fetch may wait at the leader for a record.
 const WAIT_MS: u64 = 5_000;
 
@@ -218,6 +219,25 @@ impl Follower {
     }
 }
 
+/// The records of a fetched batch that end on a whole append, so a follower never
+/// holds part of one (I3 on the follower, and on it once promoted).
+///
+/// A batch that is not full reached the leader's high watermark, and the leader commits
+/// an append whole, so it ends on a whole append. A full batch may stop inside one: its
+/// trailing run of records of one stream committed together (same stream, same
+/// `recorded_at`) is left for the next fetch, which starts at it. A batch that is one
+/// such run is applied whole, as it cannot be cut further.
+fn whole_appends(mut batch: Vec<RecordedEvent>, full: bool) -> Vec<RecordedEvent> {
+    let Some(last) = batch.last().filter(|_| full) else {
+        return batch;
+    };
+    let (stream, at) = (last.stream.clone(), last.recorded_at);
+    if let Some(keep) = batch.iter().rposition(|r| r.stream != stream || r.recorded_at != at) {
+        batch.truncate(keep + 1);
+    }
+    batch
+}
+
 /// Checks that this store's log is a prefix of the leader's (I8): in every partition,
 /// its last record must be the leader's record at that offset.
 async fn check_prefix(store: &Store, leader: &Leader, http: &reqwest::Client) -> Result<(), FollowError> {
@@ -276,9 +296,11 @@ async fn follow_partition(
         match fetched {
             Ok(batch) => {
                 failures = 0;
-                let reached = batch.events.last().map_or(next, |r| r.offset + 1);
-                let idle = batch.events.is_empty();
-                store.apply_replicated(batch.events).await?;
+                let full = batch.events.len() >= FETCH;
+                let events = whole_appends(batch.events, full);
+                let reached = events.last().map_or(next, |r| r.offset + 1);
+                let idle = events.is_empty();
+                store.apply_replicated(events).await?;
                 lag[partition as usize].store(batch.high_watermark.saturating_sub(reached), Ordering::Relaxed);
                 if idle {
                     // Caught up: a good moment to check the leader was not replaced.
@@ -296,5 +318,51 @@ async fn follow_partition(
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: u64, stream: &str, at: i64) -> RecordedEvent {
+        RecordedEvent {
+            partition: 0,
+            offset,
+            stream: annals::StreamId::new(stream).expect("id"),
+            version: offset + 1,
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "T".into(),
+            payload: serde_json::value::RawValue::from_string("{}".into()).expect("json"),
+            metadata: annals::Metadata::default(),
+            recorded_at: chrono::DateTime::from_timestamp_micros(at).expect("time"),
+        }
+    }
+
+    fn offsets(batch: &[RecordedEvent]) -> Vec<u64> {
+        batch.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_full_batch_leaves_a_trailing_append_for_the_next_fetch() {
+        let batch = vec![
+            record(0, "a-1", 10),
+            record(1, "b-1", 20),
+            record(2, "c-1", 30),
+            record(3, "c-1", 30),
+        ];
+        assert_eq!(offsets(&whole_appends(batch.clone(), true)), [0, 1]);
+        assert_eq!(
+            offsets(&whole_appends(batch, false)),
+            [0, 1, 2, 3],
+            "a partial batch is whole"
+        );
+        let one_run = vec![record(0, "c-1", 30), record(1, "c-1", 30)];
+        assert_eq!(
+            offsets(&whole_appends(one_run, true)),
+            [0, 1],
+            "a single run cannot be cut"
+        );
+        assert!(whole_appends(Vec::new(), true).is_empty());
     }
 }

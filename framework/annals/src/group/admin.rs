@@ -135,10 +135,19 @@ where
     store.read_models()?.transaction(work).await
 }
 
+/// A read: one consistent view, without the write lock.
+async fn in_read_tx<T, F>(store: &Store, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&'t mut Tx) -> futures::future::BoxFuture<'t, Result<T>> + Send + 'static,
+{
+    store.read_models()?.read_transaction(work).await
+}
+
 /// Every group, by name.
 pub async fn list(store: &Store) -> Result<Vec<GroupSummary>> {
     let watermarks = store.high_watermarks().await?;
-    let rows = in_tx(store, |tx| {
+    let rows = in_read_tx(store, |tx| {
         Box::pin(async move {
             let now = now_ms(tx.engine());
             tx.query(
@@ -178,7 +187,7 @@ fn lag(watermarks: &[Offset], committed: &BTreeMap<Partition, Offset>) -> u64 {
 
 async fn committed_offsets(store: &Store, group: &str) -> Result<BTreeMap<Partition, Offset>> {
     let group = group.to_owned();
-    in_tx(store, move |tx| {
+    in_read_tx(store, move |tx| {
         Box::pin(async move {
             tx.query(
                 "SELECT partition, committed FROM annals_group_offsets WHERE group_name = $1",
@@ -198,7 +207,7 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
     validate_group(group)?;
     let watermarks = store.high_watermarks().await?;
     let name = group.to_owned();
-    let (generation, members, partitions, dead_letters) = in_tx(store, move |tx| {
+    let (generation, members, partitions, dead_letters) = in_read_tx(store, move |tx| {
         Box::pin(async move {
             let generation: i64 = tx
                 .query_opt(
@@ -446,7 +455,7 @@ pub async fn dead_letters(store: &Store, group: Option<&str>) -> Result<Vec<Dead
         validate_group(group)?;
     }
     let group = group.map(str::to_owned);
-    in_tx(store, move |tx| {
+    in_read_tx(store, move |tx| {
         Box::pin(async move {
             let rows = match group {
                 Some(group) => {

@@ -119,9 +119,28 @@ impl Db {
         T: Send + 'static,
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
     {
+        self.run(work, true).await
+    }
+
+    /// Runs `work`, which only reads, in one transaction: it sees one consistent state
+    /// of the database. On SQLite it neither takes the write lock nor waits for
+    /// writers.
+    pub async fn read_transaction<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
+        self.run(work, false).await
+    }
+
+    async fn run<T, F>(&self, work: F, writes: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
         match &self.inner {
             #[cfg(feature = "sqlite")]
-            DbInner::Sqlite(connections) => sqlite::transaction(connections.clone(), work).await,
+            DbInner::Sqlite(connections) => sqlite::transaction(connections.clone(), work, writes).await,
             #[cfg(feature = "postgres")]
             DbInner::Postgres(pool) => {
                 let mut tx = Tx {

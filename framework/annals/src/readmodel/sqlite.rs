@@ -54,17 +54,24 @@ impl Connections {
     }
 }
 
-pub(super) async fn transaction<T, F>(connections: Arc<Connections>, work: F) -> Result<T>
+/// A transaction: `BEGIN IMMEDIATE` after this process's other writers when it
+/// `writes`, a plain (deferred, read) transaction otherwise.
+pub(super) async fn transaction<T, F>(connections: Arc<Connections>, work: F, writes: bool) -> Result<T>
 where
     T: Send + 'static,
     F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
 {
     let runtime = tokio::runtime::Handle::current();
-    let turn = connections.turn.clone().lock_owned().await;
+    let turn = if writes {
+        Some(connections.turn.clone().lock_owned().await)
+    } else {
+        None
+    };
     let joined = tokio::task::spawn_blocking(move || {
         crate::backend::sqlite::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(Error::Sqlite)?;
+        conn.execute_batch(if writes { "BEGIN IMMEDIATE" } else { "BEGIN" })
+            .map_err(Error::Sqlite)?;
         let mut tx = Tx {
             inner: TxInner::Sqlite(conn),
         };

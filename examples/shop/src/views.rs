@@ -3,9 +3,10 @@
 //! per product. Every table name starts with a prefix, so a replay can build a second
 //! copy beside the live one (and the two can be compared).
 
+use annals::aggregate::{decode_event, Upcasters};
 use annals::group::{Filter, Projection};
 use annals::readmodel::{Db, Tx};
-use annals::{async_trait, params, Error, RecordedEvent, Result};
+use annals::{async_trait, params, RecordedEvent, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Line, OrderEvent, ProductEvent};
@@ -34,7 +35,8 @@ impl ShopViews {
     }
 }
 
-fn order_id(record: &RecordedEvent) -> &str {
+/// The aggregate id of a record's stream (`order-7` → `7`, `product-sku-1` → `sku-1`).
+fn id_of(record: &RecordedEvent) -> &str {
     record.stream.as_str().split_once('-').map_or("", |(_, id)| id)
 }
 
@@ -77,16 +79,10 @@ impl Projection for ShopViews {
     }
 
     async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> Result<()> {
-        let tagged = |record: &RecordedEvent| serde_json::json!({"type": record.event_type, "data": serde_json::from_str::<serde_json::Value>(record.payload.get()).unwrap_or_default()});
+        let none = Upcasters::new();
         match record.stream.category() {
-            "order" => {
-                let event: OrderEvent = serde_json::from_value(tagged(record)).map_err(Error::InvalidJson)?;
-                self.order(order_id(record), event, tx).await
-            }
-            "product" => {
-                let event: ProductEvent = serde_json::from_value(tagged(record)).map_err(Error::InvalidJson)?;
-                self.product(order_id(record), event, tx).await
-            }
+            "order" => self.order(id_of(record), decode_event(record, &none)?, tx).await,
+            "product" => self.product(id_of(record), decode_event(record, &none)?, tx).await,
             _ => Ok(()),
         }
     }

@@ -170,6 +170,17 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// Calls `see` with this record seen as an [`EventView`] (its metadata as JSON text).
+    pub fn view<T>(&self, see: impl FnOnce(EventView<'_>) -> Result<T>) -> Result<T> {
+        let metadata = serde_json::to_string(&self.metadata).map_err(Error::InvalidJson)?;
+        see(EventView {
+            version: self.version,
+            event_type: &self.event_type,
+            payload: self.payload.get(),
+            metadata: &metadata,
+        })
+    }
+
     /// Deserialises the payload.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_str(self.payload.get()).map_err(Error::InvalidJson)

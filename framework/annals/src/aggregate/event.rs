@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::Upcasters;
 use crate::error::{Error, Result};
-use crate::record::{EventView, NewEvent};
+use crate::record::{EventView, NewEvent, RecordedEvent};
 
 /// The metadata key holding the schema version an event was written with.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -50,6 +50,13 @@ pub(crate) fn encode<E: DomainEvent>(event: &E) -> Result<NewEvent> {
     }
     let payload: Box<RawValue> = serde_json::value::to_raw_value(&data).map_err(Error::InvalidJson)?;
     Ok(NewEvent::raw(event_type, payload))
+}
+
+/// The domain event `record` holds, upcast to the enum's current schema version: what
+/// a repository applies when it loads, for projections and sagas that read records.
+pub fn decode_event<E: DomainEvent>(record: &RecordedEvent, upcasters: &Upcasters) -> Result<E> {
+    let mut decoder = Decoder::new(upcasters);
+    record.view(|view| decoder.decode(view))
 }
 
 /// Turns stored events into domain events, upcasting old schema versions. One

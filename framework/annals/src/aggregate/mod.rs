@@ -63,7 +63,7 @@ mod repository;
 mod upcast;
 
 pub use context::CommandContext;
-pub use event::{DomainEvent, SCHEMA_VERSION_KEY};
+pub use event::{decode_event, DomainEvent, SCHEMA_VERSION_KEY};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
 pub use upcast::Upcasters;
 

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::admit::{Admission, Admitted, CommandRecord, LogView};
 use super::{now_micros, Backend, PreparedAppend, Wakeups};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::position::{Offset, Partition, Version};
-use crate::record::{EventView, RecordedEvent};
+use crate::record::RecordedEvent;
 use crate::store::{AppendOutcome, StreamInfo, Visitor};
 use crate::stream::StreamId;
 
@@ -145,13 +145,7 @@ impl Backend for MemoryBackend {
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         // Copied out first: `visit` runs user code, which must not run under the lock.
         for record in self.read_stream(stream, from_version, usize::MAX).await? {
-            let metadata = serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?;
-            visit(EventView {
-                version: record.version,
-                event_type: &record.event_type,
-                payload: record.payload.get(),
-                metadata: &metadata,
-            })?;
+            record.view(&mut *visit)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::group::{Filter, Projection};
 use crate::params;
 use crate::position::Version;
 use crate::readmodel::Tx;
-use crate::record::{EventView, RecordedEvent};
+use crate::record::RecordedEvent;
 use crate::store::{EventStore, Store};
 
 /// Writes a snapshot of each `A` stream every `every` events. Run it as a consumer
@@ -74,13 +74,7 @@ impl<A: Snapshottable> Snapshotter<A> {
                 break;
             }
             for event in &events {
-                let metadata = serde_json::to_string(&event.metadata).map_err(Error::InvalidJson)?;
-                state.apply(&decoder.decode::<A::Event>(EventView {
-                    version: event.version,
-                    event_type: &event.event_type,
-                    payload: event.payload.get(),
-                    metadata: &metadata,
-                })?);
+                state.apply(&event.view(|view| decoder.decode::<A::Event>(view))?);
                 version = event.version;
             }
         }

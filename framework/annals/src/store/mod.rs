@@ -137,13 +137,7 @@ pub trait EventStore: Send + Sync {
         loop {
             let records = self.read_stream(stream, next, PAGE).await?;
             for record in &records {
-                let metadata = serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?;
-                visit(EventView {
-                    version: record.version,
-                    event_type: &record.event_type,
-                    payload: record.payload.get(),
-                    metadata: &metadata,
-                })?;
+                record.view(&mut *visit)?;
                 next = record.version + 1;
             }
             if records.len() < PAGE {

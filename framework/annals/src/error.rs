@@ -228,6 +228,11 @@ pub enum Error {
     /// A projection handler failed.
     #[error("handler failed: {0}")]
     Handler(String),
+    /// A read-model transaction's SQL ended the transaction it ran in (`COMMIT` or
+    /// `ROLLBACK`): [`Db::transaction`](crate::readmodel::Db::transaction) commits and
+    /// rolls back itself.
+    #[error("a read-model transaction ended itself with COMMIT or ROLLBACK; return Ok or an error instead")]
+    TransactionEnded,
     /// The store's schema is newer than this build of annals, or was changed by hand.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("cannot migrate the store's schema: {0}")]
@@ -266,7 +271,7 @@ impl Error {
             Error::ReplicationGap { .. } => "replication_gap",
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",
-            Error::ColumnType { .. } | Error::Handler(_) => "internal",
+            Error::ColumnType { .. } | Error::Handler(_) | Error::TransactionEnded => "internal",
             Error::InvalidStreamId { .. }
             | Error::InvalidCategory { .. }
             | Error::DuplicateEventId { .. }

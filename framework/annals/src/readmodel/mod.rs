@@ -5,9 +5,11 @@
 //! same code runs on both engines: statements take `$1, $2, …` placeholders and
 //! [`Param`]s, and rows come back as [`Value`]s.
 //!
-//! On SQLite a transaction runs on a blocking thread with its own connection on
-//! SQLite's C API (`BEGIN IMMEDIATE`, so it never fails half-way on a lock upgrade); on
-//! PostgreSQL it is an ordinary transaction on the store's pool.
+//! On SQLite, write transactions run on SQLite's C API on a blocking thread, one writer
+//! per process. The transactions waiting for it are committed together (group commit):
+//! each runs under its own savepoint inside one `BEGIN IMMEDIATE` transaction and rolls
+//! back alone when it fails, and each caller hears its result once that one commit is
+//! done. On PostgreSQL a transaction is an ordinary transaction on the store's pool.
 //!
 //! ```no_run
 //! # async fn demo(store: annals::Store) -> annals::Result<()> {
@@ -113,7 +115,8 @@ impl Db {
     }
 
     /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back
-    /// when it returns an error (or panics).
+    /// when it returns an error (or panics). `work` must not end the transaction
+    /// itself with a `COMMIT` or `ROLLBACK` statement.
     pub async fn transaction<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,

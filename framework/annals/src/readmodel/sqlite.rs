@@ -1,25 +1,85 @@
-//! Read-model transactions on SQLite's C API, each on a blocking thread.
+//! Read-model transactions on SQLite's C API, on blocking threads.
+//!
+//! SQLite has one writer at a time, and a commit costs a WAL write and a sync. Write
+//! transactions therefore queue for one writer, which runs every transaction waiting
+//! in one SQLite transaction (each under its own savepoint, so a failing one rolls
+//! back alone) and commits them together: group commit, as a log does. Each caller
+//! hears its result once the commit it rode on is known. The writer keeps its own
+//! connection, so its page cache stays warm from group to group.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rusqlite::types::ValueRef;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 use super::{Param, Row, Tx, TxInner, Value};
 use crate::error::{Error, Result};
 use crate::store::StoreOptions;
 
-/// Idle connections, reused from one transaction to the next.
+/// The most transactions one commit carries.
+const MAX_GROUP: usize = 64;
+
+/// The read model's connections: idle ones for reads, and the writer's queue.
 pub(super) struct Connections {
     path: PathBuf,
     synchronous: &'static str,
     busy_timeout: Duration,
     idle: Mutex<Vec<rusqlite::Connection>>,
-    /// One write transaction at a time per process: waiting here costs nothing, while
-    /// waiting in SQLite's busy handler means sleeping in millisecond steps.
-    turn: Arc<tokio::sync::Mutex<()>>,
+    writer: Mutex<Writer>,
+}
+
+/// Write transactions waiting for the writer, and its connection between groups.
+#[derive(Default)]
+struct Writer {
+    queue: Vec<Box<dyn Job>>,
+    /// A blocking thread is draining the queue.
+    draining: bool,
+    conn: Option<rusqlite::Connection>,
+}
+
+/// A write transaction waiting for its group.
+trait Job: Send {
+    /// Runs the work in the group's transaction; whether it succeeded.
+    fn run(&mut self, tx: &mut Tx, runtime: &Handle) -> bool;
+    /// Tells the caller how it ended, once the group's commit (or its failure) is known.
+    fn answer(self: Box<Self>, committed: Result<()>);
+}
+
+type Outcome<T> = std::thread::Result<Result<T>>;
+
+struct Work<T, F> {
+    work: Option<F>,
+    ran: Option<Outcome<T>>,
+    reply: oneshot::Sender<Outcome<T>>,
+}
+
+impl<T, F> Job for Work<T, F>
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut Tx, runtime: &Handle) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(work(tx))));
+        let ok = matches!(ran, Ok(Ok(_)));
+        self.ran = Some(ran);
+        ok
+    }
+
+    fn answer(self: Box<Self>, committed: Result<()>) {
+        let outcome = match self.ran {
+            Some(Ok(Ok(value))) => Ok(committed.map(|()| value)),
+            Some(ran) => ran,
+            None => Ok(Err(committed.err().unwrap_or(Error::Closed))),
+        };
+        let _ = self.reply.send(outcome);
+    }
 }
 
 impl Connections {
@@ -29,14 +89,11 @@ impl Connections {
             synchronous: options.synchronous.pragma(),
             busy_timeout: options.busy_timeout,
             idle: Mutex::new(Vec::new()),
-            turn: Arc::new(tokio::sync::Mutex::new(())),
+            writer: Mutex::new(Writer::default()),
         }
     }
 
-    fn take(&self) -> Result<rusqlite::Connection> {
-        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(conn);
-        }
+    fn open(&self) -> Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open_with_flags(
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -49,53 +106,257 @@ impl Connections {
         Ok(conn)
     }
 
+    fn take(&self) -> Result<rusqlite::Connection> {
+        match self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(conn) => Ok(conn),
+            None => self.open(),
+        }
+    }
+
     fn give_back(&self, conn: rusqlite::Connection) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
     }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `job`, and starts a writer if none is draining the queue.
+    fn submit(self: &Arc<Self>, job: Box<dyn Job>) {
+        let start = {
+            let mut writer = self.writer();
+            writer.queue.push(job);
+            !std::mem::replace(&mut writer.draining, true)
+        };
+        if start {
+            let (connections, runtime) = (self.clone(), Handle::current());
+            tokio::task::spawn_blocking(move || {
+                let mut draining = Draining {
+                    connections,
+                    done: false,
+                };
+                draining.run(&runtime);
+            });
+        }
+    }
 }
 
-/// A transaction: `BEGIN IMMEDIATE` after this process's other writers when it
-/// `writes`, a plain (deferred, read) transaction otherwise.
+/// The writer: runs groups until the queue is empty. Dropped without finishing (its
+/// thread never ran, or it panicked), it answers what is left and lets the next
+/// submission start a new writer.
+struct Draining {
+    connections: Arc<Connections>,
+    done: bool,
+}
+
+impl Draining {
+    fn run(&mut self, runtime: &Handle) {
+        crate::backend::sqlite::set_busy_timeout(self.connections.busy_timeout);
+        loop {
+            let (jobs, conn) = {
+                let mut writer = self.connections.writer();
+                if writer.queue.is_empty() {
+                    writer.draining = false;
+                    self.done = true;
+                    return;
+                }
+                let n = writer.queue.len().min(MAX_GROUP);
+                (writer.queue.drain(..n).collect::<Vec<_>>(), writer.conn.take())
+            };
+            let conn = match conn.map_or_else(|| self.connections.open(), Ok) {
+                Ok(conn) => conn,
+                Err(error) => {
+                    answer_all(jobs, &error);
+                    continue;
+                }
+            };
+            self.connections.writer().conn = group(conn, jobs, runtime);
+        }
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let jobs = {
+            let mut writer = self.connections.writer();
+            writer.draining = false;
+            std::mem::take(&mut writer.queue)
+        };
+        answer_all(jobs, &Error::Closed);
+    }
+}
+
+/// Runs `jobs` in one transaction, each under a savepoint, and commits them together.
+/// Returns the connection unless it is no longer fit for reuse.
+fn group(conn: rusqlite::Connection, jobs: Vec<Box<dyn Job>>, runtime: &Handle) -> Option<rusqlite::Connection> {
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        answer_all(jobs, &Error::Sqlite(error));
+        return Some(conn);
+    }
+    let mut tx = Tx {
+        inner: TxInner::Sqlite(conn),
+    };
+    let mut ran: Vec<Box<dyn Job>> = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    while let Some(mut job) = jobs.next() {
+        if let Err(error) = sqlite_conn(&tx).execute_batch("SAVEPOINT annals_job") {
+            return abandon(tx, ran, job, jobs, &Error::Sqlite(error));
+        }
+        let ok = job.run(&mut tx, runtime);
+        let conn = sqlite_conn(&tx);
+        if conn.is_autocommit() {
+            // The group's transaction is gone: the work ended it itself (a COMMIT or
+            // ROLLBACK in its SQL), or it failed with an error SQLite answers by
+            // rolling back everything (a full disk, an I/O error). A failed work
+            // keeps its own error; the others hear why they were rolled back.
+            let error = if ok {
+                Error::TransactionEnded
+            } else {
+                Error::Sqlite(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some(
+                        "rolled back: a transaction committed in the same group failed and SQLite ended the group"
+                            .into(),
+                    ),
+                ))
+            };
+            return abandon(tx, ran, job, jobs, &error);
+        }
+        let close = if ok {
+            "RELEASE annals_job"
+        } else {
+            "ROLLBACK TO annals_job; RELEASE annals_job"
+        };
+        if let Err(error) = conn.execute_batch(close) {
+            return abandon(tx, ran, job, jobs, &Error::Sqlite(error));
+        }
+        ran.push(job);
+    }
+    let conn = into_conn(tx);
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for job in ran {
+                job.answer(Ok(()));
+            }
+            Some(conn)
+        }
+        Err(error) => {
+            let error = Error::Sqlite(error);
+            answer_all(ran, &error);
+            roll_back(conn)
+        }
+    }
+}
+
+/// Ends a group that cannot go on: nothing of it is committed, and every job in it is
+/// told so. The jobs not reached yet are told too, so their callers may try again.
+fn abandon(
+    tx: Tx,
+    ran: Vec<Box<dyn Job>>,
+    current: Box<dyn Job>,
+    rest: impl Iterator<Item = Box<dyn Job>>,
+    error: &Error,
+) -> Option<rusqlite::Connection> {
+    let conn = into_conn(tx);
+    answer_all(ran.into_iter().chain(std::iter::once(current)).chain(rest), error);
+    roll_back(conn)
+}
+
+fn roll_back(conn: rusqlite::Connection) -> Option<rusqlite::Connection> {
+    if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
+        Some(conn)
+    } else {
+        // A connection that cannot roll back is dropped rather than reused.
+        None
+    }
+}
+
+fn sqlite_conn(tx: &Tx) -> &rusqlite::Connection {
+    #[allow(irrefutable_let_patterns)]
+    let TxInner::Sqlite(conn) = &tx.inner
+    else {
+        unreachable!("a SQLite Db makes SQLite transactions")
+    };
+    conn
+}
+
+fn into_conn(tx: Tx) -> rusqlite::Connection {
+    #[allow(irrefutable_let_patterns)]
+    let TxInner::Sqlite(conn) = tx.inner
+    else {
+        unreachable!("a SQLite Db makes SQLite transactions")
+    };
+    conn
+}
+
+/// Tells every job of a group that failed as a whole why it failed.
+fn answer_all(jobs: impl IntoIterator<Item = Box<dyn Job>>, error: &Error) {
+    for job in jobs {
+        job.answer(Err(copy_of(error)));
+    }
+}
+
+/// The same failure again, for another caller (errors are not `Clone`).
+fn copy_of(error: &Error) -> Error {
+    match error {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        Error::Closed => Error::Closed,
+        Error::TransactionEnded => Error::TransactionEnded,
+        other => Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        )),
+    }
+}
+
+/// A write transaction (through the writer, committed with its group) or a read
+/// transaction (`BEGIN` on an idle connection).
 pub(super) async fn transaction<T, F>(connections: Arc<Connections>, work: F, writes: bool) -> Result<T>
 where
     T: Send + 'static,
     F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
 {
-    let runtime = tokio::runtime::Handle::current();
-    let turn = if writes {
-        Some(connections.turn.clone().lock_owned().await)
-    } else {
-        None
-    };
+    if !writes {
+        return read_transaction(connections, work).await;
+    }
+    let (reply, answered) = oneshot::channel();
+    connections.submit(Box::new(Work {
+        work: Some(work),
+        ran: None,
+        reply,
+    }));
+    unwind(answered.await.unwrap_or(Ok(Err(Error::Closed))))
+}
+
+fn unwind<T>(outcome: Outcome<T>) -> Result<T> {
+    outcome.unwrap_or_else(|panic: Box<dyn Any + Send>| std::panic::resume_unwind(panic))
+}
+
+async fn read_transaction<T, F>(connections: Arc<Connections>, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
+{
+    let runtime = Handle::current();
     let joined = tokio::task::spawn_blocking(move || {
         crate::backend::sqlite::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
-        conn.execute_batch(if writes { "BEGIN IMMEDIATE" } else { "BEGIN" })
-            .map_err(Error::Sqlite)?;
+        conn.execute_batch("BEGIN").map_err(Error::Sqlite)?;
         let mut tx = Tx {
             inner: TxInner::Sqlite(conn),
         };
         let result = runtime.block_on(work(&mut tx));
-        #[allow(irrefutable_let_patterns)]
-        let TxInner::Sqlite(conn) = tx.inner
-        else {
-            unreachable!("a SQLite Db makes SQLite transactions")
-        };
-        let result = result.and_then(|value| {
-            conn.execute_batch("COMMIT").map_err(Error::Sqlite)?;
-            Ok(value)
-        });
-        if result.is_err() && !conn.is_autocommit() {
-            // A connection that cannot roll back is dropped rather than reused.
-            if conn.execute_batch("ROLLBACK").is_err() {
-                return result;
-            }
+        if let Some(conn) = roll_back(into_conn(tx)) {
+            connections.give_back(conn);
         }
-        connections.give_back(conn);
         result
     })
     .await;
-    drop(turn);
     match joined {
         Ok(result) => result,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),

@@ -129,14 +129,13 @@ impl Connections {
             !std::mem::replace(&mut writer.draining, true)
         };
         if start {
-            let (connections, runtime) = (self.clone(), Handle::current());
-            tokio::task::spawn_blocking(move || {
-                let mut draining = Draining {
-                    connections,
-                    done: false,
-                };
-                draining.run(&runtime);
-            });
+            // Made here, so that a task dropped before it runs still answers the queue.
+            let mut draining = Draining {
+                connections: self.clone(),
+                done: false,
+            };
+            let runtime = Handle::current();
+            tokio::task::spawn_blocking(move || draining.run(&runtime));
         }
     }
 }

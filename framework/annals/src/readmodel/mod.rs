@@ -5,11 +5,12 @@
 //! same code runs on both engines: statements take `$1, $2, …` placeholders and
 //! [`Param`]s, and rows come back as [`Value`]s.
 //!
-//! On SQLite, write transactions run on SQLite's C API on a blocking thread, one writer
-//! per process. The transactions waiting for it are committed together (group commit):
-//! each runs under its own savepoint inside one `BEGIN IMMEDIATE` transaction and rolls
-//! back alone when it fails, and each caller hears its result once that one commit is
-//! done. On PostgreSQL a transaction is an ordinary transaction on the store's pool.
+//! On SQLite, write transactions run on SQLite's C API on a blocking thread: one writer
+//! per open store. The transactions waiting for it are committed together (group
+//! commit): each runs under its own savepoint inside one `BEGIN IMMEDIATE` transaction
+//! and rolls back alone when it fails, and each caller hears its result once that one
+//! commit is done. On PostgreSQL a transaction is an ordinary transaction on the
+//! store's pool.
 //!
 //! ```no_run
 //! # async fn demo(store: annals::Store) -> annals::Result<()> {

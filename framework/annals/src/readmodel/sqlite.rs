@@ -1,11 +1,11 @@
 //! Read-model transactions on SQLite's C API, on blocking threads.
 //!
 //! SQLite has one writer at a time, and a commit costs a WAL write and a sync. Write
-//! transactions therefore queue for one writer, which runs every transaction waiting
-//! in one SQLite transaction (each under its own savepoint, so a failing one rolls
-//! back alone) and commits them together: group commit, as a log does. Each caller
-//! hears its result once the commit it rode on is known. The writer keeps its own
-//! connection, so its page cache stays warm from group to group.
+//! transactions therefore queue for one writer per open store, which runs every
+//! transaction waiting in one SQLite transaction (each under its own savepoint, so a
+//! failing one rolls back alone) and commits them together: group commit, as a log
+//! does. Each caller hears its result once the commit it rode on is known. The writer
+//! keeps its own connection, so its page cache stays warm from group to group.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;

@@ -4,12 +4,12 @@
 //! Needs Debian's `chromium` (the test command installs it). Without it the test is
 //! skipped, unless `ANNALS_REQUIRE_CHROMIUM=1`, which makes that a failure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use annals::group::{admin, GroupMember, GroupOptions};
+use annals::group::{GroupMember, GroupOptions};
 use annals_server::ServerOptions;
 use annals_testkit::browser::{chromium, render};
-use annals_testkit::tally::{add, add_poison, Tally};
+use annals_testkit::tally::{add, add_poison, caught_up, Tally};
 use annals_testkit::TestStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,11 +28,7 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
     let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options)
         .await
         .expect("join");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while admin::describe(&store, "tally").await.expect("describe").lag > 0 {
-        assert!(Instant::now() < deadline, "the group never caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    caught_up(&store, "tally").await;
     member.shutdown().await.expect("leave");
     add(&store, "acct-3", 1).await; // lag 1 for the stopped group
 

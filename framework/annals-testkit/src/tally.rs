@@ -137,3 +137,20 @@ pub async fn add_poison(store: &Store, stream: &str) {
         .event(NewEvent::json("Added", &serde_json::json!({ "amount": 1000, "poison": true })).expect("payload"));
     store.append(request).await.expect("append");
 }
+
+/// Waits until consumer group `group` has committed everything written so far (its
+/// lag is 0); fails the test after 30 s.
+pub async fn caught_up(store: &Store, group: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let described = annals::group::admin::describe(store, group).await.expect("describe");
+        if described.lag == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} stuck: {described:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

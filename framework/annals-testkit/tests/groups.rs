@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use annals::group::admin::{self, ResetTo};
 use annals::group::{rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed};
 use annals::{Error, EventStore, RecordedEvent, Store};
-use annals_testkit::tally::{add, add_poison, fold_log, Tally};
+use annals_testkit::tally::{add, add_poison, caught_up, fold_log, Tally};
 use annals_testkit::TestStore;
 use async_trait::async_trait;
 
@@ -29,19 +29,6 @@ fn fast() -> GroupOptions {
         heartbeat_interval: Duration::from_millis(100),
         retry_backoff: Duration::from_millis(5),
         ..GroupOptions::default()
-    }
-}
-
-/// Waits until the group has committed everything written so far.
-async fn caught_up(store: &Store, group: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let described = admin::describe(store, group).await.expect("describe");
-        if described.lag == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "group {group} stuck: {described:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,12 +1,13 @@
 //! Snapshots from the compacted snapshot log, on SQLite and PostgreSQL.
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};
-use annals::group::{admin, GroupMember, GroupOptions};
+use annals::group::{GroupMember, GroupOptions};
 use annals::snapshot::{self, SnapshotOptions, Snapshottable, Snapshotter};
 use annals::{Store, StreamId};
+use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};
 
@@ -106,11 +107,7 @@ async fn the_snapshotter_writes_every_n_events(t: TestStore) {
     let member = GroupMember::projection(&store, "snapshots", Snapshotter::<Ledger>::new(&store, 10), options)
         .await
         .expect("join");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while admin::describe(&store, "snapshots").await.expect("describe").lag > 0 {
-        assert!(Instant::now() < deadline, "the snapshotter is stuck");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    caught_up(&store, "snapshots").await;
     member.shutdown().await.expect("leave");
     assert_eq!(rows(&store).await, 9, "three snapshots (10, 20, 30) per stream");
     let db = store.read_models().expect("sql");

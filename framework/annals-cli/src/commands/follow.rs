@@ -34,9 +34,7 @@ fn follow_error(error: annals_server::follower::FollowError) -> CliError {
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
-    if args.token.as_deref().is_some_and(|token| token.trim().is_empty()) {
-        return Err(CliError::Usage("--token must not be empty".into()));
-    }
+    super::serve::check_token(args.token.as_deref())?;
     let leader = Leader {
         url: args.leader.trim_end_matches('/').to_owned(),
         token: args.leader_token,
@@ -62,13 +60,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let store = annals::StoreOptions::from_url(db)?.partitions(count).open().await?;
     let follower = Follower::start(store.clone(), leader).await.map_err(follow_error)?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
-    println!(
-        "listening on http://{}",
-        listener.local_addr().map_err(annals::Error::Io)?
-    );
+    let listener = super::serve::listen(args.listen).await?;
     let options = ServerOptions {
         listen: args.listen,
         token: args.token,

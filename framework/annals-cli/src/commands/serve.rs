@@ -26,20 +26,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
-    if args.token.as_deref().is_some_and(|token| token.trim().is_empty()) {
-        return Err(CliError::Usage("--token must not be empty".into()));
-    }
+    check_token(args.token.as_deref())?;
     // Like every command but init, serve never creates a store: a mistyped --db is an
     // error, not a new empty store.
     let store = super::open_existing(db).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|error| CliError::Usage(format!("cannot listen on {}: {error}", args.listen)))?;
-    // Scripts read the address (useful with port 0) from this line.
-    println!(
-        "listening on http://{}",
-        listener.local_addr().map_err(annals::Error::Io)?
-    );
+    let listener = listen(args.listen).await?;
     let options = ServerOptions {
         listen: args.listen,
         token: args.token,
@@ -53,4 +44,25 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         .map_err(annals::Error::Io)?;
     store.close().await;
     Ok(())
+}
+
+/// Refuses an empty `--token`: it would look like protection and be none.
+pub(crate) fn check_token(token: Option<&str>) -> CliResult {
+    match token {
+        Some(token) if token.trim().is_empty() => Err(CliError::Usage("--token must not be empty".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Binds `address` and says where it listens: scripts read the address (useful with
+/// port 0) from that line.
+pub(crate) async fn listen(address: SocketAddr) -> CliResult<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| CliError::Usage(format!("cannot listen on {address}: {error}")))?;
+    println!(
+        "listening on http://{}",
+        listener.local_addr().map_err(annals::Error::Io)?
+    );
+    Ok(listener)
 }

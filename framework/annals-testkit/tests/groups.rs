@@ -13,6 +13,7 @@ use async_trait::async_trait;
 annals_testkit::on_sql_engines!(
     two_members_build_the_exact_fold,
     a_member_that_stopped_heartbeating_cannot_commit,
+    a_member_that_stopped_heartbeating_cannot_stop_a_partition,
     poison_records_are_dead_lettered_and_retried,
     reset_to_earliest_replays_and_is_refused_while_members_run,
     pause_resume_and_lag,
@@ -122,6 +123,52 @@ async fn a_member_that_stopped_heartbeating_cannot_commit(t: TestStore) {
     );
     let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
     assert!(letters.is_empty(), "both members handled records: {letters:#?}");
+    live.shutdown().await.expect("b leaves");
+    stale.shutdown().await.expect("a stops");
+}
+
+async fn a_member_that_stopped_heartbeating_cannot_stop_a_partition(t: TestStore) {
+    let store = t.open().await;
+    // A takes every partition and stops heartbeating; its handler fails on poison,
+    // and its policy is to stop the partition.
+    let stale_tally = Tally::new("tally");
+    let stale = GroupMember::projection(
+        &store,
+        "g",
+        stale_tally.clone(),
+        GroupOptions {
+            session_timeout: Duration::from_millis(500),
+            heartbeat_interval: Duration::from_secs(3600),
+            on_failure: FailurePolicy::Stop,
+            max_attempts: 2,
+            ..fast()
+        },
+    )
+    .await
+    .expect("stale member joins");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // B takes over, and handles the poison record fine.
+    let live_tally = Tally::new("tally");
+    live_tally.poison.store(false, Ordering::Relaxed);
+    let live = GroupMember::projection(&store, "g", live_tally.clone(), fast())
+        .await
+        .expect("b joins");
+    assert_eq!(live.assignment().len(), 16);
+
+    add_poison(&store, "acct-1").await;
+    caught_up(&store, "g").await;
+    wait_for("the stale member to give up", async || {
+        stale_tally.calls.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16) as usize;
+    let described = admin::describe(&store, "g").await.expect("describe");
+    assert!(
+        !described.partitions[p].paused && described.partitions[p].stopped_reason.is_none(),
+        "a fenced member stopped the partition: {described:#?}"
+    );
+    assert_eq!(live_tally.totals(&store).await, fold_log(&store).await);
     live.shutdown().await.expect("b leaves");
     stale.shutdown().await.expect("a stops");
 }

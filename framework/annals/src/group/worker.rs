@@ -283,14 +283,12 @@ impl Member {
                 }
                 FailurePolicy::Stop => {
                     tracing::warn!(group = %self.group, partition = owned.partition, offset = record.offset, %error, "partition stopped");
-                    cursor = self
-                        .flush(owned, std::mem::take(&mut rows), cursor, record.offset)
+                    self.flush(owned, std::mem::take(&mut rows), cursor, record.offset)
                         .await?;
                     let (commit, reason) = (self.commit_info(owned), format!("offset {}: {error}", record.offset));
                     self.db
                         .transaction(move |tx| Box::pin(async move { commit.stop(tx, &reason).await }))
                         .await?;
-                    let _ = cursor;
                     return Ok(None);
                 }
             }
@@ -432,14 +430,15 @@ impl Member {
                 continue;
             }
             blocked.insert(stream.clone());
-            let group = self.group.clone();
+            let commit = self.commit_info(owned);
             self.db
                 .transaction(move |tx| {
                     Box::pin(async move {
+                        commit.check_owner(tx).await?;
                         tx.execute(
                             r#"UPDATE annals_dead_letters SET status = 'parked'
                                WHERE group_name = $1 AND stream_id = $2 AND status = 'retry' AND "offset" > $3"#,
-                            params![&*group, stream, offset as i64],
+                            params![&*commit.group, stream, offset as i64],
                         )
                         .await
                         .map(drop)
@@ -498,6 +497,7 @@ impl Member {
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {
+                    commit.check_owner(tx).await?;
                     tx.execute(
                         "UPDATE annals_dead_letters SET status = 'failed', error = $3, attempts = attempts + $4 \
                          WHERE group_name = $1 AND id = $2",
@@ -617,7 +617,9 @@ impl Commit {
         .map(drop)
     }
 
+    /// Pauses the partition with `reason`, if this member still owns it.
     async fn stop(&self, tx: &mut Tx, reason: &str) -> Result<()> {
+        self.check_owner(tx).await?;
         tx.execute(
             "UPDATE annals_group_offsets SET paused = 1, stopped_reason = $3 WHERE group_name = $1 AND partition = $2",
             params![&*self.group, self.partition, reason],

@@ -386,6 +386,12 @@ async fn old_events_are_upcast_on_read() {
         .await
         .expect("v2 append");
     assert_eq!(accounts.load("old").await.expect("load").state.cents, 401);
+    // Records, as projections read them, decode the same way, upcasts included.
+    let mut folded = v2::Account::default();
+    for record in store.read_stream(&stream, 1, 100).await.expect("read") {
+        folded.apply(&annals::aggregate::decode_event(&record, &v2::upcasters()).expect("decode"));
+    }
+    assert_eq!((folded.cents, folded.events), (401, 6));
     let newest = store.read_stream(&stream, 6, 1).await.expect("read");
     assert_eq!(
         newest[0].metadata.extra.get("schema_version"),

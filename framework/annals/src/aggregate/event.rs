@@ -55,8 +55,7 @@ pub(crate) fn encode<E: DomainEvent>(event: &E) -> Result<NewEvent> {
 /// The domain event `record` holds, upcast to the enum's current schema version: what
 /// a repository applies when it loads, for projections and sagas that read records.
 pub fn decode_event<E: DomainEvent>(record: &RecordedEvent, upcasters: &Upcasters) -> Result<E> {
-    let mut decoder = Decoder::new(upcasters);
-    record.view(|view| decoder.decode(view))
+    Decoder::new(upcasters).decode_record(record)
 }
 
 /// Turns stored events into domain events, upcasting old schema versions. One
@@ -85,9 +84,25 @@ impl<'u> Decoder<'u> {
     /// with (metadata key `schema_version`, 1 when absent) to the enum's current one.
     pub(crate) fn decode<E: DomainEvent>(&mut self, event: EventView<'_>) -> Result<E> {
         let written: Written = serde_json::from_str(event.metadata).map_err(Error::InvalidJson)?;
-        let written = written
-            .schema_version
-            .as_ref()
+        self.decode_parts(event.event_type, event.payload, written.schema_version.as_ref())
+    }
+
+    /// The same for a record, whose metadata is parsed already.
+    pub(crate) fn decode_record<E: DomainEvent>(&mut self, record: &RecordedEvent) -> Result<E> {
+        self.decode_parts(
+            &record.event_type,
+            record.payload.get(),
+            record.metadata.extra.get(SCHEMA_VERSION_KEY),
+        )
+    }
+
+    fn decode_parts<E: DomainEvent>(
+        &mut self,
+        event_type: &str,
+        payload: &str,
+        schema_version: Option<&Value>,
+    ) -> Result<E> {
+        let written = schema_version
             .and_then(Value::as_u64)
             .map_or(1, |version| version.min(u64::from(u32::MAX)) as u32);
         if written > E::SCHEMA_VERSION {
@@ -101,16 +116,14 @@ impl<'u> Decoder<'u> {
             // parse once, without building a `Value`.
             self.tagged.clear();
             self.tagged.extend_from_slice(br#"{"type":"#);
-            serde_json::to_writer(&mut self.tagged, event.event_type).map_err(Error::InvalidJson)?;
+            serde_json::to_writer(&mut self.tagged, event_type).map_err(Error::InvalidJson)?;
             self.tagged.extend_from_slice(br#","data":"#);
-            self.tagged.extend_from_slice(event.payload.as_bytes());
+            self.tagged.extend_from_slice(payload.as_bytes());
             self.tagged.push(b'}');
             return serde_json::from_slice(&self.tagged).map_err(Error::InvalidJson);
         }
-        let data: Value = serde_json::from_str(event.payload).map_err(Error::InvalidJson)?;
-        let (event_type, data) = self
-            .upcasters
-            .upcast(event.event_type, written, E::SCHEMA_VERSION, data);
+        let data: Value = serde_json::from_str(payload).map_err(Error::InvalidJson)?;
+        let (event_type, data) = self.upcasters.upcast(event_type, written, E::SCHEMA_VERSION, data);
         let mut tagged = Map::with_capacity(2);
         tagged.insert("type".into(), Value::String(event_type));
         tagged.insert("data".into(), data);

@@ -74,7 +74,7 @@ impl<A: Snapshottable> Snapshotter<A> {
                 break;
             }
             for event in &events {
-                state.apply(&event.view(|view| decoder.decode::<A::Event>(view))?);
+                state.apply(&decoder.decode_record::<A::Event>(event)?);
                 version = event.version;
             }
         }

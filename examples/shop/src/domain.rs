@@ -369,7 +369,9 @@ pub enum OrderError {
 }
 
 impl Order {
-    fn require(&self, status: OrderStatus, action: &'static str) -> Result<(), OrderError> {
+    /// Refuses unless the order is in `status`: an order that was never created is
+    /// unknown, one in another status refuses `action`.
+    pub fn require(&self, status: OrderStatus, action: &'static str) -> Result<(), OrderError> {
         match self.status {
             OrderStatus::New => Err(OrderError::Unknown),
             current if current == status => Ok(()),

@@ -47,12 +47,9 @@ pub enum ShopError {
     },
 }
 
-impl<E: std::error::Error + 'static> From<CommandError<E>> for ShopError {
+impl<E: std::error::Error + Send + Sync + 'static> From<CommandError<E>> for ShopError {
     fn from(error: CommandError<E>) -> Self {
-        match error {
-            CommandError::Store(error) => ShopError::Store(error),
-            other => ShopError::Store(annals::Error::Handler(other.to_string())),
-        }
+        ShopError::Store(saga::store_failure(error))
     }
 }
 
@@ -124,7 +121,7 @@ impl Shop {
 
     /// Starts a member of the saga group and one of the views group in this process.
     pub async fn start_workers(&self) -> annals::Result<Workers> {
-        let saga = GroupMember::consumer(&self.store, SAGA_GROUP, saga::OrderSaga::new(&self.store), options()).await?;
+        let saga = GroupMember::consumer(&self.store, SAGA_GROUP, saga::OrderSaga::new(self), options()).await?;
         let views = GroupMember::projection(&self.store, VIEWS_GROUP, self.views.clone(), options()).await?;
         Ok(Workers { saga, views })
     }
@@ -204,15 +201,10 @@ impl Shop {
     /// Pays a placed order (the saga marks it paid, or undoes it if declined).
     pub async fn pay(&self, order: &str, payment_method: &str) -> Result<(), ShopError> {
         let loaded = self.orders.load(order).await?;
-        if loaded.state.status == domain::OrderStatus::New {
-            return Err(ShopError::Order(OrderError::Unknown));
-        }
-        if loaded.state.status != domain::OrderStatus::Placed {
-            return Err(ShopError::Order(OrderError::WrongStatus {
-                action: "pay",
-                status: loaded.state.status.as_str(),
-            }));
-        }
+        loaded
+            .state
+            .require(domain::OrderStatus::Placed, "pay")
+            .map_err(ShopError::Order)?;
         let charge = domain::PaymentCommand::Charge {
             order: order.to_owned(),
             amount: loaded.state.total(),

@@ -9,16 +9,15 @@
 //! (`CommandContext::caused_by`), so a redelivered event sends the same commands again
 //! and the store applies each only once: stock is never reserved twice.
 
-use annals::aggregate::{CommandContext, CommandError, Repository};
+use annals::aggregate::{decode_event, CommandContext, CommandError, Repository, Upcasters};
 use annals::group::{Consumer, Filter, Processed};
-use annals::snapshot::SnapshotOptions;
-use annals::{async_trait, Error, RecordedEvent, Result, Store};
-use serde::Deserialize;
+use annals::{async_trait, Error, RecordedEvent, Result};
 
 use crate::domain::{
-    Line, Order, OrderCommand, OrderError, OrderStatus, Payment, PaymentCommand, PaymentError, Product, ProductCommand,
-    ProductError,
+    Cents, Line, Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Payment, PaymentCommand, PaymentError,
+    PaymentEvent, Product, ProductCommand, ProductError,
 };
+use crate::Shop;
 
 /// The saga's handler.
 pub struct OrderSaga {
@@ -28,23 +27,12 @@ pub struct OrderSaga {
 }
 
 impl OrderSaga {
-    /// A saga on `store`.
-    pub fn new(store: &Store) -> Self {
-        let products = Repository::new(store.clone());
-        // Products take many commands: load them from snapshots when the store has SQL.
-        let products = products
-            .clone()
-            .with_snapshots(
-                store,
-                SnapshotOptions {
-                    on_command_every: Some(50),
-                },
-            )
-            .unwrap_or(products);
+    /// A saga sending its commands through the shop's repositories.
+    pub fn new(shop: &Shop) -> Self {
         OrderSaga {
-            products,
-            orders: Repository::new(store.clone()),
-            payments: Repository::new(store.clone()),
+            products: shop.products.clone(),
+            orders: shop.orders.clone(),
+            payments: shop.payments.clone(),
         }
     }
 }
@@ -56,41 +44,28 @@ fn id_of(record: &RecordedEvent) -> &str {
 
 /// A command error as the saga sees it: a store failure is retried (the group's
 /// retries, then dead letters); a domain refusal is a decision, handled by the caller.
-fn store_failure<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>) -> Error {
+pub(crate) fn store_failure<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>) -> Error {
     match error {
         CommandError::Store(error) => error,
         other => Error::Handler(other.to_string()),
     }
 }
 
-#[derive(Deserialize)]
-struct Placed {
-    lines: Vec<Line>,
-    total: u64,
-    payment_method: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Declined {
-    order: String,
-    reason: String,
-}
-
-#[derive(Deserialize)]
-struct Captured {
-    order: String,
-}
-
 impl OrderSaga {
-    async fn placed(&self, record: &RecordedEvent) -> Result<()> {
+    async fn placed(
+        &self,
+        record: &RecordedEvent,
+        lines: &[Line],
+        total: Cents,
+        payment_method: Option<&str>,
+    ) -> Result<()> {
         let order = id_of(record);
-        let placed: Placed = record.decode()?;
         // Cancelled before the saga got here (or a redelivery after it was undone):
         // nothing to reserve, nothing to charge.
         if self.orders.load(order).await?.state.status != OrderStatus::Placed {
             return Ok(());
         }
-        for line in &placed.lines {
+        for line in lines {
             let context = CommandContext::caused_by(record, &format!("reserve:{}", line.sku));
             let reserve = ProductCommand::Reserve {
                 order: order.to_owned(),
@@ -100,14 +75,14 @@ impl OrderSaga {
                 Ok(_) => {}
                 Err(CommandError::Rejected(ProductError::OutOfStock { .. } | ProductError::Unknown)) => {
                     let reason = format!("out of stock: {}", line.sku);
-                    return self.undo(record, order, &placed.lines, &reason).await;
+                    return self.undo(record, order, lines, &reason).await;
                 }
                 Err(error) => return Err(store_failure(error)),
             }
         }
-        if let Some(method) = placed.payment_method {
+        if let Some(method) = payment_method {
             if self.orders.load(order).await?.state.status == OrderStatus::Placed {
-                self.charge(record, order, placed.total, &method).await?;
+                self.charge(record, order, total, method).await?;
             }
         }
         Ok(())
@@ -172,17 +147,16 @@ impl OrderSaga {
         }
     }
 
-    async fn captured(&self, record: &RecordedEvent) -> Result<()> {
-        let captured: Captured = record.decode()?;
+    async fn captured(&self, record: &RecordedEvent, order: &str) -> Result<()> {
         let mark = OrderCommand::MarkPaid {
             payment: record.stream.to_string(),
         };
         let context = CommandContext::caused_by(record, "mark-paid");
-        match self.orders.execute(&captured.order, mark, &context).await {
+        match self.orders.execute(order, mark, &context).await {
             Ok(_) => Ok(()),
             Err(CommandError::Rejected(error)) => {
                 // Cancelled meanwhile: a real shop would refund here.
-                tracing::warn!(order = captured.order, %error, "payment captured for an order that cannot be paid");
+                tracing::warn!(order, %error, "payment captured for an order that cannot be paid");
                 Ok(())
             }
             Err(error) => Err(store_failure(error)),
@@ -196,11 +170,10 @@ impl OrderSaga {
         self.each_line(record, order, &loaded.state.lines, "ship").await
     }
 
-    async fn declined(&self, record: &RecordedEvent) -> Result<()> {
-        let declined: Declined = record.decode()?;
-        let order = self.orders.load(&declined.order).await?;
-        let reason = format!("payment declined: {}", declined.reason);
-        self.undo(record, &declined.order, &order.state.lines, &reason).await
+    async fn declined(&self, record: &RecordedEvent, order: &str, reason: &str) -> Result<()> {
+        let loaded = self.orders.load(order).await?;
+        let reason = format!("payment declined: {reason}");
+        self.undo(record, order, &loaded.state.lines, &reason).await
     }
 }
 
@@ -219,12 +192,23 @@ impl Consumer for OrderSaga {
     }
 
     async fn handle(&self, record: &RecordedEvent, _processed: &Processed) -> Result<()> {
-        match record.event_type.as_str() {
-            "OrderPlaced" => self.placed(record).await,
-            "PaymentCaptured" => self.captured(record).await,
-            "PaymentDeclined" => self.declined(record).await,
-            "OrderShipped" => self.shipped(record).await,
-            "OrderCancelled" => self.cancelled(record).await,
+        let none = Upcasters::new();
+        match record.stream.category() {
+            "order" => match decode_event(record, &none)? {
+                OrderEvent::OrderPlaced {
+                    lines,
+                    total,
+                    payment_method,
+                    ..
+                } => self.placed(record, &lines, total, payment_method.as_deref()).await,
+                OrderEvent::OrderShipped => self.shipped(record).await,
+                OrderEvent::OrderCancelled { .. } => self.cancelled(record).await,
+                _ => Ok(()),
+            },
+            "payment" => match decode_event(record, &none)? {
+                PaymentEvent::PaymentCaptured { order, .. } => self.captured(record, &order).await,
+                PaymentEvent::PaymentDeclined { order, reason } => self.declined(record, &order, &reason).await,
+            },
             _ => Ok(()),
         }
     }

@@ -136,10 +136,14 @@ impl ShopViews {
                     params![order, sku, quantity as i64, unit_price as i64],
                 )
                 .await?;
+                // A line of a product already in the order adds to that line, as the
+                // order itself does: count the order's lines rather than its additions.
                 tx.execute(
                     &format!(
-                        "UPDATE {} SET lines = lines + 1, total = total + $2 WHERE order_id = $1",
-                        self.t("orders")
+                        "UPDATE {} SET lines = (SELECT count(*) FROM {} WHERE order_id = $1), \
+                         total = total + $2 WHERE order_id = $1",
+                        self.t("orders"),
+                        self.t("order_lines")
                     ),
                     params![order, (quantity * unit_price) as i64],
                 )

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use annals::group::{admin, GroupMember, GroupOptions};
 use annals::EventStore;
+use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use shop::domain::OrderStatus;
 use shop::views::ShopViews;
@@ -161,14 +162,7 @@ async fn views_rebuilt_by_replay_equal_the_live_ones(t: TestStore) {
     let member = GroupMember::projection(&shop.store, "shop-views-replay", replay.clone(), options)
         .await
         .expect("join");
-    while admin::describe(&shop.store, "shop-views-replay")
-        .await
-        .expect("describe")
-        .lag
-        > 0
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    caught_up(&shop.store, "shop-views-replay").await;
     member.shutdown().await.expect("stop");
     let live = &shop.views;
     let orders = live.orders(&shop.db, None).await.expect("orders");
@@ -204,6 +198,15 @@ async fn cancels_give_stock_back_even_racing_the_saga(t: TestStore) {
             .reserved
             .get("o1"),
         Some(&5)
+    );
+    let summary = shop.views.orders(&shop.db, Some("ann")).await.expect("orders");
+    assert_eq!(
+        summary
+            .iter()
+            .map(|o| (o.order_id.as_str(), o.lines))
+            .collect::<Vec<_>>(),
+        [("o1", 1)],
+        "two additions of one product make one line"
     );
     // Cancelled at once, before or after the saga reserved: the stock comes back.
     for i in 2..12 {

@@ -245,17 +245,7 @@ fn groups_and_dead_letters_from_the_command_line() {
         let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options)
             .await
             .expect("join");
-        for _ in 0..500 {
-            if annals::group::admin::describe(&store, "tally")
-                .await
-                .expect("describe")
-                .lag
-                == 0
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        annals_testkit::tally::caught_up(&store, "tally").await;
         member.shutdown().await.expect("leave");
         store.close().await;
     });

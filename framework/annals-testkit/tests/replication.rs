@@ -83,14 +83,7 @@ async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
     let member = annals::group::GroupMember::projection(&follower, "tally", tally.clone(), options)
         .await
         .expect("a group joins on the follower");
-    while annals::group::admin::describe(&follower, "tally")
-        .await
-        .expect("describe")
-        .lag
-        > 0
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    annals_testkit::tally::caught_up(&follower, "tally").await;
     member.shutdown().await.expect("leave");
     assert_eq!(
         tally.totals(&follower).await,
@@ -164,7 +157,6 @@ async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
         .await
         .expect("append on the new leader");
     assert!(!fresh.duplicate);
-    // The epoch survives a reopen.
     follower.close().await;
 }
 

@@ -300,7 +300,14 @@ async fn follow_partition(
                 let events = whole_appends(batch.events, full);
                 let reached = events.last().map_or(next, |r| r.offset + 1);
                 let idle = events.is_empty();
-                store.apply_replicated(events).await?;
+                match store.apply_replicated(events).await {
+                    // Promoted while this fetch was in flight: its records are not taken.
+                    Err(annals::Error::NotAReplica) => {
+                        tracing::info!(partition, "promoted: the follower stops");
+                        return Ok(());
+                    }
+                    applied => applied?,
+                }
                 lag[partition as usize].store(batch.high_watermark.saturating_sub(reached), Ordering::Relaxed);
                 if idle {
                     // Caught up: a good moment to check the leader was not replaced.

@@ -117,6 +117,19 @@ async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
     // Failover: promoted, it takes appends, and the old leader's command ids are duplicates.
     let promoted = follower.promote().await.expect("promote");
     assert_eq!((promoted.leader, promoted.epoch), (None, 1));
+    // Records the old leader still ships (a fetch in flight) are refused.
+    leader
+        .append(
+            AppendRequest::new(p0[0].stream.clone(), ExpectedVersion::Any)
+                .event(NewEvent::json("Posted", &json!({})).expect("e")),
+        )
+        .await
+        .expect("the old leader appends");
+    let late = partition(&leader, 0).await[p0.len()..].to_vec();
+    assert_eq!(late.len(), 1);
+    let refused = follower.apply_replicated(late).await;
+    assert!(matches!(refused, Err(Error::NotAReplica)), "{refused:?}");
+    assert_eq!(partition(&follower, 0).await, p0);
     // Command 7 went to acct-7 (acct-{i % 13}).
     let stream = StreamId::new("acct-7").expect("id");
     let retried = follower

@@ -212,6 +212,10 @@ pub enum Error {
         /// The leader's URL.
         leader: String,
     },
+    /// Replicated records for a store that is not a follower (any more): promoted, it
+    /// takes appends, and records shipped from its old leader would fork its log.
+    #[error("this store is a leader: it takes appends, not records shipped from another store")]
+    NotAReplica,
     /// Replicated records that do not continue the follower's log exactly (a gap, an
     /// overlap, or records of several partitions).
     #[error(
@@ -269,6 +273,7 @@ impl Error {
             Error::GroupHasMembers { .. } => "group_has_members",
             Error::ReadOnlyReplica { .. } => "read_only_replica",
             Error::ReplicationGap { .. } => "replication_gap",
+            Error::NotAReplica => "not_a_replica",
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",
             Error::ColumnType { .. } | Error::Handler(_) | Error::TransactionEnded => "internal",

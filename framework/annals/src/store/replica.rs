@@ -100,7 +100,8 @@ impl Store {
     /// one partition and continue it exactly (the first at its next offset, no gap), or
     /// nothing is written (`ReplicationGap`). Command ids are rebuilt from the records'
     /// metadata in the same transaction, so a retried command is a duplicate on this
-    /// store too after a failover (I5).
+    /// store too after a failover (I5). A store that is not a follower takes none
+    /// (`NotAReplica`).
     pub async fn apply_replicated(&self, records: Vec<RecordedEvent>) -> Result<()> {
         let Some(first) = records.first() else { return Ok(()) };
         let partition = first.partition;
@@ -125,6 +126,15 @@ impl Store {
 }
 
 async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, records: &[RecordedEvent]) -> Result<()> {
+    // Still a follower, and it stays one until this commits: on PostgreSQL a promotion
+    // waits for the row lock; on SQLite writes take turns anyway.
+    let role = match tx.engine() {
+        Engine::Sqlite => "SELECT leader_url FROM annals_store",
+        Engine::Postgres => "SELECT leader_url FROM annals_store FOR SHARE",
+    };
+    if tx.query_one(role, &[]).await?.get::<Option<String>>(0)?.is_none() {
+        return Err(Error::NotAReplica);
+    }
     let next: Option<i64> = tx
         .query_one(
             r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#,

@@ -7,7 +7,9 @@ use annals::{
     AppendOutcome, AppendRequest, EventStore, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId,
     StreamInfo, Version,
 };
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::output::{CliError, CliResult};
@@ -64,24 +66,62 @@ impl Remote {
             .await
             .map_err(|error| CliError::Usage(format!("cannot reach {}: {error}", self.base)))?;
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|error| CliError::Usage(format!("{} answered {status} without JSON: {error}", self.base)))?;
+        let without_json = |error: &dyn std::fmt::Display| {
+            CliError::Usage(format!("{} answered {status} without JSON: {error}", self.base))
+        };
+        let body = response.bytes().await.map_err(|error| without_json(&error))?;
         if !status.is_success() {
-            return Err(CliError::Remote(body));
+            return Err(CliError::Remote(
+                serde_json::from_slice(&body).map_err(|error| without_json(&error))?,
+            ));
         }
-        serde_json::from_value(body).map_err(|error| CliError::Usage(format!("unexpected answer: {error}")))
+        // Straight from the bytes into the typed answer: payloads are never re-encoded
+        // through a `Value` (which would reorder their keys and round big numbers).
+        serde_json::from_slice(&body).map_err(|error| match serde_json::from_slice::<IgnoredAny>(&body) {
+            Err(not_json) => without_json(&not_json),
+            Ok(_) => CliError::Usage(format!("unexpected answer: {error}")),
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> CliResult<T> {
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> CliResult<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
     }
+}
+
+/// The body of `POST /v1/streams/{stream}/events`, for one event.
+#[derive(Serialize)]
+struct AppendBody<'a> {
+    expected_version: annals::ExpectedVersion,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_id: Option<uuid::Uuid>,
+    events: [EventBody<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct EventBody<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Metadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<uuid::Uuid>,
+}
+
+/// Records read from a stream (with its `version`) or a partition (with its
+/// `high_watermark`).
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    version: Version,
+    #[serde(default)]
+    high_watermark: Offset,
+    events: Vec<RecordedEvent>,
 }
 
 /// A path segment, percent-encoded.
@@ -123,19 +163,19 @@ impl Target {
                 Ok(store.append(request).await?)
             }
             Target::Server(remote) => {
-                let data: Value = serde_json::from_str(&append.data)
+                // The payload is sent as the text given, as `--db` stores it.
+                let data = RawValue::from_string(append.data)
                     .map_err(|error| CliError::Usage(format!("--data must be JSON: {error}")))?;
-                let mut event = json!({"type": append.event_type, "data": data});
-                if let Some(metadata) = append.metadata {
-                    event["metadata"] = json!(metadata);
-                }
-                if let Some(id) = append.id {
-                    event["id"] = json!(id);
-                }
-                let mut body = json!({"expected_version": append.expected, "events": [event]});
-                if let Some(command_id) = append.command_id {
-                    body["command_id"] = json!(command_id);
-                }
+                let body = AppendBody {
+                    expected_version: append.expected,
+                    command_id: append.command_id,
+                    events: [EventBody {
+                        event_type: &append.event_type,
+                        data: &data,
+                        metadata: append.metadata.as_ref(),
+                        id: append.id,
+                    }],
+                };
                 remote
                     .post(&format!("/v1/streams/{}/events", segment(append.stream.as_str())), body)
                     .await
@@ -160,12 +200,8 @@ impl Target {
                     "/v1/streams/{}/events?from_version={from}&limit={limit}",
                     segment(stream.as_str())
                 );
-                match remote.get::<Value>(&path).await {
-                    Ok(body) => Ok((
-                        body["version"].as_u64().unwrap_or(0),
-                        serde_json::from_value(body["events"].clone())
-                            .map_err(|error| CliError::Usage(format!("unexpected answer: {error}")))?,
-                    )),
+                match remote.get::<Page>(&path).await {
+                    Ok(page) => Ok((page.version, page.events)),
                     // The API answers 404 for a stream with no events; the store reads it as empty.
                     Err(CliError::Remote(body)) if body["error"] == "not_found" => Ok((0, Vec::new())),
                     Err(error) => Err(error),
@@ -190,16 +226,12 @@ impl Target {
                 Ok((records, store.high_watermarks().await?[partition as usize]))
             }
             Target::Server(remote) => {
-                let body: Value = remote
+                let page: Page = remote
                     .get(&format!(
                         "/v1/partitions/{partition}/events?from_offset={from}&limit={limit}&wait_ms={wait_ms}"
                     ))
                     .await?;
-                Ok((
-                    serde_json::from_value(body["events"].clone())
-                        .map_err(|error| CliError::Usage(format!("unexpected answer: {error}")))?,
-                    body["high_watermark"].as_u64().unwrap_or(0),
-                ))
+                Ok((page.events, page.high_watermark))
             }
         }
     }

@@ -404,6 +404,23 @@ fn commands_through_a_server_answer_as_the_store_does() {
         assert_eq!(code, Some(0), "{args:?}: {through_server}");
         assert_eq!(through_server, cli.json(&args), "{args:?} differs through the server");
     }
+    // A payload appended through the server is stored as the text given, as `--db`
+    // stores it: keys in their order, a number too big for an f64 exact.
+    let odd = r#"{"z":1,"a":12345678901234567890123,"f":1.50}"#;
+    let (code, appended) = remote(&["append", "order-2", "--type", "Odd", "--data", odd]);
+    assert_eq!(code, Some(0), "{appended}");
+    for through in [
+        vec!["--server", url.as_str(), "--token", "t0ken"],
+        vec!["--db", cli.db.as_str()],
+    ] {
+        let read = Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(&through)
+            .args(["--json", "read", "order-2"])
+            .output()
+            .expect("run annals");
+        let text = String::from_utf8(read.stdout).expect("utf-8");
+        assert!(text.contains(odd), "{through:?} changed the payload: {text}");
+    }
     let (code, missing) = remote(&["groups", "describe", "nobody"]);
     assert_eq!((code, missing["error"].as_str()), (Some(1), Some("not_found")));
 

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::position::Partition;
-use crate::readmodel::{Db, Tx};
+use crate::readmodel::{Db, Param, Tx};
 use crate::record::RecordedEvent;
 use crate::store::Store;
 use crate::stream::validate_category;
@@ -121,20 +121,15 @@ pub struct Processed {
 impl Processed {
     /// Whether `event_id` was marked as done.
     pub async fn contains(&self, event_id: uuid::Uuid) -> Result<bool> {
-        let group = self.group.clone();
-        self.db
-            .transaction(move |tx| {
-                Box::pin(async move {
-                    Ok(tx
-                        .query_opt(
-                            "SELECT 1 FROM annals_processed WHERE group_name = $1 AND event_id = $2",
-                            crate::params![&*group, event_id],
-                        )
-                        .await?
-                        .is_some())
-                })
-            })
-            .await
+        // A read: it neither waits for nor holds up the read-model writer.
+        let found = self
+            .db
+            .query(
+                "SELECT 1 FROM annals_processed WHERE group_name = $1 AND event_id = $2",
+                vec![Param::from(&*self.group), Param::from(event_id)],
+            )
+            .await?;
+        Ok(!found.is_empty())
     }
 
     /// Marks `event_id` as done; `false` if it already was.

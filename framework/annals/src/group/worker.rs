@@ -148,14 +148,11 @@ impl Member {
         let (group, member) = (self.group.clone(), self.member_id.clone());
         let mut next: Offset = self
             .db
-            .transaction(move |tx| {
+            .read_transaction(move |tx| {
                 Box::pin(async move { coordinator::owned_offset(tx, &group, p, &member, owned.generation).await })
             })
             .await?;
-        let mut parked = self.parked_streams(p).await?;
-        if !parked.is_empty() {
-            parked = self.retry_dead_letters(owned).await?;
-        }
+        let mut parked = self.retry_dead_letters(owned).await?;
         let filter = self.handler.filter();
         // The next batch is fetched while this one is handled: reading and writing
         // overlap, and at most two batches per partition are in memory.
@@ -365,25 +362,6 @@ impl Member {
         }
     }
 
-    /// Streams of `partition` with dead letters (failed, parked or waiting for retry).
-    async fn parked_streams(&self, partition: Partition) -> Result<HashSet<String>> {
-        let group = self.group.clone();
-        self.db
-            .transaction(move |tx| {
-                Box::pin(async move {
-                    tx.query(
-                        "SELECT DISTINCT stream_id FROM annals_dead_letters WHERE group_name = $1 AND partition = $2",
-                        params![&*group, partition],
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|row| row.get(0))
-                    .collect()
-                })
-            })
-            .await
-    }
-
     /// Handles the partition's dead letters that nothing blocks any more (marked for
     /// retry, or parked with no failed record of their stream before them), stream by
     /// stream in offset order, stopping a stream at its first failure. Returns the streams that
@@ -392,7 +370,7 @@ impl Member {
         let (group, partition) = (self.group.clone(), owned.partition);
         let rows: Vec<(i64, Offset, String, String)> = self
             .db
-            .transaction(move |tx| {
+            .read_transaction(move |tx| {
                 Box::pin(async move {
                     tx.query(
                         r#"SELECT id, "offset", stream_id, status FROM annals_dead_letters

@@ -210,8 +210,8 @@ impl<A: Aggregate> Repository<A> {
         };
         let mut snapshot_again = false;
         if let Some(snapshots) = &self.snapshots {
-            match snapshot::newest_of(&snapshots.db, stream, Some(snapshots.schema_version)).await? {
-                Some(found) => {
+            match snapshot::newest_preferring(&snapshots.db, stream, snapshots.schema_version).await? {
+                Some(found) if found.schema_version == snapshots.schema_version => {
                     loaded = Loaded {
                         state: (snapshots.decode)(&found.state)?,
                         version: found.version,
@@ -220,10 +220,8 @@ impl<A: Aggregate> Repository<A> {
                 // None in this shape: fold from the start, and snapshot again if the
                 // newest is of an older shape. (A newer one was written by a newer
                 // build; leave it alone.)
-                None => {
-                    snapshot_again = snapshot::newest(&snapshots.db, stream)
-                        .await?
-                        .is_some_and(|found| found.schema_version < snapshots.schema_version);
+                other => {
+                    snapshot_again = other.is_some_and(|found| found.schema_version < snapshots.schema_version);
                 }
             }
         }

@@ -25,7 +25,7 @@ use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::params;
 use crate::position::Version;
-use crate::readmodel::{Db, Tx};
+use crate::readmodel::{Db, Param, Tx};
 use crate::store::Store;
 use crate::stream::StreamId;
 
@@ -98,25 +98,25 @@ pub async fn tombstone(store: &Store, stream: &StreamId) -> Result<()> {
 const LIVE: &str = "s.state IS NOT NULL AND NOT EXISTS (SELECT 1 FROM annals_snapshots t \
      WHERE t.stream_id = s.stream_id AND t.state IS NULL AND t.seq > s.seq)";
 
-/// The newest live snapshot of `stream` (highest version, then latest written): of
-/// schema version `schema` when given, of any otherwise.
+/// The newest live snapshot of `stream` (highest version, then latest written).
 pub async fn newest(db: &Db, stream: &StreamId) -> Result<Option<StoredSnapshot>> {
-    newest_of(db, stream, None).await
+    newest_ordered(db, stream, "", vec![stream.as_str().into()]).await
 }
 
-pub(crate) async fn newest_of(db: &Db, stream: &StreamId, schema: Option<u32>) -> Result<Option<StoredSnapshot>> {
-    let (condition, params) = match schema {
-        Some(schema) => (
-            " AND s.schema_version = $2",
-            vec![stream.as_str().into(), schema.into()],
-        ),
-        None => ("", vec![stream.as_str().into()]),
-    };
+/// The newest live snapshot of `stream` of schema version `schema` if there is one,
+/// else the newest of any schema: one query tells a load what to start from and
+/// whether the stream has snapshots of another shape.
+pub(crate) async fn newest_preferring(db: &Db, stream: &StreamId, schema: u32) -> Result<Option<StoredSnapshot>> {
+    let params = vec![stream.as_str().into(), schema.into()];
+    newest_ordered(db, stream, "(s.schema_version = $2) DESC, ", params).await
+}
+
+async fn newest_ordered(db: &Db, stream: &StreamId, first: &str, params: Vec<Param>) -> Result<Option<StoredSnapshot>> {
     let rows = db
         .query(
             &format!(
                 "SELECT s.seq, s.version, s.schema_version, s.state FROM annals_snapshots s \
-                 WHERE s.stream_id = $1{condition} AND {LIVE} ORDER BY s.version DESC, s.seq DESC LIMIT 1"
+                 WHERE s.stream_id = $1 AND {LIVE} ORDER BY {first}s.version DESC, s.seq DESC LIMIT 1"
             ),
             params,
         )

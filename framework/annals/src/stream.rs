@@ -60,7 +60,8 @@ pub(crate) fn category_of(id: &str) -> &str {
     id.split_once('-').map_or(id, |(category, _)| category)
 }
 
-fn invalid_reason(id: &str) -> Option<&'static str> {
+/// Why `id` is not a valid stream id (group names follow the same rules), if it is not.
+pub(crate) fn invalid_reason(id: &str) -> Option<&'static str> {
     if id.is_empty() {
         Some("is empty")
     } else if id.len() > MAX_STREAM_ID_LEN {

@@ -18,17 +18,11 @@ pub(crate) fn now_ms(engine: Engine) -> &'static str {
     }
 }
 
-/// A group name: 1–200 bytes of `[A-Za-z0-9_.:@-]`.
+/// A group name: 1–200 bytes of `[A-Za-z0-9_.:@-]`, as a stream id.
 pub(crate) fn validate_group(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidGroupName { name: name.to_owned() })
+    match crate::stream::invalid_reason(name) {
+        None => Ok(()),
+        Some(_) => Err(Error::InvalidGroupName { name: name.to_owned() }),
     }
 }
 

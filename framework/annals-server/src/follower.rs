@@ -12,8 +12,12 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Records asked for per fetch: twice the most events one append may hold, so a batch
-/// cut short to end on a whole append still moves forward.
+use crate::routes::MAX_LIMIT;
+
+/// Records asked for per fetch: twice the most events one append may hold by default,
+/// so a batch cut short to end on a whole append still moves forward. A batch that is
+/// all one run of records committed together is fetched again with a larger limit, up
+/// to the most one fetch may return.
 const FETCH: usize = 2_000;
 /// How long one fetch may wait at the leader for a record.
 const WAIT_MS: u64 = 5_000;
@@ -219,23 +223,35 @@ impl Follower {
     }
 }
 
+/// A fetched batch, cut to end on a whole append.
+#[derive(Debug)]
+enum Cut {
+    /// The records up to the last whole append.
+    Whole(Vec<RecordedEvent>),
+    /// A full batch that is one run of records of one stream committed together: it
+    /// cannot be cut, and the run may go on past it.
+    OneRun(Vec<RecordedEvent>),
+}
+
 /// The records of a fetched batch that end on a whole append, so a follower never
 /// holds part of one (I3 on the follower, and on it once promoted).
 ///
 /// A batch that is not full reached the leader's high watermark, and the leader commits
 /// an append whole, so it ends on a whole append. A full batch may stop inside one: its
 /// trailing run of records of one stream committed together (same stream, same
-/// `recorded_at`) is left for the next fetch, which starts at it. A batch that is one
-/// such run is applied whole, as it cannot be cut further.
-fn whole_appends(mut batch: Vec<RecordedEvent>, full: bool) -> Vec<RecordedEvent> {
+/// `recorded_at`) is left for the next fetch, which starts at it.
+fn whole_appends(mut batch: Vec<RecordedEvent>, full: bool) -> Cut {
     let Some(last) = batch.last().filter(|_| full) else {
-        return batch;
+        return Cut::Whole(batch);
     };
     let (stream, at) = (last.stream.clone(), last.recorded_at);
-    if let Some(keep) = batch.iter().rposition(|r| r.stream != stream || r.recorded_at != at) {
-        batch.truncate(keep + 1);
+    match batch.iter().rposition(|r| r.stream != stream || r.recorded_at != at) {
+        Some(keep) => {
+            batch.truncate(keep + 1);
+            Cut::Whole(batch)
+        }
+        None => Cut::OneRun(batch),
     }
-    batch
 }
 
 /// Checks that this store's log is a prefix of the leader's (I8): in every partition,
@@ -276,6 +292,7 @@ async fn follow_partition(
     id: Arc<str>,
 ) -> Result<(), FollowError> {
     let mut failures = 0u32;
+    let mut limit = FETCH;
     loop {
         if *stopped.borrow() {
             return Ok(());
@@ -287,7 +304,7 @@ async fn follow_partition(
         }
         let next = store.high_watermarks().await?[partition as usize];
         let path = format!(
-            "/v1/partitions/{partition}/events?from_offset={next}&limit={FETCH}&wait_ms={WAIT_MS}&follower={id}"
+            "/v1/partitions/{partition}/events?from_offset={next}&limit={limit}&wait_ms={WAIT_MS}&follower={id}"
         );
         let fetched = tokio::select! {
             _ = stopped.changed() => return Ok(()),
@@ -296,8 +313,18 @@ async fn follow_partition(
         match fetched {
             Ok(batch) => {
                 failures = 0;
-                let full = batch.events.len() >= FETCH;
-                let events = whole_appends(batch.events, full);
+                let full = batch.events.len() >= limit;
+                let events = match whole_appends(batch.events, full) {
+                    Cut::Whole(events) => events,
+                    // Fetch again with room for the run's end, which is its append's.
+                    Cut::OneRun(_) if limit < MAX_LIMIT => {
+                        limit = (limit * 2).min(MAX_LIMIT);
+                        continue;
+                    }
+                    // A run longer than any fetch: applied as it is.
+                    Cut::OneRun(events) => events,
+                };
+                limit = FETCH;
                 let reached = events.last().map_or(next, |r| r.offset + 1);
                 let idle = events.is_empty();
                 match store.apply_replicated(events).await {
@@ -358,18 +385,17 @@ mod tests {
             record(2, "c-1", 30),
             record(3, "c-1", 30),
         ];
-        assert_eq!(offsets(&whole_appends(batch.clone(), true)), [0, 1]);
-        assert_eq!(
-            offsets(&whole_appends(batch, false)),
-            [0, 1, 2, 3],
-            "a partial batch is whole"
-        );
+        let whole = |batch, full| match whole_appends(batch, full) {
+            Cut::Whole(records) => offsets(&records),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(whole(batch.clone(), true), [0, 1]);
+        assert_eq!(whole(batch, false), [0, 1, 2, 3], "a partial batch is whole");
         let one_run = vec![record(0, "c-1", 30), record(1, "c-1", 30)];
-        assert_eq!(
-            offsets(&whole_appends(one_run, true)),
-            [0, 1],
+        assert!(
+            matches!(whole_appends(one_run, true), Cut::OneRun(records) if offsets(&records) == [0, 1]),
             "a single run cannot be cut"
         );
-        assert!(whole_appends(Vec::new(), true).is_empty());
+        assert!(whole(Vec::new(), true).is_empty());
     }
 }

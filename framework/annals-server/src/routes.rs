@@ -22,7 +22,7 @@ use crate::AppState;
 /// Longest long poll a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Most records one read returns.
-const MAX_LIMIT: usize = 10_000;
+pub(crate) const MAX_LIMIT: usize = 10_000;
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use annals::{EventStore, Partition, RecordedEvent, Store};
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use crate::routes::MAX_LIMIT;
 
@@ -151,7 +151,7 @@ impl Leader {
 /// A running follower: its fetch loops, and the replication lag they last saw.
 pub struct Follower {
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<Result<(), FollowError>>>,
+    tasks: JoinSet<Result<(), FollowError>>,
     lag: Arc<Vec<AtomicU64>>,
 }
 
@@ -168,19 +168,18 @@ impl Follower {
         // How this follower names itself to the leader, which counts it for acks.
         let id: Arc<str> = format!("follower-{}", uuid::Uuid::new_v4().simple()).into();
         let lag: Arc<Vec<AtomicU64>> = Arc::new((0..store.partition_count()).map(|_| AtomicU64::new(0)).collect());
-        let tasks = (0..store.partition_count())
-            .map(|partition| {
-                let (store, leader, http, stopped, lag, id) = (
-                    store.clone(),
-                    leader.clone(),
-                    http.clone(),
-                    stopped.clone(),
-                    lag.clone(),
-                    id.clone(),
-                );
-                tokio::spawn(async move { follow_partition(store, leader, http, partition, stopped, lag, id).await })
-            })
-            .collect();
+        let mut tasks = JoinSet::new();
+        for partition in 0..store.partition_count() {
+            let (store, leader, http, stopped, lag, id) = (
+                store.clone(),
+                leader.clone(),
+                http.clone(),
+                stopped.clone(),
+                lag.clone(),
+                id.clone(),
+            );
+            tasks.spawn(async move { follow_partition(store, leader, http, partition, stopped, lag, id).await });
+        }
         Ok(Follower { stop, tasks, lag })
     }
 
@@ -195,11 +194,11 @@ impl Follower {
     }
 
     /// Stops the fetch loops; returns the first error one of them stopped on.
-    pub async fn stop(self) -> Result<(), FollowError> {
+    pub async fn stop(mut self) -> Result<(), FollowError> {
         let _ = self.stop.send(true);
         let mut first = Ok(());
-        for task in self.tasks {
-            if let Ok(Err(error)) = task.await {
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(error) = ended(joined) {
                 if first.is_ok() {
                     first = Err(error);
                 }
@@ -210,16 +209,19 @@ impl Follower {
 
     /// Waits until a loop stops on its own (promotion, or an error it cannot get past).
     pub async fn wait(&mut self) -> Result<(), FollowError> {
-        loop {
-            if let Some(i) = self.tasks.iter().position(JoinHandle::is_finished) {
-                let task = self.tasks.remove(i);
-                return match task.await {
-                    Ok(result) => result,
-                    Err(_) => Ok(()),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match self.tasks.join_next().await {
+            Some(joined) => ended(joined),
+            None => std::future::pending().await,
         }
+    }
+}
+
+/// How a fetch loop ended; a loop that panicked passes its panic on.
+fn ended(joined: Result<Result<(), FollowError>, tokio::task::JoinError>) -> Result<(), FollowError> {
+    match joined {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Ok(()),
     }
 }
 

@@ -43,19 +43,16 @@ fn stream_id(text: String) -> ApiResult<StreamId> {
 }
 
 /// Reads the whole body, refusing more than the limit with 413.
-async fn body_bytes(body: Body, limit: usize) -> ApiResult<Vec<u8>> {
-    to_bytes(body, limit)
-        .await
-        .map(|bytes| bytes.to_vec())
-        .map_err(|error| {
-            let over_limit =
-                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                ApiError::too_large(limit)
-            } else {
-                ApiError::bad_request(format!("cannot read the request body: {error}"))
-            }
-        })
+async fn body_bytes(body: Body, limit: usize) -> ApiResult<axum::body::Bytes> {
+    to_bytes(body, limit).await.map_err(|error| {
+        let over_limit =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {error}"))
+        }
+    })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {

@@ -112,23 +112,23 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
         .collect();
     let total = args.rate * args.lag_seconds;
     let began = Instant::now();
+    let mut appends = Vec::new();
     for i in 0..total {
         tokio::time::sleep_until((began + Duration::from_secs_f64(i as f64 / args.rate as f64)).into()).await;
         let leader = leader.clone();
-        tokio::spawn(async move {
+        appends.push(tokio::spawn(async move {
             let stream = StreamId::new(format!("lag-{}", i % 1_000)).expect("valid stream id");
             let request = AppendRequest::new(stream, ExpectedVersion::Any)
                 .event(NewEvent::from_json_text("LineAdded", payload(i)).expect("valid payload"));
-            let _ = leader.append(request).await;
-        });
+            leader.append(request).await
+        }));
     }
-    let final_target = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let target = leader.high_watermarks().await?;
-        if target.iter().sum::<u64>() >= shipped + total {
-            break target;
-        }
-    };
+    // A failed append fails the run (rather than leaving it waiting for a record that
+    // will never come).
+    for append in appends {
+        append.await.map_err(|error| CliError::Usage(error.to_string()))??;
+    }
+    let final_target = leader.high_watermarks().await?;
     while replica.high_watermarks().await? != final_target {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

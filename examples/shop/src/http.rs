@@ -126,12 +126,7 @@ async fn order(State(shop): State<Shop>, Path(id): Path<String>) -> Answer {
     if events.is_empty() {
         return Err(Failure(StatusCode::NOT_FOUND, "not_found", format!("no order {id}")));
     }
-    let summary = shop
-        .views
-        .orders(&shop.db, None)
-        .await?
-        .into_iter()
-        .find(|o| o.order_id == id);
+    let summary = shop.views.summary(&shop.db, &id).await?;
     Ok(Json(json!({ "order_id": id, "summary": summary, "events": events })).into_response())
 }
 

@@ -260,30 +260,40 @@ pub struct Sales {
 impl ShopViews {
     /// Order summaries, newest id last; of one customer when given.
     pub async fn orders(&self, db: &Db, customer: Option<&str>) -> Result<Vec<OrderSummary>> {
-        let rows = match customer {
+        match customer {
             Some(customer) => {
-                db.query(
-                    &format!(
-                        "SELECT o.order_id, o.customer, o.status, o.lines, o.total, o.reason FROM {} o \
-                         JOIN {} c ON c.order_id = o.order_id WHERE c.customer = $1 ORDER BY o.order_id",
-                        self.t("orders"),
-                        self.t("customer_orders")
-                    ),
-                    vec![customer.into()],
-                )
-                .await?
+                let join = format!(
+                    "JOIN {} c ON c.order_id = o.order_id WHERE c.customer = $1",
+                    self.t("customer_orders")
+                );
+                self.summaries(db, &join, vec![customer.into()]).await
             }
-            None => {
-                db.query(
-                    &format!(
-                        "SELECT order_id, customer, status, lines, total, reason FROM {} ORDER BY order_id",
-                        self.t("orders")
-                    ),
-                    vec![],
-                )
-                .await?
-            }
-        };
+            None => self.summaries(db, "", vec![]).await,
+        }
+    }
+
+    /// One order's summary, if the views have it.
+    pub async fn summary(&self, db: &Db, order_id: &str) -> Result<Option<OrderSummary>> {
+        let found = self.summaries(db, "WHERE o.order_id = $1", vec![order_id.into()]);
+        Ok(found.await?.into_iter().next())
+    }
+
+    async fn summaries(
+        &self,
+        db: &Db,
+        filter: &str,
+        params: Vec<annals::readmodel::Param>,
+    ) -> Result<Vec<OrderSummary>> {
+        let rows = db
+            .query(
+                &format!(
+                    "SELECT o.order_id, o.customer, o.status, o.lines, o.total, o.reason FROM {} o {filter} \
+                     ORDER BY o.order_id",
+                    self.t("orders")
+                ),
+                params,
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(OrderSummary {

@@ -49,7 +49,8 @@ pub enum Value {
     Int(i64),
     /// A floating-point number.
     Real(f64),
-    /// Text (also PostgreSQL's uuid, json and timestamp columns, as text).
+    /// Text (also PostgreSQL's uuid and timestamptz columns, as text; cast json with
+    /// `::text`).
     Text(String),
     /// Bytes.
     Blob(Vec<u8>),

@@ -150,7 +150,8 @@ async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, recor
             next,
         });
     }
-    let insert = match tx.engine() {
+    let tx_engine = tx.engine();
+    let insert = match tx_engine {
         Engine::Sqlite => {
             r#"INSERT INTO annals_events
                  (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at)
@@ -163,12 +164,12 @@ async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, recor
                        TIMESTAMPTZ 'epoch' + $9 * INTERVAL '1 microsecond')"#
         }
     };
+    // SQLite keeps uuids as 16 bytes, PostgreSQL as uuid (sent as text).
+    let uuid = |id: uuid::Uuid| match tx_engine {
+        Engine::Sqlite => Param::Blob(Some(id.as_bytes().to_vec())),
+        Engine::Postgres => Param::from(id),
+    };
     for record in records {
-        // SQLite keeps event ids as 16 bytes, PostgreSQL as uuid (sent as text).
-        let event_id = match tx.engine() {
-            Engine::Sqlite => Param::Blob(Some(record.event_id.as_bytes().to_vec())),
-            Engine::Postgres => Param::from(record.event_id),
-        };
         let metadata = serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?;
         tx.execute(
             insert,
@@ -177,7 +178,7 @@ async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, recor
                 Param::Int(Some(record.offset as i64)),
                 Param::from(record.stream.as_str()),
                 Param::Int(Some(record.version as i64)),
-                event_id,
+                uuid(record.event_id),
                 Param::from(record.event_type.as_str()),
                 Param::from(record.payload.get()),
                 Param::from(metadata),
@@ -185,32 +186,40 @@ async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, recor
             ],
         )
         .await?;
-        if let Some(command) = record.metadata.command_id {
-            let id = match tx.engine() {
-                Engine::Sqlite => "$1",
-                Engine::Postgres => "CAST($1 AS uuid)",
-            };
-            tx.execute(
-                &format!(
-                    "INSERT INTO annals_command_ids \
-                         (command_id, stream_id, partition, first_offset, last_offset, first_version, last_version) \
-                     VALUES ({id}, $2, $3, $4, $4, $5, $5) \
-                     ON CONFLICT (command_id) DO UPDATE SET last_offset = excluded.last_offset, \
-                         last_version = excluded.last_version"
-                ),
-                &[
-                    match tx.engine() {
-                        Engine::Sqlite => Param::Blob(Some(command.as_bytes().to_vec())),
-                        Engine::Postgres => Param::from(command),
-                    },
-                    Param::from(record.stream.as_str()),
-                    Param::from(partition),
-                    Param::Int(Some(record.offset as i64)),
-                    Param::Int(Some(record.version as i64)),
-                ],
-            )
-            .await?;
+    }
+    // One row per command id: its records are consecutive, and an append cut by the
+    // end of a batch is extended by the next one.
+    let command_ids = format!(
+        "INSERT INTO annals_command_ids \
+             (command_id, stream_id, partition, first_offset, last_offset, first_version, last_version) \
+         VALUES ({}, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (command_id) DO UPDATE SET last_offset = excluded.last_offset, \
+             last_version = excluded.last_version",
+        match tx_engine {
+            Engine::Sqlite => "$1",
+            Engine::Postgres => "CAST($1 AS uuid)",
         }
+    );
+    for run in records.chunk_by(|a, b| a.metadata.command_id == b.metadata.command_id && a.stream == b.stream) {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            continue;
+        };
+        let Some(command) = first.metadata.command_id else {
+            continue;
+        };
+        tx.execute(
+            &command_ids,
+            &[
+                uuid(command),
+                Param::from(first.stream.as_str()),
+                Param::from(partition),
+                Param::Int(Some(first.offset as i64)),
+                Param::Int(Some(last.offset as i64)),
+                Param::Int(Some(first.version as i64)),
+                Param::Int(Some(last.version as i64)),
+            ],
+        )
+        .await?;
     }
     Ok(())
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use annals::group::admin::{self, ResetTo};
-use annals::group::{rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed};
+use annals::group::{rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed, Projection};
+use annals::readmodel::Tx;
 use annals::{Error, EventStore, RecordedEvent, Store};
 use annals_testkit::tally::{add, add_poison, caught_up, fold_log, Tally};
 use annals_testkit::TestStore;
@@ -15,6 +16,7 @@ annals_testkit::on_sql_engines!(
     a_member_that_stopped_heartbeating_cannot_commit,
     a_member_that_stopped_heartbeating_cannot_stop_a_partition,
     poison_records_are_dead_lettered_and_retried,
+    skipping_a_dead_letter_hands_the_parked_records_back_in_order,
     reset_to_earliest_replays_and_is_refused_while_members_run,
     pause_resume_and_lag,
     stop_policy_pauses_the_partition,
@@ -222,6 +224,69 @@ async fn poison_records_are_dead_lettered_and_retried(t: TestStore) {
         admin::retry_dead_letter(&store, letters[0].id).await,
         Err(Error::DeadLetterNotFound { .. })
     ));
+    member.shutdown().await.expect("leaves");
+}
+
+/// Keeps, per stream, the versions it applied in the order it applied them; fails on
+/// poison.
+struct VersionLog;
+
+#[async_trait]
+impl Projection for VersionLog {
+    async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS version_log (stream TEXT PRIMARY KEY, versions TEXT NOT NULL)",
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
+        let payload: serde_json::Value = record.decode()?;
+        if payload["poison"] == true {
+            return Err(Error::Handler("poison".into()));
+        }
+        tx.execute(
+            "INSERT INTO version_log (stream, versions) VALUES ($1, $2) \
+             ON CONFLICT (stream) DO UPDATE SET versions = version_log.versions || ',' || excluded.versions",
+            annals::params![record.stream.as_str(), record.version.to_string()],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+async fn skipping_a_dead_letter_hands_the_parked_records_back_in_order(t: TestStore) {
+    let store = t.open().await;
+    let member = GroupMember::projection(&store, "g", VersionLog, fast())
+        .await
+        .expect("joins");
+    add(&store, "acct-1", 1).await;
+    add_poison(&store, "acct-1").await;
+    add(&store, "acct-1", 3).await;
+    add(&store, "acct-1", 4).await;
+    caught_up(&store, "g").await;
+    let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
+    let statuses: Vec<&str> = letters.iter().map(|l| l.status.as_str()).collect();
+    assert_eq!(statuses, ["failed", "parked", "parked"]);
+
+    let skipped = admin::skip_dead_letter(&store, letters[0].id).await.expect("skip");
+    assert_eq!(skipped.offset, letters[0].offset);
+    wait_for("the parked records to be handled", async || {
+        admin::dead_letters(&store, Some("g")).await.expect("list").is_empty()
+    })
+    .await;
+    let versions: Vec<String> = store
+        .read_models()
+        .expect("sql")
+        .query("SELECT versions FROM version_log WHERE stream = 'acct-1'", Vec::new())
+        .await
+        .expect("versions")
+        .iter()
+        .map(|row| row.get(0).expect("versions"))
+        .collect();
+    assert_eq!(versions, ["1,3,4"], "the skipped record's stream went on in order");
     member.shutdown().await.expect("leaves");
 }
 

@@ -321,10 +321,8 @@ impl Member {
     /// commit `record`'s offset in the same transaction on success. Returns the last
     /// error when every attempt failed.
     async fn attempt(&self, owned: Owned, record: &RecordedEvent, cursor: Offset) -> Result<Option<String>> {
-        let mut last_error = String::new();
-        let attempts = self.options.max_attempts.max(1);
-        for attempt in 1..=attempts {
-            let result = match &self.handler {
+        self.with_retries(|| async {
+            match &self.handler {
                 Handler::Transactional(projection) => {
                     let (projection, commit, record) = (projection.clone(), self.commit_info(owned), record.clone());
                     self.db
@@ -337,8 +335,23 @@ impl Member {
                         .await
                 }
                 Handler::AtLeastOnce(consumer, processed) => consumer.handle(record, processed).await,
-            };
-            match result {
+            }
+        })
+        .await
+    }
+
+    /// Runs `once` up to `max_attempts` times, backing off exponentially (from
+    /// `retry_backoff`, at most 30 s) between tries. `Fenced` ends it at once. Returns
+    /// the last error when every attempt failed.
+    async fn with_retries<F, Fut>(&self, mut once: F) -> Result<Option<String>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut last_error = String::new();
+        let attempts = self.options.max_attempts.max(1);
+        for attempt in 1..=attempts {
+            match once().await {
                 Ok(()) => return Ok(None),
                 Err(error @ Error::Fenced { .. }) => return Err(error),
                 Err(error) => {
@@ -429,49 +442,40 @@ impl Member {
 
     /// One retried dead letter: handled and removed (`true`), or back to failed.
     async fn retry_one(&self, owned: Owned, id: i64, record: &RecordedEvent) -> Result<bool> {
-        let attempts = self.options.max_attempts.max(1);
-        let mut last_error = String::new();
-        for attempt in 1..=attempts {
-            let commit = self.commit_info(owned);
-            let result = match &self.handler {
-                Handler::Transactional(projection) => {
-                    let (projection, record) = (projection.clone(), record.clone());
-                    self.db
-                        .transaction(move |tx| {
-                            Box::pin(async move {
-                                commit.check_owner(tx).await?;
-                                projection.handle(&record, tx).await?;
-                                commit.resolve(tx, id).await
-                            })
-                        })
-                        .await
-                }
-                Handler::AtLeastOnce(consumer, processed) => match consumer.handle(record, processed).await {
-                    Ok(()) => {
+        let failed = self
+            .with_retries(|| async {
+                let commit = self.commit_info(owned);
+                match &self.handler {
+                    Handler::Transactional(projection) => {
+                        let (projection, record) = (projection.clone(), record.clone());
                         self.db
                             .transaction(move |tx| {
                                 Box::pin(async move {
                                     commit.check_owner(tx).await?;
+                                    projection.handle(&record, tx).await?;
                                     commit.resolve(tx, id).await
                                 })
                             })
                             .await
                     }
-                    Err(error) => Err(error),
-                },
-            };
-            match result {
-                Ok(()) => return Ok(true),
-                Err(error @ Error::Fenced { .. }) => return Err(error),
-                Err(error) => {
-                    last_error = error.to_string();
-                    if attempt < attempts {
-                        tokio::time::sleep(self.options.retry_backoff).await;
-                    }
+                    Handler::AtLeastOnce(consumer, processed) => match consumer.handle(record, processed).await {
+                        Ok(()) => {
+                            self.db
+                                .transaction(move |tx| {
+                                    Box::pin(async move {
+                                        commit.check_owner(tx).await?;
+                                        commit.resolve(tx, id).await
+                                    })
+                                })
+                                .await
+                        }
+                        Err(error) => Err(error),
+                    },
                 }
-            }
-        }
-        let commit = self.commit_info(owned);
+            })
+            .await?;
+        let Some(last_error) = failed else { return Ok(true) };
+        let (commit, attempts) = (self.commit_info(owned), self.options.max_attempts.max(1));
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {

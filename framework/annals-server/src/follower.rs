@@ -82,12 +82,6 @@ pub struct Leader {
 struct Partitions {
     partition_count: u32,
     leader_epoch: u64,
-    partitions: Vec<PartitionInfo>,
-}
-
-#[derive(Deserialize)]
-struct PartitionInfo {
-    next_offset: u64,
 }
 
 #[derive(Deserialize)]
@@ -125,9 +119,14 @@ impl Leader {
         response.json().await.map_err(|e| leader_error(e.to_string()))
     }
 
-    /// Checks the leader's epoch and partition count against `store`; returns its
-    /// high watermarks.
-    async fn check(&self, http: &reqwest::Client, store: &Store) -> Result<Vec<u64>, FollowError> {
+    /// The leader's partition count, which a new follower's store is created with.
+    pub async fn partition_count(&self) -> Result<u32, FollowError> {
+        let partitions: Partitions = self.get(&self.client(), "/v1/partitions").await?;
+        Ok(partitions.partition_count)
+    }
+
+    /// Checks the leader's epoch and partition count against `store`.
+    async fn check(&self, http: &reqwest::Client, store: &Store) -> Result<(), FollowError> {
         let partitions: Partitions = self.get(http, "/v1/partitions").await?;
         let ours = store.replica().epoch;
         if partitions.leader_epoch < ours {
@@ -144,7 +143,7 @@ impl Leader {
                 ours: store.partition_count(),
             });
         }
-        Ok(partitions.partitions.iter().map(|p| p.next_offset).collect())
+        Ok(())
     }
 }
 

@@ -40,23 +40,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         token: args.leader_token,
     };
     // The follower's store has the leader's partition count; it is created on first run.
-    let partitions: serde_json::Value = {
-        let mut request = reqwest::Client::new().get(format!("{}/v1/partitions", leader.url));
-        if let Some(token) = &leader.token {
-            request = request.bearer_auth(token);
-        }
-        request
-            .send()
-            .await
-            .map_err(|error| CliError::Usage(format!("cannot reach the leader {}: {error}", leader.url)))?
-            .json()
-            .await
-            .map_err(|error| CliError::Usage(format!("the leader {} answered oddly: {error}", leader.url)))?
-    };
-    let count = partitions["partition_count"]
-        .as_u64()
-        .and_then(|count| u32::try_from(count).ok())
-        .ok_or_else(|| CliError::Usage(format!("the leader {} did not give its partition count", leader.url)))?;
+    let count = leader.partition_count().await.map_err(follow_error)?;
     let store = annals::StoreOptions::from_url(db)?.partitions(count).open().await?;
     let follower = Follower::start(store.clone(), leader).await.map_err(follow_error)?;
 

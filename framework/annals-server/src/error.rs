@@ -75,9 +75,12 @@ impl From<annals::Error> for ApiError {
         let status = match code {
             "bad_request" => StatusCode::BAD_REQUEST,
             "not_found" => StatusCode::NOT_FOUND,
-            "wrong_expected_version" | "command_id_conflict" | "group_has_members" | "fenced" | "replication_gap" => {
-                StatusCode::CONFLICT
-            }
+            "wrong_expected_version"
+            | "command_id_conflict"
+            | "group_has_members"
+            | "fenced"
+            | "replication_gap"
+            | "not_a_replica" => StatusCode::CONFLICT,
             "read_only_replica" => StatusCode::FORBIDDEN,
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported" => StatusCode::NOT_IMPLEMENTED,

@@ -223,7 +223,7 @@ impl Target {
             Target::Store(store) => {
                 let wait = std::time::Duration::from_millis(wait_ms);
                 let records = store.fetch(partition, from, limit, wait).await?;
-                Ok((records, store.high_watermarks().await?[partition as usize]))
+                Ok((records, store.high_watermark(partition).await?))
             }
             Target::Server(remote) => {
                 let page: Page = remote

@@ -303,7 +303,7 @@ async fn follow_partition(
             tracing::info!(partition, "promoted: the follower stops");
             return Ok(());
         }
-        let next = store.high_watermarks().await?[partition as usize];
+        let next = store.high_watermark(partition).await?;
         let path = format!(
             "/v1/partitions/{partition}/events?from_offset={next}&limit={limit}&wait_ms={WAIT_MS}&follower={id}"
         );

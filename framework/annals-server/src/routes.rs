@@ -281,7 +281,7 @@ pub(crate) async fn fetch(
         .await?;
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
-    let high_watermark = state.store.high_watermarks().await?[partition as usize];
+    let high_watermark = state.store.high_watermark(partition).await?;
     Ok(Json(Fetched {
         partition,
         events,

@@ -157,7 +157,16 @@ pub async fn i1_offsets_gapless_under_concurrent_writers(t: &TestStore) {
             watermarks[partition as usize],
             "watermark of partition {partition}"
         );
+        assert_eq!(
+            store.high_watermark(partition).await.expect("watermark"),
+            watermarks[partition as usize],
+            "one partition's watermark read alone"
+        );
     }
+    assert!(matches!(
+        store.high_watermark(partitions).await,
+        Err(annals::Error::PartitionOutOfRange { .. })
+    ));
 }
 
 /// I2: writers race on a few streams with exact expected versions, retrying on

@@ -63,6 +63,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
     async fn high_watermarks(&self) -> Result<Vec<Offset>>;
+    /// One partition's next offset.
+    async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
+        Ok(self.high_watermarks().await?[partition as usize])
+    }
     async fn list_streams(
         &self,
         category: Option<&str>,

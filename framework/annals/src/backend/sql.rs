@@ -27,6 +27,9 @@ pub(crate) fn read_partition() -> String {
 /// `$1` stream.
 pub(crate) const STREAM_VERSION: &str = "SELECT max(version) FROM annals_events WHERE stream_id = $1";
 
+/// `$1` partition: its next offset, NULL when it is empty (one index seek).
+pub(crate) const HIGH_WATERMARK: &str = r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#;
+
 /// One row per partition, in order: its next offset, NULL when it is empty. Each is
 /// one index seek, whatever the log's size.
 pub(crate) const HIGH_WATERMARKS: &str = r#"SELECT (SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition)

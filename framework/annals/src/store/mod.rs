@@ -233,6 +233,13 @@ impl Store {
         subscribe::fetch(self, partition, from_offset, limit, wait).await
     }
 
+    /// The next offset of `partition`: what [`EventStore::high_watermarks`] gives for
+    /// it, read alone.
+    pub async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
+        self.check_partition(partition)?;
+        self.inner.backend.high_watermark(partition).await
+    }
+
     /// Transactions on the store's database, for SQL read models (see
     /// [`readmodel`](crate::readmodel)). `memory:` stores have none.
     pub fn read_models(&self) -> Result<crate::readmodel::Db> {

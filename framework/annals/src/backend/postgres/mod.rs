@@ -213,6 +213,14 @@ impl Backend for PgBackend {
         Ok(next.into_iter().map(|offset| offset.unwrap_or(0) as Offset).collect())
     }
 
+    async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
+        let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
+            .bind(partition as i32)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(next.unwrap_or(0) as Offset)
+    }
+
     async fn list_streams(
         &self,
         category: Option<&str>,

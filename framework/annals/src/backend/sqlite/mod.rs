@@ -239,6 +239,14 @@ impl Backend for SqliteBackend {
         Ok(rows.into_iter().map(|next| next.unwrap_or(0) as Offset).collect())
     }
 
+    async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
+        let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
+            .bind(partition as i64)
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(next.unwrap_or(0) as Offset)
+    }
+
     async fn list_streams(
         &self,
         category: Option<&str>,

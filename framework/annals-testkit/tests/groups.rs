@@ -4,7 +4,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use annals::group::admin::{self, ResetTo};
-use annals::group::{rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed, Projection};
+use annals::group::{
+    rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed, Projection, StartAt,
+};
 use annals::readmodel::Tx;
 use annals::{Error, EventStore, RecordedEvent, Store};
 use annals_testkit::tally::{add, add_poison, caught_up, fold_log, Tally};
@@ -18,6 +20,7 @@ annals_testkit::on_sql_engines!(
     poison_records_are_dead_lettered_and_retried,
     skipping_a_dead_letter_hands_the_parked_records_back_in_order,
     reset_to_earliest_replays_and_is_refused_while_members_run,
+    a_group_created_at_latest_skips_the_past_once,
     pause_resume_and_lag,
     stop_policy_pauses_the_partition,
     at_least_once_consumers_dedup_with_processed,
@@ -354,6 +357,43 @@ async fn reset_to_earliest_replays_and_is_refused_while_members_run(t: TestStore
     ));
 }
 
+async fn a_group_created_at_latest_skips_the_past_once(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..40 {
+        add(&store, &format!("old-{}", i % 7), i).await;
+    }
+    let latest = || GroupOptions {
+        start_at: StartAt::Latest,
+        ..fast()
+    };
+    let tally = Tally::new("recent");
+    let member = GroupMember::projection(&store, "recent", tally.clone(), latest())
+        .await
+        .expect("joins");
+    assert_eq!(admin::describe(&store, "recent").await.expect("describe").lag, 0);
+    for i in 0..25 {
+        add(&store, &format!("new-{}", i % 5), 1).await;
+    }
+    caught_up(&store, "recent").await;
+    let expected: Vec<(String, (i64, i64))> = (0..5).map(|i| (format!("new-{i}"), (5, 5))).collect();
+    assert_eq!(tally.totals(&store).await.into_iter().collect::<Vec<_>>(), expected);
+    member.shutdown().await.expect("leaves");
+
+    // The group exists now: a member starting at Latest resumes from its commits and
+    // skips nothing appended while the group had no members.
+    for i in 0..10 {
+        add(&store, &format!("new-{}", i % 5), 1).await;
+    }
+    let member = GroupMember::projection(&store, "recent", tally.clone(), latest())
+        .await
+        .expect("joins again");
+    caught_up(&store, "recent").await;
+    member.shutdown().await.expect("leaves");
+    let totals = tally.totals(&store).await;
+    assert!(totals.values().all(|&(n, total)| (n, total) == (7, 7)), "{totals:?}");
+    assert_eq!(totals.len(), 5);
+}
+
 async fn pause_resume_and_lag(t: TestStore) {
     let store = t.open().await;
     let tally = Tally::new("tally");
@@ -581,7 +621,12 @@ async fn rebuild_swaps_in_a_replayed_view(t: TestStore) {
         "DROP TABLE tally".to_owned(),
         "ALTER TABLE tally_next RENAME TO tally".to_owned(),
     ];
-    let offsets = rebuild(&store, "g", Tally::new("tally_next"), swap, fast())
+    // A replay starts at the first record even when the options say Latest.
+    let latest = GroupOptions {
+        start_at: StartAt::Latest,
+        ..fast()
+    };
+    let offsets = rebuild(&store, "g", Tally::new("tally_next"), swap, latest)
         .await
         .expect("rebuild");
     assert_eq!(offsets.len(), 16);

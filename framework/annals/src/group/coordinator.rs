@@ -4,6 +4,7 @@
 //! transaction is `IMMEDIATE`, so members of one group take turns.
 
 use super::assign::assign;
+use super::StartAt;
 use crate::error::{Error, Result};
 use crate::params;
 use crate::position::{Offset, Partition};
@@ -83,6 +84,7 @@ pub(crate) async fn heartbeat(
     host: &str,
     session_timeout_ms: i64,
     partitions: Partition,
+    start_at: StartAt,
 ) -> Result<Membership> {
     let mut generation = lock_group(tx, group).await?;
     let now = now_ms(tx.engine());
@@ -97,11 +99,19 @@ pub(crate) async fn heartbeat(
         .await?;
     let mut changed = false;
     if alive == 0 {
+        // A group's offsets are created by its first member, where the group starts;
+        // later members find them and keep them.
+        let start = match start_at {
+            StartAt::Earliest => "0",
+            StartAt::Latest => {
+                r#"COALESCE((SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition), 0)"#
+            }
+        };
         tx.execute(
             &format!(
                 "INSERT INTO annals_group_offsets \
                      (group_name, partition, committed, owner, owner_generation, paused, updated_at) \
-                 SELECT $1, partition, 0, NULL, 0, 0, {now} FROM annals_partitions WHERE true \
+                 SELECT $1, p.partition, {start}, NULL, 0, 0, {now} FROM annals_partitions p WHERE true \
                  ON CONFLICT (group_name, partition) DO NOTHING"
             ),
             params![group],

@@ -162,6 +162,17 @@ pub enum FailurePolicy {
     Stop,
 }
 
+/// Where a new group starts reading the log (Kafka's `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the first record: the group's view is built from the whole log.
+    #[default]
+    Earliest,
+    /// At the end of the log as it stands when the group is created: only records
+    /// appended from then on are handled (a mailer that must not mail the past).
+    Latest,
+}
+
 /// How a member runs.
 #[derive(Debug, Clone)]
 pub struct GroupOptions {
@@ -179,6 +190,10 @@ pub struct GroupOptions {
     pub on_failure: FailurePolicy,
     /// The member id (default: host, process id and a random suffix).
     pub member_id: Option<String>,
+    /// Where the group starts if this member creates it (default: the first record).
+    /// Once a group exists its committed offsets rule; move them with
+    /// [`admin::reset`].
+    pub start_at: StartAt,
 }
 
 impl Default for GroupOptions {
@@ -191,6 +206,7 @@ impl Default for GroupOptions {
             retry_backoff: Duration::from_millis(50),
             on_failure: FailurePolicy::DeadLetter,
             member_id: None,
+            start_at: StartAt::Earliest,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::coordinator::validate_group;
-use super::{admin, GroupMember, GroupOptions, Projection};
+use super::{admin, GroupMember, GroupOptions, Projection, StartAt};
 use crate::error::{Error, Result};
 use crate::params;
 use crate::position::Partition;
@@ -36,6 +36,11 @@ pub async fn rebuild(
     admin::describe(store, group).await?;
     forget(store, &shadow).await?;
 
+    // A replay starts at the first record, whatever the options say.
+    let options = GroupOptions {
+        start_at: StartAt::Earliest,
+        ..options
+    };
     let member = GroupMember::projection(store, &shadow, fresh, options).await?;
     loop {
         if admin::describe(store, &shadow).await?.lag == 0 {

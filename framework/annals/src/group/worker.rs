@@ -39,10 +39,12 @@ impl Member {
     pub(super) async fn heartbeat(&self) -> Result<Membership> {
         let (group, member, host) = (self.group.clone(), self.member_id.clone(), self.host.clone());
         let timeout = i64::try_from(self.options.session_timeout.as_millis()).unwrap_or(i64::MAX);
-        let partitions = self.store.partition_count();
+        let (partitions, start_at) = (self.store.partition_count(), self.options.start_at);
         self.db
             .transaction(move |tx| {
-                Box::pin(async move { coordinator::heartbeat(tx, &group, &member, &host, timeout, partitions).await })
+                Box::pin(async move {
+                    coordinator::heartbeat(tx, &group, &member, &host, timeout, partitions, start_at).await
+                })
             })
             .await
     }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annals::group::{admin, GroupMember, GroupOptions, Projection};
+use annals::group::{admin, GroupMember, GroupOptions, Projection, StartAt};
 use annals::readmodel::{Engine, Tx};
 use annals::{
     async_trait, params, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId,
@@ -214,14 +214,11 @@ pub(crate) async fn project(db: &str, args: ProjectArgs, out: &Output) -> CliRes
     // Latency: a member at the head; appends at a steady rate; append → handled.
     let latency = Arc::new(Mutex::new(histogram()));
     let live = Sales::new("bench_sales_live", Some(latency.clone()));
+    let options = GroupOptions {
+        start_at: StartAt::Latest,
+        ..options
+    };
     let member = GroupMember::projection(&store, "bench-live", live, options).await?;
-    admin::reset(&store, "bench-live", admin::ResetTo::Latest)
-        .await
-        .or_else(|error| match error {
-            // The member is already live at the head: nothing to skip.
-            annals::Error::GroupHasMembers { .. } => Ok(()),
-            other => Err(other),
-        })?;
     wait_caught_up(&store, "bench-live").await?;
     latency.lock().unwrap_or_else(|p| p.into_inner()).reset();
     let total = args.rate * args.latency_seconds;

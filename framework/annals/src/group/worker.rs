@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -503,14 +502,23 @@ struct Prefetch {
 }
 
 impl Prefetch {
+    /// How long one fetch waits at the head of the log before it asks again.
+    const WAIT: Duration = Duration::from_secs(30);
+
     fn start(store: &Store, partition: Partition, from: Offset, batch: usize) -> Self {
         let (send, batches) = mpsc::channel(1);
-        let mut records = store.subscribe(partition, from).ready_chunks(batch);
+        let store = store.clone();
         let task = tokio::spawn(async move {
-            while let Some(chunk) = records.next().await {
-                let chunk = chunk.into_iter().collect::<Result<Vec<_>>>();
-                let failed = chunk.is_err();
-                if send.send(chunk).await.is_err() || failed {
+            // One read per batch, of the batch's size, woken by appends at the head.
+            let mut next = from;
+            loop {
+                let fetched = store.fetch(partition, next, batch, Self::WAIT).await;
+                if let Ok(records) = &fetched {
+                    let Some(last) = records.last() else { continue };
+                    next = last.offset + 1;
+                }
+                let failed = fetched.is_err();
+                if send.send(fetched).await.is_err() || failed {
                     return;
                 }
             }

@@ -93,6 +93,8 @@ pub(crate) struct AppState {
     pub(crate) min_insync_followers: usize,
     pub(crate) ack_timeout: std::time::Duration,
     pub(crate) replication_lag: Option<Arc<Vec<std::sync::atomic::AtomicU64>>>,
+    /// Set once the server is shutting down: long polls answer at once.
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The process's Prometheus recorder, installed on first use. If the embedding program
@@ -113,6 +115,10 @@ fn prometheus() -> PrometheusHandle {
 ///
 /// An empty token counts as none; `annals serve` refuses one.
 pub fn router(store: Store, options: &ServerOptions) -> Router {
+    app(store, options, Arc::new(tokio::sync::watch::Sender::new(false)))
+}
+
+fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::Sender<bool>>) -> Router {
     let state = AppState {
         store,
         token: options.token.clone().filter(|t| !t.is_empty()).map(Into::into),
@@ -122,6 +128,7 @@ pub fn router(store: Store, options: &ServerOptions) -> Router {
         min_insync_followers: options.min_insync_followers,
         ack_timeout: options.ack_timeout,
         replication_lag: options.replication_lag.clone(),
+        stopping,
     };
     let api = Router::new()
         .route("/v1/streams", get(routes::list_streams))
@@ -193,14 +200,19 @@ async fn observe(request: Request, next: Next) -> Response {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; requests in flight (appends
-/// included) are finished first.
+/// included) are finished first, and long polls answer at once with what they have.
 pub async fn serve(
     store: Store,
     listener: tokio::net::TcpListener,
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store, &options);
+    let stopping = Arc::new(tokio::sync::watch::Sender::new(false));
+    let app = app(store, &options, stopping.clone());
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     tracing::info!(address = %listener.local_addr()?, "annals serving");
     // Answers are small and latency-bound: send them at once, not after Nagle's wait.
     let listener = listener.tap_io(|tcp| {

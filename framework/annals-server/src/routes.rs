@@ -275,10 +275,13 @@ pub(crate) async fn fetch(
         state.followers.report(follower, partition, params.from_offset);
     }
     let wait = Duration::from_millis(params.wait_ms).min(MAX_WAIT);
-    let events = state
-        .store
-        .fetch(partition, params.from_offset, params.limit.clamp(1, MAX_LIMIT), wait)
-        .await?;
+    let mut stopping = state.stopping.subscribe();
+    let events = tokio::select! {
+        events = state.store.fetch(partition, params.from_offset, params.limit.clamp(1, MAX_LIMIT), wait) => events?,
+        // Shutting down: answer as a long poll that timed out would, rather than hold
+        // the shutdown for the rest of the wait.
+        Ok(_) = stopping.wait_for(|stopping| *stopping) => Vec::new(),
+    };
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
     let high_watermark = state.store.high_watermark(partition).await?;

@@ -479,6 +479,33 @@ async fn graceful_shutdown_finishes_in_flight_appends() {
     assert_eq!(written, acknowledged, "acknowledged appends == records");
 }
 
+/// A long poll waiting at the head of the log does not hold a shutdown: it answers at
+/// once, as one that timed out would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_long_polls_at_once() {
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let server = Server::start(t.open().await, None, 1 << 20).await;
+    let poll = server
+        .http
+        .get(server.url("/v1/partitions/3/events?from_offset=0&wait_ms=30000"))
+        .send();
+    let poll = tokio::spawn(poll);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the poll waits while the server runs");
+    let asked = Instant::now();
+    server.stop().await;
+    let response = poll.await.expect("task").expect("an answer");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for the poll",
+        asked.elapsed()
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.expect("a JSON page");
+    assert_eq!(page["events"], json!([]));
+    assert_eq!(page["next_offset"], 0);
+}
+
 /// 64 clients append and read for a while; not one error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_clients_without_an_error() {

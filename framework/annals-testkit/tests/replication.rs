@@ -7,6 +7,7 @@ use annals::{
 };
 use annals_testkit::TestStore;
 use serde_json::json;
+use sqlx::Connection;
 use uuid::Uuid;
 
 async fn open(t: &TestStore) -> Store {
@@ -213,4 +214,41 @@ async fn the_role_and_epoch_survive_a_reopen() {
     again.close().await;
     let third = open(&t).await;
     assert_eq!((third.replica().leader, third.replica().epoch), (None, 2));
+}
+
+/// Records applied on a PostgreSQL follower are announced with `NOTIFY`, as appends
+/// are: subscribers in other processes on the follower's database wake at once rather
+/// than at their next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_follower_notifies_what_it_applies() {
+    let Some(pg) = TestStore::postgres().await else { return };
+    let sqlite = TestStore::sqlite().await.expect("s");
+    let leader = open(&sqlite).await;
+    fill(&leader).await;
+    let follower = open(&pg).await;
+    follower.follow("http://leader.example:7070").await.expect("follow");
+
+    let url = pg.url().expect("url");
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let store_id: Uuid = sqlx::query_scalar("SELECT store_id FROM annals_store")
+        .fetch_one(&mut conn)
+        .await
+        .expect("store id");
+    let mut listener = sqlx::postgres::PgListener::connect(url).await.expect("listener");
+    let channel = format!("annals_{}", store_id.simple());
+    listener.listen(&channel).await.expect("LISTEN");
+
+    let p = annals::partition_for(&StreamId::new("acct-0").expect("id"), 16);
+    let records = leader.read_partition(p, 0, 1_000).await.expect("read");
+    let next = records.len();
+    follower.apply_replicated(records).await.expect("apply");
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("a notification");
+    assert!(
+        heard.payload().split(' ').any(|pair| pair == format!("{p}:{next}")),
+        "{:?}",
+        heard.payload()
+    );
 }

@@ -76,6 +76,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
+    /// Tells subscribers that `partition` now ends at `next_offset`, after records were
+    /// written outside the append path (by replication): in this process, and in the
+    /// others where the engine can reach them.
+    fn announce(&self, partition: Partition, next_offset: Offset) {
+        self.wakeups().publish(partition, next_offset);
+    }
     /// Transactions on the store's database, for read models and consumer groups;
     /// `None` for an engine without SQL.
     fn read_models(&self) -> Option<crate::readmodel::Db> {

@@ -120,7 +120,7 @@ impl Store {
         self.read_models()?
             .transaction(move |tx| Box::pin(async move { insert_verbatim(tx, partition, start, &records).await }))
             .await?;
-        self.inner.backend.wakeups().publish(partition, next);
+        self.inner.backend.announce(partition, next);
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct PgBackend {
     writers: Mutex<Vec<JoinHandle<()>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
     wakeups: Arc<Wakeups>,
+    notifier: Arc<notify::Notifier>,
     partition_count: u32,
 }
 
@@ -76,7 +77,7 @@ impl PgBackend {
             pool: pool.clone(),
             lock_space: store_id.as_u128() as i32,
             wakeups: wakeups.clone(),
-            notifier,
+            notifier: notifier.clone(),
         });
         let writer_count = options.writers;
         let (queues, writers): (Vec<_>, Vec<_>) = (0..writer_count)
@@ -91,6 +92,7 @@ impl PgBackend {
             writers: Mutex::new(writers),
             background: Mutex::new(background),
             wakeups,
+            notifier,
             partition_count,
         })
     }
@@ -270,6 +272,11 @@ impl Backend for PgBackend {
 
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
+    }
+
+    fn announce(&self, partition: Partition, next_offset: Offset) {
+        self.wakeups.publish(partition, next_offset);
+        self.notifier.publish(partition, next_offset);
     }
 
     fn poll_interval(&self) -> Duration {

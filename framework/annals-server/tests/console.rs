@@ -78,3 +78,35 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
     let _ = stop.send(());
     server.await.expect("server").expect("serve");
 }
+
+/// On the in-memory store, which keeps no consumer groups, the console still shows the
+/// log and says why the groups are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_on_the_in_memory_store() {
+    let Some(browser) = chromium() else { return };
+    let store = annals::Store::open("memory:").await.expect("memory store");
+    add(&store, "acct-9", 4).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(annals_server::serve(store, listener, ServerOptions::default(), async {
+        let _ = stopped.await;
+    }));
+    let home = {
+        let (b, url) = (browser.to_owned(), format!("{base}/"));
+        tokio::task::spawn_blocking(move || render(&b, &url))
+            .await
+            .expect("chromium")
+    };
+    assert!(
+        home.contains(r#"data-loaded="true""#),
+        "the page never loaded its data:\n{home}"
+    );
+    assert!(home.contains("acct-9"), "the stream is not shown:\n{home}");
+    assert!(
+        home.contains("need a SQLite or PostgreSQL store"),
+        "no word on the missing groups:\n{home}"
+    );
+    let _ = stop.send(());
+    server.await.expect("server").expect("serve");
+}

@@ -660,30 +660,47 @@ pub async fn reads_respect_from_and_limit(t: &TestStore) {
 }
 
 /// `fold_stream` visits exactly what `read_stream` returns, in version order, from the
-/// version asked; an error from the visitor stops the read and comes back unchanged.
+/// version asked, with the schema version each record's metadata gives (odd values
+/// included); an error from the visitor stops the read and comes back unchanged.
 pub async fn fold_stream_sees_what_read_stream_returns(t: &TestStore) {
     let store = t.open().await;
     let id = stream("fold-1");
+    let odd_versions = [
+        json!(3),
+        json!("2"),
+        json!(-1),
+        json!(2.5),
+        json!(99_999_999_999u64),
+        json!(0),
+    ];
     for half in 0..2u64 {
         let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(half * 750));
         for i in half * 750..(half + 1) * 750 {
             let kind = if i % 2 == 0 { "Even" } else { "Odd" };
-            request = request.event(event(kind, json!({"i": i})).with_metadata(Metadata::default().with("i", i)));
+            let mut metadata = Metadata::default().with("i", i);
+            if let Some(version) = odd_versions.get(i as usize % 8) {
+                metadata = metadata.with("schema_version", version.clone());
+            }
+            request = request.event(event(kind, json!({"i": i})).with_metadata(metadata));
         }
         store.append(request).await.expect("append");
     }
     append_one(&store, &stream("fold-2"), ExpectedVersion::NoStream).await;
 
     let records = store.read_stream(&id, 1, 2_000).await.expect("read");
+    let read_as: Vec<Option<u32>> = records[..8].iter().map(|r| r.schema_version()).collect();
+    assert_eq!(
+        read_as,
+        [Some(3), None, None, None, Some(u32::MAX), Some(0), None, None]
+    );
     let mut seen = Vec::new();
     store
         .fold_stream(&id, 0, &mut |event| {
-            let metadata: serde_json::Value = serde_json::from_str(event.metadata).expect("metadata is JSON");
             seen.push((
                 event.version,
                 event.event_type.to_owned(),
                 event.payload.to_owned(),
-                metadata,
+                event.schema_version,
             ));
             Ok(())
         })
@@ -692,8 +709,12 @@ pub async fn fold_stream_sees_what_read_stream_returns(t: &TestStore) {
     let expected: Vec<_> = records
         .iter()
         .map(|r| {
-            let metadata = serde_json::to_value(&r.metadata).expect("metadata");
-            (r.version, r.event_type.clone(), r.payload.get().to_owned(), metadata)
+            (
+                r.version,
+                r.event_type.clone(),
+                r.payload.get().to_owned(),
+                r.schema_version(),
+            )
         })
         .collect();
     assert_eq!(seen, expected, "fold_stream and read_stream disagree");

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::aggregate::SCHEMA_VERSION_KEY;
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::stream::StreamId;
@@ -170,15 +171,21 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Calls `see` with this record seen as an [`EventView`] (its metadata as JSON text).
+    /// Calls `see` with this record seen as an [`EventView`].
     pub fn view<T>(&self, see: impl FnOnce(EventView<'_>) -> Result<T>) -> Result<T> {
-        let metadata = serde_json::to_string(&self.metadata).map_err(Error::InvalidJson)?;
         see(EventView {
             version: self.version,
             event_type: &self.event_type,
             payload: self.payload.get(),
-            metadata: &metadata,
+            schema_version: self.schema_version(),
         })
+    }
+
+    /// The schema version the event was written with: its metadata's `schema_version`
+    /// when that is a non-negative integer (capped at `u32::MAX`), else `None`, which
+    /// decoding reads as version 1.
+    pub fn schema_version(&self) -> Option<u32> {
+        schema_version(self.metadata.extra.get(SCHEMA_VERSION_KEY))
     }
 
     /// Deserialises the payload.
@@ -199,8 +206,27 @@ pub struct EventView<'a> {
     pub event_type: &'a str,
     /// The payload, as the JSON text it was appended with.
     pub payload: &'a str,
-    /// The metadata, as a JSON object's text.
-    pub metadata: &'a str,
+    /// The schema version it was written with (see [`RecordedEvent::schema_version`]).
+    pub schema_version: Option<u32>,
+}
+
+/// A `schema_version` metadata value as a version: a non-negative integer, capped at
+/// `u32::MAX`; anything else is `None`.
+pub(crate) fn schema_version(value: Option<&Value>) -> Option<u32> {
+    value
+        .and_then(Value::as_u64)
+        .map(|version| version.min(u64::from(u32::MAX)) as u32)
+}
+
+/// The schema version in a record's metadata text, parsing only that key.
+pub(crate) fn schema_version_in(metadata: &str) -> Result<Option<u32>> {
+    #[derive(Deserialize)]
+    struct Written {
+        #[serde(default, rename = "schema_version")]
+        schema_version: Option<Value>,
+    }
+    let written: Written = serde_json::from_str(metadata).map_err(Error::InvalidJson)?;
+    Ok(schema_version(written.schema_version.as_ref()))
 }
 
 impl PartialEq for RecordedEvent {

@@ -3,7 +3,7 @@
 //! event type and the variant's fields are its payload.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -65,13 +65,6 @@ pub(crate) struct Decoder<'u> {
     tagged: Vec<u8>,
 }
 
-/// The one metadata field decoding needs; the others are skipped unparsed.
-#[derive(Deserialize)]
-struct Written {
-    #[serde(default, rename = "schema_version")]
-    schema_version: Option<Value>,
-}
-
 impl<'u> Decoder<'u> {
     pub(crate) fn new(upcasters: &'u Upcasters) -> Self {
         Decoder {
@@ -83,28 +76,21 @@ impl<'u> Decoder<'u> {
     /// The domain event `event` holds, upcast from the schema version it was written
     /// with (metadata key `schema_version`, 1 when absent) to the enum's current one.
     pub(crate) fn decode<E: DomainEvent>(&mut self, event: EventView<'_>) -> Result<E> {
-        let written: Written = serde_json::from_str(event.metadata).map_err(Error::InvalidJson)?;
-        self.decode_parts(event.event_type, event.payload, written.schema_version.as_ref())
+        self.decode_parts(event.event_type, event.payload, event.schema_version)
     }
 
-    /// The same for a record, whose metadata is parsed already.
+    /// The same for a record.
     pub(crate) fn decode_record<E: DomainEvent>(&mut self, record: &RecordedEvent) -> Result<E> {
-        self.decode_parts(
-            &record.event_type,
-            record.payload.get(),
-            record.metadata.extra.get(SCHEMA_VERSION_KEY),
-        )
+        self.decode_parts(&record.event_type, record.payload.get(), record.schema_version())
     }
 
     fn decode_parts<E: DomainEvent>(
         &mut self,
         event_type: &str,
         payload: &str,
-        schema_version: Option<&Value>,
+        schema_version: Option<u32>,
     ) -> Result<E> {
-        let written = schema_version
-            .and_then(Value::as_u64)
-            .map_or(1, |version| version.min(u64::from(u32::MAX)) as u32);
+        let written = schema_version.unwrap_or(1);
         if written > E::SCHEMA_VERSION {
             return Err(Error::InvalidDomainEvent {
                 type_name: std::any::type_name::<E>(),
@@ -133,6 +119,8 @@ impl<'u> Decoder<'u> {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
 
     #[derive(Serialize, Deserialize)]

@@ -13,8 +13,13 @@ pub(crate) fn read_stream() -> String {
     )
 }
 
-/// `$1` stream, `$2` first version: the columns of an `EventView`, in version order.
+/// `$1` stream, `$2` first version: the columns of an `EventView`, in version order,
+/// with the metadata to find the schema version in.
 pub(crate) const FOLD_STREAM: &str = "SELECT version, event_type, CAST(payload AS text), CAST(metadata AS text) \
+    FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
+
+/// The same on PostgreSQL, which keeps the schema version in a column of its own.
+pub(crate) const FOLD_STREAM_VERSIONED: &str = "SELECT version, event_type, CAST(payload AS text), schema_version \
     FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
 
 /// `$1` partition, `$2` first offset, `$3` limit.

@@ -172,7 +172,7 @@ impl Backend for PgBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        let mut rows = sqlx::query(sql::FOLD_STREAM)
+        let mut rows = sqlx::query(sql::FOLD_STREAM_VERSIONED)
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .fetch(&self.pool);
@@ -181,7 +181,8 @@ impl Backend for PgBackend {
                 version: row.try_get::<i64, _>(0)? as Version,
                 event_type: row.try_get(1)?,
                 payload: row.try_get(2)?,
-                metadata: row.try_get(3)?,
+                // Computed by PostgreSQL within 0 ..= u32::MAX (migration 0005).
+                schema_version: row.try_get::<Option<i64>, _>(3)?.map(|v| v as u32),
             })?;
         }
         Ok(())

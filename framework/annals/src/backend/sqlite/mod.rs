@@ -209,7 +209,7 @@ impl Backend for SqliteBackend {
                 version: row.try_get::<i64, _>(0)? as Version,
                 event_type: row.try_get(1)?,
                 payload: row.try_get(2)?,
-                metadata: row.try_get(3)?,
+                schema_version: crate::record::schema_version_in(row.try_get(3)?)?,
             })?;
         }
         Ok(())

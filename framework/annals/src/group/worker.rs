@@ -156,7 +156,8 @@ impl Member {
         let mut parked = self.retry_dead_letters(owned).await?;
         let filter = self.handler.filter();
         // The next batch is fetched while this one is handled: reading and writing
-        // overlap, and at most two batches per partition are in memory.
+        // overlap, and at most three batches per partition are in memory (this one,
+        // one waiting in the channel, one being read).
         let mut records = Prefetch::start(&self.store, p, next, self.options.batch_size.max(1));
         loop {
             let batch = tokio::select! {

@@ -113,7 +113,9 @@ fn prometheus() -> PrometheusHandle {
 
 /// The API's router on `store`.
 ///
-/// An empty token counts as none; `annals serve` refuses one.
+/// An empty token counts as none; `annals serve` refuses one. Served this way, the
+/// router does not know when the server stops: a long poll in flight holds a graceful
+/// shutdown until its wait runs out (30 s at most). [`serve`] answers them at once.
 pub fn router(store: Store, options: &ServerOptions) -> Router {
     app(store, options, Arc::new(tokio::sync::watch::Sender::new(false)))
 }

@@ -275,12 +275,21 @@ pub(crate) async fn fetch(
         state.followers.report(follower, partition, params.from_offset);
     }
     let wait = Duration::from_millis(params.wait_ms).min(MAX_WAIT);
+    let limit = params.limit.clamp(1, MAX_LIMIT);
     let mut stopping = state.stopping.subscribe();
-    let events = tokio::select! {
-        events = state.store.fetch(partition, params.from_offset, params.limit.clamp(1, MAX_LIMIT), wait) => events?,
-        // Shutting down: answer as a long poll that timed out would, rather than hold
-        // the shutdown for the rest of the wait.
-        Ok(_) = stopping.wait_for(|stopping| *stopping) => Vec::new(),
+    let waited = tokio::select! {
+        events = state.store.fetch(partition, params.from_offset, limit, wait) => Some(events?),
+        Ok(_) = stopping.wait_for(|stopping| *stopping) => None,
+    };
+    let events = match waited {
+        Some(events) => events,
+        // Shutting down: answer with what is there now, rather than hold the shutdown
+        // for the rest of the wait.
+        None => {
+            (state.store)
+                .fetch(partition, params.from_offset, limit, Duration::ZERO)
+                .await?
+        }
     };
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);

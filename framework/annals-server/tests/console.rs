@@ -104,7 +104,7 @@ async fn the_console_works_on_the_in_memory_store() {
     );
     assert!(home.contains("acct-9"), "the stream is not shown:\n{home}");
     assert!(
-        home.contains("need a SQLite or PostgreSQL store"),
+        home.contains(r#"<p id="groups-note">This store keeps no consumer groups"#),
         "no word on the missing groups:\n{home}"
     );
     let _ = stop.send(());

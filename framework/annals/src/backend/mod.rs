@@ -8,6 +8,21 @@ pub(crate) mod batch;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+/// The next offset of partition `p.partition`, for a query over `annals_partitions p`:
+/// NULL when it is empty, one index seek whatever the log's size.
+macro_rules! next_offset_of_p {
+    () => {
+        r#"(SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition)"#
+    };
+}
+
+/// See `next_offset_of_p!`; also read by consumer groups starting at the end of the log.
+pub(crate) const NEXT_OFFSET_OF_P: &str = next_offset_of_p!();
+
+/// `$1` partition: its next offset, NULL when it is empty (one index seek). The same
+/// SQL on both engines, also read inside read-model transactions.
+pub(crate) const HIGH_WATERMARK: &str = r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#;
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]

@@ -32,13 +32,13 @@ pub(crate) fn read_partition() -> String {
 /// `$1` stream.
 pub(crate) const STREAM_VERSION: &str = "SELECT max(version) FROM annals_events WHERE stream_id = $1";
 
-/// `$1` partition: its next offset, NULL when it is empty (one index seek).
-pub(crate) const HIGH_WATERMARK: &str = r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#;
-
 /// One row per partition, in order: its next offset, NULL when it is empty. Each is
 /// one index seek, whatever the log's size.
-pub(crate) const HIGH_WATERMARKS: &str = r#"SELECT (SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition)
-    FROM annals_partitions p ORDER BY p.partition"#;
+pub(crate) const HIGH_WATERMARKS: &str = concat!(
+    "SELECT ",
+    next_offset_of_p!(),
+    " FROM annals_partitions p ORDER BY p.partition"
+);
 
 /// Streams in id order: stream id, partition, version. The bounds of `range` come
 /// first (`$1` …), the limit last.

@@ -102,10 +102,8 @@ pub(crate) async fn heartbeat(
         // A group's offsets are created by its first member, where the group starts;
         // later members find them and keep them.
         let start = match start_at {
-            StartAt::Earliest => "0",
-            StartAt::Latest => {
-                r#"COALESCE((SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition), 0)"#
-            }
+            StartAt::Earliest => "0".to_owned(),
+            StartAt::Latest => format!("COALESCE({}, 0)", crate::backend::NEXT_OFFSET_OF_P),
         };
         tx.execute(
             &format!(

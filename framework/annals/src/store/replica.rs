@@ -136,10 +136,7 @@ async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, recor
         return Err(Error::NotAReplica);
     }
     let next: Option<i64> = tx
-        .query_one(
-            r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#,
-            params![partition],
-        )
+        .query_one(crate::backend::HIGH_WATERMARK, params![partition])
         .await?
         .get(0)?;
     let next = next.unwrap_or(0) as Offset;

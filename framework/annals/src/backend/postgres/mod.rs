@@ -217,7 +217,7 @@ impl Backend for PgBackend {
     }
 
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
-        let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
+        let next: Option<i64> = sqlx::query_scalar(crate::backend::HIGH_WATERMARK)
             .bind(partition as i32)
             .fetch_one(&self.pool)
             .await?;

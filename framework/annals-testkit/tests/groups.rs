@@ -38,6 +38,16 @@ fn fast() -> GroupOptions {
     }
 }
 
+/// A member whose session ends half a second after it joins, and which never
+/// heartbeats again while its workers go on: a paused process.
+fn stalled() -> GroupOptions {
+    GroupOptions {
+        session_timeout: Duration::from_millis(500),
+        heartbeat_interval: Duration::from_secs(3600),
+        ..fast()
+    }
+}
+
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !check().await {
@@ -90,18 +100,9 @@ async fn a_member_that_stopped_heartbeating_cannot_commit(t: TestStore) {
     let tally = Tally::new("tally");
     // A joins, takes every partition, then never heartbeats again: to the group it is a
     // member that paused (a long GC, a stopped VM) while its workers still run.
-    let stale = GroupMember::projection(
-        &store,
-        "g",
-        tally.clone(),
-        GroupOptions {
-            session_timeout: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_secs(3600),
-            ..fast()
-        },
-    )
-    .await
-    .expect("stale member joins");
+    let stale = GroupMember::projection(&store, "g", tally.clone(), stalled())
+        .await
+        .expect("stale member joins");
     assert_eq!(stale.assignment().len(), 16);
     tokio::time::sleep(Duration::from_millis(700)).await;
 
@@ -142,11 +143,9 @@ async fn a_member_that_stopped_heartbeating_cannot_stop_a_partition(t: TestStore
         "g",
         stale_tally.clone(),
         GroupOptions {
-            session_timeout: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_secs(3600),
             on_failure: FailurePolicy::Stop,
             max_attempts: 2,
-            ..fast()
+            ..stalled()
         },
     )
     .await

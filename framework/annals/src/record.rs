@@ -21,7 +21,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 200;
 
 /// Metadata stored with every record: the ids that tie events to the commands that
 /// caused them, plus any keys of the user's own.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metadata {
     /// Ties together everything caused by one original request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +63,47 @@ impl Metadata {
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.extra.insert(key.into(), value.into());
         self
+    }
+}
+
+// Read by hand rather than derived with `flatten`, which buffers every key and value in
+// an intermediate tree first: metadata is parsed for every record read, and that cost a
+// consumer catching up a large log a noticeable share of its time.
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_map(MetadataVisitor)
+    }
+}
+
+struct MetadataVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MetadataVisitor {
+    type Value = Metadata;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of metadata")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> std::result::Result<Metadata, M::Error> {
+        let mut metadata = Metadata::default();
+        let mut seen = [false; 3];
+        while let Some(key) = map.next_key::<String>()? {
+            let Some(known) = Metadata::RESERVED_KEYS.iter().position(|reserved| *reserved == key) else {
+                let value = map.next_value()?;
+                metadata.extra.insert(key, value);
+                continue;
+            };
+            if std::mem::replace(&mut seen[known], true) {
+                return Err(serde::de::Error::duplicate_field(Metadata::RESERVED_KEYS[known]));
+            }
+            let id = map.next_value::<Option<Uuid>>()?;
+            match known {
+                0 => metadata.correlation_id = id,
+                1 => metadata.causation_id = id,
+                _ => metadata.command_id = id,
+            }
+        }
+        Ok(metadata)
     }
 }
 
@@ -244,3 +285,41 @@ impl PartialEq for RecordedEvent {
 }
 
 impl Eq for RecordedEvent {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> serde_json::Result<Metadata> {
+        serde_json::from_str(text)
+    }
+
+    #[test]
+    fn metadata_reads_its_ids_and_keeps_every_other_key() {
+        let id = Uuid::now_v7();
+        let metadata = parse(&format!(
+            r#"{{"correlation_id":"{id}","causation_id":null,"schema_version":2,"channel":{{"web":true}}}}"#
+        ))
+        .expect("metadata");
+        assert_eq!(metadata.correlation_id, Some(id));
+        assert_eq!((metadata.causation_id, metadata.command_id), (None, None));
+        assert_eq!(metadata.extra.len(), 2);
+        assert_eq!(metadata.extra["channel"], serde_json::json!({"web": true}));
+        assert_eq!(parse("{}").expect("empty"), Metadata::default());
+        let written = serde_json::to_string(&metadata).expect("encode");
+        assert_eq!(parse(&written).expect("again"), metadata);
+    }
+
+    #[test]
+    fn metadata_refuses_what_is_not_an_object_of_ids() {
+        for bad in [
+            "[]",
+            "7",
+            r#"{"command_id":"not-a-uuid"}"#,
+            r#"{"causation_id":12}"#,
+            r#"{"command_id":null,"command_id":null}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}

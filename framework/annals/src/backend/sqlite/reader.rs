@@ -73,6 +73,7 @@ impl Readers {
                 conn,
                 &sql::read_stream(),
                 rusqlite::params![stream, clamp(from), clamp(limit)],
+                limit,
             )
         })
         .await
@@ -89,6 +90,7 @@ impl Readers {
                 conn,
                 &sql::read_partition(),
                 rusqlite::params![partition, clamp(from), clamp(limit)],
+                limit,
             )
         })
         .await
@@ -99,10 +101,20 @@ fn clamp(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
-fn query(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>> {
+/// The most records a read reserves room for before it has seen them.
+const RESERVE: usize = 1_000;
+
+fn query(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>> {
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
     let mut rows = statement.query(params).map_err(Error::Sqlite)?;
-    let mut records = Vec::new();
+    // Room for a full batch up front: growing a vector of records copies all of them
+    // each time it doubles.
+    let mut records = Vec::with_capacity(limit.min(RESERVE));
     while let Some(row) = rows.next().map_err(Error::Sqlite)? {
         records.push(record(row)?);
     }

@@ -2,12 +2,12 @@
 //! of their amounts, checked to arrive in version order. A record handled twice, lost,
 //! or out of order makes the read model differ from [`fold_log`] (or the handler fail).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use annals::group::Projection;
-use annals::readmodel::Tx;
+use annals::readmodel::{Param, Tx};
 use annals::{params, AppendRequest, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use async_trait::async_trait;
 
@@ -18,19 +18,34 @@ pub type Totals = BTreeMap<String, (i64, i64)>;
 #[derive(Clone)]
 pub struct Tally {
     table: String,
+    /// Whether whole batches are written together ([`Tally::batched`]).
+    batched: bool,
     /// While set, records whose payload has `"poison": true` fail.
     pub poison: Arc<AtomicBool>,
-    /// How many times the handler ran (attempts included).
+    /// How many times the handler ran on one record (attempts included).
     pub calls: Arc<AtomicU64>,
+    /// How many batches the batched handler ran on.
+    pub batches: Arc<AtomicU64>,
 }
 
 impl Tally {
-    /// A tally into `table` (created on setup).
+    /// A tally into `table` (created on setup), one record at a time.
     pub fn new(table: &str) -> Self {
         Tally {
             table: table.to_owned(),
+            batched: false,
             poison: Arc::new(AtomicBool::new(true)),
             calls: Arc::new(AtomicU64::new(0)),
+            batches: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A tally that writes each batch's rows with one [`Tx::execute_many`], keeping
+    /// the stream counts of the batch in memory to check the order.
+    pub fn batched(table: &str) -> Self {
+        Tally {
+            batched: true,
+            ..Self::new(table)
         }
     }
 
@@ -50,6 +65,48 @@ impl Tally {
             })
             .collect()
     }
+
+    /// The record's amount; an error for a poison record while poison is on.
+    fn amount(&self, record: &RecordedEvent) -> annals::Result<i64> {
+        let payload: serde_json::Value = record.decode()?;
+        if payload["poison"] == true && self.poison.load(Ordering::Relaxed) {
+            return Err(Error::Handler(format!(
+                "poison at {}@{}",
+                record.stream, record.version
+            )));
+        }
+        Ok(payload["amount"].as_i64().unwrap_or(0))
+    }
+
+    /// How many records of `stream` the table holds.
+    async fn seen(&self, tx: &mut Tx, stream: &str) -> annals::Result<i64> {
+        tx.query_opt(
+            &format!("SELECT n FROM {} WHERE stream = $1", self.table),
+            params![stream],
+        )
+        .await?
+        .map_or(Ok(0), |row| row.get(0))
+    }
+
+    /// Fails unless `record` is the next of its stream after `seen` records.
+    fn in_order(record: &RecordedEvent, seen: i64) -> annals::Result<()> {
+        if seen + 1 == record.version as i64 {
+            return Ok(());
+        }
+        Err(Error::Handler(format!(
+            "{} version {} arrived after {seen} records",
+            record.stream, record.version
+        )))
+    }
+
+    /// `$1` stream, `$2` amount: one more record.
+    fn upsert(&self) -> String {
+        format!(
+            "INSERT INTO {t} (stream, n, total) VALUES ($1, 1, $2) \
+             ON CONFLICT (stream) DO UPDATE SET n = {t}.n + 1, total = {t}.total + excluded.total",
+            t = self.table
+        )
+    }
 }
 
 #[async_trait]
@@ -68,37 +125,35 @@ impl Projection for Tally {
 
     async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let payload: serde_json::Value = record.decode()?;
-        if payload["poison"] == true && self.poison.load(Ordering::Relaxed) {
-            return Err(Error::Handler(format!(
-                "poison at {}@{}",
-                record.stream, record.version
-            )));
+        let amount = self.amount(record)?;
+        Self::in_order(record, self.seen(tx, record.stream.as_str()).await?)?;
+        tx.execute(&self.upsert(), params![record.stream.as_str(), amount])
+            .await
+            .map(drop)
+    }
+
+    async fn handle_batch(&self, records: &[&RecordedEvent], tx: &mut Tx) -> annals::Result<()> {
+        if !self.batched {
+            for record in records {
+                self.handle(record, tx).await?;
+            }
+            return Ok(());
         }
-        let amount = payload["amount"].as_i64().unwrap_or(0);
-        let seen: i64 = tx
-            .query_opt(
-                &format!("SELECT n FROM {} WHERE stream = $1", self.table),
-                params![record.stream.as_str()],
-            )
-            .await?
-            .map_or(Ok(0), |row| row.get(0))?;
-        if seen + 1 != record.version as i64 {
-            return Err(Error::Handler(format!(
-                "{} version {} arrived after {seen} records",
-                record.stream, record.version
-            )));
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let mut seen: HashMap<&str, i64> = HashMap::new();
+        let mut rows = Vec::with_capacity(records.len());
+        for record in records {
+            let amount = self.amount(record)?;
+            let stream = record.stream.as_str();
+            let count = match seen.get_mut(stream) {
+                Some(count) => count,
+                None => seen.entry(stream).or_insert(self.seen(tx, stream).await?),
+            };
+            Self::in_order(record, *count)?;
+            *count += 1;
+            rows.push([Param::from(stream), Param::from(amount)]);
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {t} (stream, n, total) VALUES ($1, 1, $2) \
-                 ON CONFLICT (stream) DO UPDATE SET n = {t}.n + 1, total = {t}.total + excluded.total",
-                t = self.table
-            ),
-            params![record.stream.as_str(), amount],
-        )
-        .await
-        .map(drop)
+        tx.execute_many(&self.upsert(), &rows).await.map(drop)
     }
 }
 

@@ -18,6 +18,7 @@ annals_testkit::on_sql_engines!(
     a_member_that_stopped_heartbeating_cannot_commit,
     a_member_that_stopped_heartbeating_cannot_stop_a_partition,
     poison_records_are_dead_lettered_and_retried,
+    a_batched_projection_dead_letters_the_poison_record_alone,
     skipping_a_dead_letter_hands_the_parked_records_back_in_order,
     reset_to_earliest_replays_and_is_refused_while_members_run,
     a_group_created_at_latest_skips_the_past_once,
@@ -178,15 +179,27 @@ async fn a_member_that_stopped_heartbeating_cannot_stop_a_partition(t: TestStore
 }
 
 async fn poison_records_are_dead_lettered_and_retried(t: TestStore) {
+    poison_is_dead_lettered_and_retried(t, Tally::new("tally")).await;
+}
+
+/// A failed batch rolls back whole and is handled again record by record: only the
+/// poison record is dead-lettered, and no record of the failed batch counts twice.
+async fn a_batched_projection_dead_letters_the_poison_record_alone(t: TestStore) {
+    let tally = Tally::batched("tally");
+    poison_is_dead_lettered_and_retried(t, tally.clone()).await;
+    assert!(tally.batches.load(Ordering::Relaxed) > 0, "the batched handler ran");
+}
+
+async fn poison_is_dead_lettered_and_retried(t: TestStore, tally: Tally) {
     let store = t.open().await;
-    let tally = Tally::new("tally");
-    let member = GroupMember::projection(&store, "g", tally.clone(), fast())
-        .await
-        .expect("joins");
+    // Written before the member starts, so that they arrive in one batch.
     add(&store, "acct-1", 1).await;
     add_poison(&store, "acct-1").await;
     add(&store, "acct-1", 2).await; // parked behind the poison
     add(&store, "acct-2", 5).await; // another stream: moves on
+    let member = GroupMember::projection(&store, "g", tally.clone(), fast())
+        .await
+        .expect("joins");
     caught_up(&store, "g").await;
 
     let letters = admin::dead_letters(&store, Some("g")).await.expect("list");

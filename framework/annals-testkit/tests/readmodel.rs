@@ -3,13 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use annals::readmodel::Db;
+use annals::readmodel::{Db, Param};
 use annals::{params, Error};
 use annals_testkit::TestStore;
 
 annals_testkit::on_sql_engines!(
     concurrent_transactions_succeed_and_fail_alone,
     a_panicking_transaction_rolls_back_alone,
+    execute_many_runs_every_row_or_fails_at_the_first_bad_one,
 );
 
 async fn keys(db: &Db) -> BTreeSet<i64> {
@@ -132,4 +133,63 @@ async fn sqlite_refuses_a_transaction_that_ends_itself() {
         .await
         .expect("the next transaction");
     assert_eq!(keys(&db).await, BTreeSet::from([2]));
+}
+
+/// `execute_many` binds each row afresh (a NULL after a value stays NULL), binds `$n`
+/// by number in any order, counts the rows changed, and a failing row fails the
+/// transaction it is in.
+async fn execute_many_runs_every_row_or_fails_at_the_first_bad_one(t: TestStore) {
+    let store = t.open().await;
+    let db = store.read_models().expect("sql");
+    db.transaction(|tx| {
+        Box::pin(async move {
+            tx.execute("CREATE TABLE notes (k BIGINT PRIMARY KEY, v TEXT)", &[])
+                .await
+                .map(drop)
+        })
+    })
+    .await
+    .expect("create");
+    let changed = db
+        .transaction(|tx| {
+            Box::pin(async move {
+                let rows: Vec<Vec<Param>> = vec![
+                    vec![Param::from("one"), Param::from(1)],
+                    vec![Param::from("two"), Param::from(2)],
+                    vec![Param::Text(None), Param::from(3)],
+                ];
+                tx.execute_many("INSERT INTO notes (k, v) VALUES ($2, $1)", &rows).await
+            })
+        })
+        .await
+        .expect("rows");
+    assert_eq!(changed, 3);
+    let notes = |db: Db| async move {
+        db.query("SELECT k, v FROM notes ORDER BY k", Vec::new())
+            .await
+            .expect("select")
+            .iter()
+            .map(|row| (row.get::<i64>(0).expect("k"), row.get::<Option<String>>(1).expect("v")))
+            .collect::<Vec<_>>()
+    };
+    let before = notes(db.clone()).await;
+    assert_eq!(before, [(1, Some("one".into())), (2, Some("two".into())), (3, None)]);
+
+    let failed = db
+        .transaction(|tx| {
+            Box::pin(async move {
+                let rows = [
+                    [Param::from(4), Param::from("four")],
+                    [Param::from(1), Param::from("again")],
+                ];
+                tx.execute_many("INSERT INTO notes (k, v) VALUES ($1, $2)", &rows).await
+            })
+        })
+        .await;
+    assert!(failed.is_err(), "a duplicate key fails the batch: {failed:?}");
+    assert_eq!(
+        notes(db).await,
+        before,
+        "the row before the failing one rolled back with it"
+    );
 }

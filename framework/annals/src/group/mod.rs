@@ -96,6 +96,23 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one record to the read model, inside the batch's transaction. An error
     /// rolls back this record's writes; it is retried, then dead-lettered.
     async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> Result<()>;
+
+    /// Applies a batch of records of one partition, in offset order, inside the
+    /// batch's transaction. The default hands them to [`handle`] one at a time.
+    ///
+    /// Override it to write a batch's rows together, with [`Tx::execute_many`] or one
+    /// multi-row statement. It must have the same effect as [`handle`] on each record in
+    /// turn: when it fails, its writes roll back and the batch is handled again
+    /// record by record through [`handle`], to retry and dead-letter just the record
+    /// that fails.
+    ///
+    /// [`handle`]: Projection::handle
+    async fn handle_batch(&self, records: &[&RecordedEvent], tx: &mut Tx) -> Result<()> {
+        for record in records {
+            self.handle(record, tx).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A handler with side effects outside the store's database, committed after it runs:

@@ -212,12 +212,16 @@ impl Member {
                     .db
                     .transaction(move |tx| {
                         Box::pin(async move {
+                            let mut handled = Vec::with_capacity(all.len());
                             for (record, step) in all.iter() {
                                 match step {
-                                    Step::Handle => projection.handle(record, tx).await?,
+                                    Step::Handle => handled.push(record),
                                     Step::Park => commit.dead_letter(tx, record, "parked", "", 0).await?,
                                     Step::Skip => {}
                                 }
+                            }
+                            if !handled.is_empty() {
+                                projection.handle_batch(&handled, tx).await?;
                             }
                             commit.commit(tx, from, to).await
                         })

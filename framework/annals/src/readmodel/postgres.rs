@@ -21,6 +21,18 @@ pub(super) async fn execute(tx: &mut Transaction<'static, Postgres>, sql: &str, 
     Ok(bind(sql, params).execute(&mut **tx).await?.rows_affected())
 }
 
+pub(super) async fn execute_many<R: AsRef<[Param]>>(
+    tx: &mut Transaction<'static, Postgres>,
+    sql: &str,
+    rows: &[R],
+) -> Result<u64> {
+    let mut changed = 0;
+    for row in rows {
+        changed += execute(tx, sql, row.as_ref()).await?;
+    }
+    Ok(changed)
+}
+
 pub(super) async fn query<'e, E>(executor: E, sql: &str, params: &[Param]) -> Result<Vec<Row>>
 where
     E: sqlx::PgExecutor<'e>,

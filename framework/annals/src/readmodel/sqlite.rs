@@ -376,26 +376,35 @@ pub(super) async fn read(connections: Arc<Connections>, sql: String, params: Vec
     .map_err(|_| Error::Closed)?
 }
 
+/// The index in a statement's params of parameter `index` (1-based). `$n` is a named
+/// parameter to SQLite, numbered by first appearance: each is bound by the number in
+/// its name, so any order and reuse work.
+fn parameter_number(statement: &rusqlite::Statement<'_>, index: usize) -> Option<usize> {
+    statement
+        .parameter_name(index)
+        .and_then(|name| name.strip_prefix('$'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| n.checked_sub(1))
+}
+
+/// Binds `param` to parameter `index`; a parameter with no value binds NULL.
+fn bind(statement: &mut rusqlite::Statement<'_>, index: usize, param: Option<&Param>) -> Result<()> {
+    let bound = match param {
+        Some(Param::Int(v)) => statement.raw_bind_parameter(index, v),
+        Some(Param::Real(v)) => statement.raw_bind_parameter(index, v),
+        Some(Param::Text(v)) => statement.raw_bind_parameter(index, v),
+        Some(Param::Bool(v)) => statement.raw_bind_parameter(index, v),
+        Some(Param::Blob(v)) => statement.raw_bind_parameter(index, v),
+        None => statement.raw_bind_parameter(index, rusqlite::types::Null),
+    };
+    bound.map_err(Error::Sqlite)
+}
+
 fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> Result<rusqlite::CachedStatement<'c>> {
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
     for index in 1..=statement.parameter_count() {
-        // `$n` is a named parameter to SQLite, numbered by first appearance: bind each
-        // by the number in its name, so any order and reuse work.
-        let number = statement
-            .parameter_name(index)
-            .and_then(|name| name.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok());
-        let Some(param) = number.and_then(|n| params.get(n.wrapping_sub(1))) else {
-            continue;
-        };
-        let bound = match param {
-            Param::Int(v) => statement.raw_bind_parameter(index, v),
-            Param::Real(v) => statement.raw_bind_parameter(index, v),
-            Param::Text(v) => statement.raw_bind_parameter(index, v),
-            Param::Bool(v) => statement.raw_bind_parameter(index, v),
-            Param::Blob(v) => statement.raw_bind_parameter(index, v),
-        };
-        bound.map_err(Error::Sqlite)?;
+        let number = parameter_number(&statement, index);
+        bind(&mut statement, index, number.and_then(|n| params.get(n)))?;
     }
     Ok(statement)
 }
@@ -403,6 +412,23 @@ fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> R
 pub(super) fn execute(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64> {
     let mut statement = prepare(conn, sql, params)?;
     Ok(statement.raw_execute().map_err(Error::Sqlite)? as u64)
+}
+
+/// One statement, prepared and looked up once, run for each row of parameters.
+pub(super) fn execute_many<R: AsRef<[Param]>>(conn: &rusqlite::Connection, sql: &str, rows: &[R]) -> Result<u64> {
+    let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
+    let numbers: Vec<Option<usize>> = (1..=statement.parameter_count())
+        .map(|index| parameter_number(&statement, index))
+        .collect();
+    let mut changed = 0;
+    for row in rows {
+        let params = row.as_ref();
+        for (index, number) in (1..).zip(&numbers) {
+            bind(&mut statement, index, number.and_then(|n| params.get(n)))?;
+        }
+        changed += statement.raw_execute().map_err(Error::Sqlite)? as u64;
+    }
+    Ok(changed)
 }
 
 pub(super) fn query(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<Vec<Row>> {

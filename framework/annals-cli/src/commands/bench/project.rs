@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use annals::group::{admin, GroupMember, GroupOptions, Projection, StartAt};
-use annals::readmodel::{Engine, Tx};
-use annals::{
-    async_trait, params, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId,
-};
+use annals::readmodel::{Engine, Param, Tx};
+use annals::{async_trait, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -63,20 +61,15 @@ fn create(table: &str) -> String {
     format!("CREATE TABLE IF NOT EXISTS {table} (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL, sales BIGINT NOT NULL)")
 }
 
-#[async_trait]
-impl Projection for Sales {
-    async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
-        tx.execute(&create(self.table), &[]).await.map(drop)
-    }
-
-    async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
+impl Sales {
+    /// The upsert's parameters for one sale.
+    fn row(&self, record: &RecordedEvent) -> annals::Result<[Param; 2]> {
         #[derive(serde::Deserialize)]
         struct Sold<'a> {
             sku: &'a str,
             qty: i64,
         }
         let sold: Sold = serde_json::from_str(record.payload.get()).map_err(annals::Error::InvalidJson)?;
-        tx.execute(&self.upsert, params![sold.sku, sold.qty]).await?;
         if let Some(latency) = &self.latency_us {
             let waited = (chrono::Utc::now() - record.recorded_at)
                 .num_microseconds()
@@ -86,7 +79,26 @@ impl Projection for Sales {
                 .unwrap_or_else(|p| p.into_inner())
                 .saturating_record(waited.max(0) as u64);
         }
-        Ok(())
+        Ok([Param::from(sold.sku), Param::from(sold.qty)])
+    }
+}
+
+#[async_trait]
+impl Projection for Sales {
+    async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
+        tx.execute(&create(self.table), &[]).await.map(drop)
+    }
+
+    async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
+        tx.execute(&self.upsert, &self.row(record)?).await.map(drop)
+    }
+
+    async fn handle_batch(&self, records: &[&RecordedEvent], tx: &mut Tx) -> annals::Result<()> {
+        let rows = records
+            .iter()
+            .map(|record| self.row(record))
+            .collect::<annals::Result<Vec<_>>>()?;
+        tx.execute_many(&self.upsert, &rows).await.map(drop)
     }
 }
 

@@ -137,7 +137,10 @@ async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
     measured
 }
 
-async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Measured> {
+/// Opens connections to the SQLite file of the store at `db` as the raw baselines use
+/// them: SQLite's C API, WAL, the store's `synchronous`, a 30 s busy timeout, the
+/// default automatic checkpoints.
+pub(super) fn sqlite_connector(db: &str, options: &StoreOptions) -> impl Fn() -> CliResult<rusqlite::Connection> {
     let path = db
         .strip_prefix("sqlite://")
         .or_else(|| db.strip_prefix("sqlite:"))
@@ -148,14 +151,18 @@ async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Meas
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {};",
         options.synchronous_setting().pragma()
     );
-    // SQLite's C API at its best: one connection per writer, a cached prepared
-    // statement, the default automatic checkpoints.
-    let connect = || -> CliResult<rusqlite::Connection> {
+    move || {
         let conn = rusqlite::Connection::open(&path)?;
         conn.execute_batch(&pragmas)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         Ok(conn)
-    };
+    }
+}
+
+async fn sqlite(db: &str, options: &StoreOptions, load: &Load) -> CliResult<Measured> {
+    // SQLite's C API at its best: one connection per writer, a cached prepared
+    // statement.
+    let connect = sqlite_connector(db, options);
     let setup = connect()?;
     setup.execute_batch(&format!(
         r#"DROP TABLE IF EXISTS {TABLE};

@@ -10,6 +10,7 @@ mod follow;
 mod http;
 mod load;
 mod project;
+mod raw_commands;
 mod snapshots;
 mod workloads;
 

@@ -4,12 +4,14 @@
 //! aggregate with its own xorshift64 generator, conflicts retried until they succeed.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository, RetryPolicy};
 use annals::{Store, StoreOptions};
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -20,13 +22,16 @@ use crate::output::{CliError, CliResult, Output};
 pub(crate) struct CommandsArgs {
     /// Concurrent tasks (C).
     #[arg(long, default_value_t = 8)]
-    tasks: u64,
+    pub(super) tasks: u64,
     /// Commands in all.
     #[arg(long, default_value_t = 20_000)]
-    commands: u64,
+    pub(super) commands: u64,
     /// Aggregates the commands spread over (order-0 …).
     #[arg(long, default_value_t = 1_000)]
-    aggregates: u64,
+    pub(super) aggregates: u64,
+    /// Skip the raw baseline.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,18 +134,32 @@ async fn open(db: &str) -> CliResult<(Store, &'static str)> {
     Ok((options.open().await?, backend))
 }
 
-/// W1: `tasks` tasks run `commands` commands against `aggregates` orders.
-pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliResult {
-    if args.tasks == 0 || args.aggregates == 0 {
-        return Err(CliError::Usage("--tasks and --aggregates must be positive".into()));
+/// What one run of W1 measured.
+pub(super) struct W1Run {
+    seconds: f64,
+    latency_us: Histogram<u64>,
+    conflicts: u64,
+}
+
+impl W1Run {
+    fn commands_per_sec(&self, commands: u64) -> f64 {
+        commands as f64 / self.seconds
     }
-    let (store, backend) = open(db).await?;
-    let orders = Repository::<Order>::new(store.clone()).with_retry(until_success());
+}
+
+/// W1's command stream: `tasks` tasks take command numbers from one shared counter and
+/// each picks its aggregates with its own xorshift64 generator. `execute(task, order,
+/// command)` runs one command until it succeeds and returns the attempts it took.
+pub(super) async fn run_w1<F, Fut>(args: &CommandsArgs, execute: F) -> CliResult<W1Run>
+where
+    F: Fn(u64, u64, AddLine) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = CliResult<u32>> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.tasks)
         .map(|task| {
-            let (orders, next) = (orders.clone(), next.clone());
+            let (execute, next) = (execute.clone(), next.clone());
             let (total, aggregates) = (args.commands, args.aggregates);
             tokio::spawn(async move {
                 let mut latency = histogram();
@@ -151,41 +170,89 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
                     if i >= total {
                         return Ok::<_, CliError>((latency, conflicts));
                     }
-                    let id = (xorshift(&mut rng) % aggregates).to_string();
+                    let order = xorshift(&mut rng) % aggregates;
                     let began = Instant::now();
-                    let executed = orders
-                        .execute(&id, command(i), &CommandContext::new())
+                    let attempts = execute(task, order, command(i))
                         .await
                         .map_err(|error| CliError::Usage(format!("command {i} failed: {error}")))?;
-                    conflicts += u64::from(executed.attempts.saturating_sub(1));
+                    conflicts += u64::from(attempts.saturating_sub(1));
                     latency.saturating_record(began.elapsed().as_micros() as u64);
                 }
             })
         })
         .collect();
-    let mut latency = histogram();
+    let mut latency_us = histogram();
     let mut conflicts = 0;
     for task in tasks {
         let (histogram, lost) = task
             .await
             .map_err(|panic| CliError::Usage(format!("a task panicked: {panic}")))??;
-        latency.add(histogram).expect("same bounds");
+        latency_us.add(histogram).expect("same bounds");
         conflicts += lost;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(W1Run {
+        seconds: started.elapsed().as_secs_f64(),
+        latency_us,
+        conflicts,
+    })
+}
+
+/// W1: `tasks` tasks run `commands` commands against `aggregates` orders, through a
+/// repository; then the same commands on the raw engine (see [`raw_commands`]).
+///
+/// [`raw_commands`]: super::raw_commands
+pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliResult {
+    if args.tasks == 0 || args.aggregates == 0 {
+        return Err(CliError::Usage("--tasks and --aggregates must be positive".into()));
+    }
+    let options = StoreOptions::from_url(db)?;
+    let backend = options.backend_name();
+    let store = options.clone().open().await?;
+    let orders = Repository::<Order>::new(store.clone()).with_retry(until_success());
+    let run = run_w1(&args, move |_, order, command| {
+        let orders = orders.clone();
+        async move {
+            let executed = orders
+                .execute(&order.to_string(), command, &CommandContext::new())
+                .await
+                .map_err(|error| CliError::Usage(error.to_string()))?;
+            Ok(executed.attempts)
+        }
+    })
+    .await?;
     store.close().await;
-    let rate = args.commands as f64 / seconds;
+    let raw = if args.no_baseline {
+        None
+    } else {
+        super::raw_commands::run(db, &options, &args).await?
+    };
+
+    let rate = run.commands_per_sec(args.commands);
+    let raw_rate = raw.as_ref().map(|raw| raw.commands_per_sec(args.commands));
     let report = json!({
         "workload": "w1", "backend": backend, "writers": args.tasks, "events_per_append": 1,
-        "events": args.commands, "seconds": seconds, "events_per_sec": rate,
-        "p50_ms": quantile_ms(&latency, 0.5), "p99_ms": quantile_ms(&latency, 0.99),
-        "baseline_events_per_sec": null, "ratio_to_baseline": null,
-        "concurrency": args.tasks, "commands": args.commands, "commands_per_sec": rate, "conflicts": conflicts,
+        "events": args.commands, "seconds": run.seconds, "events_per_sec": rate,
+        "p50_ms": quantile_ms(&run.latency_us, 0.5), "p99_ms": quantile_ms(&run.latency_us, 0.99),
+        "baseline_events_per_sec": raw_rate, "ratio_to_baseline": raw_rate.map(|raw| rate / raw),
+        "baseline_p50_ms": raw.as_ref().map(|raw| quantile_ms(&raw.latency_us, 0.5)),
+        "baseline_p99_ms": raw.as_ref().map(|raw| quantile_ms(&raw.latency_us, 0.99)),
+        "baseline_conflicts": raw.as_ref().map(|raw| raw.conflicts),
+        "concurrency": args.tasks, "commands": args.commands, "commands_per_sec": rate, "conflicts": run.conflicts,
     });
     out.print(&report, |r| {
+        let baseline = match raw_rate {
+            Some(raw) => format!(
+                "\nraw engine: {raw:.0} commands/s (p50 {} ms, p99 {} ms), {} conflicts\nratio to the raw engine: {:.2}",
+                r["baseline_p50_ms"],
+                r["baseline_p99_ms"],
+                r["baseline_conflicts"],
+                rate / raw
+            ),
+            None => String::new(),
+        };
         format!(
-            "{backend} W1, {} tasks: {} commands in {seconds:.1} s = {rate:.0} commands/s (p50 {} ms, p99 {} ms), {conflicts} conflicts",
-            args.tasks, args.commands, r["p50_ms"], r["p99_ms"]
+            "{backend} W1, {} tasks: {} commands in {:.1} s = {rate:.0} commands/s (p50 {} ms, p99 {} ms), {} conflicts{baseline}",
+            args.tasks, args.commands, run.seconds, r["p50_ms"], r["p99_ms"], run.conflicts
         )
     });
     Ok(())

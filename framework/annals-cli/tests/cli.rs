@@ -200,6 +200,10 @@ fn workloads_w1_and_w2_run_and_report() {
     );
     assert!(w1["commands_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
     assert!(w1["conflicts"].as_u64().is_some());
+    // The raw engine ran the same commands beside it, in its own table.
+    assert!(w1["baseline_events_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
+    assert!(w1["ratio_to_baseline"].as_f64().is_some_and(|ratio| ratio > 0.0));
+    assert!(w1["baseline_conflicts"].as_u64().is_some());
     assert_eq!(
         cli.json(&["stats"])["records"],
         300,

@@ -19,6 +19,7 @@ annals_testkit::on_sql_engines!(
     a_member_that_stopped_heartbeating_cannot_stop_a_partition,
     poison_records_are_dead_lettered_and_retried,
     a_batched_projection_dead_letters_the_poison_record_alone,
+    a_batched_projection_writes_clean_batches_whole,
     skipping_a_dead_letter_hands_the_parked_records_back_in_order,
     reset_to_earliest_replays_and_is_refused_while_members_run,
     a_group_created_at_latest_skips_the_past_once,
@@ -188,6 +189,24 @@ async fn a_batched_projection_dead_letters_the_poison_record_alone(t: TestStore)
     let tally = Tally::batched("tally");
     poison_is_dead_lettered_and_retried(t, tally.clone()).await;
     assert!(tally.batches.load(Ordering::Relaxed) > 0, "the batched handler ran");
+}
+
+/// Batches with nothing wrong in them go through `handle_batch` alone: `handle` never
+/// runs, and the view is the fold of the log.
+async fn a_batched_projection_writes_clean_batches_whole(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..30 {
+        add(&store, &format!("acct-{}", i % 3), i).await;
+    }
+    let tally = Tally::batched("tally");
+    let member = GroupMember::projection(&store, "g", tally.clone(), fast())
+        .await
+        .expect("joins");
+    caught_up(&store, "g").await;
+    assert_eq!(tally.totals(&store).await, fold_log(&store).await);
+    assert_eq!(tally.calls.load(Ordering::Relaxed), 0, "no record went one by one");
+    assert!(tally.batches.load(Ordering::Relaxed) > 0);
+    member.shutdown().await.expect("leaves");
 }
 
 async fn poison_is_dead_lettered_and_retried(t: TestStore, tally: Tally) {

@@ -66,9 +66,9 @@ impl Metadata {
     }
 }
 
-// Read by hand rather than derived with `flatten`, which buffers every key and value in
-// an intermediate tree first: metadata is parsed for every record read, and that cost a
-// consumer catching up a large log a noticeable share of its time.
+// Read by hand rather than derived with `flatten`, which buffers the user's keys in an
+// intermediate tree before building the map: metadata is parsed for every record read,
+// and that cost a consumer catching up a large log a noticeable share of its time.
 impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         deserializer.deserialize_map(MetadataVisitor)
@@ -86,22 +86,23 @@ impl<'de> serde::de::Visitor<'de> for MetadataVisitor {
 
     fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> std::result::Result<Metadata, M::Error> {
         let mut metadata = Metadata::default();
-        let mut seen = [false; 3];
+        let mut seen: Vec<&'static str> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
-            let Some(known) = Metadata::RESERVED_KEYS.iter().position(|reserved| *reserved == key) else {
-                let value = map.next_value()?;
-                metadata.extra.insert(key, value);
-                continue;
+            let (name, id) = match key.as_str() {
+                "correlation_id" => ("correlation_id", &mut metadata.correlation_id),
+                "causation_id" => ("causation_id", &mut metadata.causation_id),
+                "command_id" => ("command_id", &mut metadata.command_id),
+                _ => {
+                    let value = map.next_value()?;
+                    metadata.extra.insert(key, value);
+                    continue;
+                }
             };
-            if std::mem::replace(&mut seen[known], true) {
-                return Err(serde::de::Error::duplicate_field(Metadata::RESERVED_KEYS[known]));
+            if seen.contains(&name) {
+                return Err(serde::de::Error::duplicate_field(name));
             }
-            let id = map.next_value::<Option<Uuid>>()?;
-            match known {
-                0 => metadata.correlation_id = id,
-                1 => metadata.causation_id = id,
-                _ => metadata.command_id = id,
-            }
+            seen.push(name);
+            *id = map.next_value()?;
         }
         Ok(metadata)
     }

@@ -171,16 +171,16 @@ impl Member {
             };
             let Some(batch) = batch else { return Err(Error::Closed) };
             let batch = batch?;
-            match self.handle_batch(owned, next, batch, &filter, &mut parked).await? {
+            match self.process(owned, next, batch, &filter, &mut parked).await? {
                 Some(committed) => next = committed,
                 None => return Ok(()), // stopped by the failure policy
             }
         }
     }
 
-    /// Handles one batch and commits past it; `None` when the failure policy stopped
-    /// the partition.
-    async fn handle_batch(
+    /// Handles one fetched batch and commits past it; `None` when the failure policy
+    /// stopped the partition.
+    async fn process(
         &self,
         owned: Owned,
         from: Offset,

@@ -208,7 +208,9 @@ impl Tx {
     /// once for the whole batch, which saves most of what a statement costs besides
     /// its own work; on PostgreSQL the rows go one after another on the transaction's
     /// connection. Every row supplies every parameter, as for [`Tx::execute`]. The
-    /// first failing row ends it with its error.
+    /// first failing row ends it with its error; the rows before it stay written in
+    /// the transaction until the error, passed on, rolls the transaction back. No rows
+    /// run nothing and change nothing.
     ///
     /// ```no_run
     /// # async fn demo(tx: &mut annals::readmodel::Tx) -> annals::Result<()> {
@@ -224,6 +226,9 @@ impl Tx {
     /// # Ok(()) }
     /// ```
     pub async fn execute_many<R: AsRef<[Param]> + Sync>(&mut self, sql: &str, rows: &[R]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
         match &mut self.inner {
             #[cfg(feature = "sqlite")]
             TxInner::Sqlite(conn) => sqlite::execute_many(conn, sql, rows),

@@ -73,7 +73,7 @@ impl Readers {
                 conn,
                 &sql::read_stream(),
                 rusqlite::params![stream, clamp(from), clamp(limit)],
-                limit,
+                limit.min(STREAM_RESERVE),
             )
         })
         .await
@@ -90,7 +90,7 @@ impl Readers {
                 conn,
                 &sql::read_partition(),
                 rusqlite::params![partition, clamp(from), clamp(limit)],
-                limit,
+                limit.min(BATCH_RESERVE),
             )
         })
         .await
@@ -101,20 +101,22 @@ fn clamp(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
-/// The most records a read reserves room for before it has seen them.
-const RESERVE: usize = 1_000;
+/// The most records a partition read reserves room for before it has seen them: a
+/// consumer's batch, usually full (growing a vector of records copies all of them each
+/// time it doubles).
+const BATCH_RESERVE: usize = 1_000;
+/// The same for a stream read, which is often short whatever its limit.
+const STREAM_RESERVE: usize = 64;
 
 fn query(
     conn: &rusqlite::Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    limit: usize,
+    reserve: usize,
 ) -> Result<Vec<RecordedEvent>> {
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
     let mut rows = statement.query(params).map_err(Error::Sqlite)?;
-    // Room for a full batch up front: growing a vector of records copies all of them
-    // each time it doubles.
-    let mut records = Vec::with_capacity(limit.min(RESERVE));
+    let mut records = Vec::with_capacity(reserve);
     while let Some(row) = rows.next().map_err(Error::Sqlite)? {
         records.push(record(row)?);
     }

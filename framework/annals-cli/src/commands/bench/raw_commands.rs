@@ -5,8 +5,8 @@
 //! key `(stream_id, version)` refuses a lost race, and the command starts over.
 //!
 //! One statement per read and one per write (the INSERT commits on its own), prepared
-//! once per connection, one connection per task: the engine at its best for this
-//! shape, short of batching across commands, which is what the framework adds.
+//! once per connection, as many connections as tasks: what an application writes by
+//! hand. It does not batch across commands, which is what the framework adds.
 
 use std::sync::{Arc, Mutex};
 
@@ -59,9 +59,11 @@ fn decide<'p>(payloads: impl Iterator<Item = &'p str>, command: AddLine) -> CliR
     Ok((version + 1, payload))
 }
 
-/// The metadata the framework writes with an event, in size: the command id.
+/// Metadata of the size the framework writes with an event: correlation and command
+/// ids and the schema version.
 fn metadata() -> String {
-    format!(r#"{{"command_id":"{}"}}"#, uuid::Uuid::new_v4())
+    let id = uuid::Uuid::now_v7();
+    format!(r#"{{"correlation_id":"{id}","command_id":"{id}","schema_version":1}}"#)
 }
 
 /// Runs W1 on the raw engine behind `db`; `None` for engines without one (memory).

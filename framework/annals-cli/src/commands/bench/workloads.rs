@@ -128,10 +128,9 @@ fn until_success() -> RetryPolicy {
     }
 }
 
-async fn open(db: &str) -> CliResult<(Store, &'static str)> {
+async fn open(db: &str) -> CliResult<(Store, StoreOptions)> {
     let options = StoreOptions::from_url(db)?;
-    let backend = options.backend_name();
-    Ok((options.open().await?, backend))
+    Ok((options.clone().open().await?, options))
 }
 
 /// What one run of W1 measured.
@@ -205,9 +204,8 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
     if args.tasks == 0 || args.aggregates == 0 {
         return Err(CliError::Usage("--tasks and --aggregates must be positive".into()));
     }
-    let options = StoreOptions::from_url(db)?;
+    let (store, options) = open(db).await?;
     let backend = options.backend_name();
-    let store = options.clone().open().await?;
     let orders = Repository::<Order>::new(store.clone()).with_retry(until_success());
     let run = run_w1(&args, move |_, order, command| {
         let orders = orders.clone();
@@ -266,7 +264,8 @@ pub(crate) async fn load(db: &str, args: LoadArgs, out: &Output) -> CliResult {
     if args.loads == 0 {
         return Err(CliError::Usage("--loads must be positive".into()));
     }
-    let (store, backend) = open(db).await?;
+    let (store, options) = open(db).await?;
+    let backend = options.backend_name();
     let orders = Repository::<Order>::new(store.clone()).with_retry(until_success());
     let id = format!("big{}", uuid::Uuid::now_v7().simple());
     for i in 0..args.events {

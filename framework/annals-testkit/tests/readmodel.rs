@@ -23,15 +23,13 @@ async fn keys(db: &Db) -> BTreeSet<i64> {
 }
 
 async fn create(db: &Db) {
-    db.transaction(|tx| {
-        Box::pin(async move {
-            tx.execute("CREATE TABLE kv (k BIGINT PRIMARY KEY, v TEXT NOT NULL)", &[])
-                .await
-                .map(drop)
-        })
-    })
-    .await
-    .expect("create");
+    create_table(db, "CREATE TABLE kv (k BIGINT PRIMARY KEY, v TEXT NOT NULL)").await;
+}
+
+async fn create_table(db: &Db, ddl: &'static str) {
+    db.transaction(move |tx| Box::pin(async move { tx.execute(ddl, &[]).await.map(drop) }))
+        .await
+        .expect("create");
 }
 
 async fn concurrent_transactions_succeed_and_fail_alone(t: TestStore) {
@@ -141,15 +139,7 @@ async fn sqlite_refuses_a_transaction_that_ends_itself() {
 async fn execute_many_runs_every_row_or_fails_at_the_first_bad_one(t: TestStore) {
     let store = t.open().await;
     let db = store.read_models().expect("sql");
-    db.transaction(|tx| {
-        Box::pin(async move {
-            tx.execute("CREATE TABLE notes (k BIGINT PRIMARY KEY, v TEXT)", &[])
-                .await
-                .map(drop)
-        })
-    })
-    .await
-    .expect("create");
+    create_table(&db, "CREATE TABLE notes (k BIGINT PRIMARY KEY, v TEXT)").await;
     let changed = db
         .transaction(|tx| {
             Box::pin(async move {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use annals::StoreOptions;
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
@@ -87,23 +87,42 @@ fn insert_sql(rows: u64, placeholder: impl Fn(u64) -> String, payload_cast: &str
     )
 }
 
-async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
-    let connect = PgConnectOptions::from_str(db)?;
+/// A pool of `connections` to the PostgreSQL database at `db` holding a fresh scratch
+/// table `table` with `columns` (one left by an earlier run is dropped first). Drop it
+/// again with [`drop_scratch`].
+pub(super) async fn scratch_table(db: &str, connections: u32, table: &str, columns: &str) -> CliResult<PgPool> {
     let pool = PgPoolOptions::new()
-        .max_connections(load.writers as u32)
-        .connect_with(connect)
+        .max_connections(connections.max(1))
+        .connect_with(PgConnectOptions::from_str(db)?)
         .await?;
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
         .execute(&pool)
         .await?;
-    sqlx::query(&format!(
-        r#"CREATE TABLE {TABLE} (
-            partition integer NOT NULL, "offset" bigint NOT NULL, stream_id text COLLATE "C" NOT NULL,
-            version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL,
-            payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL,
-            PRIMARY KEY (partition, "offset"), UNIQUE (stream_id, version), UNIQUE (event_id))"#
-    ))
-    .execute(&pool)
+    sqlx::query(&format!("CREATE TABLE {table} ({columns})"))
+        .execute(&pool)
+        .await?;
+    Ok(pool)
+}
+
+/// Drops the scratch table made by [`scratch_table`] and closes its pool.
+pub(super) async fn drop_scratch(pool: PgPool, table: &str) -> CliResult {
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
+    let pool = scratch_table(
+        db,
+        load.writers as u32,
+        TABLE,
+        r#"partition integer NOT NULL, "offset" bigint NOT NULL, stream_id text COLLATE "C" NOT NULL,
+           version bigint NOT NULL, event_id uuid NOT NULL, event_type text NOT NULL,
+           payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL,
+           PRIMARY KEY (partition, "offset"), UNIQUE (stream_id, version), UNIQUE (event_id)"#,
+    )
     .await?;
     let sql: Arc<str> = insert_sql(load.events_per_op, |n| format!("${n}"), "::json").into();
     let per_op = load.events_per_op;
@@ -130,10 +149,7 @@ async fn postgres(db: &str, load: &Load) -> CliResult<Measured> {
         })
         .await
     };
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
-        .execute(&pool)
-        .await?;
-    pool.close().await;
+    drop_scratch(pool, TABLE).await?;
     measured
 }
 

@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use annals::aggregate::Aggregate;
 use annals::StoreOptions;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgPoolOptions;
 
-use super::baseline::sqlite_connector;
+use super::baseline::{drop_scratch, scratch_table, sqlite_connector};
 use super::workloads::{run_w1, AddLine, CommandsArgs, Order, OrderEvent, W1Run};
 use crate::output::{CliError, CliResult};
 
@@ -76,19 +75,14 @@ pub(super) async fn run(db: &str, options: &StoreOptions, args: &CommandsArgs) -
 }
 
 async fn postgres(db: &str, args: &CommandsArgs) -> CliResult<W1Run> {
-    let pool = PgPoolOptions::new()
-        .max_connections(args.tasks.max(1) as u32)
-        .connect(db)
-        .await?;
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
-        .execute(&pool)
-        .await?;
-    sqlx::query(&format!(
-        r#"CREATE TABLE {TABLE} (stream_id text COLLATE "C" NOT NULL, version bigint NOT NULL,
-            event_type text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
-            recorded_at timestamptz NOT NULL, PRIMARY KEY (stream_id, version))"#
-    ))
-    .execute(&pool)
+    let pool = scratch_table(
+        db,
+        args.tasks as u32,
+        TABLE,
+        r#"stream_id text COLLATE "C" NOT NULL, version bigint NOT NULL, event_type text NOT NULL,
+           payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL,
+           PRIMARY KEY (stream_id, version)"#,
+    )
     .await?;
     let read: Arc<str> =
         format!("SELECT CAST(payload AS text) FROM {TABLE} WHERE stream_id = $1 ORDER BY version").into();
@@ -121,10 +115,7 @@ async fn postgres(db: &str, args: &CommandsArgs) -> CliResult<W1Run> {
         }
     })
     .await;
-    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
-        .execute(&pool)
-        .await?;
-    pool.close().await;
+    drop_scratch(pool, TABLE).await?;
     run
 }
 

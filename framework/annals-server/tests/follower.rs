@@ -68,3 +68,38 @@ async fn a_run_longer_than_a_fetch_arrives_whole() {
     running.stop().await.expect("stop");
     let _ = stop.send(());
 }
+
+/// The server's public futures can be spawned (see `annals-testkit/tests/send.rs` for
+/// the bug this guards against). Built, never run.
+#[test]
+fn public_futures_are_send() {
+    fn spawnable<F: std::future::Future + Send + 'static>(future: F) {
+        drop(future);
+    }
+    let leader = Leader {
+        url: "http://127.0.0.1:1".into(),
+        token: None,
+    };
+    spawnable({
+        let leader = leader.clone();
+        async move { leader.partition_count().await }
+    });
+    spawnable(async move {
+        let store = annals::Store::open("memory:").await?;
+        let mut follower = Follower::start(store.clone(), leader).await?;
+        follower.wait().await?;
+        follower.stop().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(annals::Error::Io)?;
+        annals_server::serve(
+            store,
+            listener,
+            ServerOptions::default(),
+            annals_server::shutdown_signal(),
+        )
+        .await
+        .map_err(annals::Error::Io)?;
+        Ok::<_, annals_server::follower::FollowError>(())
+    });
+}

@@ -60,10 +60,7 @@ impl PgBackend {
                 });
             }
         }
-        sqlx::migrate!("../../migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(Error::Migration)?;
+        migrate(&mut *pool.acquire().await?).await?;
         let (partition_count, store_id) = init_store(&pool, options.partitions).await?;
 
         let wakeups = Arc::new(Wakeups::new(partition_count));
@@ -96,6 +93,17 @@ impl PgBackend {
             partition_count,
         })
     }
+}
+
+/// Brings the schema up to date (`migrations/postgres`); boxed with an explicit `Send`
+/// for the reason the SQLite engine's `migrate` gives.
+fn migrate(conn: &mut sqlx::PgConnection) -> futures::future::BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        sqlx::migrate!("../../migrations/postgres")
+            .run_direct(conn)
+            .await
+            .map_err(Error::Migration)
+    })
 }
 
 /// Creates the store row and the partition rows on first open, or checks the requested

@@ -51,10 +51,7 @@ impl SqliteBackend {
             });
         }
         let mut conn = connect.clone().create_if_missing(true).connect().await?;
-        sqlx::migrate!("../../migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .map_err(Error::Migration)?;
+        migrate(&mut conn).await?;
         let partition_count = init_store(&mut conn, options.partitions).await?;
         conn.close().await?;
         let writer_conn = open_writer(path, options)?;
@@ -88,6 +85,22 @@ impl SqliteBackend {
             records: reader::Readers::new(path.to_owned(), options.busy_timeout),
         })
     }
+}
+
+/// Brings the schema up to date (`migrations/sqlite`).
+///
+/// `Migrator::run` is generic over `Acquire<'a>`, and a future that awaits it is `Send`
+/// for one lifetime only: `tokio::spawn(async { Store::open(url).await })` failed to
+/// compile ("implementation of `Send` is not general enough"). `run_direct`, which
+/// sqlx keeps for this very case, takes the connection itself; the explicit
+/// `BoxFuture` keeps the bound checked here rather than at users' spawn sites.
+fn migrate(conn: &mut SqliteConnection) -> futures::future::BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        sqlx::migrate!("../../migrations/sqlite")
+            .run_direct(conn)
+            .await
+            .map_err(Error::Migration)
+    })
 }
 
 /// The writer's own connection, with the same durability as the readers.

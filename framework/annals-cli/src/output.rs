@@ -24,6 +24,23 @@ pub(crate) enum CliError {
     Database(#[from] sqlx::Error),
     #[error("SQLite error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A follower that stopped: its log diverged, its leader is stale, …
+    #[error(transparent)]
+    Follow(annals_server::follower::FollowError),
+}
+
+impl CliError {
+    /// The process's exit code: 1 for most failures; `annals follow` exits with 3 when
+    /// the logs diverged and 4 when the leader's epoch is below the store's, so that a
+    /// supervisor can tell them apart from a crash.
+    pub(crate) fn exit_code(&self) -> u8 {
+        use annals_server::follower::FollowError;
+        match self {
+            CliError::Follow(FollowError::Diverged { .. } | FollowError::TruncationTooLarge { .. }) => 3,
+            CliError::Follow(FollowError::StaleLeader { .. }) => 4,
+            _ => 1,
+        }
+    }
 }
 
 pub(crate) type CliResult<T = ()> = Result<T, CliError>;
@@ -69,6 +86,10 @@ fn error_body(error: &CliError) -> Value {
         CliError::Usage(message) => json!({"error": "bad_request", "message": message}),
         CliError::Remote(body) => body.clone(),
         CliError::Database(_) | CliError::Sqlite(_) => json!({"error": "internal", "message": error.to_string()}),
+        CliError::Follow(annals_server::follower::FollowError::Store(error)) => {
+            json!({"error": error.code(), "message": error.to_string()})
+        }
+        CliError::Follow(follow) => json!({"error": follow.code(), "message": error.to_string()}),
     }
 }
 

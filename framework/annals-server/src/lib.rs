@@ -50,10 +50,10 @@ pub struct ServerOptions {
     /// How long an append waits for them; then the client gets `replication_timeout`
     /// (the append stays durable on the leader).
     pub ack_timeout: std::time::Duration,
-    /// On a follower: its replication lag per partition (see
-    /// [`Follower::lag_handle`](follower::Follower::lag_handle)), shown by
-    /// `GET /v1/partitions` and the console.
-    pub replication_lag: Option<Arc<Vec<std::sync::atomic::AtomicU64>>>,
+    /// On a follower: its status (see [`Follower::handle`](follower::Follower::handle)),
+    /// shown by `GET /v1/partitions` (lag per partition, state, errors) and the
+    /// console.
+    pub follower: Option<follower::FollowerHandle>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -64,7 +64,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("min_insync_followers", &self.min_insync_followers)
             .field("ack_timeout", &self.ack_timeout)
-            .field("replication_lag", &self.replication_lag.is_some())
+            .field("follower", &self.follower.is_some())
             .finish()
     }
 }
@@ -77,7 +77,7 @@ impl Default for ServerOptions {
             max_body_bytes: 8 * 1024 * 1024,
             min_insync_followers: 0,
             ack_timeout: std::time::Duration::from_secs(5),
-            replication_lag: None,
+            follower: None,
         }
     }
 }
@@ -92,7 +92,7 @@ pub(crate) struct AppState {
     pub(crate) followers: Arc<acks::Followers>,
     pub(crate) min_insync_followers: usize,
     pub(crate) ack_timeout: std::time::Duration,
-    pub(crate) replication_lag: Option<Arc<Vec<std::sync::atomic::AtomicU64>>>,
+    pub(crate) follower: Option<follower::FollowerHandle>,
     /// Set once the server is shutting down: long polls answer at once.
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -129,7 +129,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         followers: Arc::default(),
         min_insync_followers: options.min_insync_followers,
         ack_timeout: options.ack_timeout,
-        replication_lag: options.replication_lag.clone(),
+        follower: options.follower.clone(),
         stopping,
     };
     let api = Router::new()

@@ -218,24 +218,29 @@ pub(crate) async fn list_streams(
 pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let watermarks = state.store.high_watermarks().await?;
     let replica = state.store.replica();
+    let follower = state.follower.as_ref().map(|follower| follower.status());
     let partitions: Vec<Value> = watermarks
         .iter()
         .enumerate()
         .map(|(partition, next)| {
             let mut entry = json!({"partition": partition, "next_offset": next});
-            if let Some(lag) = state.replication_lag.as_ref().and_then(|lag| lag.get(partition)) {
-                entry["replication_lag"] = json!(lag.load(std::sync::atomic::Ordering::Relaxed));
+            if let Some(lag) = follower.as_ref().and_then(|status| status.lag.get(partition)) {
+                entry["replication_lag"] = json!(lag);
             }
             entry
         })
         .collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "partition_count": state.store.partition_count(),
         "partitions": partitions,
         "backend": state.store.backend_name(),
         "leader_epoch": replica.epoch,
         "role": replica.role(),
-    })))
+    });
+    if let Some(status) = follower {
+        body["replication"] = json!(status);
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

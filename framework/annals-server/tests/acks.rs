@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use annals::{EventStore, StreamId};
-use annals_server::follower::{Follower, Leader};
+use annals_server::follower::{FollowOptions, Follower, Leader};
 use annals_server::ServerOptions;
 use annals_testkit::TestStore;
 use serde_json::{json, Value};
@@ -60,9 +60,8 @@ async fn appends_wait_for_a_follower() {
             url: url.clone(),
             token: None,
         },
-    )
-    .await
-    .expect("follow");
+        FollowOptions::default(),
+    );
     for _ in 0..5 {
         let (status, acked) = append().await;
         assert_eq!(status, 201, "{acked}");

@@ -1,8 +1,11 @@
 //! After a failover the old leader may only come back as a follower of the new one: if
-//! it wrote nothing more, it follows; if it kept writing, it refuses to, and says so.
+//! it wrote nothing more, it follows; if it kept writing, it refuses to and says so,
+//! changing nothing, unless an operator allows it to cut back its own records, within
+//! a bound, after writing them to a file. A store promoted past a leader's epoch
+//! refuses that leader.
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StreamId};
-use annals_server::follower::{FollowError, Follower, Leader};
+use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
 use annals_server::ServerOptions;
 use annals_testkit::TestStore;
 use serde_json::json;
@@ -19,13 +22,14 @@ async fn serve(store: Store) -> (String, tokio::sync::oneshot::Sender<()>) {
 
 async fn add(store: &Store, stream: &str) {
     let request = AppendRequest::new(StreamId::new(stream).expect("id"), ExpectedVersion::Any)
-        .event(NewEvent::json("Posted", &json!({"at": stream})).expect("event"));
+        .event(NewEvent::json("Posted", &json!({"at": stream})).expect("event"))
+        .event(NewEvent::json("Noted", &json!({"at": stream})).expect("event"));
     store.append(request).await.expect("append");
 }
 
 async fn caught_up(leader: &Store, follower: &Store) {
     let target = leader.high_watermarks().await.expect("hw");
-    for _ in 0..500 {
+    for _ in 0..1_000 {
         if follower.high_watermarks().await.expect("hw") == target {
             return;
         }
@@ -34,88 +38,153 @@ async fn caught_up(leader: &Store, follower: &Store) {
     panic!("the follower never caught up");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_old_leader_follows_the_new_one_or_refuses_when_it_diverged() {
-    let stores: Vec<TestStore> = vec![
+async fn everything(store: &Store) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    for partition in 0..store.partition_count() {
+        all.extend(store.read_partition(partition, 0, 100_000).await.expect("read"));
+    }
+    all
+}
+
+fn leader(url: &str) -> Leader {
+    Leader {
+        url: url.to_owned(),
+        token: None,
+    }
+}
+
+/// What a follower that stops by itself stopped on.
+async fn stops_on(store: &Store, url: &str, options: FollowOptions) -> FollowError {
+    let mut follower = Follower::start(store.clone(), leader(url), options);
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), follower.wait())
+        .await
+        .expect("the follower went on");
+    stopped.expect_err("the follower stopped without an error")
+}
+
+/// An old leader `old`, replaced by `new` (promoted from its follower), which then
+/// took writes. The old leader wrote to `unshipped` after its follower's last fetch.
+/// Returns the new leader's URL and its server's stop.
+async fn fail_over(old: &Store, new: &Store, unshipped: &[&str]) -> (String, tokio::sync::oneshot::Sender<()>) {
+    for i in 0..40 {
+        add(old, &format!("acct-{}", i % 7)).await;
+    }
+    let (old_url, stop_old) = serve(old.clone()).await;
+    let follower = Follower::start(new.clone(), leader(&old_url), FollowOptions::default());
+    caught_up(old, new).await;
+    follower.stop().await.expect("stop");
+    for stream in unshipped {
+        add(old, stream).await;
+    }
+    let _ = stop_old.send(());
+    assert_eq!(new.promote().await.expect("promote").epoch, 1);
+    add(new, "acct-1").await;
+    add(new, "acct-2").await;
+    serve(new.clone()).await
+}
+
+async fn pair() -> ([TestStore; 2], Store, Store) {
+    let stores = [
         TestStore::sqlite().await.expect("s"),
         TestStore::sqlite().await.expect("s"),
     ];
     let old = stores[0].open_with(|o| o.partitions(16)).await.expect("open");
     let new = stores[1].open_with(|o| o.partitions(16)).await.expect("open");
-    for i in 0..40 {
-        add(&old, &format!("acct-{}", i % 7)).await;
-    }
-    let (old_url, stop_old) = serve(old.clone()).await;
-    let follower = Follower::start(
-        new.clone(),
-        Leader {
-            url: old_url,
-            token: None,
-        },
-    )
-    .await
-    .expect("follow");
-    caught_up(&old, &new).await;
-    follower.stop().await.expect("stop");
+    (stores, old, new)
+}
 
-    // Failover: the follower is promoted and takes writes.
-    let _ = stop_old.send(());
-    assert_eq!(new.promote().await.expect("promote").epoch, 1);
-    add(&new, "acct-1").await;
-    let (new_url, stop_new) = serve(new.clone()).await;
-
-    // The old leader, unchanged since, comes back as a follower: it catches up.
-    let rejoined = Follower::start(
-        old.clone(),
-        Leader {
-            url: new_url.clone(),
-            token: None,
-        },
-    )
-    .await
-    .expect("the old leader follows the new one");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_leader_follows_the_new_one_or_refuses_when_it_diverged() {
+    // The old leader, unchanged since, comes back as a follower: it catches up, and
+    // takes the new leader's epoch.
+    let (_stores, old, new) = pair().await;
+    let (new_url, stop_new) = fail_over(&old, &new, &[]).await;
+    let rejoined = Follower::start(old.clone(), leader(&new_url), FollowOptions::default());
     caught_up(&new, &old).await;
     rejoined.stop().await.expect("stop");
     assert_eq!(old.replica().leader.as_deref(), Some(new_url.as_str()));
+    assert_eq!(old.replica().epoch, 1, "a follower takes its leader's epoch");
+    let _ = stop_new.send(());
 
-    // Had it written after the failover, it would refuse, and say where.
-    old.promote().await.expect("promote the old one back, wrongly");
-    add(&old, "acct-1").await; // a write the new leader never had
-    add(&new, "acct-2").await;
-    let refused = Follower::start(
-        old.clone(),
-        Leader {
-            url: new_url,
-            token: None,
-        },
-    )
-    .await;
-    let Err(FollowError::Diverged { partition, .. }) = refused else {
-        panic!("a diverged log was followed: {:?}", refused.err());
+    // Had it written after its follower's last fetch, it refuses, says where, and
+    // changes nothing: its records, its role.
+    let (_stores, old, new) = pair().await;
+    let (new_url, stop_new) = fail_over(&old, &new, &["acct-1"]).await;
+    let before = everything(&old).await;
+    let FollowError::Diverged { partition, .. } = stops_on(&old, &new_url, FollowOptions::default()).await else {
+        panic!("a diverged log was followed");
     };
     assert_eq!(
         partition,
         annals::partition_for(&StreamId::new("acct-1").expect("id"), 16)
     );
+    assert_eq!(everything(&old).await, before, "a refused follower changed its log");
+    assert_eq!(
+        old.refresh_replica().await.expect("role"),
+        annals::Replica { leader: None, epoch: 0 },
+        "a refused follower changed its role"
+    );
     let _ = stop_new.send(());
 
-    // A store never promoted is at epoch 0: the promoted one (epoch 1) refuses to
-    // take records from it.
+    // A store never promoted is at epoch 0: the promoted one (epoch 1) refuses it.
     let deposed = TestStore::sqlite().await.expect("s");
     let deposed = deposed.open_with(|o| o.partitions(16)).await.expect("open");
     let (deposed_url, stop_deposed) = serve(deposed).await;
-    let refused = Follower::start(
-        new.clone(),
-        Leader {
-            url: deposed_url,
-            token: None,
-        },
-    )
-    .await;
+    let refused = stops_on(&new, &deposed_url, FollowOptions::default()).await;
     assert!(
-        matches!(refused, Err(FollowError::StaleLeader { theirs: 0, ours: 1, .. })),
-        "{:?}",
-        refused.err()
+        matches!(refused, FollowError::StaleLeader { theirs: 0, ours: 1, .. }),
+        "{refused:?}"
     );
     let _ = stop_deposed.send(());
+}
+
+/// The bug this guards: a diverged follower could only start again from an empty
+/// store. With the operator's leave it is cut back to the last record it shares with
+/// the leader, never by more than the bound, after the records are written to a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverged_follower_is_cut_back_within_the_bound() {
+    let sqlite = TestStore::sqlite().await.expect("s");
+    let Some(postgres) = TestStore::postgres().await else {
+        return;
+    };
+    let old = sqlite.open_with(|o| o.partitions(16)).await.expect("open");
+    let new = postgres.open_with(|o| o.partitions(16)).await.expect("open");
+    // The old leader took three appends (six records) the new one never had.
+    let (new_url, stop_new) = fail_over(&old, &new, &["acct-1", "acct-3", "acct-3"]).await;
+    let diverged = everything(&old).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cut.jsonl");
+    let options = |max_records| FollowOptions {
+        truncate_diverged: Some(Truncation {
+            max_records,
+            removed_to: file.clone(),
+        }),
+    };
+
+    let refused = stops_on(&old, &new_url, options(5)).await;
+    assert!(
+        matches!(refused, FollowError::TruncationTooLarge { records: 6, max: 5 }),
+        "{refused:?}"
+    );
+    assert_eq!(everything(&old).await, diverged, "a refused cut removed records");
+    assert!(!file.exists(), "a refused cut wrote its file");
+
+    let follower = Follower::start(old.clone(), leader(&new_url), options(6));
+    caught_up(&new, &old).await;
+    follower.stop().await.expect("stop");
+    assert_eq!(
+        everything(&old).await,
+        everything(&new).await,
+        "the logs differ after the cut"
+    );
+    let removed: Vec<RecordedEvent> = std::fs::read_to_string(&file)
+        .expect("the file of removed records")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a record"))
+        .collect();
+    assert_eq!(removed.len(), 6);
+    assert!(removed.iter().all(|record| diverged.contains(record)));
+    let kept = everything(&new).await;
+    assert!(removed.iter().all(|record| !kept.contains(record)));
+    let _ = stop_new.send(());
 }

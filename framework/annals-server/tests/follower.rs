@@ -1,70 +1,105 @@
-//! A follower never holds part of an append (I3 on the follower), even when one run of
-//! a stream's records committed together is longer than a fetch asks for.
+//! A follower never holds part of an append (I3 on the follower), even for appends
+//! longer than a fetch asks for, written to one stream by one group commit (one
+//! `recorded_at`): the log records where each append ends, the leader's fetch answers
+//! with whole appends, and the follower keeps the boundaries.
 
 use std::time::Duration;
 
-use annals::{partition_for, Metadata, RecordedEvent, StreamId};
-use annals_server::follower::{Follower, Leader};
+use annals::{
+    partition_for, AppendRequest, EventStore, ExpectedVersion, Limits, NewEvent, RecordedEvent, Store, StreamId,
+};
+use annals_server::follower::{FollowOptions, Follower, Leader};
 use annals_server::ServerOptions;
 use annals_testkit::TestStore;
-use serde_json::value::RawValue;
+
+async fn serve(store: Store) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(annals_server::serve(store, listener, ServerOptions::default(), async {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+async fn everything(store: &Store, partition: u32) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let page = store
+            .read_partition(partition, all.len() as u64, 1_000)
+            .await
+            .expect("read");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_longer_than_a_fetch_arrives_whole() {
+async fn appends_longer_than_a_fetch_arrive_whole() {
     let stores = [
         TestStore::sqlite().await.expect("sqlite"),
         TestStore::sqlite().await.expect("sqlite"),
     ];
-    let leader = stores[0].open_with(|o| o.partitions(16)).await.expect("open");
+    let limits = Limits {
+        max_events_per_append: 5_000,
+        max_append_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let leader = stores[0]
+        .open_with(|o| o.partitions(16).limits(limits))
+        .await
+        .expect("open");
     let follower = stores[1].open_with(|o| o.partitions(16)).await.expect("open");
 
-    // 3,000 records of one stream with one `recorded_at`, as appends of 700, 1,000,
-    // 1,000 and 300 events that one group commit wrote: from the log alone their
-    // boundaries cannot be told, and a fetch of 2,000 would stop inside the third.
-    // Written verbatim on a store that then becomes the leader.
-    leader.follow("http://earlier-leader.invalid").await.expect("follow");
+    // Appends of 700, 2,500, 1,000 and 300 events to one stream, sent together so that
+    // one group commit writes them with one `recorded_at`; the follower fetches 2,000
+    // records at a time.
     let stream = StreamId::new("acct-1").expect("id");
     let partition = partition_for(&stream, 16);
-    let at = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).expect("now");
-    let run: Vec<RecordedEvent> = (0..3_000)
-        .map(|i| RecordedEvent {
-            partition,
-            offset: i,
-            stream: stream.clone(),
-            version: i + 1,
-            event_id: uuid::Uuid::now_v7(),
-            event_type: "Posted".into(),
-            payload: RawValue::from_string("{}".into()).expect("json"),
-            metadata: Metadata::default(),
-            recorded_at: at,
+    let appends = [700, 2_500, 1_000, 300].map(|count| {
+        let (leader, stream) = (leader.clone(), stream.clone());
+        tokio::spawn(async move {
+            let mut request = AppendRequest::new(stream, ExpectedVersion::Any);
+            for i in 0..count {
+                request = request.event(NewEvent::from_json_text("Posted", format!(r#"{{"i":{i}}}"#)).expect("json"));
+            }
+            leader.append(request).await.expect("append")
         })
-        .collect();
-    leader.apply_replicated(run).await.expect("write the run");
-    leader.promote().await.expect("promote");
+    });
+    let mut ends = Vec::new();
+    for append in appends {
+        ends.push(append.await.expect("task").last_offset);
+    }
+    ends.sort_unstable();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(annals_server::serve(
-        leader.clone(),
-        listener,
-        ServerOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (url, stop) = serve(leader.clone()).await;
+    let running = Follower::start(follower.clone(), Leader { url, token: None }, FollowOptions::default());
+    // While it catches up, the follower's log ends on an append's end whenever looked at.
+    let mut seen = Vec::new();
+    loop {
+        let next = follower.high_watermark(partition).await.expect("hw");
+        if let Some(last) = next.checked_sub(1) {
+            let record = follower.read_partition(partition, last, 1).await.expect("read");
+            assert!(
+                record[0].last_in_append,
+                "the follower held part of an append: it ends at {last}"
+            );
+            seen.push(last);
+        }
+        if next == 4_500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    seen.dedup();
+    assert!(seen.iter().all(|end| ends.contains(end)), "{seen:?} not among {ends:?}");
 
-    // A long poll on the follower's log sees what its first apply makes visible.
-    let first = {
-        let follower = follower.clone();
-        tokio::spawn(async move { follower.fetch(partition, 0, 10_000, Duration::from_secs(30)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let running = Follower::start(follower.clone(), Leader { url, token: None })
-        .await
-        .expect("follow");
-    let seen = first.await.expect("task").expect("fetch");
-    assert_eq!(seen.len(), 3_000, "the follower held part of the run");
+    let shipped = everything(&follower, partition).await;
+    assert_eq!(shipped, everything(&leader, partition).await, "the logs differ");
+    let boundaries: Vec<u64> = shipped.iter().filter(|r| r.last_in_append).map(|r| r.offset).collect();
+    assert_eq!(boundaries, ends, "the follower kept other boundaries");
     running.stop().await.expect("stop");
     let _ = stop.send(());
 }
@@ -86,7 +121,7 @@ fn public_futures_are_send() {
     });
     spawnable(async move {
         let store = annals::Store::open("memory:").await?;
-        let mut follower = Follower::start(store.clone(), leader).await?;
+        let mut follower = Follower::start(store.clone(), leader, FollowOptions::default());
         follower.wait().await?;
         follower.stop().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -913,27 +913,43 @@ pub async fn records_round_trip(t: &TestStore) {
         json!({"amount": "12.50"})
     );
 
-    let wire = serde_json::to_value(first).expect("serialise");
-    let keys: Vec<&str> = wire.as_object().expect("object").keys().map(String::as_str).collect();
-    let mut keys = keys;
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "data",
-            "id",
-            "metadata",
-            "offset",
-            "partition",
-            "recorded_at",
-            "stream",
-            "type",
-            "version"
-        ]
-    );
-    assert_eq!(wire["data"], json!({"total": 12.50, "lines": [1, 2]}));
-    let back: annals::RecordedEvent = serde_json::from_value(wire).expect("deserialise");
-    assert_eq!(back.event_id, first.event_id);
+    // Where the append ends: its last record, and only it, says so.
+    assert_eq!((first.last_in_append, records[1].last_in_append), (false, true));
+
+    let wire = |record| {
+        let wire = serde_json::to_value(record).expect("serialise");
+        let mut keys: Vec<String> = wire.as_object().expect("object").keys().cloned().collect();
+        keys.sort_unstable();
+        (wire, keys)
+    };
+    let record_keys = [
+        "data",
+        "id",
+        "metadata",
+        "offset",
+        "partition",
+        "recorded_at",
+        "stream",
+        "type",
+        "version",
+    ];
+    // The last record of an append has the record's nine keys; the others also carry
+    // `"last_in_append": false`.
+    let (last, keys) = wire(&records[1]);
+    assert_eq!(keys, record_keys);
+    let (inner, keys) = wire(first);
+    let mut with_boundary = record_keys.to_vec();
+    with_boundary.insert(2, "last_in_append");
+    assert_eq!(keys, with_boundary);
+    assert_eq!(inner["last_in_append"], json!(false));
+    assert_eq!(inner["data"], json!({"total": 12.50, "lines": [1, 2]}));
+    assert_eq!(last["type"], json!("OrderPaid"));
+    drop((inner, last));
+    for record in &records {
+        let text = serde_json::to_string(record).expect("serialise");
+        let back: annals::RecordedEvent = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(&back, record, "a record reads back from its JSON as it was");
+    }
 
     // The store owns metadata.command_id: an append without a command id never stores
     // one, whatever the caller put there.

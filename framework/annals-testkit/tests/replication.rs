@@ -45,12 +45,16 @@ async fn partition(store: &Store, p: u32) -> Vec<RecordedEvent> {
     }
 }
 
-/// Ships everything the follower lacks, in pages of at most `page` records.
+/// Ships everything the follower lacks, as a follower does: fetches of about `page`
+/// records, whole appends.
 async fn ship(leader: &Store, follower: &Store, page: usize) {
     for p in 0..leader.partition_count() {
         loop {
             let next = follower.high_watermarks().await.expect("hw")[p as usize];
-            let records = leader.read_partition(p, next, page).await.expect("read");
+            let records = leader
+                .fetch(p, next, page, std::time::Duration::ZERO)
+                .await
+                .expect("read");
             if records.is_empty() {
                 break;
             }
@@ -62,7 +66,7 @@ async fn ship(leader: &Store, follower: &Store, page: usize) {
 async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
     let (leader, follower) = (open(&leader).await, open(&follower).await);
     let commands = fill(&leader).await;
-    follower.follow("http://leader.example:7070").await.expect("follow");
+    follower.follow("http://leader.example:7070", 0).await.expect("follow");
     assert_eq!(follower.replica().role(), "follower");
 
     ship(&leader, &follower, 7).await;
@@ -103,16 +107,34 @@ async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
         "{refused:?}"
     );
 
-    // A gap or an overlap writes nothing.
+    // A gap, an overlap, part of an append or a stream of another partition writes
+    // nothing.
     let p0 = partition(&leader, 0).await;
-    let overlap = follower.apply_replicated(p0[..1].to_vec()).await;
+    let first_append = p0.iter().position(|r| r.last_in_append).expect("an append") + 1;
+    let overlap = follower.apply_replicated(p0[..first_append].to_vec()).await;
     assert!(matches!(overlap, Err(Error::ReplicationGap { .. })), "{overlap:?}");
-    let mut gapped = p0[..2].to_vec();
+    let mut gapped = p0[..first_append + 1].to_vec();
     gapped.remove(0);
     assert!(matches!(
         follower.apply_replicated(gapped).await,
         Err(Error::ReplicationGap { .. })
     ));
+    let multi = p0.iter().position(|r| !r.last_in_append).expect("a multi-event append");
+    let mut cut = p0[multi..=multi].to_vec();
+    cut[0].offset = p0.len() as u64;
+    let refused = follower.apply_replicated(cut.clone()).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidReplicatedRecords { .. })),
+        "part of an append was taken: {refused:?}"
+    );
+    cut[0].last_in_append = true;
+    cut[0].stream = StreamId::new("acct-0.elsewhere").expect("id");
+    assert_ne!(annals::partition_for(&cut[0].stream, 16), 0);
+    let refused = follower.apply_replicated(cut).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidReplicatedRecords { .. })),
+        "{refused:?}"
+    );
     assert_eq!(partition(&follower, 0).await, p0);
 
     // Failover: promoted, it takes appends, and the old leader's command ids are duplicates.
@@ -191,6 +213,13 @@ async fn postgres_follows_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_follows_postgres() {
+    if let (Some(leader), Some(follower)) = (TestStore::postgres().await, TestStore::postgres().await) {
+        follower_mirrors_the_leader(leader, follower).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_follows_postgres() {
     if let Some(pg) = TestStore::postgres().await {
         follower_mirrors_the_leader(pg, TestStore::sqlite().await.expect("s")).await;
@@ -201,7 +230,7 @@ async fn sqlite_follows_postgres() {
 async fn the_role_and_epoch_survive_a_reopen() {
     let t = TestStore::sqlite().await.expect("s");
     let store = open(&t).await;
-    store.follow("http://a:1").await.expect("follow");
+    store.follow("http://a:1", 3).await.expect("follow");
     store.close().await;
     let again = StoreOptions::from_url(t.url().expect("url"))
         .expect("url")
@@ -209,11 +238,17 @@ async fn the_role_and_epoch_survive_a_reopen() {
         .await
         .expect("open");
     assert_eq!(again.replica().leader.as_deref(), Some("http://a:1"));
+    assert_eq!(again.replica().epoch, 3, "a follower takes its leader's epoch");
+    assert_eq!(
+        again.follow("http://b:1", 1).await.expect("follow").epoch,
+        3,
+        "an epoch never goes down"
+    );
     again.promote().await.expect("promote");
     again.promote().await.expect("promote");
     again.close().await;
     let third = open(&t).await;
-    assert_eq!((third.replica().leader, third.replica().epoch), (None, 2));
+    assert_eq!((third.replica().leader, third.replica().epoch), (None, 5));
 }
 
 /// Records applied on a PostgreSQL follower are announced with `NOTIFY`, as appends
@@ -226,7 +261,7 @@ async fn a_postgres_follower_notifies_what_it_applies() {
     let leader = open(&sqlite).await;
     fill(&leader).await;
     let follower = open(&pg).await;
-    follower.follow("http://leader.example:7070").await.expect("follow");
+    follower.follow("http://leader.example:7070", 0).await.expect("follow");
 
     let url = pg.url().expect("url");
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");

@@ -71,3 +71,72 @@ async fn postgres_schema() {
     }
     insta::assert_snapshot!("postgres_schema", text);
 }
+
+/// The log written before migration 0006 has no append boundaries. The migration marks
+/// a record as an append's last unless the next record of its partition is of the
+/// same stream and has the same `recorded_at`; it may join two appends of one stream
+/// that shared a group commit, and never splits one.
+#[tokio::test]
+async fn migration_0006_marks_where_older_appends_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = format!("sqlite://{}", dir.path().join("old.db").display());
+    let mut conn = SqliteConnection::connect(&format!("{sqlite}?mode=rwc"))
+        .await
+        .expect("connect");
+    before_0006(sqlx::migrate!("../../migrations/sqlite"))
+        .run_direct(&mut conn)
+        .await
+        .expect("migrations 0001-0005");
+    for sql in older_records("randomblob(16)", |second| (second * 1_000_000).to_string()) {
+        sqlx::query(&sql).execute(&mut conn).await.expect("an older record");
+    }
+    conn.close().await.expect("close");
+    assert_eq!(boundaries_after_migration(&sqlite).await, MARKED);
+
+    let Some(postgres) = annals_testkit::postgres::fresh_schema_url().await else {
+        return;
+    };
+    let mut conn = PgConnection::connect(&postgres).await.expect("connect");
+    before_0006(sqlx::migrate!("../../migrations/postgres"))
+        .run_direct(&mut conn)
+        .await
+        .expect("migrations 0001-0005");
+    for sql in older_records("gen_random_uuid()", |second| format!("to_timestamp({second})")) {
+        sqlx::query(&sql).execute(&mut conn).await.expect("an older record");
+    }
+    conn.close().await.expect("close");
+    assert_eq!(boundaries_after_migration(&postgres).await, MARKED);
+}
+
+/// The boundaries 0006 marks on the records of [`older_records`].
+const MARKED: [bool; 4] = [false, true, true, true];
+
+fn before_0006(mut migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+    let before: Vec<_> = migrator.iter().filter(|m| m.version < 6).cloned().collect();
+    migrator.migrations = before.into();
+    migrator
+}
+
+/// Records of partition 0 as written before 0006: two appends committed together
+/// (`acct-1` two events, `acct-2` one) at second 1, then one `acct-1` event at second 2.
+fn older_records(new_id: &str, at_second: impl Fn(i64) -> String) -> Vec<String> {
+    [("acct-1", 1, 1), ("acct-1", 2, 1), ("acct-2", 1, 1), ("acct-1", 3, 2)]
+        .iter()
+        .enumerate()
+        .map(|(offset, (stream, version, second))| {
+            format!(
+                r#"INSERT INTO annals_events
+                     (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at)
+                   VALUES (0, {offset}, '{stream}', {version}, {new_id}, 'T', '{{}}', '{{}}', {})"#,
+                at_second(*second)
+            )
+        })
+        .collect()
+}
+
+async fn boundaries_after_migration(url: &str) -> Vec<bool> {
+    let store = Store::open(url).await.expect("open, running 0006");
+    let records = store.read_partition(0, 0, 10).await.expect("read");
+    store.close().await;
+    records.iter().map(|record| record.last_in_append).collect()
+}

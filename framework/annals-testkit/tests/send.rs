@@ -105,7 +105,7 @@ fn public_futures_are_send() {
     });
     spawnable({
         let store = store();
-        async move { store.follow("http://leader").await }
+        async move { store.follow("http://leader", 0).await }
     });
     spawnable({
         let store = store();

@@ -229,6 +229,17 @@ pub enum Error {
         /// The follower's next offset.
         next: Offset,
     },
+    /// Replicated records that cannot be the leader's log as shipped: they end inside
+    /// an append, or name a stream of another partition.
+    #[error("replicated records for partition {partition} at offset {offset}: {reason}")]
+    InvalidReplicatedRecords {
+        /// The partition.
+        partition: Partition,
+        /// The offset of the record at fault.
+        offset: Offset,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A projection handler failed.
     #[error("handler failed: {0}")]
     Handler(String),
@@ -272,7 +283,7 @@ impl Error {
             | Error::DeadLetterNotFound { .. } => "not_found",
             Error::GroupHasMembers { .. } => "group_has_members",
             Error::ReadOnlyReplica { .. } => "read_only_replica",
-            Error::ReplicationGap { .. } => "replication_gap",
+            Error::ReplicationGap { .. } | Error::InvalidReplicatedRecords { .. } => "replication_gap",
             Error::NotAReplica => "not_a_replica",
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",

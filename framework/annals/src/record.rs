@@ -186,7 +186,8 @@ impl NewEvent {
 /// One stored event with its position, as every read returns it.
 ///
 /// Its JSON form is the wire format of the HTTP API:
-/// `{"partition","offset","stream","version","id","type","data","metadata","recorded_at"}`.
+/// `{"partition","offset","stream","version","id","type","data","metadata","recorded_at"}`,
+/// plus `"last_in_append": false` on every record of an append but its last.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// The partition holding the stream.
@@ -210,6 +211,21 @@ pub struct RecordedEvent {
     pub metadata: Metadata,
     /// When the store wrote the record (UTC, microsecond precision).
     pub recorded_at: DateTime<Utc>,
+    /// Whether this is the last record of the append that wrote it. An append's
+    /// records are contiguous in one partition, so a reader that stops after such a
+    /// record holds whole appends (a follower ships them so). In JSON, the key
+    /// `"last_in_append": false` appears only on the other records of multi-event
+    /// appends; a record without it is the last of its append.
+    #[serde(default = "last_in_append_by_default", skip_serializing_if = "is_true")]
+    pub last_in_append: bool,
+}
+
+fn last_in_append_by_default() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl RecordedEvent {
@@ -282,6 +298,7 @@ impl PartialEq for RecordedEvent {
             && self.payload.get() == other.payload.get()
             && self.metadata == other.metadata
             && self.recorded_at == other.recorded_at
+            && self.last_in_append == other.last_in_append
     }
 }
 

@@ -2,9 +2,11 @@
 //! and its promotion to leader.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use annals_server::follower::{Follower, Leader};
+use annals::Store;
+use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
 use annals_server::ServerOptions;
 use serde_json::json;
 
@@ -24,13 +26,17 @@ pub(crate) struct Args {
     /// Bearer token required by this follower's own API.
     #[arg(long, env = "ANNALS_TOKEN", hide_env_values = true)]
     token: Option<String>,
-}
-
-fn follow_error(error: annals_server::follower::FollowError) -> CliError {
-    match error {
-        annals_server::follower::FollowError::Store(error) => error.into(),
-        other => CliError::Usage(other.to_string()),
-    }
+    /// When this store holds records the leader lacks, cut it back to the last record
+    /// the two share (at most --max-truncate records), instead of stopping.
+    #[arg(long, requires = "max_truncate")]
+    truncate_diverged: bool,
+    /// The most records --truncate-diverged may remove, over all partitions.
+    #[arg(long, requires = "truncate_diverged")]
+    max_truncate: Option<u64>,
+    /// Where --truncate-diverged writes the records it removes, first (JSON lines; a
+    /// new file). Default: annals-truncated-<unix ms>.jsonl in the current directory.
+    #[arg(long, requires = "truncate_diverged")]
+    truncated_file: Option<PathBuf>,
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
@@ -39,46 +45,44 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         url: args.leader.trim_end_matches('/').to_owned(),
         token: args.leader_token,
     };
-    // The follower's store has the leader's partition count; it is created on first run.
-    let count = leader.partition_count().await.map_err(follow_error)?;
-    let store = annals::StoreOptions::from_url(db)?.partitions(count).open().await?;
-    let follower = Follower::start(store.clone(), leader).await.map_err(follow_error)?;
-
-    let listener = super::serve::listen(args.listen).await?;
-    let options = ServerOptions {
-        listen: args.listen,
-        token: args.token,
-        replication_lag: Some(follower.lag_handle()),
-        ..ServerOptions::default()
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = {
-        let mut stopped = stopped.clone();
-        tokio::spawn(annals_server::serve(store.clone(), listener, options, async move {
-            let _ = stopped.changed().await;
-        }))
-    };
-    let lag = {
-        let follower_lag = follower_lag_reader(&follower);
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            loop {
-                for (partition, lag) in follower_lag().into_iter().enumerate() {
-                    metrics::gauge!("annals_replication_lag", "partition" => partition.to_string()).set(lag as f64);
-                }
-                tokio::select! {
-                    _ = stopped.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        })
+    let options = FollowOptions {
+        truncate_diverged: args.max_truncate.map(|max_records| Truncation {
+            max_records,
+            removed_to: args.truncated_file.unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "annals-truncated-{}.jsonl",
+                    chrono::Utc::now().timestamp_millis()
+                ))
+            }),
+        }),
     };
     // One signal listener for the whole run, so a SIGTERM is never missed between two.
     let mut terminate = std::pin::pin!(annals_server::shutdown_signal());
-    let mut follower = follower;
+    let store = tokio::select! {
+        () = &mut terminate => return Ok(()),
+        store = open(db, &leader) => store?,
+    };
+    let mut follower = Follower::start(store.clone(), leader, options);
+
+    let listener = super::serve::listen(args.listen).await?;
+    let server_options = ServerOptions {
+        listen: args.listen,
+        token: args.token,
+        follower: Some(follower.handle()),
+        ..ServerOptions::default()
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(annals_server::serve(
+        store.clone(),
+        listener,
+        server_options,
+        async move {
+            let _ = stopped.changed().await;
+        },
+    ));
     let outcome = tokio::select! {
         () = &mut terminate => Ok(true),
-        stopped = follower.wait() => stopped.map(|()| false).map_err(follow_error),
+        stopped = follower.wait() => stopped.map(|()| false),
     };
     if let (Ok(false), None) = (&outcome, store.replica().leader) {
         // Promoted: keep serving, now as the leader, until told to stop.
@@ -86,20 +90,38 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         terminate.await;
     }
     let _ = stop.send(true);
-    let _ = lag.await;
     let _ = server.await;
-    let stopped = follower.stop().await.map_err(follow_error);
+    let stopped = follower.stop().await;
     store.close().await;
-    outcome.map(drop).and(stopped)
+    outcome.map(drop).and(stopped).map_err(CliError::Follow)
 }
 
-/// A closure reading the follower's lag (the follower itself is moved later).
-fn follower_lag_reader(follower: &Follower) -> impl Fn() -> Vec<u64> + Send + 'static {
-    let lag = follower.lag_handle();
-    move || {
-        lag.iter()
-            .map(|l| l.load(std::sync::atomic::Ordering::Relaxed))
-            .collect()
+/// Opens the follower's store, creating it with the leader's partition count on the
+/// first run. Neither a leader that does not answer yet nor a database that is down
+/// ends the command: both are retried, with a back-off, until they answer.
+async fn open(db: &str, leader: &Leader) -> CliResult<Store> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let attempt = match super::open_existing(db).await {
+            Err(annals::Error::StoreNotFound { .. }) => match leader.partition_count().await {
+                Ok(count) => annals::StoreOptions::from_url(db)?
+                    .partitions(count)
+                    .open()
+                    .await
+                    .map_err(FollowError::Store),
+                Err(error) => Err(error),
+            },
+            opened => opened.map_err(FollowError::Store),
+        };
+        match attempt {
+            Ok(store) => return Ok(store),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "cannot open the follower's store yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(CliError::Follow(error)),
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         max_body_bytes: args.max_body_bytes,
         min_insync_followers: args.min_insync_followers,
         ack_timeout: std::time::Duration::from_millis(args.ack_timeout_ms),
-        replication_lag: None,
+        follower: None,
     };
     annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal())
         .await

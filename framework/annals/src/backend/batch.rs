@@ -25,11 +25,22 @@ pub(crate) struct Pending {
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
 }
 
+/// Work a writer's queue holds: it counts toward a batch's bound by its events.
+pub(crate) trait Queued {
+    fn events(&self) -> usize;
+}
+
+impl Queued for Pending {
+    fn events(&self) -> usize {
+        self.append.events.len()
+    }
+}
+
 /// Hands `append` to the writer behind `queue` and waits for its outcome.
-pub(crate) async fn submit(queue: flume::Sender<Pending>, append: PreparedAppend) -> Result<AppendOutcome> {
+pub(crate) async fn submit<T: From<Pending>>(queue: flume::Sender<T>, append: PreparedAppend) -> Result<AppendOutcome> {
     let (reply, outcome) = oneshot::channel();
     queue
-        .send_async(Pending { append, reply })
+        .send_async(Pending { append, reply }.into())
         .await
         .map_err(|_| Error::Closed)?;
     outcome.await.map_err(|_| Error::Closed)?
@@ -69,21 +80,21 @@ impl Batching {
         }
     }
 
-    fn full(&self, batch: &[Pending], events: usize) -> bool {
+    fn full<T>(&self, batch: &[T], events: usize) -> bool {
         batch.len() >= self.max_appends || events >= self.max_events
     }
 
     /// The next batch, waiting (on a thread) for its first append; `None` once every
     /// sender is gone.
     #[cfg(feature = "sqlite")]
-    pub(crate) fn next_blocking(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
+    pub(crate) fn next_blocking<T: Queued>(&mut self, queue: &flume::Receiver<T>) -> Option<Vec<T>> {
         let first = queue.recv().ok()?;
         let (mut batch, mut events) = self.drain(queue, first);
         let deadline = std::time::Instant::now() + LINGER;
         while batch.len() < self.last_size && !self.full(&batch, events) {
             match queue.recv_deadline(deadline) {
                 Ok(next) => {
-                    events += next.append.events.len();
+                    events += next.events();
                     batch.push(next);
                     events = self.drain_into(queue, &mut batch, events);
                 }
@@ -96,14 +107,14 @@ impl Batching {
 
     /// As [`Batching::next_blocking`], for a writer that is an async task.
     #[cfg(feature = "postgres")]
-    pub(crate) async fn next(&mut self, queue: &flume::Receiver<Pending>) -> Option<Vec<Pending>> {
+    pub(crate) async fn next<T: Queued>(&mut self, queue: &flume::Receiver<T>) -> Option<Vec<T>> {
         let first = queue.recv_async().await.ok()?;
         let (mut batch, mut events) = self.drain(queue, first);
         let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < self.last_size && !self.full(&batch, events) {
             match tokio::time::timeout_at(deadline, queue.recv_async()).await {
                 Ok(Ok(next)) => {
-                    events += next.append.events.len();
+                    events += next.events();
                     batch.push(next);
                     events = self.drain_into(queue, &mut batch, events);
                 }
@@ -114,19 +125,19 @@ impl Batching {
         Some(batch)
     }
 
-    fn drain(&self, queue: &flume::Receiver<Pending>, first: Pending) -> (Vec<Pending>, usize) {
-        let events = first.append.events.len();
+    fn drain<T: Queued>(&self, queue: &flume::Receiver<T>, first: T) -> (Vec<T>, usize) {
+        let events = first.events();
         let mut batch = vec![first];
         let events = self.drain_into(queue, &mut batch, events);
         (batch, events)
     }
 
     /// Adds what is queued right now, within the bounds; returns the event count.
-    fn drain_into(&self, queue: &flume::Receiver<Pending>, batch: &mut Vec<Pending>, mut events: usize) -> usize {
+    fn drain_into<T: Queued>(&self, queue: &flume::Receiver<T>, batch: &mut Vec<T>, mut events: usize) -> usize {
         while !self.full(batch, events) {
             match queue.try_recv() {
                 Ok(next) => {
-                    events += next.append.events.len();
+                    events += next.events();
                     batch.push(next);
                 }
                 Err(_) => break,

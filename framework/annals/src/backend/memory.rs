@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::admit::{Admission, Admitted, CommandRecord, LogView};
-use super::{now_micros, Backend, PreparedAppend, Wakeups};
-use crate::error::Result;
+use super::{now_micros, Backend, PreparedAppend, Replicated, RoleChange, Wakeups};
+use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, StreamInfo, Visitor};
+use crate::store::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::stream::StreamId;
 
 pub(crate) struct MemoryBackend {
@@ -29,6 +29,7 @@ struct Log {
     streams: BTreeMap<StreamId, Vec<Offset>>,
     commands: HashMap<Uuid, CommandRecord>,
     event_ids: HashSet<Uuid>,
+    replica: Replica,
 }
 
 impl LogView for Log {
@@ -88,6 +89,7 @@ impl Backend for MemoryBackend {
                 .last()
                 .map_or_else(now_micros, |last| last.recorded_at.max(now_micros()));
             // Build every record before touching the log, so an append is all or nothing.
+            let last = append.events.len() - 1;
             let records = append
                 .events
                 .into_iter()
@@ -101,8 +103,9 @@ impl Backend for MemoryBackend {
                         event_id: event.event_id,
                         event_type: event.event_type,
                         payload: event.payload,
-                        metadata: serde_json::from_str(&event.metadata).map_err(crate::Error::InvalidJson)?,
+                        metadata: serde_json::from_str(&event.metadata).map_err(Error::InvalidJson)?,
                         recorded_at,
+                        last_in_append: i == last,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -213,6 +216,77 @@ impl Backend for MemoryBackend {
 
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
+    }
+
+    async fn replica(&self) -> Result<Replica> {
+        Ok(self.log().replica.clone())
+    }
+
+    async fn change_role(&self, change: RoleChange) -> Result<Replica> {
+        let mut log = self.log();
+        log.replica = match change {
+            RoleChange::Follow { leader, epoch } => Replica {
+                leader: Some(leader),
+                epoch: log.replica.epoch.max(epoch),
+            },
+            RoleChange::Promote => Replica {
+                leader: None,
+                epoch: log.replica.epoch + 1,
+            },
+        };
+        Ok(log.replica.clone())
+    }
+
+    async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
+        let next = replicated.next_offset();
+        {
+            let mut log = self.log();
+            if log.replica.leader.is_none() {
+                return Err(Error::NotAReplica);
+            }
+            let partition = replicated.partition;
+            let held = log.next_offset(partition);
+            if held != replicated.first_offset {
+                return Err(Error::ReplicationGap {
+                    partition,
+                    first: replicated.first_offset,
+                    next: held,
+                });
+            }
+            for record in &replicated.records {
+                log.streams
+                    .entry(record.stream.clone())
+                    .or_default()
+                    .push(record.offset);
+                log.event_ids.insert(record.event_id);
+            }
+            log.commands.extend(replicated.commands);
+            log.partitions[partition as usize].extend(replicated.records);
+        }
+        self.wakeups.publish(replicated.partition, next);
+        Ok(())
+    }
+
+    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+        let mut log = self.log();
+        if log.replica.leader.is_none() {
+            return Err(Error::NotAReplica);
+        }
+        let start = usize::try_from(from_offset).unwrap_or(usize::MAX);
+        let records = &mut log.partitions[partition as usize];
+        let removed = records.split_off(start.min(records.len()));
+        for record in &removed {
+            log.event_ids.remove(&record.event_id);
+            if let Some(offsets) = log.streams.get_mut(&record.stream) {
+                offsets.retain(|offset| *offset < from_offset);
+                if offsets.is_empty() {
+                    log.streams.remove(&record.stream);
+                }
+            }
+        }
+        log.commands
+            .retain(|_, command| command.outcome.partition != partition || command.outcome.first_offset < from_offset);
+        Ok(())
     }
 
     fn poll_interval(&self) -> Duration {

@@ -38,8 +38,9 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, StreamInfo, Visitor};
+use crate::store::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::stream::StreamId;
+use admit::CommandRecord;
 
 /// An append that passed every check the store can make without the log.
 #[derive(Debug)]
@@ -60,6 +61,34 @@ pub(crate) struct PreparedEvent {
     pub(crate) event_type: String,
     pub(crate) payload: Box<RawValue>,
     pub(crate) metadata: String,
+}
+
+/// Records shipped from a leader into one partition, as the store checked them: all of
+/// `partition`, offsets `first_offset`, `first_offset + 1`, … in order, the last one
+/// ending an append.
+#[derive(Debug)]
+pub(crate) struct Replicated {
+    pub(crate) partition: Partition,
+    pub(crate) first_offset: Offset,
+    pub(crate) records: Vec<RecordedEvent>,
+    /// The command ids the records carry: one per append made with one.
+    pub(crate) commands: Vec<(Uuid, CommandRecord)>,
+}
+
+impl Replicated {
+    /// The partition's next offset once these records are written.
+    pub(crate) fn next_offset(&self) -> Offset {
+        self.first_offset + self.records.len() as Offset
+    }
+}
+
+/// A change of a store's place in replication.
+#[derive(Debug, Clone)]
+pub(crate) enum RoleChange {
+    /// Follow `leader`, whose epoch is `epoch`: the store's own epoch rises to it.
+    Follow { leader: String, epoch: u64 },
+    /// Become a leader, at the next epoch.
+    Promote,
 }
 
 /// The storage engine behind a [`Store`](crate::Store).
@@ -91,12 +120,21 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
-    /// Tells subscribers that `partition` now ends at `next_offset`, after records were
-    /// written outside the append path (by replication): in this process, and in the
-    /// others where the engine can reach them.
-    fn announce(&self, partition: Partition, next_offset: Offset) {
-        self.wakeups().publish(partition, next_offset);
-    }
+    /// The store's role and epoch as stored.
+    async fn replica(&self) -> Result<Replica>;
+    /// Changes the store's role; returns the new one.
+    async fn change_role(&self, change: RoleChange) -> Result<Replica>;
+    /// Writes records shipped from the leader, verbatim, in one transaction with the
+    /// command ids they carry, by the writer that writes appends. Refused with
+    /// `NotAReplica` unless the store is a follower (checked in that transaction, so a
+    /// promotion cannot slip in between) and with `ReplicationGap` unless they start at
+    /// the partition's next offset; nothing is written then.
+    async fn append_replicated(&self, replicated: Replicated) -> Result<()>;
+    /// Removes the records of `partition` from `from_offset` on, on a follower only:
+    /// with them go their command ids, the dead letters that name them and the
+    /// snapshots that folded them, and consumer groups' offsets past the new end come
+    /// back to it. One transaction.
+    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()>;
     /// Transactions on the store's database, for read models and consumer groups;
     /// `None` for an engine without SQL.
     fn read_models(&self) -> Option<crate::readmodel::Db> {

@@ -4,7 +4,7 @@
 
 /// The columns of a record, in the order the engines' row decoders read them.
 const RECORD_COLUMNS: &str = r#"partition, "offset", stream_id, version, event_id, event_type,
-    CAST(payload AS text), CAST(metadata AS text), recorded_at"#;
+    CAST(payload AS text), CAST(metadata AS text), recorded_at, last_in_append"#;
 
 /// `$1` stream, `$2` first version, `$3` limit.
 pub(crate) fn read_stream() -> String {
@@ -56,3 +56,30 @@ pub(crate) fn list_streams(range: &super::StreamRange) -> String {
 pub(crate) const COMMAND_OUTCOME: &str =
     "SELECT stream_id, partition, first_offset, last_offset, first_version, last_version
     FROM annals_command_ids WHERE command_id = $1";
+
+/// The store's role: the leader's URL (NULL on a leader) and the leader epoch.
+pub(crate) const REPLICA: &str = "SELECT leader_url, leader_epoch FROM annals_store";
+
+/// `$1` leader URL, `$2` the leader's epoch: follow it, the epoch rising to its.
+pub(crate) const FOLLOW: &str = "UPDATE annals_store SET leader_url = $1, \
+    leader_epoch = CASE WHEN leader_epoch > $2 THEN leader_epoch ELSE $2 END \
+    RETURNING leader_url, leader_epoch";
+
+/// Become a leader at the next epoch.
+pub(crate) const PROMOTE: &str = "UPDATE annals_store SET leader_url = NULL, leader_epoch = leader_epoch + 1 \
+    RETURNING leader_url, leader_epoch";
+
+/// `$1` partition, `$2` offset (bound by name on SQLite, where `$2` comes first in
+/// one): what a follower's truncation removes or moves back, in one transaction, in
+/// this order. Snapshots that folded a removed record go first,
+/// while the records still say which they are.
+pub(crate) const TRUNCATE: [&str; 5] = [
+    r#"DELETE FROM annals_snapshots WHERE EXISTS (
+        SELECT 1 FROM annals_events e
+        WHERE e.partition = $1 AND e."offset" >= $2
+          AND e.stream_id = annals_snapshots.stream_id AND e.version <= annals_snapshots.version)"#,
+    "DELETE FROM annals_command_ids WHERE partition = $1 AND first_offset >= $2",
+    r#"DELETE FROM annals_dead_letters WHERE partition = $1 AND "offset" >= $2"#,
+    "UPDATE annals_group_offsets SET committed = $2 WHERE partition = $1 AND committed > $2",
+    r#"DELETE FROM annals_events WHERE partition = $1 AND "offset" >= $2"#,
+];

@@ -4,11 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{AppendOutcome, Store};
+use crate::backend::admit::CommandRecord;
+use crate::backend::{Replicated, RoleChange};
 use crate::error::{Error, Result};
-use crate::params;
+use crate::partitioner::partition_for;
 use crate::position::{Offset, Partition};
-use crate::readmodel::{Engine, Param, Tx};
 use crate::record::RecordedEvent;
 
 /// Whom a store follows, and its leader epoch.
@@ -38,185 +39,111 @@ impl Store {
         self.inner.replica.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_replica(&self, replica: Replica) {
-        *self.inner.replica.write().unwrap_or_else(|p| p.into_inner()) = replica;
+    fn set_replica(&self, replica: Replica) -> Replica {
+        *self.inner.replica.write().unwrap_or_else(|p| p.into_inner()) = replica.clone();
+        replica
     }
 
     /// Reads the role and epoch from the database (another process may have promoted
     /// this store).
     pub async fn refresh_replica(&self) -> Result<Replica> {
-        let Ok(db) = self.read_models() else {
-            return Ok(self.replica());
-        };
-        let rows = db
-            .query("SELECT leader_url, leader_epoch FROM annals_store", vec![])
-            .await?;
-        let replica = match rows.first() {
-            Some(row) => Replica {
-                leader: row.get(0)?,
-                epoch: row.get(1)?,
-            },
-            None => Replica::default(),
-        };
-        self.set_replica(replica.clone());
-        Ok(replica)
+        let replica = self.inner.backend.replica().await?;
+        Ok(self.set_replica(replica))
     }
 
-    /// Makes this store a follower of `leader`: from now on it refuses appends
-    /// (`ReadOnlyReplica`) and takes only replicated records.
-    pub async fn follow(&self, leader: &str) -> Result<Replica> {
-        let leader_url = leader.to_owned();
-        self.read_models()?
-            .transaction(move |tx| {
-                Box::pin(async move {
-                    tx.execute("UPDATE annals_store SET leader_url = $1", params![leader_url])
-                        .await
-                        .map(drop)
-                })
-            })
-            .await?;
-        self.refresh_replica().await
+    /// Makes this store a follower of `leader`, whose leader epoch is `leader_epoch`:
+    /// from now on it refuses appends (`ReadOnlyReplica`) and takes only replicated
+    /// records, and its own epoch rises to the leader's (it never goes down), so that
+    /// a promotion later takes it past every epoch it has seen.
+    pub async fn follow(&self, leader: &str, leader_epoch: u64) -> Result<Replica> {
+        let change = RoleChange::Follow {
+            leader: leader.to_owned(),
+            epoch: leader_epoch,
+        };
+        let replica = self.inner.backend.change_role(change).await?;
+        Ok(self.set_replica(replica))
     }
 
     /// Makes this store a leader with the next leader epoch. Returns the new state.
+    /// Replicated records in flight are refused from then on (`NotAReplica`): the
+    /// engines check the role in the transaction that would write them.
     pub async fn promote(&self) -> Result<Replica> {
-        self.read_models()?
-            .transaction(|tx| {
-                Box::pin(async move {
-                    tx.execute(
-                        "UPDATE annals_store SET leader_url = NULL, leader_epoch = leader_epoch + 1",
-                        &[],
-                    )
-                    .await
-                    .map(drop)
-                })
-            })
-            .await?;
-        self.refresh_replica().await
+        let replica = self.inner.backend.change_role(RoleChange::Promote).await?;
+        Ok(self.set_replica(replica))
     }
 
     /// Applies records shipped from the leader, verbatim: same partition, offset,
-    /// stream, version, event id, type, payload, metadata and time. They must all be of
-    /// one partition and continue it exactly (the first at its next offset, no gap), or
-    /// nothing is written (`ReplicationGap`). Command ids are rebuilt from the records'
-    /// metadata in the same transaction, so a retried command is a duplicate on this
-    /// store too after a failover (I5). A store that is not a follower takes none
-    /// (`NotAReplica`).
+    /// stream, version, event id, type, payload, metadata, time and append boundary.
+    /// They must all be of one partition, continue it exactly (the first at its next
+    /// offset, no gap) and end on an append's last record, or nothing is written
+    /// (`ReplicationGap`, `InvalidReplicatedRecords`). Command ids are rebuilt from the
+    /// records' metadata in the same transaction, so a retried command is a duplicate
+    /// on this store too after a failover (I5). A store that is not a follower takes
+    /// none (`NotAReplica`).
     pub async fn apply_replicated(&self, records: Vec<RecordedEvent>) -> Result<()> {
         let Some(first) = records.first() else { return Ok(()) };
-        let partition = first.partition;
+        let (partition, first_offset) = (first.partition, first.offset);
         self.check_partition(partition)?;
-        let start = first.offset;
+        let invalid = |offset, reason| Error::InvalidReplicatedRecords {
+            partition,
+            offset,
+            reason,
+        };
+        let mut commands = Vec::new();
+        let mut append_start = 0;
         for (i, record) in records.iter().enumerate() {
-            if record.partition != partition || record.offset != start + i as Offset {
+            let expected = first_offset + i as Offset;
+            if record.partition != partition || record.offset != expected {
                 return Err(Error::ReplicationGap {
                     partition,
                     first: record.offset,
-                    next: start + i as Offset,
+                    next: expected,
                 });
             }
+            if partition_for(&record.stream, self.inner.partition_count) != partition {
+                return Err(invalid(record.offset, "its stream belongs to another partition"));
+            }
+            if !record.last_in_append {
+                continue;
+            }
+            let append = &records[append_start..=i];
+            append_start = i + 1;
+            if append.iter().any(|r| r.stream != record.stream) {
+                return Err(invalid(record.offset, "one append holds records of several streams"));
+            }
+            if let Some(command_id) = append[0].metadata.command_id {
+                let outcome = AppendOutcome {
+                    partition,
+                    first_offset: append[0].offset,
+                    last_offset: record.offset,
+                    first_version: append[0].version,
+                    last_version: record.version,
+                    duplicate: false,
+                };
+                let stream = record.stream.clone();
+                commands.push((command_id, CommandRecord { stream, outcome }));
+            }
         }
-        let next = start + records.len() as Offset;
-        self.read_models()?
-            .transaction(move |tx| Box::pin(async move { insert_verbatim(tx, partition, start, &records).await }))
-            .await?;
-        self.inner.backend.announce(partition, next);
-        Ok(())
-    }
-}
-
-async fn insert_verbatim(tx: &mut Tx, partition: Partition, start: Offset, records: &[RecordedEvent]) -> Result<()> {
-    // Still a follower, and it stays one until this commits: on PostgreSQL a promotion
-    // waits for the row lock; on SQLite writes take turns anyway.
-    let role = match tx.engine() {
-        Engine::Sqlite => "SELECT leader_url FROM annals_store",
-        Engine::Postgres => "SELECT leader_url FROM annals_store FOR SHARE",
-    };
-    if tx.query_one(role, &[]).await?.get::<Option<String>>(0)?.is_none() {
-        return Err(Error::NotAReplica);
-    }
-    let next: Option<i64> = tx
-        .query_one(crate::backend::HIGH_WATERMARK, params![partition])
-        .await?
-        .get(0)?;
-    let next = next.unwrap_or(0) as Offset;
-    if next != start {
-        return Err(Error::ReplicationGap {
+        if append_start != records.len() {
+            let last = first_offset + records.len() as Offset - 1;
+            return Err(invalid(last, "the records end inside an append"));
+        }
+        let replicated = Replicated {
             partition,
-            first: start,
-            next,
-        });
-    }
-    let tx_engine = tx.engine();
-    let insert = match tx_engine {
-        Engine::Sqlite => {
-            r#"INSERT INTO annals_events
-                 (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#
-        }
-        Engine::Postgres => {
-            r#"INSERT INTO annals_events
-                 (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at)
-               VALUES ($1, $2, $3, $4, CAST($5 AS uuid), $6, CAST($7 AS json), CAST($8 AS json),
-                       TIMESTAMPTZ 'epoch' + $9 * INTERVAL '1 microsecond')"#
-        }
-    };
-    // SQLite keeps uuids as 16 bytes, PostgreSQL as uuid (sent as text).
-    let uuid = |id: uuid::Uuid| match tx_engine {
-        Engine::Sqlite => Param::Blob(Some(id.as_bytes().to_vec())),
-        Engine::Postgres => Param::from(id),
-    };
-    for record in records {
-        let metadata = serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?;
-        tx.execute(
-            insert,
-            &[
-                Param::from(partition),
-                Param::Int(Some(record.offset as i64)),
-                Param::from(record.stream.as_str()),
-                Param::Int(Some(record.version as i64)),
-                uuid(record.event_id),
-                Param::from(record.event_type.as_str()),
-                Param::from(record.payload.get()),
-                Param::from(metadata),
-                Param::Int(Some(record.recorded_at.timestamp_micros())),
-            ],
-        )
-        .await?;
-    }
-    // One row per command id: its records are consecutive, and an append cut by the
-    // end of a batch is extended by the next one.
-    let command_ids = format!(
-        "INSERT INTO annals_command_ids \
-             (command_id, stream_id, partition, first_offset, last_offset, first_version, last_version) \
-         VALUES ({}, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (command_id) DO UPDATE SET last_offset = excluded.last_offset, \
-             last_version = excluded.last_version",
-        match tx_engine {
-            Engine::Sqlite => "$1",
-            Engine::Postgres => "CAST($1 AS uuid)",
-        }
-    );
-    for run in records.chunk_by(|a, b| a.metadata.command_id == b.metadata.command_id && a.stream == b.stream) {
-        let (Some(first), Some(last)) = (run.first(), run.last()) else {
-            continue;
+            first_offset,
+            records,
+            commands,
         };
-        let Some(command) = first.metadata.command_id else {
-            continue;
-        };
-        tx.execute(
-            &command_ids,
-            &[
-                uuid(command),
-                Param::from(first.stream.as_str()),
-                Param::from(partition),
-                Param::Int(Some(first.offset as i64)),
-                Param::Int(Some(last.offset as i64)),
-                Param::Int(Some(first.version as i64)),
-                Param::Int(Some(last.version as i64)),
-            ],
-        )
-        .await?;
+        self.inner.backend.append_replicated(replicated).await
     }
-    Ok(())
+
+    /// Removes this follower's records of `partition` from `from_offset` on, with their
+    /// command ids, the dead letters that name them and the snapshots that folded them;
+    /// consumer groups' offsets past the new end come back to it. For a follower that
+    /// holds records its leader never had (see `annals follow --truncate-diverged`);
+    /// a leader refuses (`NotAReplica`).
+    pub async fn truncate_replica(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+        self.check_partition(partition)?;
+        self.inner.backend.truncate(partition, from_offset).await
+    }
 }

@@ -66,8 +66,10 @@ pub(super) fn records(store: Store, partition: Partition, from: Offset) -> BoxSt
     .boxed()
 }
 
-/// Up to `limit` records of `partition` from `from` on; when there are none yet, waits
-/// up to `wait` for the first to be appended (woken by the append, not by polling).
+/// Records of `partition` from `from` on, ending on an append's last record; when there
+/// are none yet, waits up to `wait` for the first to be appended (woken by the append,
+/// not by polling). At most `limit` of them, unless the first append alone is longer:
+/// then all of it.
 pub(super) async fn fetch(
     store: &Store,
     partition: Partition,
@@ -82,9 +84,30 @@ pub(super) async fn fetch(
         let records = store.read_partition(partition, from, limit).await?;
         let now = tokio::time::Instant::now();
         if !records.is_empty() || now >= deadline {
-            return Ok(records);
+            return whole_appends(store, records, limit).await;
         }
         let poll = store.inner.backend.poll_interval().min(deadline - now);
         let _ = tokio::time::timeout(poll, wakeups.changed()).await;
     }
+}
+
+/// `records` cut after their last append's last record, or, when they hold none (one
+/// append longer than `limit`), read on to it. An append commits whole (I3), so its
+/// last record is in the log once any of its records is.
+async fn whole_appends(store: &Store, mut records: Vec<RecordedEvent>, limit: usize) -> Result<Vec<RecordedEvent>> {
+    if let Some(end) = records.iter().rposition(|record| record.last_in_append) {
+        records.truncate(end + 1);
+        return Ok(records);
+    }
+    while let Some(last) = records.last().filter(|record| !record.last_in_append) {
+        let (partition, next) = (last.partition, last.offset + 1);
+        let more = store.read_partition(partition, next, limit.max(1)).await?;
+        let end = more.iter().position(|record| record.last_in_append);
+        let read = more.len();
+        records.extend(more.into_iter().take(end.map_or(read, |end| end + 1)));
+        if read == 0 {
+            break;
+        }
+    }
+    Ok(records)
 }

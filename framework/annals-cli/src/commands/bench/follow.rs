@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId};
-use annals_server::follower::{Follower, Leader};
+use annals_server::follower::{FollowError, FollowOptions, Follower, FollowerState, Leader};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -82,12 +82,8 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     // Shipping: from offset 0 until the follower holds everything.
     let target = leader.high_watermarks().await?;
     let started = Instant::now();
-    let follower = Follower::start(replica.clone(), Leader { url, token: None })
-        .await
-        .map_err(follow_error)?;
-    while replica.high_watermarks().await? != target {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let follower = Follower::start(replica.clone(), Leader { url, token: None }, FollowOptions::default());
+    caught_up(&replica, &follower, &target).await.map_err(follow_error)?;
     let shipping = started.elapsed().as_secs_f64();
     let shipped: u64 = target.iter().sum();
 
@@ -129,9 +125,9 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
         append.await.map_err(|error| CliError::Usage(error.to_string()))??;
     }
     let final_target = leader.high_watermarks().await?;
-    while replica.high_watermarks().await? != final_target {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    caught_up(&replica, &follower, &final_target)
+        .await
+        .map_err(follow_error)?;
     for watcher in watchers {
         watcher.abort();
     }
@@ -161,5 +157,21 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
             r["p99_ms"]
         )
     });
+    Ok(())
+}
+
+/// Waits until `replica` holds `target`; a follower that stopped on an error ends the
+/// run with it.
+async fn caught_up(replica: &annals::Store, follower: &Follower, target: &[u64]) -> Result<(), FollowError> {
+    while replica.high_watermarks().await? != target {
+        let status = follower.status();
+        if status.state == FollowerState::Failed {
+            return Err(FollowError::Leader {
+                leader: status.leader,
+                message: status.last_error.unwrap_or_default(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }

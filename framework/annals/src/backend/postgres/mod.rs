@@ -5,6 +5,7 @@
 //! processes are woken by `LISTEN/NOTIFY` ([`notify`]).
 
 mod notify;
+mod replicate;
 mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -18,11 +19,11 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::batch::{self, Pending, QUEUE_DEPTH};
-use super::{sql, sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
+use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::record::{EventView, RecordedEvent};
-use crate::store::{AppendOutcome, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
+use crate::store::{AppendOutcome, Replica, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
 pub(crate) struct PgBackend {
@@ -34,6 +35,8 @@ pub(crate) struct PgBackend {
     wakeups: Arc<Wakeups>,
     notifier: Arc<notify::Notifier>,
     partition_count: u32,
+    /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
+    lock_space: i32,
 }
 
 impl PgBackend {
@@ -70,9 +73,10 @@ impl PgBackend {
             tokio::spawn(notify::send(pool.clone(), channel.clone(), notifier.clone())),
             tokio::spawn(notify::listen(pool.clone(), channel, wakeups.clone())),
         ];
+        let lock_space = store_id.as_u128() as i32;
         let shared = Arc::new(writer::Shared {
             pool: pool.clone(),
-            lock_space: store_id.as_u128() as i32,
+            lock_space,
             wakeups: wakeups.clone(),
             notifier: notifier.clone(),
         });
@@ -91,6 +95,7 @@ impl PgBackend {
             wakeups,
             notifier,
             partition_count,
+            lock_space,
         })
     }
 }
@@ -148,6 +153,7 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
         payload: serde_json::value::RawValue::from_string(row.try_get(6)?).map_err(Error::InvalidJson)?,
         metadata: serde_json::from_str(row.try_get(7)?).map_err(Error::InvalidJson)?,
         recorded_at: row.try_get(8)?,
+        last_in_append: row.try_get(9)?,
     })
 }
 
@@ -283,9 +289,71 @@ impl Backend for PgBackend {
         &self.wakeups
     }
 
-    fn announce(&self, partition: Partition, next_offset: Offset) {
-        self.wakeups.publish(partition, next_offset);
-        self.notifier.publish(partition, next_offset);
+    async fn replica(&self) -> Result<Replica> {
+        let (leader, epoch): (Option<String>, i64) = sqlx::query_as(sql::REPLICA).fetch_one(&self.pool).await?;
+        Ok(Replica {
+            leader,
+            epoch: epoch as u64,
+        })
+    }
+
+    async fn change_role(&self, change: RoleChange) -> Result<Replica> {
+        let (leader, epoch): (Option<String>, i64) = match change {
+            RoleChange::Follow { leader, epoch } => {
+                sqlx::query_as(sql::FOLLOW)
+                    .bind(leader)
+                    .bind(sql_int(epoch))
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            RoleChange::Promote => sqlx::query_as(sql::PROMOTE).fetch_one(&self.pool).await?,
+        };
+        Ok(Replica {
+            leader,
+            epoch: epoch as u64,
+        })
+    }
+
+    async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
+        let (partition, first) = (replicated.partition, replicated.first_offset);
+        let (status, next): (i16, i64) = replicate::call(&self.pool, self.lock_space, &replicated).await?;
+        match status {
+            0 => {
+                self.wakeups.publish(partition, next as Offset);
+                self.notifier.publish(partition, next as Offset);
+                Ok(())
+            }
+            1 => Err(Error::NotAReplica),
+            _ => Err(Error::ReplicationGap {
+                partition,
+                first,
+                next: next as Offset,
+            }),
+        }
+    }
+
+    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(self.lock_space)
+            .bind(partition as i32)
+            .execute(&mut *tx)
+            .await?;
+        let (leader,): (Option<String>,) = sqlx::query_as("SELECT leader_url FROM annals_store FOR SHARE")
+            .fetch_one(&mut *tx)
+            .await?;
+        if leader.is_none() {
+            return Err(Error::NotAReplica);
+        }
+        for statement in sql::TRUNCATE {
+            sqlx::query(statement)
+                .bind(partition as i32)
+                .bind(sql_int(from_offset))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     fn poll_interval(&self) -> Duration {

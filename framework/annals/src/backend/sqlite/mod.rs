@@ -18,17 +18,17 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
 use uuid::Uuid;
 
-use super::batch::{self, Pending, QUEUE_DEPTH};
-use super::{sql, sql_int, Backend, PreparedAppend, StreamRange, Wakeups};
+use super::batch::{self, QUEUE_DEPTH};
+use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::record::{EventView, RecordedEvent};
-use crate::store::{AppendOutcome, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
+use crate::store::{AppendOutcome, Replica, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
 pub(crate) struct SqliteBackend {
     readers: SqlitePool,
-    queue: Mutex<Option<flume::Sender<Pending>>>,
+    queue: Mutex<Option<flume::Sender<writer::Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
@@ -38,6 +38,27 @@ pub(crate) struct SqliteBackend {
 }
 
 impl SqliteBackend {
+    fn queue(&self) -> Result<flume::Sender<writer::Job>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// Runs `work` in a transaction of its own on the writer's connection.
+    async fn write_alone<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = writer::Job::Alone(Box::new(move |conn| {
+            let _ = reply.send(writer::commit(conn, work));
+        }));
+        self.queue()?.send_async(job).await.map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
     pub(crate) async fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
         let connect = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
@@ -204,8 +225,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        batch::submit(queue.ok_or(Error::Closed)?, append).await
+        batch::submit(self.queue()?, append).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -309,6 +329,62 @@ impl Backend for SqliteBackend {
 
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
+    }
+
+    async fn replica(&self) -> Result<Replica> {
+        let (leader, epoch): (Option<String>, i64) = sqlx::query_as(sql::REPLICA).fetch_one(&self.readers).await?;
+        Ok(Replica {
+            leader,
+            epoch: epoch as u64,
+        })
+    }
+
+    async fn change_role(&self, change: RoleChange) -> Result<Replica> {
+        self.write_alone(move |conn| {
+            let replica = |row: &rusqlite::Row<'_>| {
+                Ok(Replica {
+                    leader: row.get(0)?,
+                    epoch: row.get::<_, i64>(1)? as u64,
+                })
+            };
+            match change {
+                RoleChange::Follow { leader, epoch } => {
+                    conn.query_row(sql::FOLLOW, rusqlite::params![leader, sql_int(epoch)], replica)
+                }
+                RoleChange::Promote => conn.query_row(sql::PROMOTE, [], replica),
+            }
+            .map_err(writer::engine)
+        })
+        .await
+    }
+
+    async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue()?
+            .send_async(writer::Job::Replicate(replicated, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+        self.write_alone(move |conn| {
+            let leader: Option<String> = conn
+                .query_row(sql::REPLICA, [], |row| row.get(0))
+                .map_err(writer::engine)?;
+            if leader.is_none() {
+                return Err(Error::NotAReplica);
+            }
+            for statement in sql::TRUNCATE {
+                conn.execute(
+                    statement,
+                    rusqlite::named_params! {"$1": partition, "$2": sql_int(from_offset)},
+                )
+                .map_err(writer::engine)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn poll_interval(&self) -> Duration {

@@ -147,5 +147,6 @@ fn record(row: &rusqlite::Row<'_>) -> Result<RecordedEvent> {
         payload: RawValue::from_string(text(6)?).map_err(Error::InvalidJson)?,
         metadata: serde_json::from_str(&text(7)?).map_err(Error::InvalidJson)?,
         recorded_at: chrono::DateTime::from_timestamp_micros(get_i64(8)?).unwrap_or_default(),
+        last_in_append: get_i64(9)? != 0,
     })
 }

@@ -1,24 +1,27 @@
 //! The single SQLite writer and its group commit.
 //!
 //! The writer is a thread of its own with one connection on SQLite's C API (through
-//! rusqlite), where a cached prepared statement costs microseconds. Appends queue up
-//! while it is busy; it takes everything waiting (up to a bound), opens one
-//! `BEGIN IMMEDIATE` transaction, looks up what the batch needs, decides every append
-//! on its own ([`Admission`]), inserts the admitted ones and commits once: one disk
-//! sync for the whole batch. An append that fails its checks fails alone; if the
-//! engine itself fails mid-batch, the batch is rolled back and each append is retried
-//! alone, so only the one that caused it gets the error.
+//! rusqlite), where a cached prepared statement costs microseconds. Everything that
+//! writes the log goes through it: appends, records shipped from a leader, role changes
+//! and truncation. Appends queue up while it is busy; it takes everything waiting (up
+//! to a bound), opens one `BEGIN IMMEDIATE` transaction, looks up what the batch needs,
+//! decides every append on its own ([`Admission`]), inserts the admitted ones and
+//! commits once: one disk sync for the whole batch. An append that fails its checks
+//! fails alone; if the engine itself fails mid-batch, the batch is rolled back and each
+//! append is retried alone, so only the one that caused it gets the error. Replicated
+//! batches waiting together are committed together the same way.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
-use crate::backend::batch::{self, Batching, Pending};
-use crate::backend::{now_micros, PreparedAppend, Wakeups};
+use crate::backend::batch::{self, Batching, Pending, Queued};
+use crate::backend::{now_micros, PreparedAppend, Replicated, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::store::AppendOutcome;
@@ -29,33 +32,97 @@ const MAX_BATCH_APPENDS: usize = 1024;
 /// Most events in one transaction (bounds the writer's memory).
 const MAX_BATCH_EVENTS: usize = 8192;
 
-/// Runs the writer until every sender of `queue` is gone.
-pub(super) fn run(conn: Connection, queue: flume::Receiver<Pending>, wakeups: Arc<Wakeups>) {
-    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
-    while let Some(batch) = batching.next_blocking(&queue) {
-        let (appends, replies) = batch::split(batch);
+const INSERT_EVENT: &str = r#"INSERT INTO annals_events
+    (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at, last_in_append)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
+const INSERT_COMMAND: &str = "INSERT INTO annals_command_ids
+    (command_id, stream_id, partition, first_offset, last_offset, first_version, last_version)
+    VALUES (?, ?, ?, ?, ?, ?, ?)";
 
-        let results = match commit_batch(&conn, &appends) {
-            Ok(results) => results,
-            Err(error) if appends.len() == 1 => vec![Err(error)],
-            Err(error) => {
-                tracing::warn!(%error, appends = appends.len(), "group commit failed; retrying appends one by one");
-                appends
-                    .iter()
-                    .map(|append| commit_batch(&conn, std::slice::from_ref(append)).and_then(|mut r| r.remove(0)))
-                    .collect()
-            }
-        };
-        batch::answer(replies, results, &wakeups);
+/// What the writer is asked to do.
+pub(super) enum Job {
+    /// An append, group-committed with the others waiting.
+    Append(Pending),
+    /// Records shipped from the leader, committed with the other replicated batches
+    /// waiting.
+    Replicate(Replicated, oneshot::Sender<Result<()>>),
+    /// Any other write of the store's tables, run alone; it answers its caller itself.
+    Alone(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+impl From<Pending> for Job {
+    fn from(pending: Pending) -> Self {
+        Job::Append(pending)
     }
 }
 
-/// Writes one batch in one transaction. The outer error means nothing was written.
-fn commit_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Result<AppendOutcome>>> {
+impl Queued for Job {
+    fn events(&self) -> usize {
+        match self {
+            Job::Append(pending) => pending.events(),
+            Job::Replicate(replicated, _) => replicated.records.len(),
+            Job::Alone(_) => 1,
+        }
+    }
+}
+
+/// Runs the writer until every sender of `queue` is gone.
+pub(super) fn run(conn: Connection, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>) {
+    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
+    while let Some(jobs) = batching.next_blocking(&queue) {
+        let mut appends = Vec::new();
+        let mut replicated = Vec::new();
+        let mut alone = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Append(pending) => appends.push(pending),
+                Job::Replicate(records, reply) => replicated.push((records, reply)),
+                Job::Alone(work) => alone.push(work),
+            }
+        }
+        if !appends.is_empty() {
+            let (appends, replies) = batch::split(appends);
+            let results = each_alone_on_failure(&appends, |some| commit(&conn, |conn| write_batch(conn, some)));
+            batch::answer(replies, results, &wakeups);
+        }
+        if !replicated.is_empty() {
+            let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
+            let results = each_alone_on_failure(&batches, |some| commit(&conn, |conn| write_replicated(conn, some)));
+            for ((batch, reply), result) in batches.iter().zip(replies).zip(results) {
+                if result.is_ok() {
+                    wakeups.publish(batch.partition, batch.next_offset());
+                }
+                let _ = reply.send(result);
+            }
+        }
+        for work in alone {
+            work(&conn);
+        }
+    }
+}
+
+/// Writes `items` with `write`, which answers each on its own; if the engine fails the
+/// whole transaction, writes each item alone, so only the one that caused it fails.
+fn each_alone_on_failure<I, T>(items: &[I], write: impl Fn(&[I]) -> Result<Vec<Result<T>>>) -> Vec<Result<T>> {
+    match write(items) {
+        Ok(results) => results,
+        Err(error) if items.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, items = items.len(), "group commit failed; retrying one by one");
+            items
+                .iter()
+                .map(|item| write(std::slice::from_ref(item)).and_then(|mut r| r.remove(0)))
+                .collect()
+        }
+    }
+}
+
+/// Runs `work` in one `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`,
+/// rolled back otherwise. The error means nothing was written.
+pub(super) fn commit<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(engine)?;
-    match write_batch(conn, appends).and_then(|results| conn.execute_batch("COMMIT").map_err(engine).map(|()| results))
-    {
-        Ok(results) => Ok(results),
+    match work(conn).and_then(|done| conn.execute_batch("COMMIT").map_err(engine).map(|()| done)) {
+        Ok(done) => Ok(done),
         Err(error) => {
             // If even the rollback fails the connection is gone, and so is the transaction.
             let _ = conn.execute_batch("ROLLBACK");
@@ -64,22 +131,74 @@ fn commit_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Res
     }
 }
 
+/// Writes replicated batches, verbatim; each is refused on its own when the store is
+/// not a follower or the batch does not start at its partition's next offset.
+fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Result<()>>> {
+    let leader: Option<String> = conn
+        .query_row("SELECT leader_url FROM annals_store", [], |row| row.get(0))
+        .map_err(engine)?;
+    if leader.is_none() {
+        return Ok(batches.iter().map(|_| Err(Error::NotAReplica)).collect());
+    }
+    let mut next_offset = conn
+        .prepare_cached(r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = ?"#)
+        .map_err(engine)?;
+    let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
+    let mut insert_command = conn.prepare_cached(INSERT_COMMAND).map_err(engine)?;
+    let mut results = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let next: Option<i64> = next_offset
+            .query_row([batch.partition], |row| row.get(0))
+            .map_err(engine)?;
+        let next = next.unwrap_or(0) as Offset;
+        if next != batch.first_offset {
+            results.push(Err(Error::ReplicationGap {
+                partition: batch.partition,
+                first: batch.first_offset,
+                next,
+            }));
+            continue;
+        }
+        for record in &batch.records {
+            insert_event
+                .execute(params![
+                    record.partition,
+                    record.offset as i64,
+                    record.stream.as_str(),
+                    record.version as i64,
+                    record.event_id.as_bytes().as_slice(),
+                    record.event_type,
+                    record.payload.get(),
+                    serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?,
+                    record.recorded_at.timestamp_micros(),
+                    record.last_in_append,
+                ])
+                .map_err(engine)?;
+        }
+        for (command_id, command) in &batch.commands {
+            insert_command
+                .execute(params![
+                    command_id.as_bytes().as_slice(),
+                    command.stream.as_str(),
+                    command.outcome.partition,
+                    command.outcome.first_offset as i64,
+                    command.outcome.last_offset as i64,
+                    command.outcome.first_version as i64,
+                    command.outcome.last_version as i64,
+                ])
+                .map_err(engine)?;
+        }
+        results.push(Ok(()));
+    }
+    Ok(results)
+}
+
 fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Result<AppendOutcome>>> {
     let view = BatchView::load(conn, appends)?;
     let stamp = view.latest_stamp.max(now_micros().timestamp_micros());
     let mut admission = Admission::new(&view);
-    let mut insert_event = conn
-        .prepare_cached(
-            r#"INSERT INTO annals_events (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-        )
-        .map_err(engine)?;
-    let mut insert_command = conn
-        .prepare_cached(
-            "INSERT INTO annals_command_ids (command_id, stream_id, partition, first_offset, last_offset, first_version, last_version)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .map_err(engine)?;
+    let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
+    let mut insert_command = conn.prepare_cached(INSERT_COMMAND).map_err(engine)?;
 
     let mut results = Vec::with_capacity(appends.len());
     for append in appends {
@@ -94,6 +213,7 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
                 continue;
             }
         };
+        let last = append.events.len() - 1;
         for (i, event) in append.events.iter().enumerate() {
             insert_event
                 .execute(params![
@@ -106,6 +226,7 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
                     event.payload.get(),
                     event.metadata,
                     stamp,
+                    i == last,
                 ])
                 .map_err(engine)?;
         }
@@ -225,6 +346,6 @@ impl LogView for BatchView {
 }
 
 /// A failure of the SQLite engine itself.
-fn engine(error: rusqlite::Error) -> Error {
+pub(super) fn engine(error: rusqlite::Error) -> Error {
     Error::Sqlite(error)
 }

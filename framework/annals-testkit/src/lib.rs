@@ -112,6 +112,7 @@ macro_rules! conformance_suite {
             partition_count_is_fixed,
             missing_store_is_not_created,
             streams_land_in_kafka_partitions,
+            i8_replicated_records_continue_the_log,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

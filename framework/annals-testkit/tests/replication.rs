@@ -287,3 +287,63 @@ async fn a_postgres_follower_notifies_what_it_applies() {
         heard.payload()
     );
 }
+
+/// A truncation takes with the records what names them: the snapshots that folded
+/// them, their dead letters; a group's committed offset past the new end comes back
+/// to it, so the group handles the records the leader ships in their place.
+async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
+    use annals::group::{admin, GroupMember, GroupOptions};
+    use annals_testkit::tally;
+
+    let leader = Store::open("memory:").await.expect("memory");
+    let follower = open(&t).await;
+    follower.follow("http://leader.invalid", 0).await.expect("follow");
+    let acct = "acct-1";
+    let partition = annals::partition_for(&StreamId::new(acct).expect("id"), 16);
+    for amount in 1..=3 {
+        tally::add(&leader, acct, amount).await;
+    }
+    ship(&leader, &follower, 100).await;
+    let kept = follower.high_watermark(partition).await.expect("hw");
+    // What the follower holds beyond `kept` is what a truncation will remove.
+    tally::add(&leader, acct, 4).await;
+    tally::add_poison(&leader, acct).await;
+    ship(&leader, &follower, 100).await;
+
+    let table = tally::Tally::new("tally");
+    let options = GroupOptions {
+        heartbeat_interval: std::time::Duration::from_millis(50),
+        retry_backoff: std::time::Duration::from_millis(5),
+        max_attempts: 1,
+        ..GroupOptions::default()
+    };
+    let member = GroupMember::projection(&follower, "tally", table.clone(), options)
+        .await
+        .expect("a group on the follower");
+    tally::caught_up(&follower, "tally").await;
+    member.shutdown().await.expect("leave");
+    let dead = admin::dead_letters(&follower, Some("tally")).await.expect("dead letters");
+    assert_eq!(dead.len(), 1, "the poison record is a dead letter");
+    let stream = StreamId::new(acct).expect("id");
+    let db = follower.read_models().expect("db");
+    for version in [3, 4] {
+        db.transaction(move |tx| {
+            Box::pin(async move {
+                annals::snapshot::write(tx, &StreamId::new("acct-1").expect("id"), version, 1, "{}").await
+            })
+        })
+        .await
+        .expect("a snapshot");
+    }
+
+    follower.truncate_replica(partition, kept).await.expect("truncate");
+    assert_eq!(follower.high_watermark(partition).await.expect("hw"), kept);
+    let newest = annals::snapshot::newest(&db, &stream).await.expect("snapshot");
+    assert_eq!(newest.map(|s| s.version), Some(3), "a snapshot of removed records stayed");
+    assert!(admin::dead_letters(&follower, Some("tally")).await.expect("dead letters").is_empty());
+    let described = admin::describe(&follower, "tally").await.expect("describe");
+    assert_eq!(described.partitions[partition as usize].committed, kept);
+    assert_eq!(described.lag, 0);
+}
+
+annals_testkit::on_sql_engines!(truncation_takes_what_named_the_removed_records);

@@ -1,39 +1,89 @@
-//! A leader (`annals serve`) and a follower (`annals follow`) as real processes, under
-//! load, each killed with SIGKILL and restarted; afterwards the follower's partitions
-//! equal the leader's record for record. Then the follower refuses appends, is
-//! promoted, takes appends, and treats a command id applied on the old leader as a
-//! duplicate.
+//! Replication as users run it: `annals serve` and `annals follow` as real processes, on
+//! every pair of engines (SQLite → SQLite, SQLite → PostgreSQL, PostgreSQL →
+//! PostgreSQL, PostgreSQL → SQLite).
+//!
+//! The bug these guard: every `annals follow` whose own store was PostgreSQL died at the
+//! first record it received ("incorrect binary data format in bind parameter 1"), while
+//! the in-process tests, which call the library directly, passed; the process tests
+//! ran SQLite → SQLite only.
+//!
+//! - [`kills_on_both_sides`]: under load from 8 HTTP clients with command ids, the
+//!   follower and then the leader are killed with SIGKILL and restarted; the follower
+//!   ends with the leader's log, record for record, and every client's command applied
+//!   once.
+//! - [`failover_with_acks`]: the leader waits for the follower (`--min-insync-followers
+//!   1`); it is killed under load, the follower is stopped, promoted and served. Every
+//!   append answered 201 is on the new leader at its partition and offset and is a
+//!   duplicate on retry; the log has no gap; the old leader, which holds a record the
+//!   new one lacks, refuses to follow it (exit code 3) until allowed to cut that record
+//!   back, within a bound, and then follows.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StoreOptions, StreamId};
+use annals::RecordedEvent;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
-/// A running `annals` process that printed its address.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A place for a store: a fresh SQLite file or a fresh PostgreSQL schema. `None` when
+/// PostgreSQL is not there and not required.
+async fn store_url(engine: Engine, dir: &std::path::Path, name: &str) -> Option<String> {
+    match engine {
+        Engine::Sqlite => Some(format!("sqlite://{}", dir.join(format!("{name}.db")).display())),
+        Engine::Postgres => annals_testkit::postgres::fresh_schema_url().await,
+    }
+}
+
+fn annals() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_annals"))
+}
+
+/// A running `annals serve` or `annals follow` that printed its address. Its stderr
+/// goes to a file, shown when the test fails.
 struct Node {
     child: Child,
     url: String,
+    log: std::path::PathBuf,
 }
 
 impl Node {
-    fn start(args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
+    fn start(args: &[&str], log: std::path::PathBuf) -> Node {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = annals()
             .args(args)
+            .env("ANNALS_LOG", "warn")
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start annals");
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().expect("stdout"))
             .read_line(&mut line)
             .expect("read the address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("no address: {line:?}"))
-            .to_owned();
-        Node { child, url }
+        let url = match line.trim().strip_prefix("listening on ") {
+            Some(url) => url.to_owned(),
+            None => panic!(
+                "no address: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        };
+        Node { child, url, log }
+    }
+
+    fn address(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
     }
 
     fn kill(mut self) {
@@ -43,149 +93,284 @@ impl Node {
 
     /// SIGTERM, then at most 30 s for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(exit) = self.child.try_wait().expect("wait") {
-                assert!(exit.success(), "a node failed on SIGTERM: {exit}");
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("a node did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        signal_term(&self.child);
+        let status = wait_at_most(&mut self.child, Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "a node failed on SIGTERM: {status}\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Node {
+    /// A test that fails leaves no process behind (with its database connections).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
 
-fn follower_args<'a>(db: &'a str, leader: &'a str, listen: &'a str) -> Vec<&'a str> {
-    vec!["--db", db, "follow", "--leader", leader, "--listen", listen]
+fn signal_term(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
 }
 
-async fn everything(store: &Store) -> Vec<Vec<RecordedEvent>> {
-    let mut partitions = Vec::new();
-    for p in 0..store.partition_count() {
-        let mut all = Vec::new();
+fn wait_at_most(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn serve_args<'a>(db: &'a str, listen: &'a str) -> Vec<&'a str> {
+    vec!["--db", db, "serve", "--listen", listen]
+}
+
+fn follow_args<'a>(db: &'a str, leader: &'a str) -> Vec<&'a str> {
+    vec!["--db", db, "follow", "--leader", leader, "--listen", "127.0.0.1:0"]
+}
+
+fn init(db: &str) {
+    let init = annals().args(["--db", db, "init"]).output().expect("init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+}
+
+/// One append acknowledged by a leader.
+#[derive(Debug, Clone)]
+struct Acked {
+    stream: String,
+    command: Uuid,
+    outcome: Value,
+}
+
+/// An append of two events to `stream` with `command`: the HTTP status and body, or
+/// `None` when the server could not be reached.
+async fn append(http: &reqwest::Client, url: &str, stream: &str, command: Uuid) -> Option<(u16, Value)> {
+    let body = json!({
+        "expected_version": "any",
+        "command_id": command,
+        "events": [{"type": "Posted", "data": {"n": 1}}, {"type": "Noted", "data": {"n": 2}}],
+    });
+    let response = http
+        .post(format!("{url}/v1/streams/{stream}/events"))
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+/// Every record of every partition, through the fetch route.
+async fn everything(http: &reqwest::Client, url: &str) -> Vec<Vec<RecordedEvent>> {
+    let partitions: Value = get(http, &format!("{url}/v1/partitions")).await;
+    let mut all = Vec::new();
+    for p in 0..partitions["partition_count"].as_u64().expect("count") {
+        let mut records: Vec<RecordedEvent> = Vec::new();
         loop {
-            let page = store.read_partition(p, all.len() as u64, 1_000).await.expect("read");
+            let from = records.len();
+            let page: Value = get(
+                http,
+                &format!("{url}/v1/partitions/{p}/events?from_offset={from}&limit=5000"),
+            )
+            .await;
+            let page: Vec<RecordedEvent> = serde_json::from_value(page["events"].clone()).expect("records");
             if page.is_empty() {
                 break;
             }
-            all.extend(page);
+            records.extend(page);
         }
-        partitions.push(all);
+        all.push(records);
     }
-    partitions
+    all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_survives_kills_on_both_sides_and_takes_over() {
-    let dir = tempfile::tempdir().expect("dir");
-    let leader_db = format!("sqlite://{}", dir.path().join("leader.db").display());
-    let follower_db = format!("sqlite://{}", dir.path().join("follower.db").display());
-    let status = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--db", &leader_db, "init"])
-        .output()
-        .expect("init");
-    assert!(status.status.success());
+async fn get(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).send().await.expect("GET");
+    assert!(response.status().is_success(), "{url}: {}", response.status());
+    response.json().await.expect("JSON")
+}
 
-    // The leader listens on a fixed port of its own choosing, so it can come back there.
-    let leader = Node::start(&["--db", &leader_db, "serve", "--listen", "127.0.0.1:0"]);
-    let leader_url = leader.url.clone();
-    let leader_listen = leader_url.trim_start_matches("http://").to_owned();
-    let mut follower = Node::start(&follower_args(&follower_db, &leader_url, "127.0.0.1:0"));
+async fn next_offsets(http: &reqwest::Client, url: &str) -> Option<Vec<u64>> {
+    let response = http.get(format!("{url}/v1/partitions")).send().await.ok()?;
+    let body: Value = response.json().await.ok()?;
+    Some(
+        body["partitions"]
+            .as_array()?
+            .iter()
+            .map(|p| p["next_offset"].as_u64().unwrap_or(0))
+            .collect(),
+    )
+}
 
-    // Load: appends straight into the leader's store (a second writer process on the
-    // same SQLite file), with command ids.
-    let store = StoreOptions::from_url(&leader_db)
-        .expect("url")
-        .open()
-        .await
-        .expect("open");
-    let appender = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut commands = Vec::new();
-            let started = Instant::now();
-            let mut i = 0u64;
-            while started.elapsed() < Duration::from_secs(5) {
-                let command = uuid::Uuid::now_v7();
-                let request = AppendRequest::new(
-                    StreamId::new(format!("acct-{}", i % 31)).expect("id"),
-                    ExpectedVersion::Any,
-                )
-                .command_id(command)
-                .event(NewEvent::json("Posted", &json!({"i": i})).expect("event"))
-                .event(NewEvent::json("Noted", &json!({"i": i, "note": "x"})).expect("event"));
-                store.append(request).await.expect("append");
-                commands.push(command);
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            commands
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    follower.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    follower = Node::start(&follower_args(&follower_db, &leader_url, "127.0.0.1:0"));
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    leader.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let leader = Node::start(&["--db", &leader_db, "serve", "--listen", &leader_listen]);
-    let commands = appender.await.expect("appender");
-
-    // The follower catches up, and holds exactly the leader's records.
-    let replica = StoreOptions::from_url(&follower_db)
-        .expect("url")
-        .open()
-        .await
-        .expect("open follower db");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let expected = store.high_watermarks().await.expect("hw");
-    while replica.high_watermarks().await.expect("hw") != expected {
-        assert!(Instant::now() < deadline, "the follower never caught up");
+/// Waits until `follower` holds as much as `leader` in every partition.
+async fn caught_up(http: &reqwest::Client, leader: &Node, follower: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (theirs, ours) = (
+            next_offsets(http, &leader.url).await,
+            next_offsets(http, &follower.url).await,
+        );
+        if theirs.is_some() && theirs == ours {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never caught up: {theirs:?} vs {ours:?}\n{}",
+            std::fs::read_to_string(&follower.log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        everything(&replica).await,
-        everything(&store).await,
-        "the follower's log differs"
-    );
-    assert!(expected.iter().sum::<u64>() > 200, "too little load");
+}
+
+/// The records at `acked`'s offsets in `log` are its append's: its stream, its
+/// command id, in order.
+fn holds(log: &[Vec<RecordedEvent>], acked: &Acked) -> bool {
+    let partition = acked.outcome["partition"].as_u64().expect("partition") as usize;
+    let first = acked.outcome["first_offset"].as_u64().expect("offset") as usize;
+    let last = acked.outcome["last_offset"].as_u64().expect("offset") as usize;
+    log.get(partition)
+        .and_then(|records| records.get(first..=last))
+        .is_some_and(|records| {
+            records
+                .iter()
+                .all(|r| r.stream.as_str() == acked.stream && r.metadata.command_id == Some(acked.command))
+        })
+}
+
+/// Each partition's offsets are 0, 1, 2, … (I1).
+fn assert_gapless(log: &[Vec<RecordedEvent>]) {
+    for (partition, records) in log.iter().enumerate() {
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(record.offset, i as u64, "partition {partition} has a gap");
+        }
+    }
+}
+
+/// Load from 8 HTTP clients: each picks a stream, appends with a fresh command id and,
+/// when the leader cannot be reached or answers 5xx, sends the same command again
+/// until it is answered. Runs until `until`; returns every acknowledged append.
+async fn load_with_retries(url: &str, until: Instant) -> Vec<Acked> {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (url, acked) = (url.to_owned(), acked.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut i = 0;
+                while Instant::now() < until {
+                    let stream = format!("acct-{}", (client * 1_000 + i) % 37);
+                    let command = Uuid::now_v7();
+                    loop {
+                        match append(&http, &url, &stream, command).await {
+                            Some((200 | 201, outcome)) => {
+                                acked.lock().expect("lock").push(Acked {
+                                    stream: stream.clone(),
+                                    command,
+                                    outcome,
+                                });
+                                break;
+                            }
+                            Some((status, body)) if status < 500 => panic!("append refused: {status} {body}"),
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    acked
+}
+
+async fn kills_on_both_sides(leader_engine: Engine, follower_engine: Engine) {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let (Some(leader_db), Some(follower_db)) = (
+        store_url(leader_engine, dir.path(), "leader").await,
+        store_url(follower_engine, dir.path(), "follower").await,
+    ) else {
+        return;
+    };
+    init(&leader_db);
+    let leader = Node::start(&serve_args(&leader_db, "127.0.0.1:0"), log("leader"));
+    let (leader_url, leader_listen) = (leader.url.clone(), leader.address());
+    let follower = Node::start(&follow_args(&follower_db, &leader_url), log("follower"));
+
+    let started = Instant::now();
+    let load = tokio::spawn({
+        let url = leader_url.clone();
+        async move { load_with_retries(&url, started + Duration::from_secs(4)).await }
+    });
+    tokio::time::sleep_until((started + Duration::from_millis(1_000)).into()).await;
+    follower.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let follower = Node::start(&follow_args(&follower_db, &leader_url), log("follower"));
+    tokio::time::sleep_until((started + Duration::from_millis(2_200)).into()).await;
+    leader.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = Node::start(&serve_args(&leader_db, &leader_listen), log("leader"));
+    let acked = load.await.expect("load");
+    assert!(acked.len() > 100, "too little load: {} appends", acked.len());
 
     let http = reqwest::Client::new();
-    let append = |url: String, command: Option<uuid::Uuid>| {
-        let http = http.clone();
-        async move {
-            let mut body = json!({"expected_version": "any", "events": [{"type": "Posted", "data": {}}]});
-            if let Some(command) = command {
-                body["command_id"] = json!(command);
-            }
-            let response = http.post(url).json(&body).send().await.expect("POST");
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.expect("JSON"),
-            )
-        }
-    };
-    let (status, refused) = append(format!("{}/v1/streams/acct-1/events", follower.url), None).await;
+    caught_up(&http, &leader, &follower).await;
+    let (theirs, ours) = (
+        everything(&http, &leader.url).await,
+        everything(&http, &follower.url).await,
+    );
+    assert!(
+        ours == theirs,
+        "the follower's log is not the leader's, record for record"
+    );
+    assert_gapless(&ours);
+    assert!(
+        acked.iter().all(|acked| holds(&ours, acked)),
+        "an acknowledged append is missing"
+    );
+    let written: usize = ours.iter().map(Vec::len).sum();
+    assert_eq!(written, acked.len() * 2, "a command was applied twice or not at all");
+
+    // The follower serves reads, refuses appends, and says what it is.
+    let (status, refused) = append(&http, &follower.url, "acct-1", Uuid::now_v7())
+        .await
+        .expect("answer");
     assert_eq!((status, refused["error"].as_str()), (403, Some("read_only_replica")));
     assert_eq!(refused["leader"], leader_url.as_str());
-    let health: Value = http
-        .get(format!("{}/health", follower.url))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(health["role"], "follower");
+    // Every partition fetches again once the leader is back; the errors stay counted.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let partitions = loop {
+        let partitions = get(&http, &format!("{}/v1/partitions", follower.url)).await;
+        if partitions["replication"]["state"] == "following" {
+            break partitions;
+        }
+        assert!(Instant::now() < deadline, "the follower is not following: {partitions}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(partitions["role"], "follower");
+    assert_eq!(partitions["replication"]["leader"], leader_url.as_str());
+    assert!(
+        partitions["replication"]["errors"].as_u64() > Some(0),
+        "the leader's restart was not counted"
+    );
     let metrics = http
         .get(format!("{}/metrics", follower.url))
         .send()
@@ -195,21 +380,62 @@ async fn a_follower_survives_kills_on_both_sides_and_takes_over() {
         .await
         .expect("text");
     assert!(metrics.contains("annals_replication_lag"), "{metrics}");
-    let stats = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--server", &follower.url, "--json", "stats"])
-        .output()
-        .expect("stats");
-    let stats: Value = serde_json::from_slice(&stats.stdout).expect("JSON");
-    assert_eq!(
-        (stats["role"].as_str(), stats["leader_epoch"].as_u64()),
-        (Some("follower"), Some(0))
-    );
-    assert_eq!(stats["partitions"][0]["replication_lag"], 0, "{stats}");
+    assert!(metrics.contains("annals_replication_errors_total"), "{metrics}");
+    follower.stop();
+    leader.stop();
+}
 
-    // Failover: the old leader goes away for good; the follower is promoted.
+async fn failover_with_acks(leader_engine: Engine, follower_engine: Engine) {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let (Some(old_db), Some(new_db)) = (
+        store_url(leader_engine, dir.path(), "old").await,
+        store_url(follower_engine, dir.path(), "new").await,
+    ) else {
+        return;
+    };
+    init(&old_db);
+    let mut args = serve_args(&old_db, "127.0.0.1:0");
+    args.extend(["--min-insync-followers", "1", "--ack-timeout-ms", "3000"]);
+    let leader = Node::start(&args, log("old"));
+    let follower = Node::start(&follow_args(&new_db, &leader.url), log("new"));
+
+    // 8 clients append until the leader dies: a 201 is acknowledged by the follower too.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (url, acked) = (leader.url.clone(), acked.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0.. {
+                    let stream = format!("acct-{}", (client * 1_000 + i) % 37);
+                    let command = Uuid::now_v7();
+                    match append(&http, &url, &stream, command).await {
+                        Some((201, outcome)) => acked.lock().expect("lock").push(Acked {
+                            stream,
+                            command,
+                            outcome,
+                        }),
+                        Some((503, body)) => assert_eq!(body["error"], "replication_timeout", "{body}"),
+                        Some((status, body)) => panic!("append refused: {status} {body}"),
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     leader.kill();
-    let promoted = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--db", &follower_db, "--json", "promote"])
+    for client in clients {
+        client.await.expect("client");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 50, "too little load: {} appends", acked.len());
+
+    // Failover: stop the follower, promote it, serve it.
+    follower.stop();
+    let promoted = annals()
+        .args(["--db", &new_db, "--json", "promote"])
         .output()
         .expect("promote");
     let promoted: Value = serde_json::from_slice(&promoted.stdout).expect("JSON");
@@ -217,23 +443,116 @@ async fn a_follower_survives_kills_on_both_sides_and_takes_over() {
         (promoted["role"].as_str(), promoted["leader_epoch"].as_u64()),
         (Some("leader"), Some(1))
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = append(format!("{}/v1/streams/acct-1/events", follower.url), None).await;
-        if status == 201 {
-            break;
-        }
+    let new = Node::start(&serve_args(&new_db, "127.0.0.1:0"), log("new"));
+    let http = reqwest::Client::new();
+    let promoted_log = everything(&http, &new.url).await;
+    assert_gapless(&promoted_log);
+    for acked in &acked {
         assert!(
-            Instant::now() < deadline,
-            "the promoted follower still refuses appends: {body}"
+            holds(&promoted_log, acked),
+            "acknowledged, then lost in the failover: {acked:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, retried) = append(&http, &new.url, &acked.stream, acked.command)
+            .await
+            .expect("answer");
+        assert_eq!(status, 200, "a retried command was applied again: {retried}");
+        let mut original = acked.outcome.clone();
+        original["duplicate"] = json!(true);
+        assert_eq!(retried, original, "a retry is answered with the original outcome");
     }
-    // Command 5 went to acct-5 (acct-{i % 31}).
-    let stream = format!("{}/v1/streams/acct-5/events", follower.url);
-    let (status, retried) = append(stream, Some(commands[5])).await;
-    assert_eq!((status, retried["duplicate"].as_bool()), (200, Some(true)), "{retried}");
-    follower.stop();
-    store.close().await;
-    replica.close().await;
+
+    // The old leader holds a record the new one never had (its last append, which no
+    // follower received). Restarted as a follower of the new leader, it refuses.
+    let lost = annals()
+        .args(["--db", &old_db, "append", "lost-1", "--type", "Lost", "--data", "{}"])
+        .output()
+        .expect("append");
+    assert!(lost.status.success(), "{}", String::from_utf8_lossy(&lost.stderr));
+    let rejoin = |extra: &[&str]| {
+        let mut args = follow_args(&old_db, &new.url);
+        args.extend(extra);
+        let mut child = annals()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("follow");
+        let status = wait_at_most(&mut child, Duration::from_secs(60));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+        (status, stderr)
+    };
+    let (status, said) = rejoin(&[]);
+    assert_eq!(status.code(), Some(3), "a diverged follower went on: {said}");
+    assert!(said.contains("diverged"), "{said}");
+    let cut = dir.path().join("cut.jsonl");
+    let cut_file = cut.display().to_string();
+    let (status, said) = rejoin(&[
+        "--truncate-diverged",
+        "--max-truncate",
+        "0",
+        "--truncated-file",
+        &cut_file,
+    ]);
+    assert_eq!(status.code(), Some(3), "a cut beyond the bound was made: {said}");
+    assert!(!cut.exists(), "a refused cut wrote its file");
+
+    // Allowed to cut that back, it follows the new leader.
+    let args = [
+        "--truncate-diverged",
+        "--max-truncate",
+        "100000",
+        "--truncated-file",
+        &cut_file,
+    ];
+    let mut rejoin_args = follow_args(&old_db, &new.url);
+    rejoin_args.extend(args);
+    let rejoined = Node::start(&rejoin_args, log("rejoined"));
+    let (status, _) = append(&http, &new.url, "after-1", Uuid::now_v7())
+        .await
+        .expect("answer");
+    assert_eq!(status, 201, "the promoted store takes appends");
+    caught_up(&http, &new, &rejoined).await;
+    assert!(
+        everything(&http, &rejoined.url).await == everything(&http, &new.url).await,
+        "the rejoined store's log is not the new leader's"
+    );
+    let removed: Vec<RecordedEvent> = std::fs::read_to_string(&cut)
+        .expect("the removed records' file")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a record"))
+        .collect();
+    assert!(removed.iter().any(|r| r.stream.as_str() == "lost-1"), "{removed:?}");
+    rejoined.stop();
+    new.stop();
 }
+
+macro_rules! on_every_pair {
+    ($($scenario:ident),*) => {$(
+        mod $scenario {
+            use super::Engine::{Postgres, Sqlite};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_to_sqlite() {
+                super::$scenario(Sqlite, Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_to_postgres() {
+                super::$scenario(Sqlite, Postgres).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_to_postgres() {
+                super::$scenario(Postgres, Postgres).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_to_sqlite() {
+                super::$scenario(Postgres, Sqlite).await;
+            }
+        }
+    )*};
+}
+
+on_every_pair!(kills_on_both_sides, failover_with_acks);

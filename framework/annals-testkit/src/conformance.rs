@@ -1060,9 +1060,17 @@ pub async fn missing_store_is_not_created(t: &TestStore) {
 pub async fn i8_replicated_records_continue_the_log(t: &TestStore) {
     let leader = Store::open("memory:").await.expect("memory store");
     let follower = t.open_with(|options| options.partitions(16)).await.expect("open");
-    assert_eq!(follower.follow("http://leader.invalid", 3).await.expect("follow").epoch, 3);
-    let refused = follower.append(tagged_append(&stream("acct-1"), ExpectedVersion::Any, 0, 1)).await;
-    assert!(matches!(refused, Err(Error::ReadOnlyReplica { .. })), "a follower took an append");
+    assert_eq!(
+        follower.follow("http://leader.invalid", 3).await.expect("follow").epoch,
+        3
+    );
+    let refused = follower
+        .append(tagged_append(&stream("acct-1"), ExpectedVersion::Any, 0, 1))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::ReadOnlyReplica { .. })),
+        "a follower took an append"
+    );
 
     let mut commands = Vec::new();
     for i in 0..30u64 {

@@ -322,7 +322,9 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
         .expect("a group on the follower");
     tally::caught_up(&follower, "tally").await;
     member.shutdown().await.expect("leave");
-    let dead = admin::dead_letters(&follower, Some("tally")).await.expect("dead letters");
+    let dead = admin::dead_letters(&follower, Some("tally"))
+        .await
+        .expect("dead letters");
     assert_eq!(dead.len(), 1, "the poison record is a dead letter");
     let stream = StreamId::new(acct).expect("id");
     let db = follower.read_models().expect("db");
@@ -339,8 +341,15 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
     follower.truncate_replica(partition, kept).await.expect("truncate");
     assert_eq!(follower.high_watermark(partition).await.expect("hw"), kept);
     let newest = annals::snapshot::newest(&db, &stream).await.expect("snapshot");
-    assert_eq!(newest.map(|s| s.version), Some(3), "a snapshot of removed records stayed");
-    assert!(admin::dead_letters(&follower, Some("tally")).await.expect("dead letters").is_empty());
+    assert_eq!(
+        newest.map(|s| s.version),
+        Some(3),
+        "a snapshot of removed records stayed"
+    );
+    assert!(admin::dead_letters(&follower, Some("tally"))
+        .await
+        .expect("dead letters")
+        .is_empty());
     let described = admin::describe(&follower, "tally").await.expect("describe");
     assert_eq!(described.partitions[partition as usize].committed, kept);
     assert_eq!(described.lag, 0);

@@ -188,3 +188,109 @@ async fn a_diverged_follower_is_cut_back_within_the_bound() {
     assert!(removed.iter().all(|record| !kept.contains(record)));
     let _ = stop_new.send(());
 }
+
+/// Records an at-least-once consumer was handed.
+#[derive(Clone, Default)]
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(u32, u64)>>>);
+
+#[annals::async_trait]
+impl annals::group::Consumer for Seen {
+    async fn handle(&self, record: &RecordedEvent, _: &annals::group::Processed) -> annals::Result<()> {
+        self.0.lock().expect("lock").push((record.partition, record.offset));
+        Ok(())
+    }
+}
+
+/// Consumer groups across a failover, as `__consumer_offsets` gives Kafka users: an
+/// at-least-once group resumes on the promoted store where it was on the old leader
+/// (the follower copied its offsets), not from offset 0; a projection group, whose
+/// read model stayed in the old leader's database, is not copied and builds its
+/// tables anew from offset 0. From SQLite to PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_resume_after_a_failover() {
+    use annals::group::{admin, GroupMember, GroupOptions};
+    use annals_testkit::tally;
+
+    let sqlite = TestStore::sqlite().await.expect("s");
+    let Some(postgres) = TestStore::postgres().await else {
+        return;
+    };
+    let old = sqlite.open_with(|o| o.partitions(16)).await.expect("open");
+    let new = postgres.open_with(|o| o.partitions(16)).await.expect("open");
+    let options = || GroupOptions {
+        heartbeat_interval: std::time::Duration::from_millis(50),
+        ..GroupOptions::default()
+    };
+    for i in 0..60 {
+        tally::add(&old, &format!("acct-{}", i % 5), 1).await;
+    }
+    let before = Seen::default();
+    let mailer = GroupMember::consumer(&old, "mailer", before.clone(), options())
+        .await
+        .expect("a consumer");
+    tally::caught_up(&old, "mailer").await;
+    mailer.shutdown().await.expect("leave");
+    let table = tally::Tally::new("tally");
+    let projection = GroupMember::projection(&old, "tally", table.clone(), options())
+        .await
+        .expect("a projection");
+    tally::caught_up(&old, "tally").await;
+    projection.shutdown().await.expect("leave");
+
+    let (old_url, stop_old) = serve(old.clone()).await;
+    let follower = Follower::start(new.clone(), leader(&old_url), FollowOptions::default());
+    caught_up(&old, &new).await;
+    let committed = |d: &admin::GroupDescription| d.partitions.iter().map(|p| p.committed).collect::<Vec<_>>();
+    let on_old = committed(&admin::describe(&old, "mailer").await.expect("describe"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let copied = loop {
+        if let Ok(copied) = admin::describe(&new, "mailer").await {
+            if committed(&copied) == on_old {
+                break copied;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the group was never copied");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(copied.mirrored_from.as_deref(), Some(old_url.as_str()));
+    assert!(
+        admin::describe(&new, "tally").await.is_err(),
+        "a projection group was copied without its read model"
+    );
+    follower.stop().await.expect("stop");
+    let _ = stop_old.send(());
+
+    // Failover: the promoted store takes appends; its groups start.
+    new.promote().await.expect("promote");
+    for i in 0..10 {
+        tally::add(&new, &format!("acct-{}", i % 5), 1).await;
+    }
+    let after = Seen::default();
+    let mailer = GroupMember::consumer(&new, "mailer", after.clone(), options())
+        .await
+        .expect("the consumer on the promoted store");
+    tally::caught_up(&new, "mailer").await;
+    mailer.shutdown().await.expect("leave");
+    let handled = after.0.lock().expect("lock").clone();
+    assert_eq!(
+        handled.len(),
+        10,
+        "the consumer replayed what it had handled: {handled:?}"
+    );
+    assert!(handled
+        .iter()
+        .all(|(partition, offset)| *offset >= on_old[*partition as usize]));
+    let own = admin::describe(&new, "mailer").await.expect("describe");
+    assert_eq!(own.mirrored_from, None, "a group members joined is the store's own");
+
+    let projection = GroupMember::projection(&new, "tally", table.clone(), options())
+        .await
+        .expect("the projection on the promoted store");
+    tally::caught_up(&new, "tally").await;
+    projection.shutdown().await.expect("leave");
+    assert_eq!(
+        table.totals(&new).await,
+        tally::fold_log(&new).await,
+        "rebuilt from offset 0"
+    );
+}

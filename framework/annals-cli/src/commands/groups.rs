@@ -86,10 +86,11 @@ async fn groups(target: &Target, command: Groups, out: &Output) -> CliResult {
             let groups = target.groups().await?;
             out.print(&groups, |groups| {
                 table(
-                    ["group", "generation", "members", "lag"],
+                    ["group", "commits", "generation", "members", "lag"],
                     groups.iter().map(|g| {
                         [
                             g.group.clone(),
+                            committing(g.commit_mode, g.mirrored_from.as_deref()),
                             g.generation.to_string(),
                             g.members.to_string(),
                             g.lag.to_string(),
@@ -141,14 +142,24 @@ fn describe(described: &GroupDescription, out: &Output) {
             }),
         );
         format!(
-            "group {}, generation {}, {} member(s), lag {}, {} dead letter(s)\n{members}\n{partitions}",
+            "group {} ({}), generation {}, {} member(s), lag {}, {} dead letter(s)\n{members}\n{partitions}",
             d.group,
+            committing(d.commit_mode, d.mirrored_from.as_deref()),
             d.generation,
             d.members.len(),
             d.lag,
             d.dead_letters
         )
     });
+}
+
+/// How a group commits, and whence it is copied: "at_least_once, copied from URL".
+fn committing(mode: Option<annals::group::CommitMode>, mirrored_from: Option<&str>) -> String {
+    let mode = mode.map_or("-", annals::group::CommitMode::as_str);
+    match mirrored_from {
+        Some(leader) => format!("{mode}, copied from {leader}"),
+        None => mode.to_owned(),
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]

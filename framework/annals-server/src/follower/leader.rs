@@ -21,6 +21,11 @@ pub struct Leader {
     pub token: Option<String>,
 }
 
+/// How the message of a [`FollowError::Leader`] for an HTTP error starts.
+const ANSWERED: &str = "answered ";
+/// … for a `501 Not Implemented`.
+const NOT_IMPLEMENTED: &str = "answered 501 ";
+
 /// What `GET /v1/partitions` says of the leader.
 #[derive(Debug, Deserialize)]
 pub(super) struct Partitions {
@@ -69,9 +74,22 @@ impl Leader {
         }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(failed(format!("answered {status}: {body}")));
+            return Err(failed(format!("{ANSWERED}{status}: {body}")));
         }
         response.json().await.map_err(|e| failed(e.to_string()))
+    }
+
+    /// As [`get`](Leader::get), but `None` when the leader answers `501`: its store
+    /// does not have what `path` asks for (consumer groups on a `memory:` store).
+    pub(super) async fn get_unless_unsupported<T: for<'de> Deserialize<'de>>(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+    ) -> Result<Option<T>, FollowError> {
+        match self.get(http, path).await {
+            Err(FollowError::Leader { message, .. }) if message.starts_with(NOT_IMPLEMENTED) => Ok(None),
+            answered => answered.map(Some),
+        }
     }
 
     /// The leader's partition count, which a new follower's store is created with.

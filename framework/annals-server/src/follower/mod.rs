@@ -10,6 +10,7 @@
 //! counted in `annals_replication_errors_total` and shown in its [`FollowerStatus`].
 
 mod diverge;
+mod groups;
 mod leader;
 mod status;
 
@@ -304,6 +305,13 @@ async fn supervise(
         };
         loops.spawn(partition_loop.run(loops_stopped.clone()));
     }
+    let copying = tokio::spawn(groups::copy(
+        store.clone(),
+        leader.clone(),
+        http.clone(),
+        tracker.clone(),
+        loops_stopped.clone(),
+    ));
     let mut outcome = Ok(());
     loop {
         tokio::select! {
@@ -319,6 +327,7 @@ async fn supervise(
             },
         }
     }
+    let _ = copying.await;
     match &outcome {
         Err(error) => tracker.failed(error),
         Ok(()) if *stopped.borrow() => tracker.set_state(FollowerState::Stopped),

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::coordinator::{now_ms, validate_group};
+use super::CommitMode;
 use crate::error::{Error, Result};
 use crate::params;
 use crate::position::{Offset, Partition};
@@ -27,6 +28,12 @@ pub struct GroupSummary {
     pub members: u64,
     /// Records not yet committed, over all partitions.
     pub lag: u64,
+    /// How it commits, as its members last said (`None` for a group no member of
+    /// this version has joined).
+    pub commit_mode: Option<CommitMode>,
+    /// On a follower: the leader this group's offsets and dead letters are copied
+    /// from (see [`mirror`]); `None` for a group of this store's own.
+    pub mirrored_from: Option<String>,
 }
 
 /// A live member.
@@ -78,6 +85,10 @@ pub struct GroupDescription {
     pub lag: u64,
     /// Dead letters waiting (failed, parked or marked for retry).
     pub dead_letters: u64,
+    /// How it commits, as its members last said.
+    pub commit_mode: Option<CommitMode>,
+    /// On a follower: the leader it is copied from, if it is (see [`mirror`]).
+    pub mirrored_from: Option<String>,
 }
 
 /// Where [`reset`] moves a group's committed offsets. Its JSON form is the HTTP API's:
@@ -154,7 +165,8 @@ pub async fn list(store: &Store) -> Result<Vec<GroupSummary>> {
                 &format!(
                     "SELECT g.group_name, g.generation,
                         (SELECT count(*) FROM annals_group_members m
-                          WHERE m.group_name = g.group_name AND m.heartbeat_at + m.session_timeout_ms >= {now})
+                          WHERE m.group_name = g.group_name AND m.heartbeat_at + m.session_timeout_ms >= {now}),
+                        g.commit_mode, g.mirrored_from
                      FROM annals_groups g ORDER BY g.group_name"
                 ),
                 &[],
@@ -172,6 +184,8 @@ pub async fn list(store: &Store) -> Result<Vec<GroupSummary>> {
             group,
             generation: row.get(1)?,
             members: row.get(2)?,
+            commit_mode: commit_mode(row.get(3)?),
+            mirrored_from: row.get(4)?,
         });
     }
     Ok(groups)
@@ -207,16 +221,15 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
     validate_group(group)?;
     let watermarks = store.high_watermarks().await?;
     let name = group.to_owned();
-    let (generation, members, partitions, dead_letters) = in_read_tx(store, move |tx| {
+    let (group_row, members, partitions, dead_letters) = in_read_tx(store, move |tx| {
         Box::pin(async move {
-            let generation: i64 = tx
+            let group = tx
                 .query_opt(
-                    "SELECT generation FROM annals_groups WHERE group_name = $1",
+                    "SELECT generation, commit_mode, mirrored_from FROM annals_groups WHERE group_name = $1",
                     params![&name],
                 )
                 .await?
-                .ok_or_else(|| Error::GroupNotFound { group: name.clone() })?
-                .get(0)?;
+                .ok_or_else(|| Error::GroupNotFound { group: name.clone() })?;
             let members = live_members(tx, &name).await?;
             let partitions = tx
                 .query(
@@ -232,10 +245,11 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
                 )
                 .await?
                 .get(0)?;
-            Ok((generation, members, partitions, dead))
+            Ok((group, members, partitions, dead))
         })
     })
     .await?;
+    let generation: i64 = group_row.get(0)?;
     let live: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
     let mut states = Vec::with_capacity(partitions.len());
     for row in &partitions {
@@ -275,7 +289,117 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
         lag: states.iter().map(|s| s.lag).sum(),
         partitions: states,
         dead_letters,
+        commit_mode: commit_mode(group_row.get(1)?),
+        mirrored_from: group_row.get(2)?,
     })
+}
+
+fn commit_mode(stored: Option<String>) -> Option<CommitMode> {
+    stored.as_deref().and_then(CommitMode::parse)
+}
+
+/// Copies a leader's at-least-once group into this follower: its committed offsets
+/// (never past what this store holds: a record it lacks may be another after a
+/// failover) and its dead letters of records this store holds. A follower keeps
+/// doing so (see `annals follow`), so that after a promotion the group's consumers
+/// resume about where they were instead of from offset 0; at least once, as ever.
+///
+/// A group this store already has as its own (one that members joined here) is left
+/// alone: returns `false`. So is a group that is not at-least-once: a projection's
+/// read model lives in its leader's database, and its offsets mean nothing here.
+/// The first member that joins a copied group here makes it this store's own.
+pub async fn mirror(
+    store: &Store,
+    leader: &str,
+    group: &GroupDescription,
+    dead_letters: &[DeadLetter],
+) -> Result<bool> {
+    validate_group(&group.group)?;
+    if group.commit_mode != Some(CommitMode::AtLeastOnce) {
+        return Ok(false);
+    }
+    let watermarks = store.high_watermarks().await?;
+    let offsets: Vec<(Partition, Offset, bool, Option<String>)> = group
+        .partitions
+        .iter()
+        .filter(|p| p.partition < store.partition_count())
+        .map(|p| {
+            let held = watermarks[p.partition as usize];
+            (p.partition, p.committed.min(held), p.paused, p.stopped_reason.clone())
+        })
+        .collect();
+    let letters: Vec<DeadLetter> = dead_letters
+        .iter()
+        .filter(|d| {
+            d.group == group.group
+                && watermarks
+                    .get(d.partition as usize)
+                    .is_some_and(|held| d.offset < *held)
+        })
+        .cloned()
+        .collect();
+    let (name, leader, generation) = (group.group.clone(), leader.to_owned(), group.generation);
+    in_tx(store, move |tx| {
+        Box::pin(async move {
+            let own = tx
+                .query_opt("SELECT mirrored_from FROM annals_groups WHERE group_name = $1", params![&name])
+                .await?;
+            if let Some(row) = own {
+                if row.get::<Option<String>>(0)?.is_none() {
+                    return Ok(false);
+                }
+            }
+            let now = now_ms(tx.engine());
+            tx.execute(
+                &format!(
+                    "INSERT INTO annals_groups (group_name, generation, created_at, commit_mode, mirrored_from) \
+                     VALUES ($1, $2, {now}, $3, $4) \
+                     ON CONFLICT (group_name) DO UPDATE SET generation = excluded.generation, \
+                         commit_mode = excluded.commit_mode, mirrored_from = excluded.mirrored_from"
+                ),
+                params![&name, generation, CommitMode::AtLeastOnce.as_str(), &leader],
+            )
+            .await?;
+            for (partition, committed, paused, stopped_reason) in offsets {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO annals_group_offsets \
+                             (group_name, partition, committed, owner, owner_generation, paused, stopped_reason, updated_at) \
+                         VALUES ($1, $2, $3, NULL, 0, $4, $5, {now}) \
+                         ON CONFLICT (group_name, partition) DO UPDATE SET committed = excluded.committed, \
+                             owner = NULL, paused = excluded.paused, stopped_reason = excluded.stopped_reason, \
+                             updated_at = excluded.updated_at"
+                    ),
+                    params![&name, partition, committed as i64, i64::from(paused), stopped_reason],
+                )
+                .await?;
+            }
+            tx.execute("DELETE FROM annals_dead_letters WHERE group_name = $1", params![&name])
+                .await?;
+            for letter in letters {
+                tx.execute(
+                    r#"INSERT INTO annals_dead_letters
+                           (group_name, partition, "offset", stream_id, event_id, event_type, status, error, attempts, created_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+                    params![
+                        &name,
+                        letter.partition,
+                        letter.offset as i64,
+                        letter.stream,
+                        letter.event_id,
+                        letter.event_type,
+                        letter.status,
+                        letter.error,
+                        i64::from(letter.attempts),
+                        letter.created_at.timestamp_millis()
+                    ],
+                )
+                .await?;
+            }
+            Ok(true)
+        })
+    })
+    .await
 }
 
 async fn live_members(tx: &mut Tx, group: &str) -> Result<Vec<(String, String, i64, i64)>> {

@@ -4,7 +4,7 @@
 //! transaction is `IMMEDIATE`, so members of one group take turns.
 
 use super::assign::assign;
-use super::StartAt;
+use super::{CommitMode, StartAt};
 use crate::error::{Error, Result};
 use crate::params;
 use crate::position::{Offset, Partition};
@@ -75,17 +75,29 @@ async fn lock_group(tx: &mut Tx, group: &str) -> Result<i64> {
     .get(0)
 }
 
-/// Joins (or stays in) `group` as `member`, removes members whose session expired,
-/// rebalances when membership changed, and returns what `member` owns.
-pub(crate) async fn heartbeat(
-    tx: &mut Tx,
-    group: &str,
-    member: &str,
-    host: &str,
-    session_timeout_ms: i64,
-    partitions: Partition,
-    start_at: StartAt,
-) -> Result<Membership> {
+/// A member as it heartbeats.
+pub(crate) struct Joining<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) member: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) session_timeout_ms: i64,
+    /// Where the group starts, if this member is its first.
+    pub(crate) start_at: StartAt,
+    pub(crate) mode: CommitMode,
+}
+
+/// Joins (or stays in) a group, removes members whose session expired, rebalances when
+/// membership changed, and returns what the member owns. A member that joins records
+/// the group's commit mode and makes a group copied from a leader this store's own.
+pub(crate) async fn heartbeat(tx: &mut Tx, joining: &Joining<'_>, partitions: Partition) -> Result<Membership> {
+    let Joining {
+        group,
+        member,
+        host,
+        session_timeout_ms,
+        start_at,
+        mode,
+    } = *joining;
     let mut generation = lock_group(tx, group).await?;
     let now = now_ms(tx.engine());
     let alive = tx
@@ -122,6 +134,11 @@ pub(crate) async fn heartbeat(
                  VALUES ($1, $2, $3, {now}, {now}, $4)"
             ),
             params![group, member, host, session_timeout_ms],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE annals_groups SET commit_mode = $2, mirrored_from = NULL WHERE group_name = $1",
+            params![group, mode.as_str()],
         )
         .await?;
         changed = true;

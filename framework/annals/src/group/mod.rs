@@ -23,6 +23,7 @@ pub(crate) mod coordinator;
 mod rebuild;
 mod worker;
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,6 +241,45 @@ impl Handler {
         match self {
             Handler::Transactional(projection) => projection.filter(),
             Handler::AtLeastOnce(consumer, _) => consumer.filter(),
+        }
+    }
+
+    fn commit_mode(&self) -> CommitMode {
+        match self {
+            Handler::Transactional(_) => CommitMode::Transactional,
+            Handler::AtLeastOnce(..) => CommitMode::AtLeastOnce,
+        }
+    }
+}
+
+/// How a group commits its offsets, as its members last said: a
+/// [`Projection`]'s writes and offset commits share one transaction; a [`Consumer`]
+/// commits after its handler. In JSON, `"transactional"` or `"at_least_once"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitMode {
+    /// A projection's read model lives in the store's database and commits with the
+    /// offsets (exactly-once effect).
+    Transactional,
+    /// A consumer's effects live elsewhere; records may be handled again after a
+    /// crash (at least once).
+    AtLeastOnce,
+}
+
+impl CommitMode {
+    /// `"transactional"` or `"at_least_once"`, as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitMode::Transactional => "transactional",
+            CommitMode::AtLeastOnce => "at_least_once",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<CommitMode> {
+        match text {
+            "transactional" => Some(CommitMode::Transactional),
+            "at_least_once" => Some(CommitMode::AtLeastOnce),
+            _ => None,
         }
     }
 }

@@ -39,10 +39,19 @@ impl Member {
         let (group, member, host) = (self.group.clone(), self.member_id.clone(), self.host.clone());
         let timeout = i64::try_from(self.options.session_timeout.as_millis()).unwrap_or(i64::MAX);
         let (partitions, start_at) = (self.store.partition_count(), self.options.start_at);
+        let mode = self.handler.commit_mode();
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {
-                    coordinator::heartbeat(tx, &group, &member, &host, timeout, partitions, start_at).await
+                    let joining = coordinator::Joining {
+                        group: &group,
+                        member: &member,
+                        host: &host,
+                        session_timeout_ms: timeout,
+                        start_at,
+                        mode,
+                    };
+                    coordinator::heartbeat(tx, &joining, partitions).await
                 })
             })
             .await

@@ -4,21 +4,13 @@
 //! a bound, after writing them to a file. A store promoted past a leader's epoch
 //! refuses that leader.
 
+mod support;
+
 use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
-use annals_server::ServerOptions;
 use annals_testkit::TestStore;
 use serde_json::json;
-
-async fn serve(store: Store) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(annals_server::serve(store, listener, ServerOptions::default(), async {
-        let _ = stopped.await;
-    }));
-    (url, stop)
-}
+use support::serve;
 
 async fn add(store: &Store, stream: &str) {
     let request = AppendRequest::new(StreamId::new(stream).expect("id"), ExpectedVersion::Any)

@@ -3,38 +3,16 @@
 //! `recorded_at`): the log records where each append ends, the leader's fetch answers
 //! with whole appends, and the follower keeps the boundaries.
 
+mod support;
+
 use std::time::Duration;
 
-use annals::{
-    partition_for, AppendRequest, EventStore, ExpectedVersion, Limits, NewEvent, RecordedEvent, Store, StreamId,
-};
+use annals::{partition_for, AppendRequest, EventStore, ExpectedVersion, Limits, NewEvent, StreamId};
 use annals_server::follower::{FollowOptions, Follower, Leader};
 use annals_server::ServerOptions;
+use annals_testkit::conformance::read_whole_partition;
 use annals_testkit::TestStore;
-
-async fn serve(store: Store) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(annals_server::serve(store, listener, ServerOptions::default(), async {
-        let _ = stopped.await;
-    }));
-    (url, stop)
-}
-
-async fn everything(store: &Store, partition: u32) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    loop {
-        let page = store
-            .read_partition(partition, all.len() as u64, 1_000)
-            .await
-            .expect("read");
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
+use support::serve;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_longer_than_a_fetch_arrive_whole() {
@@ -96,8 +74,12 @@ async fn appends_longer_than_a_fetch_arrive_whole() {
     seen.dedup();
     assert!(seen.iter().all(|end| ends.contains(end)), "{seen:?} not among {ends:?}");
 
-    let shipped = everything(&follower, partition).await;
-    assert_eq!(shipped, everything(&leader, partition).await, "the logs differ");
+    let shipped = read_whole_partition(&follower, partition).await;
+    assert_eq!(
+        shipped,
+        read_whole_partition(&leader, partition).await,
+        "the logs differ"
+    );
     let boundaries: Vec<u64> = shipped.iter().filter(|r| r.last_in_append).map(|r| r.offset).collect();
     assert_eq!(boundaries, ends, "the follower kept other boundaries");
     running.stop().await.expect("stop");

@@ -33,10 +33,9 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     let options = StoreOptions::from_url(db)?;
     let backend = options.backend_name();
     let leader = options.open().await?;
-    let replica = StoreOptions::from_url(&args.follower_db)?
-        .partitions(leader.partition_count())
-        .open()
-        .await?;
+    let follower_options = StoreOptions::from_url(&args.follower_db)?;
+    let follower_backend = follower_options.backend_name();
+    let replica = follower_options.partitions(leader.partition_count()).open().await?;
 
     // The leader's own rate: 8 writers, one event per append.
     let load = Load {
@@ -128,6 +127,11 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     caught_up(&replica, &follower, &final_target)
         .await
         .map_err(follow_error)?;
+    // The subscribers see the last records a moment after the follower holds them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lag_us.lock().unwrap_or_else(|e| e.into_inner()).len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for watcher in watchers {
         watcher.abort();
     }
@@ -140,7 +144,8 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     let lag = lag_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (rate, raw) = (shipped as f64 / shipping, appended.events_per_sec());
     let report = json!({
-        "workload": "follow", "backend": backend, "writers": 8, "events_per_append": 1,
+        "workload": "follow", "backend": backend, "follower_backend": follower_backend,
+        "writers": 8, "events_per_append": 1,
         "events": shipped, "seconds": shipping, "events_per_sec": rate,
         "p50_ms": quantile_ms(&lag, 0.5), "p99_ms": quantile_ms(&lag, 0.99),
         "baseline_events_per_sec": raw, "ratio_to_baseline": rate / raw,
@@ -149,7 +154,7 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     });
     out.print(&report, |r| {
         format!(
-            "{backend}: the follower shipped {shipped} events in {shipping:.1} s = {rate:.0} events/s; \
+            "{backend} -> {follower_backend}: the follower shipped {shipped} events in {shipping:.1} s = {rate:.0} events/s; \
              the leader appended {raw:.0}/s; ratio {:.2}\nlag at {} events/s: p50 {} ms, p99 {} ms",
             rate / raw,
             args.rate,

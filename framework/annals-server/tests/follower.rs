@@ -12,6 +12,8 @@ use annals_server::follower::{FollowOptions, Follower, Leader};
 use annals_server::ServerOptions;
 use annals_testkit::conformance::read_whole_partition;
 use annals_testkit::TestStore;
+use axum::response::IntoResponse;
+use sqlx::Connection;
 use support::serve;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,4 +121,120 @@ fn public_futures_are_send() {
         .map_err(annals::Error::Io)?;
         Ok::<_, annals_server::follower::FollowError>(())
     });
+}
+
+/// A follower never stops on a failure a retry can cure. Here the leader answers 503
+/// for a while, then the follower's own PostgreSQL connections are cut, under load;
+/// the follower retries each (counted, shown in its status), keeps running, and ends
+/// with the leader's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let Some(url) = annals_testkit::postgres::fresh_schema_url().await else {
+        return;
+    };
+    let name = format!("follower{}", uuid::Uuid::new_v4().simple());
+    let follower_url = format!("{url}&application_name={name}");
+    let leader_store = TestStore::sqlite().await.expect("sqlite");
+    let leader = leader_store.open_with(|o| o.partitions(16)).await.expect("open");
+    let follower = annals::StoreOptions::from_url(&follower_url)
+        .expect("url")
+        .partitions(16)
+        .open()
+        .await
+        .expect("open");
+
+    // The leader's API, answering 503 while `failing` is set.
+    let failing = Arc::new(AtomicBool::new(true));
+    let router = annals_server::router(leader.clone(), &ServerOptions::default()).layer(axum::middleware::from_fn({
+        let failing = failing.clone();
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let failing = failing.load(Ordering::Relaxed);
+            async move {
+                if failing {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                } else {
+                    next.run(request).await
+                }
+            }
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let leader_url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut running = Follower::start(
+        follower.clone(),
+        Leader {
+            url: leader_url,
+            token: None,
+        },
+        FollowOptions::default(),
+    );
+    let append = |i: u64| {
+        let leader = leader.clone();
+        async move {
+            let request = AppendRequest::new(
+                StreamId::new(format!("acct-{}", i % 11)).expect("id"),
+                ExpectedVersion::Any,
+            )
+            .event(NewEvent::from_json_text("Posted", format!(r#"{{"i":{i}}}"#)).expect("json"));
+            leader.append(request).await.expect("append");
+        }
+    };
+    for i in 0..50 {
+        append(i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = running.status();
+    assert!(
+        status.errors > 0 && status.last_error.as_deref().is_some_and(|e| e.contains("503")),
+        "{status:?}"
+    );
+    failing.store(false, Ordering::Relaxed);
+    // Answers already on their way are counted before the next phase starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The follower's database goes away under it, again and again, for a second.
+    let admin_url = annals_testkit::postgres::server_url();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
+    let errors_before = running.status().errors;
+    let cut_until = std::time::Instant::now() + Duration::from_secs(1);
+    let mut i = 50;
+    while std::time::Instant::now() < cut_until {
+        append(i).await;
+        i += 1;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .expect("terminate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = tokio::time::timeout(Duration::from_millis(10), running.wait()).await;
+    assert!(stopped.is_err(), "the follower stopped: {stopped:?}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while follower.high_watermarks().await.ok() != Some(leader.high_watermarks().await.expect("hw")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never caught up: {:?}",
+            running.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for partition in 0..16 {
+        assert_eq!(
+            read_whole_partition(&follower, partition).await,
+            read_whole_partition(&leader, partition).await
+        );
+    }
+    let status = running.status();
+    assert!(
+        status.errors > errors_before,
+        "database errors were not counted: {status:?}"
+    );
+    running.stop().await.expect("a follower that retried stops cleanly");
 }

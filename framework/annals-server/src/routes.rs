@@ -1,5 +1,6 @@
 //! The handlers of API v1 (DESIGN §10).
 
+use crate::follower::FollowerState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -86,6 +87,15 @@ pub(crate) async fn append(
     stream: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> ApiResult {
+    if let Some(follower) = &state.follower {
+        // Served by `annals follow`: a replica until it is promoted, also while it is
+        // still checking its log against the leader's (its stored role may be a
+        // leader's until then).
+        let status = follower.status();
+        if status.state != FollowerState::Promoted {
+            return Err(annals::Error::ReadOnlyReplica { leader: status.leader }.into());
+        }
+    }
     let stream = stream_id(path(stream)?)?;
     let bytes = body_bytes(body, state.max_body_bytes).await?;
     let body: AppendBody = parse(&bytes)?;

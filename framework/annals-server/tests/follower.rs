@@ -238,3 +238,47 @@ async fn transient_failures_are_retried() {
     );
     running.stop().await.expect("a follower that retried stops cleanly");
 }
+
+/// Served as a follower, a store refuses appends from the start, also while it cannot
+/// check its log against an unreachable leader and its stored role is still a
+/// leader's (an old leader restarted with `annals follow`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_follower_refuses_appends() {
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let store = t.open().await;
+    let leader = Leader {
+        url: "http://127.0.0.1:9".into(),
+        token: None,
+    };
+    let follower = Follower::start(store.clone(), leader, FollowOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let options = ServerOptions {
+        follower: Some(follower.handle()),
+        ..ServerOptions::default()
+    };
+    tokio::spawn(annals_server::serve(
+        store.clone(),
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/streams/acct-1/events"))
+        .json(&serde_json::json!({"expected_version": "any", "events": [{"type": "T", "data": {}}]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 403);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(
+        (body["error"].as_str(), body["leader"].as_str()),
+        (Some("read_only_replica"), Some("http://127.0.0.1:9"))
+    );
+    assert_eq!(store.replica().leader, None, "the store's own role is still a leader's");
+    assert_eq!(
+        follower.status().state,
+        annals_server::follower::FollowerState::Starting
+    );
+    follower.stop().await.expect("stop");
+}

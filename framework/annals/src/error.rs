@@ -270,6 +270,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the failure may pass by itself, so that the same call can succeed
+    /// later: the database could not be reached, a connection broke, the disk or the
+    /// database was busy. Bad input, a refused append, a missing store, a schema
+    /// newer than this build or a closed store are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            Error::Database(error) => !matches!(
+                error,
+                sqlx::Error::Configuration(_) | sqlx::Error::Migrate(_) | sqlx::Error::ColumnDecode { .. }
+            ),
+            #[cfg(feature = "sqlite")]
+            Error::Sqlite(_) => true,
+            Error::Io(_) => true,
+            _ => false,
+        }
+    }
+
     /// A short, stable code for this error (`wrong_expected_version`, `bad_request`, …),
     /// the one the HTTP API and `--json` output carry.
     pub fn code(&self) -> &'static str {

@@ -117,7 +117,12 @@ impl FollowError {
     pub fn is_transient(&self) -> bool {
         match self {
             FollowError::Leader { .. } => true,
-            FollowError::Store(error) => !matches!(error, annals::Error::Closed | annals::Error::NotAReplica),
+            // A gap or a batch the store refused: the next round reads the store's
+            // own next offset again and fetches from there.
+            FollowError::Store(
+                annals::Error::ReplicationGap { .. } | annals::Error::InvalidReplicatedRecords { .. },
+            ) => true,
+            FollowError::Store(error) => error.is_transient(),
             _ => false,
         }
     }
@@ -358,14 +363,21 @@ enum Round {
 impl PartitionLoop {
     async fn run(self, mut stopped: watch::Receiver<bool>) -> Result<(), FollowError> {
         let mut backoff = Backoff(0);
+        // After a failure the next fetch does not wait at the leader, so that the
+        // status says "following" as soon as the leader answers again.
+        let mut wait_ms = leader::WAIT_MS;
         loop {
             if *stopped.borrow() {
                 return Ok(());
             }
-            match self.round(&mut stopped).await {
-                Ok(Round::Fetched) => backoff.reset(),
+            match self.round(wait_ms, &mut stopped).await {
+                Ok(Round::Fetched) => {
+                    backoff.reset();
+                    wait_ms = leader::WAIT_MS;
+                }
                 Ok(Round::Done) => return Ok(()),
                 Err(error) if error.is_transient() => {
+                    wait_ms = 0;
                     self.tracker.retrying(Some(self.partition as usize), &error);
                     tracing::warn!(partition = self.partition, %error, "replication failed; retrying");
                     if stopped_during(backoff.next(), &mut stopped).await {
@@ -377,8 +389,8 @@ impl PartitionLoop {
         }
     }
 
-    /// One fetch and its application.
-    async fn round(&self, stopped: &mut watch::Receiver<bool>) -> Result<Round, FollowError> {
+    /// One fetch, waiting up to `wait_ms` at the leader, and its application.
+    async fn round(&self, wait_ms: u64, stopped: &mut watch::Receiver<bool>) -> Result<Round, FollowError> {
         let partition = self.partition;
         // Promoted (here or by `annals promote` in another process): stop following.
         if self.store.refresh_replica().await?.leader.is_none() {
@@ -388,7 +400,7 @@ impl PartitionLoop {
         let next = self.store.high_watermark(partition).await?;
         let fetch = self
             .leader
-            .fetch(&self.http, partition, next, FETCH, leader::WAIT_MS, Some(&self.id));
+            .fetch(&self.http, partition, next, FETCH, wait_ms, Some(&self.id));
         let fetched = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return Ok(Round::Done),
             fetched = fetch => fetched?,

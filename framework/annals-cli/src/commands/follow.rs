@@ -34,7 +34,7 @@ pub(crate) struct Args {
     #[arg(long, requires = "truncate_diverged")]
     max_truncate: Option<u64>,
     /// Where --truncate-diverged writes the records it removes, first (JSON lines; a
-    /// new file). Default: annals-truncated-<unix ms>.jsonl in the current directory.
+    /// new file). Default: `annals-truncated-<unix ms>.jsonl` in the current directory.
     #[arg(long, requires = "truncate_diverged")]
     truncated_file: Option<PathBuf>,
 }

@@ -1,8 +1,9 @@
 //! Integration tests on real processes: appends acknowledged before a SIGKILL survive
-//! it, writers in several processes keep every partition gapless, and consumer-group
+//! it, writers in several processes keep every partition gapless, consumer-group
 //! members in several processes build a read model exactly while they are killed and
-//! added.
+//! added, and aggregate caches in several processes never decide on stale state.
 
+mod caches;
 mod crash;
 mod groups;
 mod processes;

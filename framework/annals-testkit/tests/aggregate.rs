@@ -277,6 +277,132 @@ async fn repository_on(t: &TestStore) {
     );
 }
 
+/// The cache is never trusted: two repositories with caches of their own (as two
+/// processes would have) run commands on one account. A command on a kept state that
+/// another writer moved on appends after reading only what it missed; a refusal is
+/// given only on the latest state; a duplicate command id is found by the store;
+/// every command is applied once and the kept states end equal to the log's fold.
+async fn the_cache_keeps_up_with_other_writers(t: &TestStore) {
+    let store = t.open().await;
+    let mine = Repository::<Account>::new(store.clone());
+    let theirs = Repository::<Account>::new(store.clone());
+    let ctx = CommandContext::new;
+    let stream = Repository::<Account>::stream_id("shared").expect("id");
+    let version = || async { store.stream_version(&stream).await.expect("version") };
+    mine.execute("shared", AccountCommand::Open { owner: "alice".into() }, &ctx())
+        .await
+        .expect("open");
+    mine.execute("shared", AccountCommand::Deposit { amount: 10 }, &ctx())
+        .await
+        .expect("deposit");
+    // `mine` keeps the account at version 2, balance 10; `theirs` moves it on.
+    theirs
+        .execute("shared", AccountCommand::Deposit { amount: 5 }, &ctx())
+        .await
+        .expect("their deposit");
+    assert_eq!(version().await, 3);
+
+    // A withdrawal the kept state would refuse goes through on the latest one.
+    let withdrawn = mine
+        .execute("shared", AccountCommand::Withdraw { amount: 15 }, &ctx())
+        .await
+        .expect("a refusal from a state another writer had moved on");
+    assert_eq!(withdrawn.outcome.map(|o| o.last_version), Some(4));
+
+    // A command on a kept state that is behind conflicts, reads what it missed, and
+    // appends after it.
+    theirs
+        .execute("shared", AccountCommand::Deposit { amount: 7 }, &ctx())
+        .await
+        .expect("their deposit");
+    let deposit = ctx();
+    let deposited = mine
+        .execute("shared", AccountCommand::Deposit { amount: 1 }, &deposit)
+        .await
+        .expect("deposit after a conflict");
+    assert_eq!(
+        (deposited.attempts, deposited.outcome.map(|o| o.last_version)),
+        (2, Some(6))
+    );
+    // Retried through the other repository, it is the store's duplicate.
+    let retried = theirs
+        .execute("shared", AccountCommand::Deposit { amount: 1 }, &deposit)
+        .await
+        .expect("retry");
+    assert!(retried.outcome.is_some_and(|o| o.duplicate && o.last_version == 6));
+
+    // A refusal on the latest state stands, and writes nothing.
+    let refused = mine
+        .execute("shared", AccountCommand::Withdraw { amount: 100 }, &ctx())
+        .await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(AccountError::InsufficientFunds { balance: 8, .. }))),
+        "{refused:?}"
+    );
+    assert_eq!(version().await, 6);
+
+    // Both kept states are the fold of the log: a command that needs exactly the
+    // balance goes through on either, the other then refuses.
+    let fold = mine.load("shared").await.expect("load");
+    assert_eq!((fold.state.balance, fold.version), (8, 6));
+    mine.execute("shared", AccountCommand::Withdraw { amount: 8 }, &ctx())
+        .await
+        .expect("exactly the balance");
+    let overdraw = theirs
+        .execute("shared", AccountCommand::Withdraw { amount: 8 }, &ctx())
+        .await;
+    assert!(matches!(overdraw, Err(CommandError::Rejected(_))), "{overdraw:?}");
+    assert_eq!(theirs.load("shared").await.expect("load").state.balance, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_keeps_up_with_other_writers_on_memory() {
+    the_cache_keeps_up_with_other_writers(&TestStore::memory().await.expect("memory")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_keeps_up_with_other_writers_on_sqlite() {
+    the_cache_keeps_up_with_other_writers(&TestStore::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_keeps_up_with_other_writers_on_postgres() {
+    if let Some(store) = TestStore::postgres().await {
+        the_cache_keeps_up_with_other_writers(&store).await;
+    }
+}
+
+/// Commands on one aggregate through one repository take turns instead of racing:
+/// 32 deposits at once with no retries allowed all go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_on_one_aggregate_take_turns() {
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let store = t.open().await;
+    let accounts = Repository::<Account>::new(store.clone()).with_retry(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
+    accounts
+        .execute("turns", AccountCommand::Open { owner: "bob".into() }, &CommandContext::new())
+        .await
+        .expect("open");
+    let deposits: Vec<_> = (1..=32)
+        .map(|amount| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                accounts
+                    .execute("turns", AccountCommand::Deposit { amount }, &CommandContext::new())
+                    .await
+            })
+        })
+        .collect();
+    for deposit in deposits {
+        deposit.await.expect("task").expect("no conflict inside one repository");
+    }
+    let loaded = accounts.load("turns").await.expect("load");
+    assert_eq!((loaded.state.balance, loaded.version), ((1..=32).sum::<i64>(), 33));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repository_on_memory() {
     repository_on(&TestStore::memory().await.expect("memory")).await;

@@ -57,11 +57,13 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod context;
 pub(crate) mod event;
 mod repository;
 mod upcast;
 
+pub use cache::CacheOptions;
 pub use context::CommandContext;
 pub use event::{decode_event, DomainEvent, SCHEMA_VERSION_KEY};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::cache::{Cache, CacheOptions};
 use super::event::{encode, Decoder};
 use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
 use crate::error::Error;
@@ -63,11 +64,12 @@ pub struct Executed {
     /// Where the events went; `None` when the command produced no events (then
     /// nothing was written and the command id was not recorded). With
     /// `duplicate: true` the command id had been applied before and nothing was
-    /// written now: when the repository found it up front the handler did not run
-    /// (`attempts` is 0); when a concurrent execution of the same command won the
-    /// race, the handler ran but its events were discarded by the store.
+    /// written now: the store said so when the events were appended, or, when the
+    /// handler refused or produced nothing, the repository found the command id.
     pub outcome: Option<AppendOutcome>,
-    /// How many times the handler ran (0 when the command id was known up front).
+    /// How many times the handler's answer was acted on: its events sent to the store,
+    /// or its empty answer returned. 0 when the command id was found applied before
+    /// after the handler refused or produced nothing.
     pub attempts: u32,
 }
 
@@ -93,11 +95,16 @@ pub enum CommandError<E: std::error::Error + 'static> {
 }
 
 /// Loads aggregates of type `A` and runs commands against them.
+///
+/// By default it keeps the aggregates it loads in memory, with their versions, and
+/// runs the next command on one from there (see [`with_cache`](Repository::with_cache)).
 pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     retry: RetryPolicy,
     upcasters: Arc<Upcasters>,
     snapshots: Option<Snapshots<A>>,
+    cache: Option<Arc<Cache<A>>>,
+    weigh: fn(&A) -> usize,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -139,6 +146,8 @@ impl<A> Clone for Repository<A> {
             retry: self.retry,
             upcasters: self.upcasters.clone(),
             snapshots: self.snapshots.clone(),
+            cache: self.cache.clone(),
+            weigh: self.weigh,
             aggregate: PhantomData,
         }
     }
@@ -163,7 +172,7 @@ impl<A: Snapshottable> Repository<A> {
 }
 
 impl<A: Aggregate> Repository<A> {
-    /// A repository on `store` with the default retry policy.
+    /// A repository on `store` with the default retry policy and cache.
     pub fn new(store: impl EventStore + 'static) -> Self {
         Self::from_arc(Arc::new(store))
     }
@@ -175,8 +184,38 @@ impl<A: Aggregate> Repository<A> {
             retry: RetryPolicy::default(),
             upcasters: Arc::new(Upcasters::new()),
             snapshots: None,
+            cache: Some(Arc::new(Cache::new(CacheOptions::default()))),
+            weigh: |_| std::mem::size_of::<A>(),
             aggregate: PhantomData,
         }
+    }
+
+    /// Keeps up to `options`' bounds of aggregates in memory between commands (on by
+    /// default). A command runs on the kept state and appends expecting its version;
+    /// when another writer (another process, or a repository that does not share this
+    /// one's cache) appended meanwhile, the store refuses, the repository reads only
+    /// the events after the kept version, and runs the command again. A refusal is
+    /// given only on the stream's latest state. Commands on one aggregate through this
+    /// repository and its clones run one after another rather than race each other. A
+    /// new cache is empty; clones made after this call share it.
+    pub fn with_cache(mut self, options: CacheOptions) -> Self {
+        self.cache = Some(Arc::new(Cache::new(options)));
+        self
+    }
+
+    /// Loads every aggregate from the store for every command: for aggregates too
+    /// large to keep, or a process that runs one command per aggregate.
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// How many bytes an aggregate's state takes, for the cache's byte bound. The
+    /// default counts `size_of::<A>()`, which is right for states without heap data;
+    /// weigh states that grow (vectors, maps, strings) with their contents.
+    pub fn weigh_with(mut self, weigh: fn(&A) -> usize) -> Self {
+        self.weigh = weigh;
+        self
     }
 
     /// Replaces the retry policy.
@@ -225,14 +264,7 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
         }
-        let mut decoder = Decoder::new(&self.upcasters);
-        self.store
-            .fold_stream(stream, loaded.version + 1, &mut |event| {
-                loaded.state.apply(&decoder.decode::<A::Event>(event)?);
-                loaded.version = event.version;
-                Ok(())
-            })
-            .await?;
+        self.catch_up(stream, &mut loaded).await?;
         if let (true, Some(snapshots)) = (snapshot_again && loaded.version > 0, &self.snapshots) {
             // The load succeeded; a failed write only means the next load folds again.
             if let Err(error) = snapshots.write(stream, &loaded).await {
@@ -242,10 +274,29 @@ impl<A: Aggregate> Repository<A> {
         Ok(loaded)
     }
 
-    /// Runs `command` against aggregate `id` and appends its events, expecting the
-    /// version it was loaded at. On a conflict it reloads and runs the command again,
-    /// as the retry policy allows. A command id the store already applied returns the
-    /// original outcome without running the handler.
+    /// Applies the events of `stream` after `loaded.version` to `loaded`.
+    async fn catch_up(&self, stream: &StreamId, loaded: &mut Loaded<A>) -> Result<(), Error> {
+        let mut decoder = Decoder::new(&self.upcasters);
+        self.store
+            .fold_stream(stream, loaded.version + 1, &mut |event| {
+                loaded.state.apply(&decoder.decode::<A::Event>(event)?);
+                loaded.version = event.version;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Runs `command` against aggregate `id` and appends its events with the
+    /// context's command id, expecting the version its state is at. On a conflict it
+    /// reads the events it missed and runs the command again, as the retry policy
+    /// allows.
+    ///
+    /// A command id the store already applied is answered with the original outcome
+    /// (`duplicate: true`) and writes nothing: the store finds it when the events are
+    /// appended. When the handler refuses or produces no events, the repository looks
+    /// the command id up, because a retried command whose first run went through may
+    /// be refused by the state that run created, and makes sure the state it decided on
+    /// is the stream's latest.
     pub async fn execute(
         &self,
         id: &str,
@@ -256,40 +307,69 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = Self::stream_id(id)?;
-        // The lookup and the first load go out together: a known command id is rare,
-        // and waiting for one before the other would add a round trip to every command.
-        let (known, first_load) = tokio::join!(
-            self.store.command_outcome(context.command_id),
-            self.load_stream(&stream)
-        );
-        if let Some((applied_to, outcome)) = known? {
-            if applied_to != stream {
-                return Err(Error::CommandIdConflict {
-                    command_id: context.command_id,
-                    stream,
-                    existing_stream: applied_to,
-                }
-                .into());
-            }
-            return Ok(Executed {
-                outcome: Some(outcome),
-                attempts: 0,
-            });
+        let Some(cache) = &self.cache else {
+            return self.run(&stream, &mut None, command, context).await;
+        };
+        let slot = cache.slot(&stream);
+        // Single flight: commands on this aggregate take turns on its slot.
+        let mut held = slot.loaded.lock().await;
+        let executed = self.run(&stream, &mut held, command, context).await;
+        match held.as_ref() {
+            Some(loaded) => cache.weigh(&stream, &slot, (self.weigh)(&loaded.state)),
+            None => cache.forget(&stream, &slot),
         }
+        executed
+    }
+
+    /// Runs a command on `held` (loaded first when empty) and leaves there the state
+    /// as of the version it knows for sure, or nothing when that is unknown.
+    async fn run(
+        &self,
+        stream: &StreamId,
+        held: &mut Option<Loaded<A>>,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Executed, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let mut loaded = match held.take() {
+            Some(loaded) => loaded,
+            None => self.load_stream(stream).await?,
+        };
         let metadata = context.event_metadata(<A::Event as DomainEvent>::SCHEMA_VERSION);
-        let mut first_load = Some(first_load);
         for attempt in 1..=self.retry.max_attempts.max(1) {
-            let loaded = match first_load.take() {
-                Some(loaded) => loaded?,
-                None => self.load_stream(&stream).await?,
+            let events = match loaded.state.handle(command.clone()) {
+                Ok(events) if !events.is_empty() => events,
+                decided => {
+                    // A refusal, or nothing to do, stands only on the stream's latest
+                    // state (a kept one may be behind another writer's), and only if
+                    // this command id was not applied before: a retried command whose
+                    // first run went through may be refused by what that run did.
+                    let version = loaded.version;
+                    let (known, caught_up) =
+                        tokio::join!(self.applied_before(stream, context), self.catch_up(stream, &mut loaded));
+                    let known = known.and_then(|known| caught_up.map(|()| known));
+                    if let Some(original) = known? {
+                        *held = Some(loaded);
+                        return Ok(Executed {
+                            outcome: Some(original),
+                            attempts: 0,
+                        });
+                    }
+                    if loaded.version != version {
+                        continue;
+                    }
+                    *held = Some(loaded);
+                    return match decided {
+                        Ok(_) => Ok(Executed {
+                            outcome: None,
+                            attempts: attempt,
+                        }),
+                        Err(refused) => Err(CommandError::Rejected(refused)),
+                    };
+                }
             };
-            let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    outcome: None,
-                    attempts: attempt,
-                });
-            }
             let mut request = AppendRequest::new(stream.clone(), ExpectedVersion::Exact(loaded.version))
                 .command_id(context.command_id);
             for event in &events {
@@ -298,42 +378,64 @@ impl<A: Aggregate> Repository<A> {
             match self.store.append(request).await {
                 Ok(outcome) => {
                     if !outcome.duplicate {
-                        self.snapshot_after(&stream, loaded, &events).await;
+                        for event in &events {
+                            loaded.state.apply(event);
+                        }
+                        let before = loaded.version;
+                        loaded.version = outcome.last_version;
+                        self.snapshot_after(stream, before, &loaded).await;
                     }
+                    *held = Some(loaded);
                     return Ok(Executed {
                         outcome: Some(outcome),
                         attempts: attempt,
                     });
                 }
                 Err(Error::WrongExpectedVersion { .. }) if attempt < self.retry.max_attempts => {
+                    // Another writer got there first: read only what it wrote.
+                    self.catch_up(stream, &mut loaded).await?;
                     tokio::time::sleep(self.retry.backoff(attempt)).await;
                 }
-                Err(Error::WrongExpectedVersion { .. }) => break,
+                Err(Error::WrongExpectedVersion { .. }) => {
+                    *held = Some(loaded);
+                    break;
+                }
+                // Written or not, the store cannot say: the next command loads again.
                 Err(error) => return Err(error.into()),
             }
         }
         Err(CommandError::Conflict {
-            stream,
+            stream: stream.clone(),
             attempts: self.retry.max_attempts.max(1),
         })
+    }
+
+    /// The original outcome, as a duplicate, if the command id was applied before;
+    /// `CommandIdConflict` if it was applied to another stream.
+    async fn applied_before(&self, stream: &StreamId, context: &CommandContext) -> Result<Option<AppendOutcome>, Error> {
+        match self.store.command_outcome(context.command_id).await? {
+            Some((applied_to, _)) if applied_to != *stream => Err(Error::CommandIdConflict {
+                command_id: context.command_id,
+                stream: stream.clone(),
+                existing_stream: applied_to,
+            }),
+            Some((_, outcome)) => Ok(Some(outcome)),
+            None => Ok(None),
+        }
     }
 }
 
 impl<A: Aggregate> Repository<A> {
-    /// Snapshots on the command path, when `events` take the stream past a multiple of
-    /// `on_command_every`. A failure is logged, not returned: the command went through.
-    async fn snapshot_after(&self, stream: &StreamId, mut loaded: Loaded<A>, events: &[A::Event]) {
+    /// Snapshots on the command path, when a command took the stream from `before`
+    /// past a multiple of `on_command_every`. A failure is logged, not returned: the
+    /// command went through.
+    async fn snapshot_after(&self, stream: &StreamId, before: Version, loaded: &Loaded<A>) {
         let Some(snapshots) = &self.snapshots else { return };
         let Some(every) = snapshots.options.on_command_every.filter(|every| *every > 0) else {
             return;
         };
-        let before = loaded.version;
-        for event in events {
-            loaded.state.apply(event);
-        }
-        loaded.version += events.len() as Version;
         if loaded.version / every > before / every {
-            if let Err(error) = snapshots.write(stream, &loaded).await {
+            if let Err(error) = snapshots.write(stream, loaded).await {
                 tracing::warn!(%stream, %error, "snapshot on the command path failed");
             }
         }

@@ -233,16 +233,12 @@ impl Backend for SqliteBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        let mut rows = sqlx::query(sql::FOLD_STREAM)
-            .bind(stream.as_str())
-            .bind(sql_int(from_version))
-            .fetch(&self.readers);
-        while let Some(row) = rows.try_next().await? {
+        for row in self.records.fold(stream, from_version).await? {
             visit(EventView {
-                version: row.try_get::<i64, _>(0)? as Version,
-                event_type: row.try_get(1)?,
-                payload: row.try_get(2)?,
-                schema_version: crate::record::schema_version_in(row.try_get(3)?)?,
+                version: row.version,
+                event_type: &row.event_type,
+                payload: &row.payload,
+                schema_version: row.schema_version,
             })?;
         }
         Ok(())

@@ -79,6 +79,30 @@ impl Readers {
         .await
     }
 
+    /// The rows a fold needs of `stream` from version `from` on, owned: the visitor
+    /// runs on the caller's task, the read on a blocking thread.
+    pub(super) async fn fold(self: &Arc<Self>, stream: &StreamId, from: Version) -> Result<Vec<FoldRow>> {
+        let stream = stream.as_str().to_owned();
+        self.run(move |conn| {
+            let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::Sqlite)?;
+            let mut rows = statement
+                .query(rusqlite::params![stream, clamp(from)])
+                .map_err(Error::Sqlite)?;
+            let mut folded = Vec::with_capacity(STREAM_RESERVE);
+            while let Some(row) = rows.next().map_err(Error::Sqlite)? {
+                let text = |i| row.get_ref(i).and_then(|v| v.as_str().map_err(Into::into)).map_err(Error::Sqlite);
+                folded.push(FoldRow {
+                    version: row.get::<_, i64>(0).map_err(Error::Sqlite)? as Version,
+                    event_type: text(1)?.to_owned(),
+                    payload: text(2)?.to_owned(),
+                    schema_version: crate::record::schema_version_in(text(3)?)?,
+                });
+            }
+            Ok(folded)
+        })
+        .await
+    }
+
     pub(super) async fn partition(
         self: &Arc<Self>,
         partition: Partition,
@@ -95,6 +119,14 @@ impl Readers {
         })
         .await
     }
+}
+
+/// One event as a fold sees it (see [`EventView`](crate::EventView)).
+pub(super) struct FoldRow {
+    pub(super) version: Version,
+    pub(super) event_type: String,
+    pub(super) payload: String,
+    pub(super) schema_version: Option<u32>,
 }
 
 fn clamp(value: impl TryInto<i64>) -> i64 {

@@ -80,7 +80,10 @@ async fn caches_in_two_processes(url: &str) {
         }
     }
     let accepted = lines.iter().filter(|line| line.accepted).count();
-    assert_eq!(applied, accepted, "an accepted command is missing from the log, or is there twice");
+    assert_eq!(
+        applied, accepted,
+        "an accepted command is missing from the log, or is there twice"
+    );
     store.close().await;
 }
 

@@ -336,7 +336,13 @@ async fn the_cache_keeps_up_with_other_writers(t: &TestStore) {
         .execute("shared", AccountCommand::Withdraw { amount: 100 }, &ctx())
         .await;
     assert!(
-        matches!(refused, Err(CommandError::Rejected(AccountError::InsufficientFunds { balance: 8, .. }))),
+        matches!(
+            refused,
+            Err(CommandError::Rejected(AccountError::InsufficientFunds {
+                balance: 8,
+                ..
+            }))
+        ),
         "{refused:?}"
     );
     assert_eq!(version().await, 6);
@@ -383,7 +389,11 @@ async fn commands_on_one_aggregate_take_turns() {
         ..RetryPolicy::default()
     });
     accounts
-        .execute("turns", AccountCommand::Open { owner: "bob".into() }, &CommandContext::new())
+        .execute(
+            "turns",
+            AccountCommand::Open { owner: "bob".into() },
+            &CommandContext::new(),
+        )
         .await
         .expect("open");
     let deposits: Vec<_> = (1..=32)

@@ -98,7 +98,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let line = match accounts.execute(&account, command, &context).await {
                         Ok(executed) => {
                             let outcome = executed.outcome.ok_or("a command produced no events")?;
-                            format!("ok {} account-{account} {kind} {amount} {}\n", context.command_id, outcome.last_version)
+                            format!(
+                                "ok {} account-{account} {kind} {amount} {}\n",
+                                context.command_id, outcome.last_version
+                            )
                         }
                         Err(CommandError::Rejected(InsufficientFunds)) => {
                             format!("refused {} account-{account} {kind} {amount}\n", context.command_id)

@@ -180,7 +180,11 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&cache.slot(&id(1)), &light));
         cache.weigh(&id(0), &heavy, 10_000);
-        assert_eq!(cache.size().1, key_weight(&id(1)) + 900, "an evicted slot counts no more");
+        assert_eq!(
+            cache.size().1,
+            key_weight(&id(1)) + 900,
+            "an evicted slot counts no more"
+        );
         cache.forget(&id(1), &light);
         assert_eq!(cache.size(), (0, 0));
     }

@@ -412,7 +412,11 @@ impl<A: Aggregate> Repository<A> {
 
     /// The original outcome, as a duplicate, if the command id was applied before;
     /// `CommandIdConflict` if it was applied to another stream.
-    async fn applied_before(&self, stream: &StreamId, context: &CommandContext) -> Result<Option<AppendOutcome>, Error> {
+    async fn applied_before(
+        &self,
+        stream: &StreamId,
+        context: &CommandContext,
+    ) -> Result<Option<AppendOutcome>, Error> {
         match self.store.command_outcome(context.command_id).await? {
             Some((applied_to, _)) if applied_to != *stream => Err(Error::CommandIdConflict {
                 command_id: context.command_id,

@@ -61,6 +61,8 @@ pub(crate) struct PreparedEvent {
     pub(crate) event_type: String,
     pub(crate) payload: Box<RawValue>,
     pub(crate) metadata: String,
+    /// The metadata's schema version (see [`RecordedEvent::schema_version`]).
+    pub(crate) schema_version: Option<u32>,
 }
 
 /// Records shipped from a leader into one partition, as the store checked them: all of

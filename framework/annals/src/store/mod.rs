@@ -28,6 +28,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::aggregate::SCHEMA_VERSION_KEY;
 use crate::backend::{Backend, PreparedAppend, PreparedEvent};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for;
@@ -313,6 +314,7 @@ impl Store {
             {
                 return Err(Error::ReservedMetadataKey { key: (*key).to_owned() });
             }
+            let schema_version = crate::record::schema_version(metadata.extra.get(SCHEMA_VERSION_KEY));
             let metadata = serde_json::to_string(&metadata).map_err(Error::InvalidJson)?;
             total += size + metadata.len();
             if let Some(id) = event.id {
@@ -326,6 +328,7 @@ impl Store {
                 event_type: event.event_type,
                 payload: event.payload,
                 metadata,
+                schema_version,
             });
         }
         if total > limits.max_append_bytes {

@@ -20,6 +20,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
     let mut metadata = Vec::with_capacity(records.len());
     let mut recorded_at: Vec<DateTime<Utc>> = Vec::with_capacity(records.len());
     let mut last = Vec::with_capacity(records.len());
+    let mut schema = Vec::with_capacity(records.len());
     for record in records {
         stream.push(record.stream.as_str());
         version.push(sql_int(record.version));
@@ -29,6 +30,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
         metadata.push(serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?);
         recorded_at.push(record.recorded_at);
         last.push(record.last_in_append);
+        schema.push(record.schema_version().map(i64::from));
     }
     let commands = &replicated.commands;
     let command_id: Vec<Uuid> = commands.iter().map(|(id, _)| *id).collect();
@@ -38,7 +40,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
     };
     let row = sqlx::query_as(
         "SELECT o_status, coalesce(o_next, 0) FROM annals_replicate($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $14, $15, $16, $17)",
+         $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(lock_space)
     .bind(replicated.partition as i32)
@@ -51,6 +53,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
     .bind(&metadata)
     .bind(&recorded_at)
     .bind(&last)
+    .bind(&schema)
     .bind(&command_id)
     .bind(&command_stream)
     .bind(outcome(|o| o.first_offset))

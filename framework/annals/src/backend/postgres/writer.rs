@@ -103,6 +103,7 @@ async fn append_batch(
     let mut e_type = Vec::with_capacity(events);
     let mut e_payload = Vec::with_capacity(events);
     let mut e_metadata = Vec::with_capacity(events);
+    let mut e_schema = Vec::with_capacity(events);
     for append in appends {
         a_stream.push(append.stream.as_str());
         a_partition.push(append.partition as i32);
@@ -115,11 +116,12 @@ async fn append_batch(
             e_type.push(event.event_type.as_str());
             e_payload.push(event.payload.get());
             e_metadata.push(event.metadata.as_str());
+            e_schema.push(event.schema_version.map(i64::from));
         }
     }
     let rows = sqlx::query(
         "SELECT o_status, o_first_offset, o_last_offset, o_first_version, o_last_version, o_actual, o_other \
-         FROM annals_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         FROM annals_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(lock_space)
     .bind(&a_stream)
@@ -132,6 +134,7 @@ async fn append_batch(
     .bind(&e_type)
     .bind(&e_payload)
     .bind(&e_metadata)
+    .bind(&e_schema)
     .fetch_all(pool)
     .await?;
 

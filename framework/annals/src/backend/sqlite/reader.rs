@@ -90,7 +90,11 @@ impl Readers {
                 .map_err(Error::Sqlite)?;
             let mut folded = Vec::with_capacity(STREAM_RESERVE);
             while let Some(row) = rows.next().map_err(Error::Sqlite)? {
-                let text = |i| row.get_ref(i).and_then(|v| v.as_str().map_err(Into::into)).map_err(Error::Sqlite);
+                let text = |i| {
+                    row.get_ref(i)
+                        .and_then(|v| v.as_str().map_err(Into::into))
+                        .map_err(Error::Sqlite)
+                };
                 folded.push(FoldRow {
                     version: row.get::<_, i64>(0).map_err(Error::Sqlite)? as Version,
                     event_type: text(1)?.to_owned(),

@@ -48,6 +48,9 @@ pub(super) struct Slot<A> {
 /// The cache of one repository (shared by its clones).
 pub(super) struct Cache<A> {
     options: CacheOptions,
+    /// Whether states are kept between commands; without, slots live only while
+    /// commands use them, for single flight.
+    keeps: bool,
     entries: Mutex<Entries<A>>,
 }
 
@@ -57,9 +60,24 @@ struct Entries<A> {
 }
 
 impl<A> Cache<A> {
+    /// A cache that keeps states within `options`' bounds.
     pub(super) fn new(options: CacheOptions) -> Self {
+        Self::with(options, true)
+    }
+
+    /// Slots for single flight only: no state outlives its command.
+    pub(super) fn single_flight() -> Self {
+        let unbounded = CacheOptions {
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        Self::with(unbounded, false)
+    }
+
+    fn with(options: CacheOptions, keeps: bool) -> Self {
         Cache {
             options,
+            keeps,
             entries: Mutex::new(Entries {
                 slots: LruCache::unbounded(),
                 bytes: 0,
@@ -104,10 +122,18 @@ impl<A> Cache<A> {
         self.evict(&mut entries);
     }
 
-    /// Forgets `stream`'s slot, if it is still `slot`.
-    pub(super) fn forget(&self, stream: &StreamId, slot: &Arc<Slot<A>>) {
+    /// Whether states are kept between commands.
+    pub(super) fn keeps(&self) -> bool {
+        self.keeps
+    }
+
+    /// Drops `stream`'s slot, which holds no state, unless other commands wait on it
+    /// (they would otherwise find a new slot beside this one).
+    pub(super) fn release(&self, stream: &StreamId, slot: &Arc<Slot<A>>) {
         let mut entries = self.entries();
-        if entries.slots.peek(stream).is_some_and(|held| Arc::ptr_eq(held, slot)) {
+        let held = entries.slots.peek(stream).is_some_and(|held| Arc::ptr_eq(held, slot));
+        // Two references: the cache's and the caller's.
+        if held && Arc::strong_count(slot) == 2 {
             entries.slots.pop(stream);
             entries.bytes -= slot.weight.load(Ordering::Relaxed);
         }
@@ -185,7 +211,18 @@ mod tests {
             key_weight(&id(1)) + 900,
             "an evicted slot counts no more"
         );
-        cache.forget(&id(1), &light);
+        cache.release(&id(1), &light);
+        assert_eq!(cache.size(), (0, 0));
+
+        // Without keeping, a slot lives while commands use it.
+        let cache: Cache<u64> = Cache::single_flight();
+        let first = cache.slot(&id(0));
+        let waiting = cache.slot(&id(0));
+        assert!(Arc::ptr_eq(&first, &waiting), "commands on one aggregate share a slot");
+        cache.release(&id(0), &first);
+        assert_eq!(cache.size().0, 1, "released while another command waits on it");
+        drop(first);
+        cache.release(&id(0), &waiting);
         assert_eq!(cache.size(), (0, 0));
     }
 }

@@ -103,7 +103,7 @@ pub struct Repository<A> {
     retry: RetryPolicy,
     upcasters: Arc<Upcasters>,
     snapshots: Option<Snapshots<A>>,
-    cache: Option<Arc<Cache<A>>>,
+    cache: Arc<Cache<A>>,
     weigh: fn(&A) -> usize,
     aggregate: PhantomData<fn() -> A>,
 }
@@ -184,7 +184,7 @@ impl<A: Aggregate> Repository<A> {
             retry: RetryPolicy::default(),
             upcasters: Arc::new(Upcasters::new()),
             snapshots: None,
-            cache: Some(Arc::new(Cache::new(CacheOptions::default()))),
+            cache: Arc::new(Cache::new(CacheOptions::default())),
             weigh: |_| std::mem::size_of::<A>(),
             aggregate: PhantomData,
         }
@@ -199,14 +199,15 @@ impl<A: Aggregate> Repository<A> {
     /// repository and its clones run one after another rather than race each other. A
     /// new cache is empty; clones made after this call share it.
     pub fn with_cache(mut self, options: CacheOptions) -> Self {
-        self.cache = Some(Arc::new(Cache::new(options)));
+        self.cache = Arc::new(Cache::new(options));
         self
     }
 
     /// Loads every aggregate from the store for every command: for aggregates too
-    /// large to keep, or a process that runs one command per aggregate.
+    /// large to keep, or a process that runs one command per aggregate. Commands on
+    /// one aggregate still take turns.
     pub fn without_cache(mut self) -> Self {
-        self.cache = None;
+        self.cache = Arc::new(Cache::single_flight());
         self
     }
 
@@ -307,17 +308,19 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = Self::stream_id(id)?;
-        let Some(cache) = &self.cache else {
-            return self.run(&stream, &mut None, command, context).await;
-        };
+        let cache = &self.cache;
         let slot = cache.slot(&stream);
         // Single flight: commands on this aggregate take turns on its slot.
         let mut held = slot.loaded.lock().await;
         let executed = self.run(&stream, &mut held, command, context).await;
+        if !cache.keeps() {
+            *held = None;
+        }
         match held.as_ref() {
             Some(loaded) => cache.weigh(&stream, &slot, (self.weigh)(&loaded.state)),
-            None => cache.forget(&stream, &slot),
+            None => cache.release(&stream, &slot),
         }
+        drop(held);
         executed
     }
 

@@ -120,8 +120,10 @@ fn each_alone_on_failure<I, T>(items: &[I], write: impl Fn(&[I]) -> Result<Vec<R
 /// Runs `work` in one `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`,
 /// rolled back otherwise. The error means nothing was written.
 pub(super) fn commit<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(engine)?;
-    match work(conn).and_then(|done| conn.execute_batch("COMMIT").map_err(engine).map(|()| done)) {
+    // Prepared once, as every statement of the writer is, rather than parsed per batch.
+    let run = |sql| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]));
+    run("BEGIN IMMEDIATE").map_err(engine)?;
+    match work(conn).and_then(|done| run("COMMIT").map_err(engine).map(|_| done)) {
         Ok(done) => Ok(done),
         Err(error) => {
             // If even the rollback fails the connection is gone, and so is the transaction.

@@ -169,8 +169,9 @@ async fn repository_on(t: &TestStore) {
     );
     // ANCHOR_END: execute
 
-    // A retry of the same command id returns the original outcome; the handler does
-    // not run again (it would now produce nothing: the account is open).
+    // A retry of the same command id returns the original outcome: the handler, run on
+    // the account as it now is (open), produces nothing, and the repository then finds
+    // the command id applied before.
     let again = accounts
         .execute("acc-1", AccountCommand::Open { owner: "alice".into() }, &open)
         .await

@@ -28,6 +28,9 @@ use crate::stream::StreamId;
 pub(crate) struct SqliteBackend {
     readers: SqlitePool,
     queue: Mutex<Option<flume::Sender<writer::Job>>>,
+    /// The writer's connection, for appends made on the caller's thread.
+    writer_conn: Arc<writer::Shared>,
+    busy_timeout: Duration,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
@@ -74,7 +77,7 @@ impl SqliteBackend {
         migrate(&mut conn).await?;
         let partition_count = init_store(&mut conn, options.partitions).await?;
         conn.close().await?;
-        let writer_conn = open_writer(path, options)?;
+        let writer_conn = writer::Shared::new(open_writer(path, options)?);
         let busy_timeout = options.busy_timeout;
         let checkpointer = checkpoint::Checkpointer::start(path, options.busy_timeout)?;
 
@@ -85,7 +88,7 @@ impl SqliteBackend {
         let wakeups = Arc::new(Wakeups::new(partition_count));
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
         let writer = {
-            let wakeups = wakeups.clone();
+            let (wakeups, writer_conn) = (wakeups.clone(), writer_conn.clone());
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
                 .spawn(move || {
@@ -97,6 +100,8 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             readers,
             queue: Mutex::new(Some(queue)),
+            writer_conn,
+            busy_timeout,
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
@@ -224,7 +229,26 @@ impl Backend for SqliteBackend {
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
-        batch::submit(self.queue()?, append).await
+        let queue = self.queue()?;
+        // Appends coming one at a time and nothing waiting for the writer: commit here
+        // if its connection is free, which saves handing the append to the writer
+        // thread and the answer back. Under concurrent appends they go to the writer,
+        // which commits them together. Only on a multi-threaded runtime, where blocking
+        // this thread moves its other tasks elsewhere.
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_threaded && queue.is_empty() && self.writer_conn.lone() {
+            let busy_timeout = self.busy_timeout;
+            let attempt = tokio::task::block_in_place(|| {
+                set_busy_timeout(busy_timeout);
+                writer::append_now(&self.writer_conn, append, &self.wakeups)
+            });
+            return match attempt {
+                Ok(outcome) => outcome,
+                Err(append) => batch::submit(queue, append).await,
+            };
+        }
+        batch::submit(queue, append).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {

@@ -13,7 +13,8 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
@@ -66,10 +67,72 @@ impl Queued for Job {
     }
 }
 
+/// The writer's connection: the writer thread's, lent to an appender that finds the
+/// writer idle (see [`append_now`]).
+pub(super) struct Shared {
+    conn: Mutex<Connection>,
+    /// How many of the writer's batches in a row held a single job: appends come one
+    /// at a time, and there is nothing to gather into a group commit.
+    singles: AtomicU32,
+}
+
+/// Single-job batches in a row after which appenders commit on their own threads.
+const LONE_AFTER: u32 = 4;
+
+impl Shared {
+    pub(super) fn new(conn: Connection) -> Arc<Self> {
+        Arc::new(Shared {
+            conn: Mutex::new(conn),
+            singles: AtomicU32::new(LONE_AFTER),
+        })
+    }
+
+    /// Whether an appender should commit on its own thread: appends have come one at a
+    /// time, so waiting for the writer thread would gather nothing.
+    pub(super) fn lone(&self) -> bool {
+        self.singles.load(Ordering::Relaxed) >= LONE_AFTER
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic inside a transaction leaves it to be rolled back by the next BEGIN's
+    // failure path; the connection itself stays usable.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Commits `append` on the calling thread, if the writer's connection is free: a lone
+/// append then costs no hand-off to the writer thread and back. Gives the append back
+/// when the connection is busy (the writer, or another appender, is committing).
+pub(super) fn append_now(
+    shared: &Shared,
+    append: PreparedAppend,
+    wakeups: &Wakeups,
+) -> std::result::Result<Result<AppendOutcome>, PreparedAppend> {
+    let Ok(conn) = shared.conn.try_lock() else {
+        // Another commit is under way: appends no longer come one at a time.
+        shared.singles.store(0, Ordering::Relaxed);
+        return Err(append);
+    };
+    let appends = std::slice::from_ref(&append);
+    let result = each_alone_on_failure(appends, |some| commit(&conn, |conn| write_batch(conn, some)))
+        .pop()
+        .unwrap_or(Err(Error::Closed));
+    wakeups.publish_outcomes(result.as_ref().ok());
+    Ok(result)
+}
+
 /// Runs the writer until every sender of `queue` is gone.
-pub(super) fn run(conn: Connection, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>) {
+pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
     while let Some(jobs) = batching.next_blocking(&queue) {
+        if jobs.len() == 1 {
+            let _ = shared
+                .singles
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)));
+        } else {
+            shared.singles.store(0, Ordering::Relaxed);
+        }
+        let conn = lock(&shared.conn);
         let mut appends = Vec::new();
         let mut replicated = Vec::new();
         let mut alone = Vec::new();

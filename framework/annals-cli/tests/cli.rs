@@ -196,10 +196,12 @@ fn workloads_w1_and_w2_run_and_report() {
     ]);
     assert_eq!(
         (w1["workload"].as_str(), w1["commands"].as_u64()),
-        (Some("w1"), Some(300))
+        (Some("w1-warm"), Some(300)),
+        "the repository as users get it, its cache on"
     );
     assert!(w1["commands_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
-    assert!(w1["conflicts"].as_u64().is_some());
+    // Commands on one order take turns inside the process: no conflicts.
+    assert_eq!(w1["conflicts"].as_u64(), Some(0));
     // The raw engine ran the same commands beside it, in its own table.
     assert!(w1["baseline_events_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
     assert!(w1["ratio_to_baseline"].as_f64().is_some_and(|ratio| ratio > 0.0));
@@ -217,6 +219,25 @@ fn workloads_w1_and_w2_run_and_report() {
         .map(|s| s["version"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(versions, 300);
+
+    // W1 as the spec defines it: every command loads its order.
+    let cold = cli.json(&[
+        "bench",
+        "commands",
+        "--cold",
+        "--tasks",
+        "4",
+        "--commands",
+        "100",
+        "--aggregates",
+        "10",
+        "--no-baseline",
+    ]);
+    assert_eq!(
+        (cold["workload"].as_str(), cold["commands"].as_u64()),
+        (Some("w1"), Some(100))
+    );
+    assert_eq!(cli.json(&["stats"])["records"], 400);
 
     let w2 = cli.json(&["bench", "load", "--events", "120", "--loads", "5"]);
     assert_eq!(

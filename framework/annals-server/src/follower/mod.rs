@@ -317,26 +317,30 @@ async fn supervise(
         tracker.clone(),
         loops_stopped.clone(),
     ));
-    let mut outcome = Ok(());
-    loop {
-        tokio::select! {
-            _ = stopped.wait_for(|stop| *stop) => { let _ = stop_loops.send(true); }
-            ended = loops.join_next() => match ended {
-                Some(ended) => {
-                    let _ = stop_loops.send(true);
-                    if let (Ok(()), Err(error)) = (&outcome, joined(ended)) {
-                        outcome = Err(error);
-                    }
-                }
-                None => break,
-            },
-        }
-    }
+    // A stop, or the first loop to end (promoted, or an error no retry cures), ends
+    // them all; the first error is the outcome.
+    let first = tokio::select! {
+        _ = stopped.wait_for(|stop| *stop) => Ok(()),
+        Some(ended) = loops.join_next() => joined(ended),
+    };
+    let _ = stop_loops.send(true);
+    let outcome = first.and(drain(&mut loops).await);
     let _ = copying.await;
     match &outcome {
         Err(error) => tracker.failed(error),
         Ok(()) if *stopped.borrow() => tracker.set_state(FollowerState::Stopped),
         Ok(()) => tracker.set_state(FollowerState::Promoted),
+    }
+    outcome
+}
+
+/// Waits for every loop to end; the first error any of them ended with.
+async fn drain(loops: &mut JoinSet<Result<(), FollowError>>) -> Result<(), FollowError> {
+    let mut outcome = Ok(());
+    while let Some(ended) = loops.join_next().await {
+        if let (Ok(()), Err(error)) = (&outcome, joined(ended)) {
+            outcome = Err(error);
+        }
     }
     outcome
 }

@@ -1,10 +1,11 @@
 //! Aggregate caches in two processes at once: two `command-runner` processes run
 //! deposits and withdrawals on the same five accounts, each through a repository that
-//! keeps the accounts in memory between commands. A cache that was trusted (an append
-//! without the kept version as its expected version, or a refusal given on a kept
-//! state another process had moved on) would let a withdrawal overdraw an account or
-//! be lost. The log must show every accepted command exactly once, at the version it
-//! was acknowledged with, no refused one, and no balance below zero at any version.
+//! keeps the accounts in memory between commands. A cache that was trusted for an
+//! append (one written without the kept version as its expected version) would let a
+//! withdrawal overdraw an account. The log must show every accepted command exactly
+//! once, at the version it was acknowledged with, no refused one, and no balance below
+//! zero at any version. (Refusals given on a kept state that was behind are checked in
+//! process, by `the_cache_keeps_up_with_other_writers` in the testkit.)
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};

@@ -246,6 +246,9 @@ pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<
         "backend": state.store.backend_name(),
         "leader_epoch": replica.epoch,
         "role": replica.role(),
+        // Every record says whether it ends its append, and a fetch answers whole
+        // appends: what a follower needs to ship them whole.
+        "append_boundaries": true,
     });
     if let Some(status) = follower {
         body["replication"] = json!(status);

@@ -8,6 +8,7 @@ mod support;
 
 use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
+use annals_testkit::conformance::read_whole_partition;
 use annals_testkit::TestStore;
 use serde_json::json;
 use support::serve;
@@ -33,7 +34,7 @@ async fn caught_up(leader: &Store, follower: &Store) {
 async fn everything(store: &Store) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     for partition in 0..store.partition_count() {
-        all.extend(store.read_partition(partition, 0, 100_000).await.expect("read"));
+        all.extend(read_whole_partition(store, partition).await);
     }
     all
 }

@@ -1127,25 +1127,40 @@ pub async fn i8_replicated_records_continue_the_log(t: &TestStore) {
         .map_or(0, |end| end + 1) as u64;
     let removed = &held[cut as usize..];
     let command = removed[0].metadata.command_id.expect("appended with a command id");
-    follower.truncate_replica(partition, cut).await.expect("truncate");
+    let end = held.len() as u64;
+    let moved = follower.truncate_replica(partition, cut, end - 1).await;
+    assert!(
+        matches!(moved, Err(Error::PartitionMoved { actual, .. }) if actual == end),
+        "a truncation of a partition that moved went ahead: {moved:?}"
+    );
+    assert_eq!(read_whole_partition(&follower, partition).await, held);
+    follower.truncate_replica(partition, cut, end).await.expect("truncate");
     assert_eq!(read_whole_partition(&follower, partition).await, held[..cut as usize]);
     assert_eq!(
         follower.stream_version(&removed[0].stream).await.expect("version"),
         removed[0].version - 1
     );
     assert_eq!(follower.command_outcome(command).await.expect("lookup"), None);
+    // A subscriber waiting at the new end is woken by the records shipped again there
+    // (the engine's next wake-up for the partition went back with the truncation).
+    let mut waiting = follower.subscribe(partition, cut);
     let mut from = follower.high_watermarks().await.expect("hw");
     from.iter_mut()
         .enumerate()
         .for_each(|(p, next)| *next = if p as u32 == partition { cut } else { u64::MAX });
     ship(from).await;
     assert_eq!(read_whole_partition(&follower, partition).await, held);
+    let woken = tokio::time::timeout(Duration::from_secs(5), waiting.next()).await;
+    assert!(
+        matches!(&woken, Ok(Some(Ok(record))) if record.offset == cut),
+        "a subscriber at the truncated end was not woken: {woken:?}"
+    );
 
     // Promoted, it takes appends and no more records.
     assert_eq!(follower.promote().await.expect("promote").epoch, 4);
     let refused = follower.apply_replicated(removed.to_vec()).await;
     assert!(matches!(refused, Err(Error::NotAReplica)), "{refused:?}");
-    let refused = follower.truncate_replica(partition, 0).await;
+    let refused = follower.truncate_replica(partition, 0, held.len() as u64).await;
     assert!(matches!(refused, Err(Error::NotAReplica)), "a leader was truncated");
     assert_eq!(read_whole_partition(&follower, partition).await, held);
     follower

@@ -338,7 +338,8 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
         .expect("a snapshot");
     }
 
-    follower.truncate_replica(partition, kept).await.expect("truncate");
+    let end = follower.high_watermark(partition).await.expect("hw");
+    follower.truncate_replica(partition, kept, end).await.expect("truncate");
     assert_eq!(follower.high_watermark(partition).await.expect("hw"), kept);
     let newest = annals::snapshot::newest(&db, &stream).await.expect("snapshot");
     assert_eq!(
@@ -350,8 +351,20 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
         .await
         .expect("dead letters")
         .is_empty());
+    // The projection's table holds the removed records' effects: its partition stops,
+    // for an operator to rebuild it, and it does not apply what is shipped in their
+    // place on top of them.
     let described = admin::describe(&follower, "tally").await.expect("describe");
-    assert_eq!(described.partitions[partition as usize].committed, kept);
+    let state = &described.partitions[partition as usize];
+    assert_eq!(state.committed, kept);
+    assert!(state.paused, "{state:?}");
+    assert!(
+        state
+            .stopped_reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("truncation")),
+        "{state:?}"
+    );
     assert_eq!(described.lag, 0);
 }
 

@@ -240,6 +240,19 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A partition ended elsewhere than a truncation expected: it changed while the
+    /// truncation was being prepared. Nothing was removed.
+    #[error(
+        "partition {partition} ends at offset {actual}, not {expected}: it changed meanwhile; nothing was removed"
+    )]
+    PartitionMoved {
+        /// The partition.
+        partition: Partition,
+        /// Where the truncation expected it to end.
+        expected: Offset,
+        /// Where it ends.
+        actual: Offset,
+    },
     /// A projection handler failed.
     #[error("handler failed: {0}")]
     Handler(String),
@@ -272,17 +285,21 @@ pub enum Error {
 impl Error {
     /// Whether the failure may pass by itself, so that the same call can succeed
     /// later: the database could not be reached, a connection broke, the disk or the
-    /// database was busy. Bad input, a refused append, a missing store, a schema
-    /// newer than this build or a closed store are not.
+    /// database was busy. Bad input, a refused append, a constraint the data breaks, a
+    /// missing store, a schema newer than this build or a closed store are not.
     pub fn is_transient(&self) -> bool {
         match self {
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            Error::Database(sqlx::Error::Database(error)) => {
+                matches!(error.kind(), sqlx::error::ErrorKind::Other) && passing(error.as_ref())
+            }
             #[cfg(any(feature = "sqlite", feature = "postgres"))]
             Error::Database(error) => !matches!(
                 error,
                 sqlx::Error::Configuration(_) | sqlx::Error::Migrate(_) | sqlx::Error::ColumnDecode { .. }
             ),
             #[cfg(feature = "sqlite")]
-            Error::Sqlite(_) => true,
+            Error::Sqlite(error) => error.sqlite_error_code() != Some(rusqlite::ErrorCode::ConstraintViolation),
             Error::Io(_) => true,
             _ => false,
         }
@@ -301,7 +318,9 @@ impl Error {
             | Error::DeadLetterNotFound { .. } => "not_found",
             Error::GroupHasMembers { .. } => "group_has_members",
             Error::ReadOnlyReplica { .. } => "read_only_replica",
-            Error::ReplicationGap { .. } | Error::InvalidReplicatedRecords { .. } => "replication_gap",
+            Error::ReplicationGap { .. } | Error::InvalidReplicatedRecords { .. } | Error::PartitionMoved { .. } => {
+                "replication_gap"
+            }
             Error::NotAReplica => "not_a_replica",
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",
@@ -328,6 +347,24 @@ impl Error {
             Error::Closed => "unavailable",
         }
     }
+}
+
+/// Whether a database error code names a condition that passes: PostgreSQL's SQLSTATE
+/// classes 08 (connection), 40 (transaction rolled back: serialization failure,
+/// deadlock), 53 (insufficient resources), 57 (operator intervention: a shutdown, a
+/// terminated connection) and 58 (system error); SQLite's busy, locked, I/O, full-disk
+/// and cannot-open results (primary codes 5, 6, 10, 13 and 14).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn passing(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else { return false };
+    #[cfg(feature = "postgres")]
+    if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+        return ["08", "40", "53", "57", "58"]
+            .iter()
+            .any(|class| code.starts_with(class));
+    }
+    code.parse::<i32>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14))
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

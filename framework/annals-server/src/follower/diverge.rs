@@ -26,6 +26,11 @@ pub(super) async fn check_leader(store: &Store, leader: &Leader, http: &reqwest:
             ours,
         });
     }
+    if !partitions.append_boundaries {
+        return Err(FollowError::LeaderTooOld {
+            leader: leader.url.clone(),
+        });
+    }
     if partitions.partition_count != store.partition_count() {
         return Err(FollowError::PartitionCount {
             leader: leader.url.clone(),
@@ -99,8 +104,13 @@ async fn shares(
 ) -> Result<bool, FollowError> {
     let mine = store.read_partition(partition, offset, 1).await?;
     let theirs = leader.record_at(http, partition, offset).await?;
+    // The same record: a record is only ever copied whole, so these name it.
     Ok(match (mine.first(), theirs) {
-        (Some(mine), Some(theirs)) => mine.offset == offset && mine.event_id == theirs.event_id,
+        (Some(mine), Some(theirs)) => {
+            mine.offset == offset
+                && (&mine.event_id, &mine.stream, mine.version, mine.recorded_at)
+                    == (&theirs.event_id, &theirs.stream, theirs.version, theirs.recorded_at)
+        }
         _ => false,
     })
 }
@@ -176,7 +186,7 @@ async fn truncate(store: &Store, cuts: &[Cut], truncation: &Truncation) -> Resul
             file = %truncation.removed_to.display(),
             "removing records the leader does not have"
         );
-        store.truncate_replica(cut.partition, cut.keep).await?;
+        store.truncate_replica(cut.partition, cut.keep, cut.end).await?;
     }
     Ok(())
 }

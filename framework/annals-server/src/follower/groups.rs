@@ -43,7 +43,11 @@ pub(super) async fn copy(
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        match copy_once(&store, &leader, &http).await {
+        let copied = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            copied = copy_once(&store, &leader, &http) => copied,
+        };
+        match copied {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {

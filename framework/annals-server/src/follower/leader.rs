@@ -31,6 +31,9 @@ const NOT_IMPLEMENTED: &str = "answered 501 ";
 pub(super) struct Partitions {
     pub(super) partition_count: u32,
     pub(super) leader_epoch: u64,
+    /// The leader records where its appends end (and answers fetches with whole ones).
+    #[serde(default)]
+    pub(super) append_boundaries: bool,
 }
 
 /// A fetch's answer.

@@ -90,6 +90,13 @@ pub enum FollowError {
         /// The bound.
         max: u64,
     },
+    /// The leader runs an older annals that does not say where its appends end: its
+    /// records could not be shipped whole.
+    #[error("leader {leader} does not report append boundaries: upgrade it to this version of annals first")]
+    LeaderTooOld {
+        /// The leader's URL.
+        leader: String,
+    },
     /// The partition counts differ.
     #[error("leader {leader} has {theirs} partitions, this store {ours}")]
     PartitionCount {
@@ -120,7 +127,9 @@ impl FollowError {
             // A gap or a batch the store refused: the next round reads the store's
             // own next offset again and fetches from there.
             FollowError::Store(
-                annals::Error::ReplicationGap { .. } | annals::Error::InvalidReplicatedRecords { .. },
+                annals::Error::ReplicationGap { .. }
+                | annals::Error::InvalidReplicatedRecords { .. }
+                | annals::Error::PartitionMoved { .. },
             ) => true,
             FollowError::Store(error) => error.is_transient(),
             _ => false,
@@ -139,6 +148,7 @@ impl FollowError {
             FollowError::StaleLeader { .. } => "stale_leader",
             FollowError::Diverged { .. } | FollowError::TruncationTooLarge { .. } => "diverged",
             FollowError::PartitionCount { .. } => "partition_count_mismatch",
+            FollowError::LeaderTooOld { .. } => "leader_too_old",
             FollowError::TruncationFile { .. } => "truncation_file",
         }
     }
@@ -325,12 +335,14 @@ async fn supervise(
     };
     let _ = stop_loops.send(true);
     let outcome = first.and(drain(&mut loops).await);
-    let _ = copying.await;
     match &outcome {
         Err(error) => tracker.failed(error),
-        Ok(()) if *stopped.borrow() => tracker.set_state(FollowerState::Stopped),
-        Ok(()) => tracker.set_state(FollowerState::Promoted),
+        Ok(()) if store.replica().leader.is_none() => tracker.set_state(FollowerState::Promoted),
+        Ok(()) => tracker.set_state(FollowerState::Stopped),
     }
+    // The copies of consumer groups stop with the loops; on a promoted store the
+    // state says so already, so that appends are taken meanwhile.
+    let _ = copying.await;
     outcome
 }
 

@@ -45,6 +45,30 @@ pub(super) struct Slot<A> {
     weight: AtomicUsize,
 }
 
+/// A command's turn on an aggregate: its slot's lock, held until the turn drops, when
+/// the state left in [`held`](Turn::held) is weighed into the cache, or the slot
+/// released if there is none. Dropping it is also what happens to a command that panics
+/// or whose future is dropped midway: the slot never stays locked or counted.
+pub(super) struct Turn<'c, A> {
+    cache: &'c Cache<A>,
+    stream: &'c StreamId,
+    slot: &'c Arc<Slot<A>>,
+    weigh: fn(&A) -> usize,
+    pub(super) held: tokio::sync::MutexGuard<'c, Option<Loaded<A>>>,
+}
+
+impl<A> Drop for Turn<'_, A> {
+    fn drop(&mut self) {
+        if !self.cache.keeps {
+            *self.held = None;
+        }
+        match self.held.as_ref() {
+            Some(loaded) => self.cache.weigh(self.stream, self.slot, (self.weigh)(&loaded.state)),
+            None => self.cache.release(self.stream, self.slot),
+        }
+    }
+}
+
 /// The cache of one repository (shared by its clones).
 pub(super) struct Cache<A> {
     options: CacheOptions,
@@ -122,9 +146,20 @@ impl<A> Cache<A> {
         self.evict(&mut entries);
     }
 
-    /// Whether states are kept between commands.
-    pub(super) fn keeps(&self) -> bool {
-        self.keeps
+    /// Waits for the turn on `stream`'s slot (single flight).
+    pub(super) async fn turn<'c>(
+        &'c self,
+        stream: &'c StreamId,
+        slot: &'c Arc<Slot<A>>,
+        weigh: fn(&A) -> usize,
+    ) -> Turn<'c, A> {
+        Turn {
+            cache: self,
+            stream,
+            slot,
+            weigh,
+            held: slot.loaded.lock().await,
+        }
     }
 
     /// Drops `stream`'s slot, which holds no state, unless other commands wait on it

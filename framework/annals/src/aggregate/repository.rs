@@ -67,9 +67,10 @@ pub struct Executed {
     /// written now: the store said so when the events were appended, or, when the
     /// handler refused or produced nothing, the repository found the command id.
     pub outcome: Option<AppendOutcome>,
-    /// How many times the handler's answer was acted on: its events sent to the store,
-    /// or its empty answer returned. 0 when the command id was found applied before
-    /// after the handler refused or produced nothing.
+    /// The attempt that went through: 1 unless lost races (conflicts with other
+    /// writers) made the repository run the command again. Catching up once with a
+    /// kept state that was behind the stream is not counted. 0 when the command id was
+    /// found applied before after the handler refused or produced nothing.
     pub attempts: u32,
 }
 
@@ -308,20 +309,10 @@ impl<A: Aggregate> Repository<A> {
         A::Command: Clone,
     {
         let stream = Self::stream_id(id)?;
-        let cache = &self.cache;
-        let slot = cache.slot(&stream);
+        let slot = self.cache.slot(&stream);
         // Single flight: commands on this aggregate take turns on its slot.
-        let mut held = slot.loaded.lock().await;
-        let executed = self.run(&stream, &mut held, command, context).await;
-        if !cache.keeps() {
-            *held = None;
-        }
-        match held.as_ref() {
-            Some(loaded) => cache.weigh(&stream, &slot, (self.weigh)(&loaded.state)),
-            None => cache.release(&stream, &slot),
-        }
-        drop(held);
-        executed
+        let mut turn = self.cache.turn(&stream, &slot, self.weigh).await;
+        self.run(&stream, &mut turn.held, command, context).await
     }
 
     /// Runs a command on `held` (loaded first when empty) and leaves there the state
@@ -336,12 +327,17 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        let mut loaded = match held.take() {
-            Some(loaded) => loaded,
-            None => self.load_stream(stream).await?,
+        // A kept state found behind the stream once is not a lost race: the first
+        // catch-up from it costs no attempt and no back-off.
+        let (mut loaded, mut kept) = match held.take() {
+            Some(loaded) => (loaded, true),
+            None => (self.load_stream(stream).await?, false),
         };
         let metadata = context.event_metadata(<A::Event as DomainEvent>::SCHEMA_VERSION);
-        for attempt in 1..=self.retry.max_attempts.max(1) {
+        let max_attempts = self.retry.max_attempts.max(1);
+        let mut attempt = 0;
+        while attempt < max_attempts {
+            attempt += 1;
             let events = match loaded.state.handle(command.clone()) {
                 Ok(events) if !events.is_empty() => events,
                 decided => {
@@ -361,6 +357,9 @@ impl<A: Aggregate> Repository<A> {
                         });
                     }
                     if loaded.version != version {
+                        if std::mem::take(&mut kept) {
+                            attempt -= 1;
+                        }
                         continue;
                     }
                     *held = Some(loaded);
@@ -394,22 +393,29 @@ impl<A: Aggregate> Repository<A> {
                         attempts: attempt,
                     });
                 }
-                Err(Error::WrongExpectedVersion { .. }) if attempt < self.retry.max_attempts => {
-                    // Another writer got there first: read only what it wrote.
-                    self.catch_up(stream, &mut loaded).await?;
-                    tokio::time::sleep(self.retry.backoff(attempt)).await;
-                }
-                Err(Error::WrongExpectedVersion { .. }) => {
-                    *held = Some(loaded);
-                    break;
+                Err(Error::WrongExpectedVersion { actual, .. }) => {
+                    if actual < loaded.version {
+                        // The stream is shorter than the state kept of it (a follower
+                        // cut back, a store restored): start again from the store.
+                        loaded = self.load_stream(stream).await?;
+                    } else {
+                        // Another writer got there first: read only what it wrote.
+                        self.catch_up(stream, &mut loaded).await?;
+                    }
+                    if std::mem::take(&mut kept) {
+                        attempt -= 1;
+                    } else if attempt < max_attempts {
+                        tokio::time::sleep(self.retry.backoff(attempt)).await;
+                    }
                 }
                 // Written or not, the store cannot say: the next command loads again.
                 Err(error) => return Err(error.into()),
             }
         }
+        *held = Some(loaded);
         Err(CommandError::Conflict {
             stream: stream.clone(),
-            attempts: self.retry.max_attempts.max(1),
+            attempts: max_attempts,
         })
     }
 

@@ -267,10 +267,18 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+    async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         let mut log = self.log();
         if log.replica.leader.is_none() {
             return Err(Error::NotAReplica);
+        }
+        let actual = log.next_offset(partition);
+        if actual != end {
+            return Err(Error::PartitionMoved {
+                partition,
+                expected: end,
+                actual,
+            });
         }
         let start = usize::try_from(from_offset).unwrap_or(usize::MAX);
         let records = &mut log.partitions[partition as usize];
@@ -286,6 +294,8 @@ impl Backend for MemoryBackend {
         }
         log.commands
             .retain(|_, command| command.outcome.partition != partition || command.outcome.first_offset < from_offset);
+        drop(log);
+        self.wakeups.rewind(partition, from_offset);
         Ok(())
     }
 

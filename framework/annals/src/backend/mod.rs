@@ -132,11 +132,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// promotion cannot slip in between) and with `ReplicationGap` unless they start at
     /// the partition's next offset; nothing is written then.
     async fn append_replicated(&self, replicated: Replicated) -> Result<()>;
-    /// Removes the records of `partition` from `from_offset` on, on a follower only:
-    /// with them go their command ids, the dead letters that name them and the
-    /// snapshots that folded them, and consumer groups' offsets past the new end come
-    /// back to it. One transaction.
-    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()>;
+    /// Removes the records of `partition` from `from_offset` to `end` (its next
+    /// offset, checked in the transaction: `PartitionMoved` when it is another), on a
+    /// follower only: with them go their command ids, the dead letters that name them
+    /// and the snapshots that folded them; consumer groups' offsets past the new end
+    /// come back to it, and transactional groups there stop (see `sql::TRUNCATE`). One
+    /// transaction; subscribers are told the partition now ends at `from_offset`.
+    async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()>;
     /// Transactions on the store's database, for read models and consumer groups;
     /// `None` for an engine without SQL.
     fn read_models(&self) -> Option<crate::readmodel::Db> {
@@ -179,6 +181,14 @@ impl Wakeups {
             if !outcome.duplicate {
                 self.publish(outcome.partition, outcome.last_offset + 1);
             }
+        }
+    }
+
+    /// Records that `partition` now ends at `next_offset`, below what it held: after a
+    /// truncation, records shipped again at the removed offsets must wake subscribers.
+    pub(crate) fn rewind(&self, partition: Partition, next_offset: Offset) {
+        if let Some(sender) = self.partitions.get(partition as usize) {
+            sender.send_replace(next_offset);
         }
     }
 

@@ -13,10 +13,10 @@ pub(crate) fn read_stream() -> String {
     )
 }
 
-/// `$1` stream, `$2` first version: the columns of an `EventView`, in version order,
-/// with the metadata to find the schema version in.
+/// `$1` stream, `$2` first version, `$3` limit: the columns of an `EventView`, in
+/// version order, with the metadata to find the schema version in.
 pub(crate) const FOLD_STREAM: &str = "SELECT version, event_type, CAST(payload AS text), CAST(metadata AS text) \
-    FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version";
+    FROM annals_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3";
 
 /// The same on PostgreSQL, which keeps the schema version in a column of its own.
 pub(crate) const FOLD_STREAM_VERSIONED: &str = "SELECT version, event_type, CAST(payload AS text), schema_version \
@@ -73,13 +73,23 @@ pub(crate) const PROMOTE: &str = "UPDATE annals_store SET leader_url = NULL, lea
 /// one): what a follower's truncation removes or moves back, in one transaction, in
 /// this order. Snapshots that folded a removed record go first,
 /// while the records still say which they are.
-pub(crate) const TRUNCATE: [&str; 5] = [
+///
+/// A transactional group (a projection, or a group whose commit mode is unknown) that
+/// had handled removed records has their effects in its read model: its partition stops,
+/// for an operator to rebuild the group, rather than apply the records shipped in their
+/// place on top. Other groups handle those records at least once.
+pub(crate) const TRUNCATE: [&str; 6] = [
     r#"DELETE FROM annals_snapshots WHERE EXISTS (
         SELECT 1 FROM annals_events e
         WHERE e.partition = $1 AND e."offset" >= $2
           AND e.stream_id = annals_snapshots.stream_id AND e.version <= annals_snapshots.version)"#,
     "DELETE FROM annals_command_ids WHERE partition = $1 AND first_offset >= $2",
     r#"DELETE FROM annals_dead_letters WHERE partition = $1 AND "offset" >= $2"#,
+    "UPDATE annals_group_offsets SET paused = 1, \
+         stopped_reason = 'records this group had handled were removed by a truncation: rebuild the group' \
+     WHERE partition = $1 AND committed > $2 AND EXISTS (SELECT 1 FROM annals_groups g \
+         WHERE g.group_name = annals_group_offsets.group_name \
+           AND coalesce(g.commit_mode, 'transactional') = 'transactional')",
     "UPDATE annals_group_offsets SET committed = $2 WHERE partition = $1 AND committed > $2",
     r#"DELETE FROM annals_events WHERE partition = $1 AND "offset" >= $2"#,
 ];

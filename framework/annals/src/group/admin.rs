@@ -305,7 +305,8 @@ fn commit_mode(stored: Option<String>) -> Option<CommitMode> {
 /// resume about where they were instead of from offset 0; at least once, as ever.
 ///
 /// A group this store already has as its own (one that members joined here) is left
-/// alone: returns `false`. So is a group that is not at-least-once: a projection's
+/// alone: returns `false`, as on a store that is not a follower (any more). So is a
+/// group that is not at-least-once: a projection's
 /// read model lives in its leader's database, and its offsets mean nothing here.
 /// The first member that joins a copied group here makes it this store's own.
 pub async fn mirror(
@@ -341,8 +342,22 @@ pub async fn mirror(
     let (name, leader, generation) = (group.group.clone(), leader.to_owned(), group.generation);
     in_tx(store, move |tx| {
         Box::pin(async move {
+            // Only a follower copies, and it stays one until this commits: promoted,
+            // its groups are its own. The group's row is locked as a joining member
+            // locks it, so a member joining here meanwhile either comes after (and
+            // makes the group this store's own) or is seen.
+            let (role, group_row) = match tx.engine() {
+                Engine::Sqlite => ("SELECT leader_url FROM annals_store", ""),
+                Engine::Postgres => ("SELECT leader_url FROM annals_store FOR SHARE", " FOR UPDATE"),
+            };
+            if tx.query_one(role, &[]).await?.get::<Option<String>>(0)?.is_none() {
+                return Ok(false);
+            }
             let own = tx
-                .query_opt("SELECT mirrored_from FROM annals_groups WHERE group_name = $1", params![&name])
+                .query_opt(
+                    &format!("SELECT mirrored_from FROM annals_groups WHERE group_name = $1{group_row}"),
+                    params![&name],
+                )
                 .await?;
             if let Some(row) = own {
                 if row.get::<Option<String>>(0)?.is_none() {
@@ -355,7 +370,8 @@ pub async fn mirror(
                     "INSERT INTO annals_groups (group_name, generation, created_at, commit_mode, mirrored_from) \
                      VALUES ($1, $2, {now}, $3, $4) \
                      ON CONFLICT (group_name) DO UPDATE SET generation = excluded.generation, \
-                         commit_mode = excluded.commit_mode, mirrored_from = excluded.mirrored_from"
+                         commit_mode = excluded.commit_mode, mirrored_from = excluded.mirrored_from \
+                     WHERE annals_groups.mirrored_from IS NOT NULL"
                 ),
                 params![&name, generation, CommitMode::AtLeastOnce.as_str(), &leader],
             )

@@ -127,11 +127,12 @@ pub trait EventStore: Send + Sync {
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Calls `visit` with each event of `stream` from version `from_version` on, in
-    /// order, as the rows arrive: the aggregate load path, which neither pages nor
-    /// copies. An error from `visit` stops the read and is returned.
+    /// order: the aggregate load path, which builds no records. An error from `visit`
+    /// stops the read and is returned.
     ///
     /// The default reads pages with [`read_stream`](EventStore::read_stream); the
-    /// engines override it.
+    /// engines override it (PostgreSQL streams the rows as they arrive; SQLite reads
+    /// pages of 1,000 rows on its C API).
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         const PAGE: usize = 1_000;
         let mut next = from_version.max(1);

@@ -137,13 +137,16 @@ impl Store {
         self.inner.backend.append_replicated(replicated).await
     }
 
-    /// Removes this follower's records of `partition` from `from_offset` on, with their
-    /// command ids, the dead letters that name them and the snapshots that folded them;
-    /// consumer groups' offsets past the new end come back to it. For a follower that
-    /// holds records its leader never had (see `annals follow --truncate-diverged`);
-    /// a leader refuses (`NotAReplica`).
-    pub async fn truncate_replica(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+    /// Removes this follower's records of `partition` from `from_offset` to `end`, which
+    /// must be the partition's next offset (`PartitionMoved` otherwise, and nothing is
+    /// removed), with their command ids, the dead letters that name them and the
+    /// snapshots that folded them. Consumer groups' offsets past the new end come back
+    /// to it; a transactional group's partition there also stops, because its read
+    /// model holds the removed records' effects (rebuild the group). For a follower
+    /// that holds records its leader never had (see `annals follow
+    /// --truncate-diverged`); a leader refuses (`NotAReplica`).
+    pub async fn truncate_replica(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         self.check_partition(partition)?;
-        self.inner.backend.truncate(partition, from_offset).await
+        self.inner.backend.truncate(partition, from_offset, end).await
     }
 }

@@ -332,7 +332,7 @@ impl Backend for PgBackend {
         }
     }
 
-    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+    async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(self.lock_space)
@@ -345,6 +345,18 @@ impl Backend for PgBackend {
         if leader.is_none() {
             return Err(Error::NotAReplica);
         }
+        let actual: Option<i64> = sqlx::query_scalar(crate::backend::HIGH_WATERMARK)
+            .bind(partition as i32)
+            .fetch_one(&mut *tx)
+            .await?;
+        let actual = actual.unwrap_or(0) as Offset;
+        if actual != end {
+            return Err(Error::PartitionMoved {
+                partition,
+                expected: end,
+                actual,
+            });
+        }
         for statement in sql::TRUNCATE {
             sqlx::query(statement)
                 .bind(partition as i32)
@@ -353,6 +365,7 @@ impl Backend for PgBackend {
                 .await?;
         }
         tx.commit().await?;
+        self.wakeups.rewind(partition, from_offset);
         Ok(())
     }
 

@@ -256,15 +256,25 @@ impl Backend for SqliteBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        for row in self.records.fold(stream, from_version).await? {
-            visit(EventView {
-                version: row.version,
-                event_type: &row.event_type,
-                payload: &row.payload,
-                schema_version: row.schema_version,
-            })?;
+        // Read on SQLite's C API a page at a time, each on a blocking thread; the
+        // visitor sees a page's rows as soon as it is read.
+        const PAGE: usize = 1_000;
+        let mut next = from_version;
+        loop {
+            let rows = self.records.fold(stream, next, PAGE).await?;
+            for row in &rows {
+                visit(EventView {
+                    version: row.version,
+                    event_type: &row.event_type,
+                    payload: &row.payload,
+                    schema_version: row.schema_version,
+                })?;
+            }
+            match rows.last() {
+                Some(last) if rows.len() == PAGE => next = last.version + 1,
+                _ => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
@@ -386,13 +396,24 @@ impl Backend for SqliteBackend {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    async fn truncate(&self, partition: Partition, from_offset: Offset) -> Result<()> {
+    async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         self.write_alone(move |conn| {
             let leader: Option<String> = conn
                 .query_row(sql::REPLICA, [], |row| row.get(0))
                 .map_err(writer::engine)?;
             if leader.is_none() {
                 return Err(Error::NotAReplica);
+            }
+            let actual: Option<i64> = conn
+                .query_row(super::HIGH_WATERMARK, [partition], |row| row.get(0))
+                .map_err(writer::engine)?;
+            let actual = actual.unwrap_or(0) as Offset;
+            if actual != end {
+                return Err(Error::PartitionMoved {
+                    partition,
+                    expected: end,
+                    actual,
+                });
             }
             for statement in sql::TRUNCATE {
                 conn.execute(
@@ -403,7 +424,9 @@ impl Backend for SqliteBackend {
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.wakeups.rewind(partition, from_offset);
+        Ok(())
     }
 
     fn poll_interval(&self) -> Duration {
@@ -419,6 +442,9 @@ impl Backend for SqliteBackend {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        // After the writer thread and any append on a caller's thread: it waits for them.
+        let shared = self.writer_conn.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.close()).await;
         let checkpointer = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(checkpointer) = checkpointer {
             let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;

@@ -79,16 +79,16 @@ impl Readers {
         .await
     }
 
-    /// The rows a fold needs of `stream` from version `from` on, owned: the visitor
-    /// runs on the caller's task, the read on a blocking thread.
-    pub(super) async fn fold(self: &Arc<Self>, stream: &StreamId, from: Version) -> Result<Vec<FoldRow>> {
+    /// Up to `limit` rows a fold needs of `stream` from version `from` on, owned: the
+    /// visitor runs on the caller's task, the read on a blocking thread.
+    pub(super) async fn fold(self: &Arc<Self>, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<FoldRow>> {
         let stream = stream.as_str().to_owned();
         self.run(move |conn| {
             let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::Sqlite)?;
             let mut rows = statement
-                .query(rusqlite::params![stream, clamp(from)])
+                .query(rusqlite::params![stream, clamp(from), clamp(limit)])
                 .map_err(Error::Sqlite)?;
-            let mut folded = Vec::with_capacity(STREAM_RESERVE);
+            let mut folded = Vec::with_capacity(limit.min(STREAM_RESERVE));
             while let Some(row) = rows.next().map_err(Error::Sqlite)? {
                 let text = |i| {
                     row.get_ref(i)

@@ -2,8 +2,10 @@
 //!
 //! The writer is a thread of its own with one connection on SQLite's C API (through
 //! rusqlite), where a cached prepared statement costs microseconds. Everything that
-//! writes the log goes through it: appends, records shipped from a leader, role changes
-//! and truncation. Appends queue up while it is busy; it takes everything waiting (up
+//! writes the log goes through that connection: appends, records shipped from a leader,
+//! role changes and truncation. While appends come one at a time, an appender borrows
+//! the connection and commits on its own thread ([`append_now`]); otherwise they queue
+//! up for the writer thread while it is busy; it takes everything waiting (up
 //! to a bound), opens one `BEGIN IMMEDIATE` transaction, looks up what the batch needs,
 //! decides every append on its own ([`Admission`]), inserts the admitted ones and
 //! commits once: one disk sync for the whole batch. An append that fails its checks
@@ -70,7 +72,8 @@ impl Queued for Job {
 /// The writer's connection: the writer thread's, lent to an appender that finds the
 /// writer idle (see [`append_now`]).
 pub(super) struct Shared {
-    conn: Mutex<Connection>,
+    /// Taken when the store closes, which closes it.
+    conn: Mutex<Option<Connection>>,
     /// How many of the writer's batches in a row held a single job: appends come one
     /// at a time, and there is nothing to gather into a group commit.
     singles: AtomicU32,
@@ -82,7 +85,7 @@ const LONE_AFTER: u32 = 4;
 impl Shared {
     pub(super) fn new(conn: Connection) -> Arc<Self> {
         Arc::new(Shared {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Some(conn)),
             singles: AtomicU32::new(LONE_AFTER),
         })
     }
@@ -92,9 +95,15 @@ impl Shared {
     pub(super) fn lone(&self) -> bool {
         self.singles.load(Ordering::Relaxed) >= LONE_AFTER
     }
+
+    /// Closes the connection, once the writer thread has stopped and no appender
+    /// holds it.
+    pub(super) fn close(&self) {
+        lock(&self.conn).take();
+    }
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock(conn: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
     // A panic inside a transaction leaves it to be rolled back by the next BEGIN's
     // failure path; the connection itself stays usable.
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -113,8 +122,11 @@ pub(super) fn append_now(
         shared.singles.store(0, Ordering::Relaxed);
         return Err(append);
     };
+    let Some(conn) = conn.as_ref() else {
+        return Ok(Err(Error::Closed));
+    };
     let appends = std::slice::from_ref(&append);
-    let result = each_alone_on_failure(appends, |some| commit(&conn, |conn| write_batch(conn, some)))
+    let result = each_alone_on_failure(appends, |some| commit(conn, |conn| write_batch(conn, some)))
         .pop()
         .unwrap_or(Err(Error::Closed));
     wakeups.publish_outcomes(result.as_ref().ok());
@@ -133,6 +145,7 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
             shared.singles.store(0, Ordering::Relaxed);
         }
         let conn = lock(&shared.conn);
+        let Some(conn) = conn.as_ref() else { return };
         let mut appends = Vec::new();
         let mut replicated = Vec::new();
         let mut alone = Vec::new();
@@ -145,12 +158,12 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         }
         if !appends.is_empty() {
             let (appends, replies) = batch::split(appends);
-            let results = each_alone_on_failure(&appends, |some| commit(&conn, |conn| write_batch(conn, some)));
+            let results = each_alone_on_failure(&appends, |some| commit(conn, |conn| write_batch(conn, some)));
             batch::answer(replies, results, &wakeups);
         }
         if !replicated.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
-            let results = each_alone_on_failure(&batches, |some| commit(&conn, |conn| write_replicated(conn, some)));
+            let results = each_alone_on_failure(&batches, |some| commit(conn, |conn| write_replicated(conn, some)));
             for ((batch, reply), result) in batches.iter().zip(replies).zip(results) {
                 if result.is_ok() {
                     wakeups.publish(batch.partition, batch.next_offset());
@@ -159,7 +172,7 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
             }
         }
         for work in alone {
-            work(&conn);
+            work(conn);
         }
     }
 }
@@ -200,7 +213,7 @@ pub(super) fn commit<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Res
 /// not a follower or the batch does not start at its partition's next offset.
 fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Result<()>>> {
     let leader: Option<String> = conn
-        .query_row("SELECT leader_url FROM annals_store", [], |row| row.get(0))
+        .query_row(crate::backend::sql::REPLICA, [], |row| row.get(0))
         .map_err(engine)?;
     if leader.is_none() {
         return Ok(batches.iter().map(|_| Err(Error::NotAReplica)).collect());

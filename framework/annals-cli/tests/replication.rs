@@ -10,7 +10,7 @@
 //! - [`kills_on_both_sides`]: under load from 8 HTTP clients with command ids, the
 //!   follower and then the leader are killed with SIGKILL and restarted; the follower
 //!   ends with the leader's log, record for record, and every client's command applied
-//!   once.
+//!   once; promoted while it runs, it goes on serving as the leader.
 //! - [`failover_with_acks`]: the leader waits for the follower (`--min-insync-followers
 //!   1`); it is killed under load, the follower is stopped, promoted and served. Every
 //!   append answered 201 is on the new leader at its partition and offset and is a
@@ -381,8 +381,36 @@ async fn kills_on_both_sides(leader_engine: Engine, follower_engine: Engine) {
         .expect("text");
     assert!(metrics.contains("annals_replication_lag"), "{metrics}");
     assert!(metrics.contains("annals_replication_errors_total"), "{metrics}");
-    follower.stop();
+
+    // Promoted by `annals promote` while `annals follow` runs: it goes on serving on its
+    // address, now as the leader, and a command the old leader applied is a duplicate.
     leader.stop();
+    let promoted = annals()
+        .args(["--db", &follower_db, "--json", "promote"])
+        .output()
+        .expect("promote");
+    let promoted: Value = serde_json::from_slice(&promoted.stdout).expect("JSON");
+    assert_eq!(promoted["role"], "leader");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = append(&http, &follower.url, "after-1", Uuid::now_v7())
+            .await
+            .expect("answer");
+        if status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the promoted follower still refuses appends: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = &acked[0];
+    let (status, retried) = append(&http, &follower.url, &first.stream, first.command)
+        .await
+        .expect("answer");
+    assert_eq!((status, retried["duplicate"].as_bool()), (200, Some(true)), "{retried}");
+    follower.stop();
 }
 
 async fn failover_with_acks(leader_engine: Engine, follower_engine: Engine) {

@@ -429,6 +429,43 @@ async fn commands_on_one_aggregate_take_turns() {
     assert_eq!((loaded.state.balance, loaded.version), ((1..=32).sum::<i64>(), 33));
 }
 
+/// A cache too small for the aggregates in use, and no cache at all, give the same
+/// answers as the default: evicted aggregates are loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eviction_and_no_cache_give_the_same_answers() {
+    use annals::aggregate::CacheOptions;
+
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let store = t.open().await;
+    let tiny = Repository::<Account>::new(store.clone()).with_cache(CacheOptions {
+        max_entries: 1,
+        max_bytes: usize::MAX,
+    });
+    let none = Repository::<Account>::new(store.clone()).without_cache();
+    for (i, repository) in [&tiny, &none, &tiny, &none].into_iter().enumerate() {
+        for id in ["e-1", "e-2", "e-3"] {
+            if i == 0 {
+                repository
+                    .execute(id, AccountCommand::Open { owner: id.into() }, &CommandContext::new())
+                    .await
+                    .expect("open");
+            }
+            repository
+                .execute(id, AccountCommand::Deposit { amount: 10 }, &CommandContext::new())
+                .await
+                .expect("deposit");
+            let refused = repository
+                .execute(id, AccountCommand::Withdraw { amount: 1_000 }, &CommandContext::new())
+                .await;
+            assert!(matches!(refused, Err(CommandError::Rejected(_))), "{refused:?}");
+        }
+    }
+    for id in ["e-1", "e-2", "e-3"] {
+        let loaded = tiny.load(id).await.expect("load");
+        assert_eq!((loaded.state.balance, loaded.version), (40, 5));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repository_on_memory() {
     repository_on(&TestStore::memory().await.expect("memory")).await;

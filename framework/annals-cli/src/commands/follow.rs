@@ -3,10 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use annals::Store;
-use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
+use annals_server::follower::{self, FollowOptions, Follower, Leader, Truncation};
 use annals_server::ServerOptions;
 use serde_json::json;
 
@@ -60,7 +58,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let mut terminate = std::pin::pin!(annals_server::shutdown_signal());
     let store = tokio::select! {
         () = &mut terminate => return Ok(()),
-        store = open(db, &leader) => store?,
+        store = follower::open_store(db, &leader) => store.map_err(CliError::Follow)?,
     };
     let mut follower = Follower::start(store.clone(), leader, options);
 
@@ -94,35 +92,6 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let stopped = follower.stop().await;
     store.close().await;
     outcome.map(drop).and(stopped).map_err(CliError::Follow)
-}
-
-/// Opens the follower's store, creating it with the leader's partition count on the
-/// first run. Neither a leader that does not answer yet nor a database that is down
-/// ends the command: both are retried, with a back-off, until they answer.
-async fn open(db: &str, leader: &Leader) -> CliResult<Store> {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        let attempt = match super::open_existing(db).await {
-            Err(annals::Error::StoreNotFound { .. }) => match leader.partition_count().await {
-                Ok(count) => annals::StoreOptions::from_url(db)?
-                    .partitions(count)
-                    .open()
-                    .await
-                    .map_err(FollowError::Store),
-                Err(error) => Err(error),
-            },
-            opened => opened.map_err(FollowError::Store),
-        };
-        match attempt {
-            Ok(store) => return Ok(store),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(%error, "cannot open the follower's store yet; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(CliError::Follow(error)),
-        }
-    }
 }
 
 pub(crate) async fn promote(db: &str, out: &Output) -> CliResult {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{EventStore, Partition, Store};
+use annals::{EventStore, Offset, Partition, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -250,6 +250,35 @@ fn joined(result: Result<Result<(), FollowError>, tokio::task::JoinError>) -> Re
     }
 }
 
+/// Opens the store a follower writes into, creating it with the leader's partition
+/// count when there is none. Neither a leader that does not answer yet nor a database
+/// that is not up yet is an error: both are retried, with the follower's back-off,
+/// until they answer; the errors that will not pass are returned.
+pub async fn open_store(db: &str, leader: &Leader) -> Result<Store, FollowError> {
+    let mut backoff = Backoff(0);
+    loop {
+        let existing = StoreOptions::from_url(db)?.create_if_missing(false).open().await;
+        let attempt = match existing {
+            Err(annals::Error::StoreNotFound { .. }) => match leader.partition_count().await {
+                Ok(count) => StoreOptions::from_url(db)?
+                    .partitions(count)
+                    .open()
+                    .await
+                    .map_err(FollowError::Store),
+                Err(error) => Err(error),
+            },
+            opened => opened.map_err(FollowError::Store),
+        };
+        match attempt {
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "cannot open the follower's store yet; retrying");
+                tokio::time::sleep(backoff.next()).await;
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// Waits between attempts: [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`], each
 /// wait spread by ±25 % so that loops failing together do not retry in lockstep.
 struct Backoff(u32);
@@ -368,6 +397,23 @@ struct PartitionLoop {
     tracker: Arc<Tracker>,
 }
 
+/// What a fetch loop knows between rounds: its partition's next offset (it alone
+/// writes the partition; read from the store at first and after an error), and whether
+/// to look at the store's role before the next fetch.
+struct Position {
+    next: Option<Offset>,
+    check_role: bool,
+}
+
+impl Position {
+    fn unknown() -> Self {
+        Position {
+            next: None,
+            check_role: true,
+        }
+    }
+}
+
 /// What one round of a fetch loop came to.
 enum Round {
     /// Records were applied, or none were there.
@@ -382,11 +428,12 @@ impl PartitionLoop {
         // After a failure the next fetch does not wait at the leader, so that the
         // status says "following" as soon as the leader answers again.
         let mut wait_ms = leader::WAIT_MS;
+        let mut position = Position::unknown();
         loop {
             if *stopped.borrow() {
                 return Ok(());
             }
-            match self.round(wait_ms, &mut stopped).await {
+            match self.round(&mut position, wait_ms, &mut stopped).await {
                 Ok(Round::Fetched) => {
                     backoff.reset();
                     wait_ms = leader::WAIT_MS;
@@ -394,6 +441,7 @@ impl PartitionLoop {
                 Ok(Round::Done) => return Ok(()),
                 Err(error) if error.is_transient() => {
                     wait_ms = 0;
+                    position = Position::unknown();
                     self.tracker.retrying(Some(self.partition as usize), &error);
                     tracing::warn!(partition = self.partition, %error, "replication failed; retrying");
                     if stopped_during(backoff.next(), &mut stopped).await {
@@ -406,14 +454,23 @@ impl PartitionLoop {
     }
 
     /// One fetch, waiting up to `wait_ms` at the leader, and its application.
-    async fn round(&self, wait_ms: u64, stopped: &mut watch::Receiver<bool>) -> Result<Round, FollowError> {
+    async fn round(
+        &self,
+        position: &mut Position,
+        wait_ms: u64,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<Round, FollowError> {
         let partition = self.partition;
         // Promoted (here or by `annals promote` in another process): stop following.
-        if self.store.refresh_replica().await?.leader.is_none() {
+        // While records flow, the apply below finds out; an idle partition looks.
+        if position.check_role && self.store.refresh_replica().await?.leader.is_none() {
             tracing::info!(partition, "promoted: the follower stops");
             return Ok(Round::Done);
         }
-        let next = self.store.high_watermark(partition).await?;
+        let next = match position.next {
+            Some(next) => next,
+            None => self.store.high_watermark(partition).await?,
+        };
         let fetch = self
             .leader
             .fetch(&self.http, partition, next, FETCH, wait_ms, Some(&self.id));
@@ -441,6 +498,10 @@ impl PartitionLoop {
         }
         self.tracker
             .fetched(partition as usize, fetched.high_watermark.saturating_sub(reached));
+        *position = Position {
+            next: Some(reached),
+            check_role: idle,
+        };
         if idle {
             // Caught up: a good moment to check that the leader was not replaced.
             diverge::check_leader(&self.store, &self.leader, &self.http).await?;

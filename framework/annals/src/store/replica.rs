@@ -22,6 +22,14 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// As stored: the leader's URL (none on a leader) and the epoch, an SQL integer.
+    pub(crate) fn stored(leader: Option<String>, epoch: i64) -> Self {
+        Replica {
+            leader,
+            epoch: u64::try_from(epoch).unwrap_or(0),
+        }
+    }
+
     /// `"leader"` or `"follower"`.
     pub fn role(&self) -> &'static str {
         if self.leader.is_some() {

@@ -290,11 +290,8 @@ impl Backend for PgBackend {
     }
 
     async fn replica(&self) -> Result<Replica> {
-        let (leader, epoch): (Option<String>, i64) = sqlx::query_as(sql::REPLICA).fetch_one(&self.pool).await?;
-        Ok(Replica {
-            leader,
-            epoch: epoch as u64,
-        })
+        let (leader, epoch) = sqlx::query_as(sql::REPLICA).fetch_one(&self.pool).await?;
+        Ok(Replica::stored(leader, epoch))
     }
 
     async fn change_role(&self, change: RoleChange) -> Result<Replica> {
@@ -308,10 +305,7 @@ impl Backend for PgBackend {
             }
             RoleChange::Promote => sqlx::query_as(sql::PROMOTE).fetch_one(&self.pool).await?,
         };
-        Ok(Replica {
-            leader,
-            epoch: epoch as u64,
-        })
+        Ok(Replica::stored(leader, epoch))
     }
 
     async fn append_replicated(&self, replicated: Replicated) -> Result<()> {

@@ -361,21 +361,13 @@ impl Backend for SqliteBackend {
     }
 
     async fn replica(&self) -> Result<Replica> {
-        let (leader, epoch): (Option<String>, i64) = sqlx::query_as(sql::REPLICA).fetch_one(&self.readers).await?;
-        Ok(Replica {
-            leader,
-            epoch: epoch as u64,
-        })
+        let (leader, epoch) = sqlx::query_as(sql::REPLICA).fetch_one(&self.readers).await?;
+        Ok(Replica::stored(leader, epoch))
     }
 
     async fn change_role(&self, change: RoleChange) -> Result<Replica> {
         self.write_alone(move |conn| {
-            let replica = |row: &rusqlite::Row<'_>| {
-                Ok(Replica {
-                    leader: row.get(0)?,
-                    epoch: row.get::<_, i64>(1)? as u64,
-                })
-            };
+            let replica = |row: &rusqlite::Row<'_>| Ok(Replica::stored(row.get(0)?, row.get(1)?));
             match change {
                 RoleChange::Follow { leader, epoch } => {
                     conn.query_row(sql::FOLLOW, rusqlite::params![leader, sql_int(epoch)], replica)

@@ -190,13 +190,16 @@ impl Backend for PgBackend {
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .fetch(&self.pool);
+        // The statement's column types are the schema's (bigint, text, text, bigint),
+        // so the per-row type check of `try_get` is skipped: on a long stream it costs
+        // more than decoding the columns.
         while let Some(row) = rows.try_next().await? {
             visit(EventView {
-                version: row.try_get::<i64, _>(0)? as Version,
-                event_type: row.try_get(1)?,
-                payload: row.try_get(2)?,
-                // Computed by PostgreSQL within 0 ..= u32::MAX (migration 0005).
-                schema_version: row.try_get::<Option<i64>, _>(3)?.map(|v| v as u32),
+                version: row.try_get_unchecked::<i64, _>(0)? as Version,
+                event_type: row.try_get_unchecked(1)?,
+                payload: row.try_get_unchecked(2)?,
+                // Within 0 ..= u32::MAX: the store writes it from a u32.
+                schema_version: row.try_get_unchecked::<Option<i64>, _>(3)?.map(|v| v as u32),
             })?;
         }
         Ok(())

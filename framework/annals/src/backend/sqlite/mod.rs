@@ -21,7 +21,7 @@ use super::batch::{self, QUEUE_DEPTH};
 use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
-use crate::record::{EventView, RecordedEvent};
+use crate::record::RecordedEvent;
 use crate::store::{AppendOutcome, Replica, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
@@ -137,7 +137,7 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
     .map_err(Error::Sqlite)?;
     let synchronous = options.synchronous.pragma();
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -16384;"
     ))
     .map_err(Error::Sqlite)?;
     wait_in_short_steps(&conn, options.busy_timeout)?;
@@ -235,9 +235,7 @@ impl Backend for SqliteBackend {
         // thread and the answer back. Under concurrent appends they go to the writer,
         // which commits them together. Only on a multi-threaded runtime, where blocking
         // this thread moves its other tasks elsewhere.
-        let multi_threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_threaded && queue.is_empty() && self.writer_conn.lone() {
+        if reader::may_block() && queue.is_empty() && self.writer_conn.lone() {
             let busy_timeout = self.busy_timeout;
             let attempt = tokio::task::block_in_place(|| {
                 set_busy_timeout(busy_timeout);
@@ -256,25 +254,18 @@ impl Backend for SqliteBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        // Read on SQLite's C API a page at a time, each on a blocking thread; the
-        // visitor sees a page's rows as soon as it is read.
-        const PAGE: usize = 1_000;
-        let mut next = from_version;
-        loop {
-            let rows = self.records.fold(stream, next, PAGE).await?;
-            for row in &rows {
-                visit(EventView {
-                    version: row.version,
-                    event_type: &row.event_type,
-                    payload: &row.payload,
-                    schema_version: row.schema_version,
-                })?;
-            }
-            match rows.last() {
-                Some(last) if rows.len() == PAGE => next = last.version + 1,
-                _ => return Ok(()),
+        // While appends come one at a time, the writer's connection is mostly idle and
+        // its page cache holds what they wrote, where a reader's was emptied by them.
+        if reader::may_block() && self.writer_conn.lone() {
+            let read = tokio::task::block_in_place(|| {
+                self.writer_conn
+                    .try_read(|conn| reader::visit_rows(conn, stream.as_str(), from_version, usize::MAX, visit))
+            });
+            if let Some(read) = read {
+                return read;
             }
         }
+        self.records.fold(stream, from_version, visit).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

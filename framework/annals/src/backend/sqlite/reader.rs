@@ -1,6 +1,7 @@
-//! Record reads on SQLite's C API: the hot read paths (a stream, a partition) run on a
-//! blocking thread with a read-only connection, a fraction of what a row costs through
-//! sqlx's SQLite worker.
+//! Record reads on SQLite's C API: the hot read paths (a stream, a fold, a partition)
+//! run on a read-only connection, a fraction of what a row costs through sqlx's SQLite
+//! worker. On a multi-threaded runtime they run on the caller's thread (see
+//! [`may_block`]); elsewhere on a blocking thread.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,18 @@ use serde_json::value::RawValue;
 use crate::backend::sql;
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
-use crate::record::RecordedEvent;
+use crate::record::{EventView, RecordedEvent};
+use crate::store::Visitor;
 use crate::stream::StreamId;
+
+/// Whether the calling task may block its thread on SQLite: on a multi-threaded
+/// runtime, `block_in_place` hands the thread's other tasks to another worker, which
+/// costs less than sending the work to a blocking thread and the answer back. On a
+/// current-thread runtime it would block every task, and `block_in_place` panics.
+pub(super) fn may_block() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
 
 /// Idle read-only connections, reused.
 pub(super) struct Readers {
@@ -44,21 +55,27 @@ impl Readers {
         Ok(conn)
     }
 
-    /// Runs `read` on an idle connection, on a blocking thread.
+    /// Runs `read` on an idle connection: on this thread where it may block, else on a
+    /// blocking thread.
     async fn run<T, F>(self: &Arc<Self>, read: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     {
+        if may_block() {
+            return tokio::task::block_in_place(|| self.with_idle(read));
+        }
         let readers = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.take()?;
-            let result = read(&conn);
-            readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            result
-        })
-        .await
-        .map_err(|_| Error::Closed)?
+        tokio::task::spawn_blocking(move || readers.with_idle(read))
+            .await
+            .map_err(|_| Error::Closed)?
+    }
+
+    fn with_idle<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> Result<T>) -> Result<T> {
+        let conn = self.take()?;
+        let result = read(&conn);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        result
     }
 
     pub(super) async fn stream(
@@ -79,32 +96,43 @@ impl Readers {
         .await
     }
 
-    /// Up to `limit` rows a fold needs of `stream` from version `from` on, owned: the
-    /// visitor runs on the caller's task, the read on a blocking thread.
-    pub(super) async fn fold(self: &Arc<Self>, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<FoldRow>> {
-        let stream = stream.as_str().to_owned();
-        self.run(move |conn| {
-            let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::Sqlite)?;
-            let mut rows = statement
-                .query(rusqlite::params![stream, clamp(from), clamp(limit)])
-                .map_err(Error::Sqlite)?;
-            let mut folded = Vec::with_capacity(limit.min(STREAM_RESERVE));
-            while let Some(row) = rows.next().map_err(Error::Sqlite)? {
-                let text = |i| {
-                    row.get_ref(i)
-                        .and_then(|v| v.as_str().map_err(Into::into))
-                        .map_err(Error::Sqlite)
-                };
-                folded.push(FoldRow {
-                    version: row.get::<_, i64>(0).map_err(Error::Sqlite)? as Version,
-                    event_type: text(1)?.to_owned(),
-                    payload: text(2)?.to_owned(),
-                    schema_version: crate::record::schema_version_in(text(3)?)?,
-                });
+    /// Shows `visit` the events of `stream` from version `from` on. Where this thread
+    /// may block, the visitor sees each row as SQLite returns it, in one read, with
+    /// nothing copied; otherwise pages of rows are read on a blocking thread and
+    /// visited on the caller's task.
+    pub(super) async fn fold(
+        self: &Arc<Self>,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
+        if may_block() {
+            return tokio::task::block_in_place(|| {
+                self.with_idle(|conn| visit_rows(conn, stream.as_str(), from, usize::MAX, visit))
+            });
+        }
+        const PAGE: usize = 1_000;
+        let mut next = from;
+        loop {
+            let stream = stream.as_str().to_owned();
+            let rows = self
+                .run(move |conn| {
+                    let mut rows = Vec::with_capacity(STREAM_RESERVE);
+                    visit_rows(conn, &stream, next, PAGE, &mut |view| {
+                        rows.push(FoldRow::from(view));
+                        Ok(())
+                    })?;
+                    Ok(rows)
+                })
+                .await?;
+            for row in &rows {
+                visit(row.view())?;
             }
-            Ok(folded)
-        })
-        .await
+            match rows.last() {
+                Some(last) if rows.len() == PAGE => next = last.version + 1,
+                _ => return Ok(()),
+            }
+        }
     }
 
     pub(super) async fn partition(
@@ -125,12 +153,63 @@ impl Readers {
     }
 }
 
-/// One event as a fold sees it (see [`EventView`](crate::EventView)).
-pub(super) struct FoldRow {
-    pub(super) version: Version,
-    pub(super) event_type: String,
-    pub(super) payload: String,
-    pub(super) schema_version: Option<u32>,
+/// One event as a fold sees it, owned, to cross from a blocking thread.
+struct FoldRow {
+    version: Version,
+    event_type: String,
+    payload: String,
+    schema_version: Option<u32>,
+}
+
+impl From<EventView<'_>> for FoldRow {
+    fn from(view: EventView<'_>) -> Self {
+        FoldRow {
+            version: view.version,
+            event_type: view.event_type.to_owned(),
+            payload: view.payload.to_owned(),
+            schema_version: view.schema_version,
+        }
+    }
+}
+
+impl FoldRow {
+    fn view(&self) -> EventView<'_> {
+        EventView {
+            version: self.version,
+            event_type: &self.event_type,
+            payload: &self.payload,
+            schema_version: self.schema_version,
+        }
+    }
+}
+
+/// Up to `limit` events of `stream` from version `from` on, each shown to `visit`
+/// borrowed from SQLite's row.
+pub(super) fn visit_rows(
+    conn: &rusqlite::Connection,
+    stream: &str,
+    from: Version,
+    limit: usize,
+    visit: &mut Visitor<'_>,
+) -> Result<()> {
+    let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::Sqlite)?;
+    let mut rows = statement
+        .query(rusqlite::params![stream, clamp(from), clamp(limit)])
+        .map_err(Error::Sqlite)?;
+    while let Some(row) = rows.next().map_err(Error::Sqlite)? {
+        let text = |i| {
+            row.get_ref(i)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(Error::Sqlite)
+        };
+        visit(EventView {
+            version: row.get::<_, i64>(0).map_err(Error::Sqlite)? as Version,
+            event_type: text(1)?,
+            payload: text(2)?,
+            schema_version: crate::record::schema_version_in(text(3)?)?,
+        })?;
+    }
+    Ok(())
 }
 
 fn clamp(value: impl TryInto<i64>) -> i64 {

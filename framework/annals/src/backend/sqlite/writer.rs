@@ -96,6 +96,14 @@ impl Shared {
         self.singles.load(Ordering::Relaxed) >= LONE_AFTER
     }
 
+    /// Runs `read` on the writer's connection if it is free. Every commit by another
+    /// connection empties a reader's page cache; the writer's stays current, so a read
+    /// that follows this process's own appends finds its pages in memory.
+    pub(super) fn try_read<T>(&self, read: impl FnOnce(&Connection) -> T) -> Option<T> {
+        let conn = self.conn.try_lock().ok()?;
+        conn.as_ref().map(read)
+    }
+
     /// Closes the connection, once the writer thread has stopped and no appender
     /// holds it.
     pub(super) fn close(&self) {

@@ -47,6 +47,8 @@ pub mod aggregate;
 mod backend;
 mod error;
 pub mod group;
+mod log;
+mod options;
 mod partitioner;
 mod position;
 pub mod readmodel;
@@ -58,13 +60,12 @@ mod stream;
 /// The attribute the [`group::Projection`] and [`group::Consumer`] traits are written with.
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
+pub use log::{AppendOutcome, Replica, StreamInfo, Visitor};
+pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
 pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
-pub use store::{
-    AppendOutcome, AppendRequest, EventStore, Limits, Replica, Store, StoreOptions, StreamInfo, Synchronous, Visitor,
-    DEFAULT_PARTITIONS,
-};
+pub use store::{AppendRequest, EventStore, Store};
 pub use stream::{StreamId, MAX_STREAM_ID_LEN};
 
 /// The names most programs need: `use annals::prelude::*;`.

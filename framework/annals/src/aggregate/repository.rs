@@ -10,11 +10,12 @@ use super::cache::{Cache, CacheOptions};
 use super::event::{encode, Decoder};
 use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
 use crate::error::Error;
+use crate::log::AppendOutcome;
 use crate::position::{ExpectedVersion, Version};
 use crate::readmodel::Db;
 use crate::snapshot::{self, SnapshotOptions, Snapshottable};
 use crate::store::Store;
-use crate::store::{AppendOutcome, AppendRequest, EventStore};
+use crate::store::{AppendRequest, EventStore};
 use crate::stream::{validate_category, StreamId};
 
 /// How a repository retries a command that lost a race (`WrongExpectedVersion`).

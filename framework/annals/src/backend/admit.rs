@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::PreparedAppend;
 use crate::error::{Error, Result};
+use crate::log::AppendOutcome;
 use crate::position::{Offset, Partition, Version};
-use crate::store::AppendOutcome;
 use crate::stream::StreamId;
 
 /// What an engine knows about the log before the batch, for the keys the batch touches.

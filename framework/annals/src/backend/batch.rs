@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
-use crate::store::AppendOutcome;
+use crate::log::AppendOutcome;
 
 /// The longest a writer waits for a batch to fill up.
 pub(crate) const LINGER: Duration = Duration::from_micros(300);

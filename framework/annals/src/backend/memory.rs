@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::admit::{Admission, Admitted, CommandRecord, LogView};
 use super::{now_micros, Backend, PreparedAppend, Replicated, RoleChange, Wakeups};
 use crate::error::{Error, Result};
+use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::stream::StreamId;
 
 pub(crate) struct MemoryBackend {

@@ -36,11 +36,25 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
+use crate::options::{Location, StoreOptions, DEFAULT_PARTITIONS};
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::stream::StreamId;
 use admit::CommandRecord;
+
+/// Opens (or creates) the engine `options` name.
+pub(crate) async fn open(options: &StoreOptions) -> Result<Box<dyn Backend>> {
+    Ok(match &options.location {
+        Location::Memory => Box::new(memory::MemoryBackend::new(
+            options.partitions.unwrap_or(DEFAULT_PARTITIONS),
+        )),
+        #[cfg(feature = "sqlite")]
+        Location::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(path, options).await?),
+        #[cfg(feature = "postgres")]
+        Location::Postgres(url) => Box::new(postgres::PgBackend::open(url, options).await?),
+    })
+}
 
 /// An append that passed every check the store can make without the log.
 #[derive(Debug)]

@@ -30,12 +30,12 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(feature = "postgres")]
-mod postgres;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 mod value;
 
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 pub use value::{FromValue, Param, Row, Value};
@@ -59,18 +59,42 @@ pub enum Engine {
     Postgres,
 }
 
+/// What an engine gives read models: queries outside a transaction, and transactions.
+#[async_trait]
+pub(crate) trait Database: Send + Sync {
+    fn engine(&self) -> Engine;
+
+    /// One read-only query outside any transaction.
+    async fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Row>>;
+
+    /// Runs `work` in one transaction: a write transaction is committed when `work`
+    /// returns `Ok` and rolled back otherwise; a read transaction is always rolled
+    /// back.
+    async fn transaction(&self, work: Work, writes: bool) -> Result<Answer>;
+}
+
+/// A transaction's work with its result type erased, so that [`Database`] can be a
+/// trait object.
+pub(crate) type Work = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Answer>> + Send>;
+
+/// The result of a [`Work`].
+pub(crate) type Answer = Box<dyn Any + Send>;
+
+/// The statements of one open transaction, as an engine runs them.
+#[async_trait]
+pub(crate) trait Statements: Send {
+    fn engine(&self) -> Engine;
+    async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64>;
+    async fn execute_many(&mut self, sql: &str, rows: &[&[Param]]) -> Result<u64>;
+    async fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>>;
+    /// The engine's own transaction, to take back once the work is done.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
 /// Transactions on the store's database.
 #[derive(Clone)]
 pub struct Db {
-    inner: DbInner,
-}
-
-#[derive(Clone)]
-enum DbInner {
-    #[cfg(feature = "sqlite")]
-    Sqlite(std::sync::Arc<sqlite::Connections>),
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
+    inner: Arc<dyn Database>,
 }
 
 impl std::fmt::Debug for Db {
@@ -80,39 +104,19 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn sqlite(path: std::path::PathBuf, options: &crate::store::StoreOptions) -> Self {
-        Db {
-            inner: DbInner::Sqlite(std::sync::Arc::new(sqlite::Connections::new(path, options))),
-        }
-    }
-
-    #[cfg(feature = "postgres")]
-    pub(crate) fn postgres(pool: sqlx::PgPool) -> Self {
-        Db {
-            inner: DbInner::Postgres(pool),
-        }
+    pub(crate) fn new(database: Arc<dyn Database>) -> Self {
+        Db { inner: database }
     }
 
     /// The engine.
     pub fn engine(&self) -> Engine {
-        match &self.inner {
-            #[cfg(feature = "sqlite")]
-            DbInner::Sqlite(_) => Engine::Sqlite,
-            #[cfg(feature = "postgres")]
-            DbInner::Postgres(_) => Engine::Postgres,
-        }
+        self.inner.engine()
     }
 
     /// Runs one read-only query outside any transaction: no write lock on SQLite, no
     /// BEGIN and COMMIT round trips on PostgreSQL.
     pub async fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Row>> {
-        match &self.inner {
-            #[cfg(feature = "sqlite")]
-            DbInner::Sqlite(connections) => sqlite::read(connections.clone(), sql.to_owned(), params).await,
-            #[cfg(feature = "postgres")]
-            DbInner::Postgres(pool) => postgres::query(pool, sql, &params).await,
-        }
+        self.inner.query(sql, params).await
     }
 
     /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back
@@ -142,67 +146,47 @@ impl Db {
         T: Send + 'static,
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
     {
-        match &self.inner {
-            #[cfg(feature = "sqlite")]
-            DbInner::Sqlite(connections) => sqlite::transaction(connections.clone(), work, writes).await,
-            #[cfg(feature = "postgres")]
-            DbInner::Postgres(pool) => {
-                let mut tx = Tx {
-                    inner: TxInner::Postgres(pool.begin().await?),
-                };
-                let result = work(&mut tx).await;
-                let TxInner::Postgres(sql) = tx.inner else {
-                    unreachable!("a PostgreSQL Db makes PostgreSQL transactions")
-                };
-                match result {
-                    Ok(value) => {
-                        sql.commit().await?;
-                        Ok(value)
-                    }
-                    Err(error) => {
-                        // Dropping would roll back too; saying so frees the connection now.
-                        let _ = sql.rollback().await;
-                        Err(error)
-                    }
-                }
-            }
-        }
+        let work: Work = Box::new(move |tx| {
+            let done = work(tx);
+            Box::pin(async move { done.await.map(|value| Box::new(value) as Answer) })
+        });
+        let answer = self.inner.transaction(work, writes).await?;
+        Ok(*answer
+            .downcast::<T>()
+            .expect("a transaction answers with its work's result"))
     }
 }
 
 /// One open transaction of a [`Db`].
 pub struct Tx {
-    inner: TxInner,
-}
-
-enum TxInner {
-    #[cfg(feature = "sqlite")]
-    Sqlite(rusqlite::Connection),
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    inner: Box<dyn Statements>,
 }
 
 impl Tx {
+    pub(crate) fn new(statements: impl Statements + 'static) -> Self {
+        Tx {
+            inner: Box::new(statements),
+        }
+    }
+
+    /// The engine's own transaction, taken back.
+    pub(crate) fn into_inner<S: Statements + 'static>(self) -> S {
+        *self
+            .inner
+            .into_any()
+            .downcast::<S>()
+            .expect("an engine runs its own transactions")
+    }
+
     /// The engine.
     pub fn engine(&self) -> Engine {
-        match &self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(_) => Engine::Sqlite,
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(_) => Engine::Postgres,
-        }
+        self.inner.engine()
     }
 
     /// Runs one statement; returns the number of rows it changed.
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
-        match &mut self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(conn) => sqlite::execute(conn, sql, params),
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(tx) => postgres::execute(tx, sql, params).await,
-        }
+        self.inner.execute(sql, params).await
     }
-
     /// Runs one statement once for each row of parameters, in order; returns the number
     /// of rows they changed in all. On SQLite the statement is looked up and prepared
     /// once for the whole batch, which saves most of what a statement costs besides
@@ -229,22 +213,13 @@ impl Tx {
         if rows.is_empty() {
             return Ok(0);
         }
-        match &mut self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(conn) => sqlite::execute_many(conn, sql, rows),
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(tx) => postgres::execute_many(tx, sql, rows).await,
-        }
+        let rows: Vec<&[Param]> = rows.iter().map(AsRef::as_ref).collect();
+        self.inner.execute_many(sql, &rows).await
     }
 
     /// Runs one query; returns its rows.
     pub async fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
-        match &mut self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(conn) => sqlite::query(conn, sql, params),
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(tx) => postgres::query(&mut **tx, sql, params).await,
-        }
+        self.inner.query(sql, params).await
     }
 
     /// Runs a query that returns at most one row.

@@ -17,7 +17,6 @@
 //! # Ok(()) }
 //! ```
 
-mod options;
 mod replica;
 mod subscribe;
 
@@ -25,21 +24,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::SCHEMA_VERSION_KEY;
 use crate::backend::{Backend, PreparedAppend, PreparedEvent};
 use crate::error::{Error, Result};
+use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
+use crate::options::{Limits, StoreOptions};
 use crate::partitioner::partition_for;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
-use crate::record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+use crate::record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 use crate::stream::{validate_category, StreamId};
-
-#[cfg(feature = "postgres")]
-pub(crate) use options::redact;
-pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
-pub use replica::Replica;
 
 /// One append: events for one stream, checked against an expected version and,
 /// with a command id, applied at most once.
@@ -78,38 +73,6 @@ impl AppendRequest {
         self
     }
 }
-
-/// Where an append's events were stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppendOutcome {
-    /// The stream's partition.
-    pub partition: Partition,
-    /// Offset of the first event.
-    pub first_offset: Offset,
-    /// Offset of the last event.
-    pub last_offset: Offset,
-    /// Stream version of the first event.
-    pub first_version: Version,
-    /// Stream version of the last event (the stream's version after the append).
-    pub last_version: Version,
-    /// True when the command id was already applied: this is the original outcome and
-    /// nothing was written.
-    pub duplicate: bool,
-}
-
-/// A stream as listed by [`EventStore::list_streams`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamInfo {
-    /// The stream id.
-    pub stream: StreamId,
-    /// Its partition.
-    pub partition: Partition,
-    /// Its version (number of events).
-    pub version: Version,
-}
-
-/// What [`EventStore::fold_stream`] calls with each event.
-pub type Visitor<'v> = dyn FnMut(EventView<'_>) -> Result<()> + Send + 'v;
 
 /// The event store API, the same for every engine and object-safe: an
 /// `Arc<dyn EventStore>` works wherever a store is needed.
@@ -409,5 +372,17 @@ impl EventStore for Store {
             validate_category(category)?;
         }
         self.inner.backend.list_streams(category, limit, after).await
+    }
+}
+
+impl StoreOptions {
+    /// Opens the store, creating it and running its migrations if needed.
+    pub async fn open(self) -> Result<Store> {
+        if self.partitions == Some(0) {
+            return Err(Error::InvalidPartitionCount);
+        }
+        let store = Store::from_backend(crate::backend::open(&self).await?, self.limits);
+        store.refresh_replica().await?;
+        Ok(store)
     }
 }

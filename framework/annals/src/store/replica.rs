@@ -2,43 +2,14 @@
 //! leader (it takes only records shipped from it, applied verbatim), and its leader
 //! epoch, bumped on every promotion.
 
-use serde::{Deserialize, Serialize};
-
-use super::{AppendOutcome, Store};
+use super::Store;
 use crate::backend::admit::CommandRecord;
 use crate::backend::{Replicated, RoleChange};
 use crate::error::{Error, Result};
+use crate::log::{AppendOutcome, Replica};
 use crate::partitioner::partition_for;
 use crate::position::{Offset, Partition};
 use crate::record::RecordedEvent;
-
-/// Whom a store follows, and its leader epoch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replica {
-    /// The leader's URL when this store is a follower; `None` on a leader.
-    pub leader: Option<String>,
-    /// The leader epoch: 0 for a store never promoted, bumped by each promotion.
-    pub epoch: u64,
-}
-
-impl Replica {
-    /// As stored: the leader's URL (none on a leader) and the epoch, an SQL integer.
-    pub(crate) fn stored(leader: Option<String>, epoch: i64) -> Self {
-        Replica {
-            leader,
-            epoch: u64::try_from(epoch).unwrap_or(0),
-        }
-    }
-
-    /// `"leader"` or `"follower"`.
-    pub fn role(&self) -> &'static str {
-        if self.leader.is_some() {
-            "follower"
-        } else {
-            "leader"
-        }
-    }
-}
 
 impl Store {
     /// This store's role and epoch, as of its last change in this process (see

@@ -5,6 +5,7 @@
 //! processes are woken by `LISTEN/NOTIFY` ([`notify`]).
 
 mod notify;
+mod readmodel;
 mod replicate;
 mod writer;
 
@@ -21,9 +22,10 @@ use uuid::Uuid;
 use super::batch::{self, Pending, QUEUE_DEPTH};
 use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
 use crate::error::{Error, Result};
+use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
+use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
 use crate::position::{Offset, Partition, Version};
 use crate::record::{EventView, RecordedEvent};
-use crate::store::{AppendOutcome, Replica, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
 pub(crate) struct PgBackend {
@@ -42,7 +44,7 @@ pub(crate) struct PgBackend {
 impl PgBackend {
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self> {
         let connect: PgConnectOptions = url.parse().map_err(|error: sqlx::Error| Error::InvalidUrl {
-            url: crate::store::redact(url),
+            url: crate::options::redact(url),
             reason: error.to_string(),
         })?;
         let pool = PgPoolOptions::new()
@@ -285,7 +287,7 @@ impl Backend for PgBackend {
     }
 
     fn read_models(&self) -> Option<crate::readmodel::Db> {
-        Some(crate::readmodel::Db::postgres(self.pool.clone()))
+        Some(readmodel::database(self.pool.clone()))
     }
 
     fn wakeups(&self) -> &Wakeups {

@@ -35,7 +35,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
     let commands = &replicated.commands;
     let command_id: Vec<Uuid> = commands.iter().map(|(id, _)| *id).collect();
     let command_stream: Vec<&str> = commands.iter().map(|(_, c)| c.stream.as_str()).collect();
-    let outcome = |field: fn(&crate::store::AppendOutcome) -> u64| -> Vec<i64> {
+    let outcome = |field: fn(&crate::log::AppendOutcome) -> u64| -> Vec<i64> {
         commands.iter().map(|(_, c)| sql_int(field(&c.outcome))).collect()
     };
     let row = sqlx::query_as(

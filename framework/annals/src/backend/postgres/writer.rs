@@ -16,8 +16,8 @@ use super::notify::Notifier;
 use crate::backend::batch::{self, Batching, Pending};
 use crate::backend::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
+use crate::log::AppendOutcome;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
-use crate::store::AppendOutcome;
 use crate::stream::StreamId;
 
 /// Most appends in one call.

@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod reader;
+mod readmodel;
 mod writer;
 
 use std::path::Path;
@@ -20,9 +21,10 @@ use uuid::Uuid;
 use super::batch::{self, QUEUE_DEPTH};
 use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
 use crate::error::{Error, Result};
+use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
+use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
-use crate::store::{AppendOutcome, Replica, StoreOptions, StreamInfo, Visitor, DEFAULT_PARTITIONS};
 use crate::stream::StreamId;
 
 pub(crate) struct SqliteBackend {
@@ -106,7 +108,7 @@ impl SqliteBackend {
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
             partition_count,
-            read_models: crate::readmodel::Db::sqlite(path.to_owned(), options),
+            read_models: readmodel::database(path.to_owned(), options),
             records: reader::Readers::new(path.to_owned(), options.busy_timeout),
         })
     }

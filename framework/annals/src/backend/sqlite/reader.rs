@@ -11,9 +11,9 @@ use serde_json::value::RawValue;
 
 use crate::backend::sql;
 use crate::error::{Error, Result};
+use crate::log::Visitor;
 use crate::position::{Offset, Partition, Version};
 use crate::record::{EventView, RecordedEvent};
-use crate::store::Visitor;
 use crate::stream::StreamId;
 
 /// Whether the calling task may block its thread on SQLite: on a multi-threaded

@@ -26,8 +26,8 @@ use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
 use crate::backend::batch::{self, Batching, Pending, Queued};
 use crate::backend::{now_micros, PreparedAppend, Replicated, Wakeups};
 use crate::error::{Error, Result};
+use crate::log::AppendOutcome;
 use crate::position::{Offset, Partition, Version};
-use crate::store::AppendOutcome;
 use crate::stream::StreamId;
 
 /// Most appends in one transaction.

@@ -1,4 +1,5 @@
-//! Opening a store: a URL names the engine and place, chained setters tune the rest.
+//! How to open a store: a URL names the engine and place, chained setters tune the
+//! rest; [`StoreOptions::open`] opens it.
 //!
 //! | URL | engine |
 //! |---|---|
@@ -8,7 +9,6 @@
 
 use std::time::Duration;
 
-use super::Store;
 use crate::error::{Error, Result};
 
 /// The partition count of a store created without an explicit one.
@@ -220,25 +220,6 @@ impl StoreOptions {
             #[cfg(feature = "postgres")]
             Location::Postgres(_) => "postgres",
         }
-    }
-
-    /// Opens the store, creating it and running its migrations if needed.
-    pub async fn open(self) -> Result<Store> {
-        if self.partitions == Some(0) {
-            return Err(Error::InvalidPartitionCount);
-        }
-        let backend: Box<dyn crate::backend::Backend> = match &self.location {
-            Location::Memory => Box::new(crate::backend::memory::MemoryBackend::new(
-                self.partitions.unwrap_or(DEFAULT_PARTITIONS),
-            )),
-            #[cfg(feature = "sqlite")]
-            Location::Sqlite(path) => Box::new(crate::backend::sqlite::SqliteBackend::open(path, &self).await?),
-            #[cfg(feature = "postgres")]
-            Location::Postgres(url) => Box::new(crate::backend::postgres::PgBackend::open(url, &self).await?),
-        };
-        let store = Store::from_backend(backend, self.limits);
-        store.refresh_replica().await?;
-        Ok(store)
     }
 }
 

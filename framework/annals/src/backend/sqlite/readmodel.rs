@@ -13,20 +13,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::{Param, Row, Tx, TxInner, Value};
 use crate::error::{Error, Result};
-use crate::store::StoreOptions;
+use crate::options::StoreOptions;
+use crate::readmodel::{Answer, Database, Engine, Param, Row, Statements, Tx, Value, Work};
 
 /// The most transactions one commit carries.
 const MAX_GROUP: usize = 64;
 
 /// The read model's connections: idle ones for reads, and the writer's queue.
-pub(super) struct Connections {
+struct Connections {
     path: PathBuf,
     synchronous: &'static str,
     busy_timeout: Duration,
@@ -37,33 +37,23 @@ pub(super) struct Connections {
 /// Write transactions waiting for the writer, and its connection between groups.
 #[derive(Default)]
 struct Writer {
-    queue: Vec<Box<dyn Job>>,
+    queue: Vec<Job>,
     /// A blocking thread is draining the queue.
     draining: bool,
     conn: Option<rusqlite::Connection>,
 }
 
+type Outcome = std::thread::Result<Result<Answer>>;
+
 /// A write transaction waiting for its group.
-trait Job: Send {
+struct Job {
+    work: Option<Work>,
+    ran: Option<Outcome>,
+    reply: oneshot::Sender<Outcome>,
+}
+
+impl Job {
     /// Runs the work in the group's transaction; whether it succeeded.
-    fn run(&mut self, tx: &mut Tx, runtime: &Handle) -> bool;
-    /// Tells the caller how it ended, once the group's commit (or its failure) is known.
-    fn answer(self: Box<Self>, committed: Result<()>);
-}
-
-type Outcome<T> = std::thread::Result<Result<T>>;
-
-struct Work<T, F> {
-    work: Option<F>,
-    ran: Option<Outcome<T>>,
-    reply: oneshot::Sender<Outcome<T>>,
-}
-
-impl<T, F> Job for Work<T, F>
-where
-    T: Send + 'static,
-    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
-{
     fn run(&mut self, tx: &mut Tx, runtime: &Handle) -> bool {
         let Some(work) = self.work.take() else { return false };
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(work(tx))));
@@ -72,7 +62,8 @@ where
         ok
     }
 
-    fn answer(self: Box<Self>, committed: Result<()>) {
+    /// Tells the caller how it ended, once the group's commit (or its failure) is known.
+    fn answer(self, committed: Result<()>) {
         let outcome = match self.ran {
             Some(Ok(Ok(value))) => Ok(committed.map(|()| value)),
             Some(ran) => ran,
@@ -82,8 +73,70 @@ where
     }
 }
 
+/// A transaction's connection, lent to the work it runs.
+struct SqliteTx(rusqlite::Connection);
+
+#[async_trait]
+impl Statements for SqliteTx {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
+        execute(&self.0, sql, params)
+    }
+
+    async fn execute_many(&mut self, sql: &str, rows: &[&[Param]]) -> Result<u64> {
+        execute_many(&self.0, sql, rows)
+    }
+
+    async fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
+        query(&self.0, sql, params)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Runs `work` on `conn`, and gives the connection back.
+fn lend<T>(conn: rusqlite::Connection, work: impl FnOnce(&mut Tx) -> T) -> (rusqlite::Connection, T) {
+    let mut tx = Tx::new(SqliteTx(conn));
+    let result = work(&mut tx);
+    (tx.into_inner::<SqliteTx>().0, result)
+}
+
+#[async_trait]
+impl Database for Arc<Connections> {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    async fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Row>> {
+        read(self.clone(), sql.to_owned(), params).await
+    }
+
+    async fn transaction(&self, work: Work, writes: bool) -> Result<Answer> {
+        if !writes {
+            return read_transaction(self.clone(), work).await;
+        }
+        let (reply, answered) = oneshot::channel();
+        self.submit(Job {
+            work: Some(work),
+            ran: None,
+            reply,
+        });
+        unwind(answered.await.unwrap_or(Ok(Err(Error::Closed))))
+    }
+}
+
+/// The read models of the SQLite store at `path`.
+pub(super) fn database(path: PathBuf, options: &StoreOptions) -> crate::readmodel::Db {
+    crate::readmodel::Db::new(Arc::new(Arc::new(Connections::new(path, options))))
+}
+
 impl Connections {
-    pub(super) fn new(path: PathBuf, options: &StoreOptions) -> Self {
+    fn new(path: PathBuf, options: &StoreOptions) -> Self {
         Connections {
             path,
             synchronous: options.synchronous.pragma(),
@@ -101,7 +154,7 @@ impl Connections {
         .map_err(Error::Sqlite)?;
         conn.execute_batch(&format!("PRAGMA synchronous = {};", self.synchronous))
             .map_err(Error::Sqlite)?;
-        crate::backend::sqlite::wait_in_short_steps(&conn, self.busy_timeout)?;
+        super::wait_in_short_steps(&conn, self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -122,7 +175,7 @@ impl Connections {
     }
 
     /// Queues `job`, and starts a writer if none is draining the queue.
-    fn submit(self: &Arc<Self>, job: Box<dyn Job>) {
+    fn submit(self: &Arc<Self>, job: Job) {
         let start = {
             let mut writer = self.writer();
             writer.queue.push(job);
@@ -150,7 +203,7 @@ struct Draining {
 
 impl Draining {
     fn run(&mut self, runtime: &Handle) {
-        crate::backend::sqlite::set_busy_timeout(self.connections.busy_timeout);
+        super::set_busy_timeout(self.connections.busy_timeout);
         loop {
             let (jobs, conn) = {
                 let mut writer = self.connections.writer();
@@ -190,22 +243,19 @@ impl Drop for Draining {
 
 /// Runs `jobs` in one transaction, each under a savepoint, and commits them together.
 /// Returns the connection unless it is no longer fit for reuse.
-fn group(conn: rusqlite::Connection, jobs: Vec<Box<dyn Job>>, runtime: &Handle) -> Option<rusqlite::Connection> {
+fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Option<rusqlite::Connection> {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         answer_all(jobs, &Error::Sqlite(error));
         return Some(conn);
     }
-    let mut tx = Tx {
-        inner: TxInner::Sqlite(conn),
-    };
-    let mut ran: Vec<Box<dyn Job>> = Vec::with_capacity(jobs.len());
+    let mut ran: Vec<Job> = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     while let Some(mut job) = jobs.next() {
-        if let Err(error) = sqlite_conn(&tx).execute_batch("SAVEPOINT annals_job") {
-            return abandon(tx, ran, job, jobs, &Error::Sqlite(error));
+        if let Err(error) = conn.execute_batch("SAVEPOINT annals_job") {
+            return abandon(conn, ran, job, jobs, &Error::Sqlite(error));
         }
-        let ok = job.run(&mut tx, runtime);
-        let conn = sqlite_conn(&tx);
+        let ok;
+        (conn, ok) = lend(conn, |tx| job.run(tx, runtime));
         if conn.is_autocommit() {
             // The group's transaction is gone: the work ended it itself (a COMMIT or
             // ROLLBACK in its SQL), or it failed with an error SQLite answers by
@@ -222,7 +272,7 @@ fn group(conn: rusqlite::Connection, jobs: Vec<Box<dyn Job>>, runtime: &Handle) 
                     ),
                 ))
             };
-            return abandon(tx, ran, job, jobs, &error);
+            return abandon(conn, ran, job, jobs, &error);
         }
         let close = if ok {
             "RELEASE annals_job"
@@ -230,11 +280,10 @@ fn group(conn: rusqlite::Connection, jobs: Vec<Box<dyn Job>>, runtime: &Handle) 
             "ROLLBACK TO annals_job; RELEASE annals_job"
         };
         if let Err(error) = conn.execute_batch(close) {
-            return abandon(tx, ran, job, jobs, &Error::Sqlite(error));
+            return abandon(conn, ran, job, jobs, &Error::Sqlite(error));
         }
         ran.push(job);
     }
-    let conn = into_conn(tx);
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
             for job in ran {
@@ -253,13 +302,12 @@ fn group(conn: rusqlite::Connection, jobs: Vec<Box<dyn Job>>, runtime: &Handle) 
 /// Ends a group that cannot go on: nothing of it is committed, and every job in it is
 /// told so. The jobs not reached yet are told too, so their callers may try again.
 fn abandon(
-    tx: Tx,
-    ran: Vec<Box<dyn Job>>,
-    current: Box<dyn Job>,
-    rest: impl Iterator<Item = Box<dyn Job>>,
+    conn: rusqlite::Connection,
+    ran: Vec<Job>,
+    current: Job,
+    rest: impl Iterator<Item = Job>,
     error: &Error,
 ) -> Option<rusqlite::Connection> {
-    let conn = into_conn(tx);
     answer_all(ran.into_iter().chain(std::iter::once(current)).chain(rest), error);
     roll_back(conn)
 }
@@ -273,26 +321,8 @@ fn roll_back(conn: rusqlite::Connection) -> Option<rusqlite::Connection> {
     }
 }
 
-fn sqlite_conn(tx: &Tx) -> &rusqlite::Connection {
-    #[allow(irrefutable_let_patterns)]
-    let TxInner::Sqlite(conn) = &tx.inner
-    else {
-        unreachable!("a SQLite Db makes SQLite transactions")
-    };
-    conn
-}
-
-fn into_conn(tx: Tx) -> rusqlite::Connection {
-    #[allow(irrefutable_let_patterns)]
-    let TxInner::Sqlite(conn) = tx.inner
-    else {
-        unreachable!("a SQLite Db makes SQLite transactions")
-    };
-    conn
-}
-
 /// Tells every job of a group that failed as a whole why it failed.
-fn answer_all(jobs: impl IntoIterator<Item = Box<dyn Job>>, error: &Error) {
+fn answer_all(jobs: impl IntoIterator<Item = Job>, error: &Error) {
     for job in jobs {
         job.answer(Err(copy_of(error)));
     }
@@ -313,44 +343,19 @@ fn copy_of(error: &Error) -> Error {
     }
 }
 
-/// A write transaction (through the writer, committed with its group) or a read
-/// transaction (`BEGIN` on an idle connection).
-pub(super) async fn transaction<T, F>(connections: Arc<Connections>, work: F, writes: bool) -> Result<T>
-where
-    T: Send + 'static,
-    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
-{
-    if !writes {
-        return read_transaction(connections, work).await;
-    }
-    let (reply, answered) = oneshot::channel();
-    connections.submit(Box::new(Work {
-        work: Some(work),
-        ran: None,
-        reply,
-    }));
-    unwind(answered.await.unwrap_or(Ok(Err(Error::Closed))))
-}
-
-fn unwind<T>(outcome: Outcome<T>) -> Result<T> {
+fn unwind(outcome: Outcome) -> Result<Answer> {
     outcome.unwrap_or_else(|panic: Box<dyn Any + Send>| std::panic::resume_unwind(panic))
 }
 
-async fn read_transaction<T, F>(connections: Arc<Connections>, work: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
-{
+/// A read transaction: `BEGIN` on an idle connection, rolled back when done.
+async fn read_transaction(connections: Arc<Connections>, work: Work) -> Result<Answer> {
     let runtime = Handle::current();
     let joined = tokio::task::spawn_blocking(move || {
-        crate::backend::sqlite::set_busy_timeout(connections.busy_timeout);
+        super::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
         conn.execute_batch("BEGIN").map_err(Error::Sqlite)?;
-        let mut tx = Tx {
-            inner: TxInner::Sqlite(conn),
-        };
-        let result = runtime.block_on(work(&mut tx));
-        if let Some(conn) = roll_back(into_conn(tx)) {
+        let (conn, result) = lend(conn, |tx| runtime.block_on(work(tx)));
+        if let Some(conn) = roll_back(conn) {
             connections.give_back(conn);
         }
         result
@@ -364,9 +369,9 @@ where
 }
 
 /// One query on an idle connection, outside any transaction.
-pub(super) async fn read(connections: Arc<Connections>, sql: String, params: Vec<Param>) -> Result<Vec<Row>> {
+async fn read(connections: Arc<Connections>, sql: String, params: Vec<Param>) -> Result<Vec<Row>> {
     tokio::task::spawn_blocking(move || {
-        crate::backend::sqlite::set_busy_timeout(connections.busy_timeout);
+        super::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
         let rows = query(&conn, &sql, &params);
         connections.give_back(conn);
@@ -409,20 +414,20 @@ fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> R
     Ok(statement)
 }
 
-pub(super) fn execute(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64> {
+fn execute(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64> {
     let mut statement = prepare(conn, sql, params)?;
     Ok(statement.raw_execute().map_err(Error::Sqlite)? as u64)
 }
 
 /// One statement, prepared and looked up once, run for each row of parameters.
-pub(super) fn execute_many<R: AsRef<[Param]>>(conn: &rusqlite::Connection, sql: &str, rows: &[R]) -> Result<u64> {
+fn execute_many(conn: &rusqlite::Connection, sql: &str, rows: &[&[Param]]) -> Result<u64> {
     let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
     let numbers: Vec<Option<usize>> = (1..=statement.parameter_count())
         .map(|index| parameter_number(&statement, index))
         .collect();
     let mut changed = 0;
     for row in rows {
-        let params = row.as_ref();
+        let params = *row;
         for (index, number) in (1..).zip(&numbers) {
             bind(&mut statement, index, number.and_then(|n| params.get(n)))?;
         }
@@ -431,7 +436,7 @@ pub(super) fn execute_many<R: AsRef<[Param]>>(conn: &rusqlite::Connection, sql: 
     Ok(changed)
 }
 
-pub(super) fn query(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
+fn query(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
     let mut statement = prepare(conn, sql, params)?;
     let columns = statement.column_count();
     let mut rows = statement.raw_query();

@@ -1,0 +1,70 @@
+//! What the log answers, whatever the engine: where an append went, a stream's
+//! summary, the store's place in replication, and the visitor a fold shows events to.
+//! Engines return these; the store hands them on.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::position::{Offset, Partition, Version};
+use crate::record::EventView;
+use crate::stream::StreamId;
+
+/// Where an append's events were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// The stream's partition.
+    pub partition: Partition,
+    /// Offset of the first event.
+    pub first_offset: Offset,
+    /// Offset of the last event.
+    pub last_offset: Offset,
+    /// Stream version of the first event.
+    pub first_version: Version,
+    /// Stream version of the last event (the stream's version after the append).
+    pub last_version: Version,
+    /// True when the command id was already applied: this is the original outcome and
+    /// nothing was written.
+    pub duplicate: bool,
+}
+
+/// A stream as listed by [`EventStore::list_streams`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream id.
+    pub stream: StreamId,
+    /// Its partition.
+    pub partition: Partition,
+    /// Its version (number of events).
+    pub version: Version,
+}
+
+/// What [`EventStore::fold_stream`] calls with each event.
+pub type Visitor<'v> = dyn FnMut(EventView<'_>) -> Result<()> + Send + 'v;
+
+/// Whom a store follows, and its leader epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The leader's URL when this store is a follower; `None` on a leader.
+    pub leader: Option<String>,
+    /// The leader epoch: 0 for a store never promoted, bumped by each promotion.
+    pub epoch: u64,
+}
+
+impl Replica {
+    /// As stored: the leader's URL (none on a leader) and the epoch, an SQL integer.
+    pub(crate) fn stored(leader: Option<String>, epoch: i64) -> Self {
+        Replica {
+            leader,
+            epoch: u64::try_from(epoch).unwrap_or(0),
+        }
+    }
+
+    /// `"leader"` or `"follower"`.
+    pub fn role(&self) -> &'static str {
+        if self.leader.is_some() {
+            "follower"
+        } else {
+            "leader"
+        }
+    }
+}

@@ -108,7 +108,7 @@ impl Shop {
             annals::snapshot::SnapshotOptions {
                 on_command_every: Some(50),
             },
-        )?;
+        );
         Ok(Shop {
             db,
             products,

@@ -127,6 +127,27 @@ macro_rules! conformance_suite {
     };
 }
 
+/// Expands to one `#[tokio::test]` per named async function, in a module named after
+/// the engine (`memory`, `sqlite` or `postgres`), each given a fresh store of that
+/// engine from the [`TestStore`] constructor of the same name. The functions take a
+/// [`TestStore`] and sit beside the macro's call.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_engine {
+    ($engine:ident; $($name:ident),* $(,)?) => {
+        mod $engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(t) = $crate::TestStore::$engine().await {
+                        super::$name(t).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Expands to one `#[tokio::test]` per named async function, in a module `sqlite` and a
 /// module `postgres`, each given a fresh store of that engine (the PostgreSQL ones
 /// skip without a server, unless `ANNALS_REQUIRE_POSTGRES=1`). The functions take a
@@ -134,25 +155,16 @@ macro_rules! conformance_suite {
 #[macro_export]
 macro_rules! on_sql_engines {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = $crate::TestStore::sqlite().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(t) = $crate::TestStore::postgres().await {
-                        super::$name(t).await;
-                    }
-                }
-            )*
-        }
+        $crate::on_engine!(sqlite; $($name),*);
+        $crate::on_engine!(postgres; $($name),*);
+    };
+}
+
+/// As [`on_sql_engines!`], and on the memory engine too (module `memory`).
+#[macro_export]
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        $crate::on_engine!(memory; $($name),*);
+        $crate::on_sql_engines!($($name),*);
     };
 }

@@ -341,7 +341,7 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
     let end = follower.high_watermark(partition).await.expect("hw");
     follower.truncate_replica(partition, kept, end).await.expect("truncate");
     assert_eq!(follower.high_watermark(partition).await.expect("hw"), kept);
-    let newest = annals::snapshot::newest(&db, &stream).await.expect("snapshot");
+    let newest = annals::snapshot::newest(&follower, &stream).await.expect("snapshot");
     assert_eq!(
         newest.map(|s| s.version),
         Some(3),

@@ -1,4 +1,4 @@
-//! Snapshots from the compacted snapshot log, on SQLite and PostgreSQL.
+//! Snapshots from the compacted snapshot log, on every engine.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};
 use annals::group::{GroupMember, GroupOptions};
 use annals::snapshot::{self, SnapshotOptions, Snapshottable, Snapshotter};
-use annals::{Store, StreamId};
+use annals::{EventStore, Store, StreamId};
 use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};
@@ -72,13 +72,23 @@ impl Snapshottable for LedgerV2 {
     const SNAPSHOT_VERSION: u32 = 2;
 }
 
-annals_testkit::on_sql_engines!(
-    the_snapshotter_writes_every_n_events,
+annals_testkit::on_every_engine!(
     commands_snapshot_on_the_command_path,
     compaction_keeps_one_snapshot_per_live_key,
-    compaction_racing_snapshots_keeps_the_newest,
     a_schema_change_falls_back_to_the_events,
+    a_truncation_takes_the_snapshots_that_folded_removed_records,
 );
+
+/// Snapshots written inside read-model transactions: by the snapshotter with its
+/// group's offsets, and by hand.
+mod in_transactions {
+    use super::*;
+
+    annals_testkit::on_sql_engines!(
+        the_snapshotter_writes_every_n_events,
+        compaction_racing_snapshots_keeps_the_newest,
+    );
+}
 
 async fn post(repo: &Repository<Ledger>, id: &str, amounts: impl IntoIterator<Item = i64>) {
     for amount in amounts {
@@ -110,8 +120,7 @@ async fn the_snapshotter_writes_every_n_events(t: TestStore) {
     caught_up(&store, "snapshots").await;
     member.shutdown().await.expect("leave");
     assert_eq!(rows(&store).await, 9, "three snapshots (10, 20, 30) per stream");
-    let db = store.read_models().expect("sql");
-    let newest = snapshot::newest(&db, &stream("b"))
+    let newest = snapshot::newest(&store, &stream("b"))
         .await
         .expect("newest")
         .expect("a snapshot");
@@ -119,9 +128,7 @@ async fn the_snapshotter_writes_every_n_events(t: TestStore) {
     let at_30: Ledger = serde_json::from_str(&newest.state).expect("state");
     assert_eq!(at_30.entries, (1..=30).collect::<Vec<_>>());
 
-    let snapshotting = Repository::<Ledger>::new(store.clone())
-        .with_snapshots(&store, SnapshotOptions::default())
-        .expect("snapshots");
+    let snapshotting = Repository::<Ledger>::new(store.clone()).with_snapshots(&store, SnapshotOptions::default());
     assert_eq!(
         snapshotting.load("b").await.expect("load"),
         plain.load("b").await.expect("load")
@@ -130,17 +137,14 @@ async fn the_snapshotter_writes_every_n_events(t: TestStore) {
 
 async fn commands_snapshot_on_the_command_path(t: TestStore) {
     let store = t.open().await;
-    let repo = Repository::<Ledger>::new(store.clone())
-        .with_snapshots(
-            &store,
-            SnapshotOptions {
-                on_command_every: Some(5),
-            },
-        )
-        .expect("snapshots");
+    let repo = Repository::<Ledger>::new(store.clone()).with_snapshots(
+        &store,
+        SnapshotOptions {
+            on_command_every: Some(5),
+        },
+    );
     post(&repo, "a", 1..=12).await;
-    let db = store.read_models().expect("sql");
-    let newest = snapshot::newest(&db, &stream("a"))
+    let newest = snapshot::newest(&store, &stream("a"))
         .await
         .expect("newest")
         .expect("a snapshot");
@@ -156,22 +160,19 @@ async fn commands_snapshot_on_the_command_path(t: TestStore) {
 
 async fn compaction_keeps_one_snapshot_per_live_key(t: TestStore) {
     let store = t.open().await;
-    let repo = Repository::<Ledger>::new(store.clone())
-        .with_snapshots(
-            &store,
-            SnapshotOptions {
-                on_command_every: Some(3),
-            },
-        )
-        .expect("snapshots");
+    let repo = Repository::<Ledger>::new(store.clone()).with_snapshots(
+        &store,
+        SnapshotOptions {
+            on_command_every: Some(3),
+        },
+    );
     for id in ["a", "b", "c", "d"] {
         post(&repo, id, 1..=10).await;
     }
     assert_eq!(rows(&store).await, 12);
     snapshot::tombstone(&store, &stream("d")).await.expect("tombstone");
-    let db = store.read_models().expect("sql");
     assert!(
-        snapshot::newest(&db, &stream("d")).await.expect("newest").is_none(),
+        snapshot::newest(&store, &stream("d")).await.expect("newest").is_none(),
         "tombstone ignored"
     );
     let full = Repository::<Ledger>::new(store.clone());
@@ -184,7 +185,10 @@ async fn compaction_keeps_one_snapshot_per_live_key(t: TestStore) {
     assert_eq!((done.rows_before, done.rows_after), (13, 4), "{done:?}");
     assert!(done.bytes_after < done.bytes_before);
     for id in ["a", "b", "c"] {
-        let newest = snapshot::newest(&db, &stream(id)).await.expect("newest").expect("kept");
+        let newest = snapshot::newest(&store, &stream(id))
+            .await
+            .expect("newest")
+            .expect("kept");
         assert_eq!(newest.version, 9);
     }
     let done = snapshot::compact(&store, Duration::ZERO).await.expect("compact");
@@ -199,16 +203,14 @@ async fn compaction_keeps_one_snapshot_per_live_key(t: TestStore) {
             snapshot::tombstone(&store, &key).await.expect("tombstone");
             continue;
         }
-        db.transaction(move |tx| {
-            Box::pin(async move { snapshot::write(tx, &key, version, 1, "{\"entries\":[],\"balance\":0}").await })
-        })
-        .await
-        .expect("write");
+        snapshot::save(&store, &key, version, 1, "{\"entries\":[],\"balance\":0}")
+            .await
+            .expect("write");
     }
     snapshot::compact(&store, Duration::from_secs(3600))
         .await
         .expect("compact");
-    let kept = snapshot::newest(&db, &key)
+    let kept = snapshot::newest(&store, &key)
         .await
         .expect("newest")
         .expect("the snapshot after the tombstone");
@@ -243,7 +245,7 @@ async fn compaction_racing_snapshots_keeps_the_newest(t: TestStore) {
     while !writer.is_finished() {
         snapshot::compact(&store, Duration::ZERO).await.expect("compact");
         for (k, key) in keys.iter().enumerate() {
-            if let Some(newest) = snapshot::newest(&db, key).await.expect("newest") {
+            if let Some(newest) = snapshot::newest(&store, key).await.expect("newest") {
                 assert!(newest.version >= seen[k], "the newest snapshot of {key} went back");
                 seen[k] = newest.version;
             }
@@ -254,7 +256,11 @@ async fn compaction_racing_snapshots_keeps_the_newest(t: TestStore) {
     assert_eq!(rows(&store).await, keys.len() as u64);
     for key in &keys {
         assert_eq!(
-            snapshot::newest(&db, key).await.expect("newest").expect("kept").version,
+            snapshot::newest(&store, key)
+                .await
+                .expect("newest")
+                .expect("kept")
+                .version,
             60
         );
     }
@@ -262,18 +268,15 @@ async fn compaction_racing_snapshots_keeps_the_newest(t: TestStore) {
 
 async fn a_schema_change_falls_back_to_the_events(t: TestStore) {
     let store = t.open().await;
-    let v1 = Repository::<Ledger>::new(store.clone())
-        .with_snapshots(
-            &store,
-            SnapshotOptions {
-                on_command_every: Some(4),
-            },
-        )
-        .expect("snapshots");
+    let v1 = Repository::<Ledger>::new(store.clone()).with_snapshots(
+        &store,
+        SnapshotOptions {
+            on_command_every: Some(4),
+        },
+    );
     post(&v1, "a", [5, 7, 11, 13, 17]).await;
-    let db = store.read_models().expect("sql");
     assert_eq!(
-        snapshot::newest(&db, &stream("a"))
+        snapshot::newest(&store, &stream("a"))
             .await
             .expect("newest")
             .expect("v1")
@@ -281,12 +284,10 @@ async fn a_schema_change_falls_back_to_the_events(t: TestStore) {
         1
     );
 
-    let v2 = Repository::<LedgerV2>::new(store.clone())
-        .with_snapshots(&store, SnapshotOptions::default())
-        .expect("snapshots");
+    let v2 = Repository::<LedgerV2>::new(store.clone()).with_snapshots(&store, SnapshotOptions::default());
     let loaded = v2.load("a").await.expect("load");
     assert_eq!((loaded.version, loaded.state.count, loaded.state.balance), (5, 5, 53));
-    let newest = snapshot::newest(&db, &stream("a"))
+    let newest = snapshot::newest(&store, &stream("a"))
         .await
         .expect("newest")
         .expect("re-snapshot");
@@ -294,6 +295,34 @@ async fn a_schema_change_falls_back_to_the_events(t: TestStore) {
     assert_eq!(v2.load("a").await.expect("load"), loaded);
     // The old build leaves the newer shape alone and folds from the events.
     assert_eq!(v1.load("a").await.expect("load").state.entries, [5, 7, 11, 13, 17]);
+}
+
+async fn a_truncation_takes_the_snapshots_that_folded_removed_records(t: TestStore) {
+    let leader = Store::open("memory:").await.expect("leader");
+    post(&Repository::<Ledger>::new(leader.clone()), "t", 1..=6).await;
+    let key = stream("t");
+    let records = leader.read_stream(&key, 1, 100).await.expect("read");
+
+    let follower = t.open().await;
+    follower.follow("http://leader.invalid", 0).await.expect("follow");
+    follower.apply_replicated(records.clone()).await.expect("replicate");
+    for version in [3, 5] {
+        snapshot::save(&follower, &key, version, 1, "{\"entries\":[],\"balance\":0}")
+            .await
+            .expect("snapshot");
+    }
+    let partition = records[0].partition;
+    let end = follower.high_watermark(partition).await.expect("end");
+    follower
+        .truncate_replica(partition, records[3].offset, end)
+        .await
+        .expect("truncate");
+    let newest = snapshot::newest(&follower, &key).await.expect("newest");
+    assert_eq!(
+        newest.map(|s| s.version),
+        Some(3),
+        "a snapshot that folded removed records stayed"
+    );
 }
 
 /// A random history of amounts, snapshotted at random versions (some with a stale
@@ -333,8 +362,7 @@ mod property {
                     .expect("write");
                 }
                 let snapshotting = Repository::<Ledger>::new(store.clone())
-                    .with_snapshots(&store, SnapshotOptions::default())
-                    .expect("snapshots");
+                    .with_snapshots(&store, SnapshotOptions::default());
                 assert_eq!(snapshotting.load("p").await.expect("load"), plain.load("p").await.expect("load"));
             });
         }

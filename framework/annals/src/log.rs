@@ -1,5 +1,6 @@
 //! What the log answers, whatever the engine: where an append went, a stream's
-//! summary, the store's place in replication, and the visitor a fold shows events to.
+//! summary, the store's place in replication, the visitor a fold shows events to, and
+//! a snapshot as the snapshot log holds it.
 //! Engines return these; the store hands them on.
 
 use serde::{Deserialize, Serialize};
@@ -67,4 +68,19 @@ impl Replica {
             "leader"
         }
     }
+}
+
+/// One snapshot as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    /// Its position in the snapshot log.
+    pub seq: i64,
+    /// The stream (key).
+    pub stream: String,
+    /// The stream version the state is at.
+    pub version: Version,
+    /// The schema version of the state's JSON.
+    pub schema_version: u32,
+    /// The state, as JSON text.
+    pub state: String,
 }

@@ -12,7 +12,6 @@ use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
 use crate::error::Error;
 use crate::log::AppendOutcome;
 use crate::position::{ExpectedVersion, Version};
-use crate::readmodel::Db;
 use crate::snapshot::{self, SnapshotOptions, Snapshottable};
 use crate::store::Store;
 use crate::store::{AppendRequest, EventStore};
@@ -112,7 +111,7 @@ pub struct Repository<A> {
 
 /// How a repository reads and writes `A`'s snapshots.
 struct Snapshots<A> {
-    db: Db,
+    store: Store,
     schema_version: u32,
     options: SnapshotOptions,
     decode: fn(&str) -> Result<A, Error>,
@@ -122,7 +121,7 @@ struct Snapshots<A> {
 impl<A> Clone for Snapshots<A> {
     fn clone(&self) -> Self {
         Snapshots {
-            db: self.db.clone(),
+            store: self.store.clone(),
             schema_version: self.schema_version,
             options: self.options,
             decode: self.decode,
@@ -133,11 +132,8 @@ impl<A> Clone for Snapshots<A> {
 
 impl<A> Snapshots<A> {
     async fn write(&self, stream: &StreamId, loaded: &Loaded<A>) -> Result<(), Error> {
-        let (stream, version) = (stream.clone(), loaded.version);
-        let (state, schema) = ((self.encode)(&loaded.state)?, self.schema_version);
-        self.db
-            .transaction(move |tx| Box::pin(async move { snapshot::write(tx, &stream, version, schema, &state).await }))
-            .await
+        let state = (self.encode)(&loaded.state)?;
+        snapshot::save(&self.store, stream, loaded.version, self.schema_version, &state).await
     }
 }
 
@@ -160,16 +156,16 @@ impl<A: Snapshottable> Repository<A> {
     /// is `A::SNAPSHOT_VERSION`, then only the events after it. A stream whose newest
     /// snapshot has an older schema is folded in full and snapshotted again. With
     /// `options.on_command_every`, commands also write snapshots. Snapshots live in
-    /// `store`'s database (a SQLite or PostgreSQL store).
-    pub fn with_snapshots(mut self, store: &Store, options: SnapshotOptions) -> Result<Self, Error> {
+    /// `store`'s snapshot log.
+    pub fn with_snapshots(mut self, store: &Store, options: SnapshotOptions) -> Self {
         self.snapshots = Some(Snapshots {
-            db: store.read_models()?,
+            store: store.clone(),
             schema_version: A::SNAPSHOT_VERSION,
             options,
             decode: |json| serde_json::from_str(json).map_err(Error::InvalidJson),
             encode: |state| serde_json::to_string(state).map_err(Error::InvalidJson),
         });
-        Ok(self)
+        self
     }
 }
 
@@ -252,7 +248,12 @@ impl<A: Aggregate> Repository<A> {
         };
         let mut snapshot_again = false;
         if let Some(snapshots) = &self.snapshots {
-            match snapshot::newest_preferring(&snapshots.db, stream, snapshots.schema_version).await? {
+            match snapshots
+                .store
+                .snapshot_log()
+                .newest(stream, Some(snapshots.schema_version))
+                .await?
+            {
                 Some(found) if found.schema_version == snapshots.schema_version => {
                     loaded = Loaded {
                         state: (snapshots.decode)(&found.state)?,

@@ -23,8 +23,7 @@ pub(crate) const NEXT_OFFSET_OF_P: &str = next_offset_of_p!();
 /// SQL on both engines, also read inside read-model transactions.
 pub(crate) const HIGH_WATERMARK: &str = r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#;
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -36,7 +35,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
+use crate::log::{AppendOutcome, Replica, StoredSnapshot, StreamInfo, Visitor};
 use crate::options::{Location, StoreOptions, DEFAULT_PARTITIONS};
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::record::RecordedEvent;
@@ -158,9 +157,37 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn read_models(&self) -> Option<crate::readmodel::Db> {
         None
     }
+    /// The snapshot log.
+    fn snapshots(&self) -> &dyn SnapshotLog;
     /// How often a subscriber with nothing to read looks again without a wake-up.
     fn poll_interval(&self) -> Duration;
     async fn close(&self);
+}
+
+/// The snapshot log: aggregate states keyed by stream id, each at a version and in a
+/// schema version of its JSON. A tombstone removes its key's earlier snapshots;
+/// compaction keeps, per key, only the newest snapshot after the key's last tombstone.
+#[async_trait]
+pub(crate) trait SnapshotLog: Send + Sync {
+    /// The newest live snapshot of `stream` (highest version, then latest written); of
+    /// schema version `preferring` first, when it has one.
+    async fn newest(&self, stream: &StreamId, preferring: Option<u32>) -> Result<Option<StoredSnapshot>>;
+    /// Appends a snapshot; `state: None` appends a tombstone.
+    async fn write(&self, snapshot: NewSnapshot<'_>) -> Result<()>;
+    /// Rows (snapshots and tombstones) and bytes of state.
+    async fn size(&self) -> Result<(u64, u64)>;
+    /// Removes every row compaction removes, and the tombstones written before
+    /// `tombstones_before` (µs since the Unix epoch).
+    async fn compact(&self, tombstones_before: i64) -> Result<()>;
+}
+
+/// A snapshot to append (a tombstone when `state` is `None`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewSnapshot<'a> {
+    pub(crate) stream: &'a StreamId,
+    pub(crate) version: Version,
+    pub(crate) schema_version: u32,
+    pub(crate) state: Option<&'a str>,
 }
 
 /// One watch channel per partition carrying the highest known next offset. Writers

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use super::Snapshottable;
 use crate::aggregate::event::Decoder;
 use crate::aggregate::Upcasters;
+use crate::backend::sql;
 use crate::error::{Error, Result};
 use crate::group::{Filter, Projection};
-use crate::params;
 use crate::position::Version;
 use crate::readmodel::Tx;
 use crate::record::RecordedEvent;
@@ -51,20 +51,9 @@ impl<A: Snapshottable> Snapshotter<A> {
         let stream = &record.stream;
         let mut state = A::default();
         let mut version: Version = 0;
-        let snapshot = tx
-            .query_opt(
-                &format!(
-                    "SELECT s.version, s.state FROM annals_snapshots s \
-                     WHERE s.stream_id = $1 AND s.version <= $2 AND s.schema_version = $3 AND {} \
-                     ORDER BY s.version DESC, s.seq DESC LIMIT 1",
-                    super::LIVE
-                ),
-                params![stream.as_str(), record.version as i64, A::SNAPSHOT_VERSION],
-            )
-            .await?;
-        if let Some(row) = snapshot {
-            version = row.get(0)?;
-            state = serde_json::from_str(&row.get::<String>(1)?).map_err(Error::InvalidJson)?;
+        if let Some(snapshot) = sql::snapshots::newest_at(tx, stream, record.version, A::SNAPSHOT_VERSION).await? {
+            version = snapshot.version;
+            state = serde_json::from_str(&snapshot.state).map_err(Error::InvalidJson)?;
         }
         let mut decoder = Decoder::new(&self.upcasters);
         while version < record.version {

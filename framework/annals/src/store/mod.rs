@@ -213,6 +213,11 @@ impl Store {
         })
     }
 
+    /// The snapshot log (see [`snapshot`](crate::snapshot)).
+    pub(crate) fn snapshot_log(&self) -> &dyn crate::backend::SnapshotLog {
+        self.inner.backend.snapshots()
+    }
+
     /// The engine behind the store: `"memory"`, `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()

@@ -81,7 +81,7 @@ pub(crate) async fn load(db: &str, args: LoadArgs, out: &Output) -> CliResult {
     let compaction = snapshot::compact(&store, Duration::from_secs(3600)).await?;
 
     let plain = Repository::<Order>::new(store.clone());
-    let snapshotting = Repository::<Order>::new(store.clone()).with_snapshots(&store, SnapshotOptions::default())?;
+    let snapshotting = Repository::<Order>::new(store.clone()).with_snapshots(&store, SnapshotOptions::default());
     let mut results = Vec::new();
     for size in SIZES {
         let id = format!("s{size}x{run}");

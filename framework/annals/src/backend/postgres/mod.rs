@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::batch::{self, Pending, QUEUE_DEPTH};
-use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
+use super::sql::snapshots::SqlSnapshots;
+use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
@@ -39,6 +40,8 @@ pub(crate) struct PgBackend {
     partition_count: u32,
     /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
     lock_space: i32,
+    read_models: crate::readmodel::Db,
+    snapshots: SqlSnapshots,
 }
 
 impl PgBackend {
@@ -89,7 +92,10 @@ impl PgBackend {
                 (queue, tokio::spawn(writer::run(shared.clone(), pending)))
             })
             .unzip();
+        let read_models = readmodel::database(pool.clone());
         Ok(PgBackend {
+            snapshots: SqlSnapshots::new(read_models.clone()),
+            read_models,
             pool,
             queues: Mutex::new(queues),
             writers: Mutex::new(writers),
@@ -287,7 +293,7 @@ impl Backend for PgBackend {
     }
 
     fn read_models(&self) -> Option<crate::readmodel::Db> {
-        Some(readmodel::database(self.pool.clone()))
+        Some(self.read_models.clone())
     }
 
     fn wakeups(&self) -> &Wakeups {
@@ -366,6 +372,10 @@ impl Backend for PgBackend {
         tx.commit().await?;
         self.wakeups.rewind(partition, from_offset);
         Ok(())
+    }
+
+    fn snapshots(&self) -> &dyn SnapshotLog {
+        &self.snapshots
     }
 
     fn poll_interval(&self) -> Duration {

@@ -19,7 +19,8 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::batch::{self, QUEUE_DEPTH};
-use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, StreamRange, Wakeups};
+use super::sql::snapshots::SqlSnapshots;
+use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
@@ -38,6 +39,7 @@ pub(crate) struct SqliteBackend {
     wakeups: Arc<Wakeups>,
     partition_count: u32,
     read_models: crate::readmodel::Db,
+    snapshots: SqlSnapshots,
     records: Arc<reader::Readers>,
 }
 
@@ -99,6 +101,7 @@ impl SqliteBackend {
                 })
                 .map_err(Error::Io)?
         };
+        let read_models = readmodel::database(path.to_owned(), options);
         Ok(SqliteBackend {
             readers,
             queue: Mutex::new(Some(queue)),
@@ -108,7 +111,8 @@ impl SqliteBackend {
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
             partition_count,
-            read_models: readmodel::database(path.to_owned(), options),
+            snapshots: SqlSnapshots::new(read_models.clone()),
+            read_models,
             records: reader::Readers::new(path.to_owned(), options.busy_timeout),
         })
     }
@@ -412,6 +416,10 @@ impl Backend for SqliteBackend {
         .await?;
         self.wakeups.rewind(partition, from_offset);
         Ok(())
+    }
+
+    fn snapshots(&self) -> &dyn SnapshotLog {
+        &self.snapshots
     }
 
     fn poll_interval(&self) -> Duration {

@@ -9,15 +9,18 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::admit::{Admission, Admitted, CommandRecord, LogView};
-use super::{now_micros, Backend, PreparedAppend, Replicated, RoleChange, Wakeups};
+use super::{now_micros, Backend, PreparedAppend, Replicated, RoleChange, SnapshotLog, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
 use crate::stream::StreamId;
 
+mod snapshots;
+
 pub(crate) struct MemoryBackend {
     log: Mutex<Log>,
+    snapshots: snapshots::MemorySnapshots,
     wakeups: Wakeups,
     partition_count: u32,
 }
@@ -54,6 +57,7 @@ impl MemoryBackend {
                 partitions: (0..partition_count).map(|_| Vec::new()).collect(),
                 ..Log::default()
             }),
+            snapshots: snapshots::MemorySnapshots::default(),
             wakeups: Wakeups::new(partition_count),
             partition_count,
         }
@@ -283,6 +287,13 @@ impl Backend for MemoryBackend {
         let start = usize::try_from(from_offset).unwrap_or(usize::MAX);
         let records = &mut log.partitions[partition as usize];
         let removed = records.split_off(start.min(records.len()));
+        // Snapshots that folded a removed record go with it.
+        let mut first_removed: HashMap<&StreamId, Version> = HashMap::new();
+        for record in &removed {
+            let first = first_removed.entry(&record.stream).or_insert(record.version);
+            *first = (*first).min(record.version);
+        }
+        self.snapshots.forget_from(&first_removed);
         for record in &removed {
             log.event_ids.remove(&record.event_id);
             if let Some(offsets) = log.streams.get_mut(&record.stream) {
@@ -297,6 +308,10 @@ impl Backend for MemoryBackend {
         drop(log);
         self.wakeups.rewind(partition, from_offset);
         Ok(())
+    }
+
+    fn snapshots(&self) -> &dyn SnapshotLog {
+        &self.snapshots
     }
 
     fn poll_interval(&self) -> Duration {

@@ -1,6 +1,13 @@
-//! The read queries, written once for both SQL engines. They use only what SQLite and
+//! What both SQL engines share: the snapshot log ([`snapshots`]) and the read queries,
+//! written once. They use only what SQLite and
 //! PostgreSQL share: `$n` placeholders (SQLite binds them by position), `CAST(… AS
 //! text)`, quoted `"offset"`. Each engine decodes rows into its own types.
+
+// Without a SQL engine only the snapshot statements are reachable (through read-model
+// transactions, which such a build cannot open).
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+
+pub(crate) mod snapshots;
 
 /// The columns of a record, in the order the engines' row decoders read them.
 const RECORD_COLUMNS: &str = r#"partition, "offset", stream_id, version, event_id, event_type,

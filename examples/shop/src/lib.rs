@@ -250,7 +250,7 @@ impl Shop {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(annals::Error::Handler(format!("still busy: saga lag {saga}, views lag {views}")).into());
+                return Err(annals::Error::handler(format!("still busy: saga lag {saga}, views lag {views}")).into());
             }
             last = written;
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -37,17 +37,12 @@ impl OrderSaga {
     }
 }
 
-/// The id of an aggregate from its stream (`order-7` → `7`).
-fn id_of(record: &RecordedEvent) -> &str {
-    record.stream.as_str().split_once('-').map_or("", |(_, id)| id)
-}
-
 /// A command error as the saga sees it: a store failure is retried (the group's
 /// retries, then dead letters); a domain refusal is a decision, handled by the caller.
 pub(crate) fn store_failure<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>) -> Error {
     match error {
         CommandError::Store(error) => error,
-        other => Error::Handler(other.to_string()),
+        other => Error::handler(other),
     }
 }
 
@@ -59,7 +54,7 @@ impl OrderSaga {
         total: Cents,
         payment_method: Option<&str>,
     ) -> Result<()> {
-        let order = id_of(record);
+        let order = record.stream.id();
         // Cancelled before the saga got here (or a redelivery after it was undone):
         // nothing to reserve, nothing to charge.
         if self.orders.load(order).await?.state.status != OrderStatus::Placed {
@@ -91,7 +86,7 @@ impl OrderSaga {
     /// A cancelled order's stock goes back, whoever cancelled it. Releasing what is
     /// not held does nothing, so this is safe after the saga's own undo.
     async fn cancelled(&self, record: &RecordedEvent) -> Result<()> {
-        let order = id_of(record);
+        let order = record.stream.id();
         let loaded = self.orders.load(order).await?;
         self.each_line(record, order, &loaded.state.lines, "release").await
     }
@@ -165,7 +160,7 @@ impl OrderSaga {
 
     /// The order's units leave the stock.
     async fn shipped(&self, record: &RecordedEvent) -> Result<()> {
-        let order = id_of(record);
+        let order = record.stream.id();
         let loaded = self.orders.load(order).await?;
         self.each_line(record, order, &loaded.state.lines, "ship").await
     }

@@ -113,7 +113,7 @@ pub async fn place_orders(
         .collect();
     let mut total = Ran::default();
     for worker in workers {
-        let ran = worker.await.map_err(|e| annals::Error::Handler(e.to_string()))??;
+        let ran = worker.await.map_err(|e| annals::Error::handler(e))??;
         total.placed += ran.placed;
         total.refused += ran.refused;
         total.commands += ran.commands;

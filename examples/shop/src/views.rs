@@ -35,11 +35,6 @@ impl ShopViews {
     }
 }
 
-/// The aggregate id of a record's stream (`order-7` → `7`, `product-sku-1` → `sku-1`).
-fn id_of(record: &RecordedEvent) -> &str {
-    record.stream.as_str().split_once('-').map_or("", |(_, id)| id)
-}
-
 #[async_trait]
 impl Projection for ShopViews {
     fn filter(&self) -> Filter {
@@ -81,8 +76,8 @@ impl Projection for ShopViews {
     async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> Result<()> {
         let none = Upcasters::new();
         match record.stream.category() {
-            "order" => self.order(id_of(record), decode_event(record, &none)?, tx).await,
-            "product" => self.product(id_of(record), decode_event(record, &none)?, tx).await,
+            "order" => self.order(record.stream.id(), decode_event(record, &none)?, tx).await,
+            "product" => self.product(record.stream.id(), decode_event(record, &none)?, tx).await,
             _ => Ok(()),
         }
     }

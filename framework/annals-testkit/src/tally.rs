@@ -70,7 +70,7 @@ impl Tally {
     fn amount(&self, record: &RecordedEvent) -> annals::Result<i64> {
         let payload: serde_json::Value = record.decode()?;
         if payload["poison"] == true && self.poison.load(Ordering::Relaxed) {
-            return Err(Error::Handler(format!(
+            return Err(Error::handler(format!(
                 "poison at {}@{}",
                 record.stream, record.version
             )));
@@ -93,7 +93,7 @@ impl Tally {
         if seen + 1 == record.version as i64 {
             return Ok(());
         }
-        Err(Error::Handler(format!(
+        Err(Error::handler(format!(
             "{} version {} arrived after {seen} records",
             record.stream, record.version
         )))

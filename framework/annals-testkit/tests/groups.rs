@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use annals::group::admin::{self, ResetTo};
+use annals::group::admin::{self, DeadLetterStatus, ResetTo};
 use annals::group::{
     rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed, Projection, StartAt,
 };
@@ -242,7 +242,7 @@ async fn poison_is_dead_lettered_and_retried(t: TestStore, tally: Tally) {
     admin::retry_dead_letter(&store, letters[0].id).await.expect("retry");
     wait_for("the failed retry", async || {
         let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
-        letters[0].attempts == 6 && letters.iter().skip(1).all(|l| l.status == "parked")
+        letters[0].attempts == 6 && letters.iter().skip(1).all(|l| l.status == DeadLetterStatus::Parked)
     })
     .await;
 
@@ -279,7 +279,7 @@ impl Projection for VersionLog {
     async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> annals::Result<()> {
         let payload: serde_json::Value = record.decode()?;
         if payload["poison"] == true {
-            return Err(Error::Handler("poison".into()));
+            return Err(Error::handler("poison"));
         }
         tx.execute(
             "INSERT INTO version_log (stream, versions) VALUES ($1, $2) \

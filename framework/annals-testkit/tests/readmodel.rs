@@ -50,7 +50,7 @@ async fn concurrent_transactions_succeed_and_fail_alone(t: TestStore) {
                         tx.execute("INSERT INTO kv VALUES ($1, $2)", params![i, format!("v{i}")])
                             .await?;
                         match i % 6 {
-                            1 => return Err(Error::Handler(format!("refused {i}"))),
+                            1 => return Err(Error::handler(format!("refused {i}"))),
                             4 => tx.execute("INSERT INTO kv VALUES (1000, 'again')", &[]).await?,
                             _ => 0,
                         };
@@ -66,7 +66,7 @@ async fn concurrent_transactions_succeed_and_fail_alone(t: TestStore) {
         let result = task.await.expect("task");
         match i % 6 {
             1 => assert!(
-                matches!(&result, Err(Error::Handler(m)) if *m == format!("refused {i}")),
+                matches!(&result, Err(Error::Handler(m)) if m.to_string() == format!("refused {i}")),
                 "{result:?}"
             ),
             4 => assert!(result.is_err(), "transaction {i} broke the key and succeeded"),

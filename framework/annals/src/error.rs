@@ -253,9 +253,10 @@ pub enum Error {
         /// Where it ends.
         actual: Offset,
     },
-    /// A projection handler failed.
+    /// A handler (a projection's, a consumer's, a saga's) failed; the error it gave is
+    /// the source. Build one with [`Error::handler`].
     #[error("handler failed: {0}")]
-    Handler(String),
+    Handler(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A read-model transaction's SQL ended the transaction it ran in (`COMMIT` or
     /// `ROLLBACK`): [`Db::transaction`](crate::readmodel::Db::transaction) commits and
     /// rolls back itself.
@@ -283,6 +284,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// A handler's failure, keeping `error` as its source: anything that converts into
+    /// a boxed error, so a user's own error type or just a message.
+    ///
+    /// ```
+    /// let failed = annals::Error::handler("the mail server refused");
+    /// assert_eq!(failed.to_string(), "handler failed: the mail server refused");
+    /// ```
+    pub fn handler(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Handler(error.into())
+    }
+
     /// Whether the failure may pass by itself, so that the same call can succeed
     /// later: the database could not be reached, a connection broke, the disk or the
     /// database was busy. Bad input, a refused append, a constraint the data breaks, a

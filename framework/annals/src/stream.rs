@@ -20,7 +20,7 @@ pub const MAX_STREAM_ID_LEN: usize = 200;
 /// use annals::StreamId;
 ///
 /// let id = StreamId::new("order-42")?;
-/// assert_eq!(id.category(), "order");
+/// assert_eq!((id.category(), id.id()), ("order", "42"));
 /// assert!(StreamId::new("order 42").is_err());
 /// # Ok::<(), annals::Error>(())
 /// ```
@@ -53,6 +53,12 @@ impl StreamId {
     /// The category: the text before the first `-`, or the whole id if it has none.
     pub fn category(&self) -> &str {
         category_of(&self.0)
+    }
+
+    /// The aggregate's id within its category: the text after the first `-` (what a
+    /// repository was given), or the whole id if it has none.
+    pub fn id(&self) -> &str {
+        self.0.split_once('-').map_or(&self.0, |(_, id)| id)
     }
 }
 
@@ -162,5 +168,12 @@ mod tests {
         assert!(validate_category("order").is_ok());
         assert!(validate_category("order-1").is_err());
         assert!(validate_category("").is_err());
+    }
+
+    #[test]
+    fn id_is_the_text_after_the_first_dash() {
+        assert_eq!(StreamId::new("order-7f3c-1").unwrap().id(), "7f3c-1");
+        assert_eq!(StreamId::new("product-sku-1").unwrap().id(), "sku-1");
+        assert_eq!(StreamId::new("singleton").unwrap().id(), "singleton");
     }
 }

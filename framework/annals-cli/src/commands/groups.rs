@@ -213,7 +213,7 @@ async fn dead_letters(target: &Target, command: Dlq, out: &Output) -> CliResult 
                             l.offset.to_string(),
                             l.stream.clone(),
                             l.event_type.clone(),
-                            l.status.clone(),
+                            l.status.to_string(),
                             l.attempts.to_string(),
                             crate::output::clip(&l.error, 60),
                         ]

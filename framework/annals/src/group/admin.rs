@@ -123,15 +123,58 @@ pub struct DeadLetter {
     pub event_id: String,
     /// The record's type.
     pub event_type: String,
-    /// `failed` (the handler gave up), `parked` (waiting behind an earlier dead letter
-    /// of its stream) or `retry` (to be handled again by the group's owner).
-    pub status: String,
+    /// Where it stands.
+    pub status: DeadLetterStatus,
     /// The handler's last error (empty when parked).
     pub error: String,
     /// Attempts made.
     pub attempts: u32,
     /// When it was dead-lettered.
     pub created_at: DateTime<Utc>,
+}
+
+/// Where a dead letter stands. In JSON and in the store: `"failed"`, `"parked"` or
+/// `"retry"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterStatus {
+    /// The handler gave up on it.
+    Failed,
+    /// Waiting behind an earlier dead letter of its stream.
+    Parked,
+    /// To be handled again by the owner of its partition.
+    Retry,
+}
+
+impl DeadLetterStatus {
+    /// `"failed"`, `"parked"` or `"retry"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterStatus::Failed => "failed",
+            DeadLetterStatus::Parked => "parked",
+            DeadLetterStatus::Retry => "retry",
+        }
+    }
+
+    /// The status stored as `text`.
+    pub(crate) fn parse(text: &str) -> Result<Self> {
+        match text {
+            "failed" => Ok(DeadLetterStatus::Failed),
+            "parked" => Ok(DeadLetterStatus::Parked),
+            "retry" => Ok(DeadLetterStatus::Retry),
+            _ => Err(Error::ColumnType {
+                index: 7,
+                expected: "a dead-letter status (failed, parked or retry)",
+                found: "other text",
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -404,7 +447,7 @@ pub async fn mirror(
                         letter.stream,
                         letter.event_id,
                         letter.event_type,
-                        letter.status,
+                        letter.status.as_str(),
                         letter.error,
                         i64::from(letter.attempts),
                         letter.created_at.timestamp_millis()
@@ -582,7 +625,7 @@ fn dead_letter(row: &Row) -> Result<DeadLetter> {
         stream: row.get(4)?,
         event_id: row.get(5)?,
         event_type: row.get(6)?,
-        status: row.get(7)?,
+        status: DeadLetterStatus::parse(&row.get::<String>(7)?)?,
         error: row.get(8)?,
         attempts: row.get(9)?,
         created_at: time(row.get(10)?),

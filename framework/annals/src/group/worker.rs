@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::admin::DeadLetterStatus;
 use super::coordinator::{self, Membership, Owned};
 use super::{FailurePolicy, GroupOptions, Handler};
 use crate::error::{Error, Result};
@@ -225,7 +226,9 @@ impl Member {
                             for (record, step) in all.iter() {
                                 match step {
                                     Step::Handle => handled.push(record),
-                                    Step::Park => commit.dead_letter(tx, record, "parked", "", 0).await?,
+                                    Step::Park => {
+                                        commit.dead_letter(tx, record, DeadLetterStatus::Parked, "", 0).await?
+                                    }
                                     Step::Skip => {}
                                 }
                             }
@@ -270,7 +273,7 @@ impl Member {
             let failure = match step {
                 Step::Skip => None,
                 Step::Park => {
-                    rows.push((record.clone(), "parked", String::new(), 0));
+                    rows.push((record.clone(), DeadLetterStatus::Parked, String::new(), 0));
                     None
                 }
                 Step::Handle => {
@@ -291,7 +294,12 @@ impl Member {
                 FailurePolicy::DeadLetter => {
                     tracing::warn!(group = %self.group, stream = %record.stream, offset = record.offset, %error, "dead-lettered");
                     parked.insert(record.stream.as_str().to_owned());
-                    rows.push((record.clone(), "failed", error, self.options.max_attempts));
+                    rows.push((
+                        record.clone(),
+                        DeadLetterStatus::Failed,
+                        error,
+                        self.options.max_attempts,
+                    ));
                 }
                 FailurePolicy::Stop => {
                     tracing::warn!(group = %self.group, partition = owned.partition, offset = record.offset, %error, "partition stopped");
@@ -319,7 +327,7 @@ impl Member {
             .transaction(move |tx| {
                 Box::pin(async move {
                     for (record, status, error, attempts) in &rows {
-                        commit.dead_letter(tx, record, status, error, *attempts).await?;
+                        commit.dead_letter(tx, record, *status, error, *attempts).await?;
                     }
                     if from == to {
                         commit.check_owner(tx).await
@@ -396,7 +404,7 @@ impl Member {
     /// still have dead letters.
     async fn retry_dead_letters(&self, owned: Owned) -> Result<HashSet<String>> {
         let (group, partition) = (self.group.clone(), owned.partition);
-        let rows: Vec<(i64, Offset, String, String)> = self
+        let rows: Vec<(i64, Offset, String, DeadLetterStatus)> = self
             .db
             .read_transaction(move |tx| {
                 Box::pin(async move {
@@ -407,7 +415,10 @@ impl Member {
                     )
                     .await?
                     .into_iter()
-                    .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                    .map(|row| {
+                        let status = DeadLetterStatus::parse(&row.get::<String>(3)?)?;
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, status))
+                    })
                     .collect()
                 })
             })
@@ -419,7 +430,7 @@ impl Member {
             }
             // A failed record blocks its stream; a parked or retried one with no failed
             // record before it is handled now.
-            if status == "failed" {
+            if status == DeadLetterStatus::Failed {
                 blocked.insert(stream);
                 continue;
             }
@@ -552,7 +563,7 @@ impl Drop for Prefetch {
 }
 
 /// A dead letter to write: the record, its status, the error and the attempts made.
-type DeadLetterRow = (RecordedEvent, &'static str, String, u32);
+type DeadLetterRow = (RecordedEvent, DeadLetterStatus, String, u32);
 
 /// What to do with one record of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,7 +597,7 @@ impl Commit {
         &self,
         tx: &mut Tx,
         record: &RecordedEvent,
-        status: &str,
+        status: DeadLetterStatus,
         error: &str,
         attempts: u32,
     ) -> Result<()> {
@@ -605,7 +616,7 @@ impl Commit {
                 record.stream.as_str(),
                 record.event_id,
                 record.event_type.as_str(),
-                status,
+                status.as_str(),
                 error,
                 attempts
             ],

@@ -113,7 +113,7 @@ pub async fn place_orders(
         .collect();
     let mut total = Ran::default();
     for worker in workers {
-        let ran = worker.await.map_err(|e| annals::Error::handler(e))??;
+        let ran = worker.await.map_err(annals::Error::handler)??;
         total.placed += ran.placed;
         total.refused += ran.refused;
         total.commands += ran.commands;

@@ -45,6 +45,7 @@
 
 pub mod aggregate;
 mod backend;
+mod coordination;
 mod error;
 pub mod group;
 mod log;

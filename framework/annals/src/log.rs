@@ -28,7 +28,7 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
-/// A stream as listed by [`EventStore::list_streams`].
+/// A stream as listed by [`EventStore::list_streams`](crate::EventStore::list_streams).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {
     /// The stream id.
@@ -39,7 +39,7 @@ pub struct StreamInfo {
     pub version: Version,
 }
 
-/// What [`EventStore::fold_stream`] calls with each event.
+/// What [`EventStore::fold_stream`](crate::EventStore::fold_stream) calls with each event.
 pub type Visitor<'v> = dyn FnMut(EventView<'_>) -> Result<()> + Send + 'v;
 
 /// Whom a store follows, and its leader epoch.

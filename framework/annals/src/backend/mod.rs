@@ -34,10 +34,14 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::coordination::{
+    DeadLetter, DeadLetterStatus, Fence, GroupRecord, GroupRow, Joining, Membership, Mirrored, ResetTargets,
+};
 use crate::error::Result;
 use crate::log::{AppendOutcome, Replica, StoredSnapshot, StreamInfo, Visitor};
 use crate::options::{Location, StoreOptions, DEFAULT_PARTITIONS};
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
+use crate::readmodel::{Db, Tx};
 use crate::record::RecordedEvent;
 use crate::stream::StreamId;
 use admit::CommandRecord;
@@ -159,6 +163,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// The snapshot log.
     fn snapshots(&self) -> &dyn SnapshotLog;
+    /// Consumer groups; `None` for an engine without them.
+    fn groups(&self) -> Option<&dyn Groups> {
+        None
+    }
     /// How often a subscriber with nothing to read looks again without a wake-up.
     fn poll_interval(&self) -> Duration;
     async fn close(&self);
@@ -179,6 +187,86 @@ pub(crate) trait SnapshotLog: Send + Sync {
     /// Removes every row compaction removes, and the tombstones written before
     /// `tombstones_before` (µs since the Unix epoch).
     async fn compact(&self, tombstones_before: i64) -> Result<()>;
+}
+
+/// Consumer groups as an engine keeps them: membership and partition assignment,
+/// fenced offset commits, dead letters, and the event ids at-least-once consumers have
+/// processed. The methods that take a [`Tx`] run inside the caller's transaction, one
+/// that [`Groups::db`] opened: a projection's writes commit with the offsets (I6). The
+/// others run in transactions of their own.
+#[async_trait]
+pub(crate) trait Groups: Send + Sync {
+    /// Transactions for group work, which projections' read models share.
+    fn db(&self) -> Db;
+
+    /// Joins (or stays in) a group, removes members whose session expired, rebalances
+    /// when membership changed, and returns what the member owns. A member that joins
+    /// records the group's commit mode and makes a group copied from a leader this
+    /// store's own.
+    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: Partition) -> Result<Membership>;
+    /// Leaves a group at once, handing the member's partitions to the others.
+    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: Partition) -> Result<()>;
+    /// The committed offset of the fence's partition; `Fenced` if its member does not
+    /// own it (any more).
+    async fn owned_offset(&self, tx: &mut Tx, fence: &Fence<'_>) -> Result<Offset>;
+    /// Moves the committed offset from `from` to `to`, only if the fence's member still
+    /// owns the partition and nobody moved it since: otherwise `Fenced`, and the
+    /// caller's transaction must roll back.
+    async fn commit(&self, tx: &mut Tx, fence: &Fence<'_>, from: Offset, to: Offset) -> Result<()>;
+    /// Stops a partition (the failure policy), saying why.
+    async fn stop(&self, tx: &mut Tx, group: &str, partition: Partition, reason: &str) -> Result<()>;
+
+    /// Writes a dead letter for `record` (nothing if it has one).
+    async fn add_dead_letter(
+        &self,
+        tx: &mut Tx,
+        group: &str,
+        record: &RecordedEvent,
+        status: DeadLetterStatus,
+        error: &str,
+        attempts: u32,
+    ) -> Result<()>;
+    /// A partition's dead letters in offset order: id, offset, stream and status.
+    async fn partition_dead_letters(
+        &self,
+        tx: &mut Tx,
+        group: &str,
+        partition: Partition,
+    ) -> Result<Vec<(i64, Offset, String, DeadLetterStatus)>>;
+    /// A retried dead letter was handled: it goes.
+    async fn resolve_dead_letter(&self, tx: &mut Tx, group: &str, id: i64) -> Result<()>;
+    /// A retried dead letter failed again.
+    async fn fail_dead_letter(&self, tx: &mut Tx, group: &str, id: i64, error: &str, attempts: u32) -> Result<()>;
+    /// The dead letters of `stream` marked for retry after `offset` wait again, parked.
+    async fn park_behind(&self, tx: &mut Tx, group: &str, stream: &str, offset: Offset) -> Result<()>;
+
+    /// Whether an at-least-once consumer of `group` marked `event_id` as done.
+    async fn processed(&self, group: &str, event_id: Uuid) -> Result<bool>;
+    /// Marks `event_id` as done; `false` if it already was.
+    async fn mark_processed(&self, group: &str, event_id: Uuid) -> Result<bool>;
+
+    /// Every group, by name.
+    async fn list(&self) -> Result<Vec<GroupRow>>;
+    /// One group, if it exists.
+    async fn describe(&self, group: &str) -> Result<Option<GroupRecord>>;
+    /// Copies a leader's group into this follower; `false` when this store is not a
+    /// follower or the group is its own.
+    async fn mirror(&self, mirrored: Mirrored) -> Result<bool>;
+    /// Moves a group's committed offsets; refused while it has live members.
+    async fn reset(&self, group: &str, targets: ResetTargets) -> Result<()>;
+    /// Pauses or resumes partitions (all when `None`).
+    async fn set_paused(&self, group: &str, partitions: Option<Vec<Partition>>, paused: bool) -> Result<()>;
+    /// Dead letters, of one group or all, in group and offset order.
+    async fn dead_letters(&self, group: Option<&str>) -> Result<Vec<DeadLetter>>;
+    /// Marks a dead letter, and those parked behind it, for retry; returns it so.
+    async fn retry_dead_letter(&self, id: i64) -> Result<DeadLetter>;
+    /// Removes a dead letter and hands the records parked behind it to the group.
+    async fn skip_dead_letter(&self, id: i64) -> Result<DeadLetter>;
+    /// A rebuild's end: `group` takes the committed offsets and dead letters of its
+    /// replay `replay`, which is forgotten; returns the offsets.
+    async fn take_over(&self, tx: &mut Tx, group: &str, replay: &str) -> Result<Vec<(Partition, Offset)>>;
+    /// Removes everything of a group.
+    async fn forget(&self, group: &str) -> Result<()>;
 }
 
 /// A snapshot to append (a tombstone when `state` is `None`).

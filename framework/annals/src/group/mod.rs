@@ -18,12 +18,9 @@
 //! behind it (see [`admin`]).
 
 pub mod admin;
-mod assign;
-pub(crate) mod coordinator;
 mod rebuild;
 mod worker;
 
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,13 +28,15 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::coordination::validate_group;
 use crate::error::{Error, Result};
 use crate::position::Partition;
-use crate::readmodel::{Db, Param, Tx};
+use crate::readmodel::Tx;
 use crate::record::RecordedEvent;
 use crate::store::Store;
 use crate::stream::validate_category;
 
+pub use crate::coordination::{CommitMode, StartAt};
 pub use rebuild::rebuild;
 
 /// Which records a group handles; the others are skipped (their offsets still advance).
@@ -132,41 +131,19 @@ pub trait Consumer: Send + Sync + 'static {
 /// The dedup helper of at-least-once consumers: event ids marked as done, per group.
 #[derive(Debug, Clone)]
 pub struct Processed {
-    db: Db,
+    store: Store,
     group: Arc<str>,
 }
 
 impl Processed {
     /// Whether `event_id` was marked as done.
     pub async fn contains(&self, event_id: uuid::Uuid) -> Result<bool> {
-        // A read: it neither waits for nor holds up the read-model writer.
-        let found = self
-            .db
-            .query(
-                "SELECT 1 FROM annals_processed WHERE group_name = $1 AND event_id = $2",
-                vec![Param::from(&*self.group), Param::from(event_id)],
-            )
-            .await?;
-        Ok(!found.is_empty())
+        self.store.groups()?.processed(&self.group, event_id).await
     }
 
     /// Marks `event_id` as done; `false` if it already was.
     pub async fn insert(&self, event_id: uuid::Uuid) -> Result<bool> {
-        let group = self.group.clone();
-        self.db
-            .transaction(move |tx| {
-                Box::pin(async move {
-                    Ok(tx
-                        .execute(
-                            "INSERT INTO annals_processed (group_name, event_id) VALUES ($1, $2) \
-                             ON CONFLICT (group_name, event_id) DO NOTHING",
-                            crate::params![&*group, event_id],
-                        )
-                        .await?
-                        == 1)
-                })
-            })
-            .await
+        self.store.groups()?.mark_processed(&self.group, event_id).await
     }
 }
 
@@ -178,17 +155,6 @@ pub enum FailurePolicy {
     DeadLetter,
     /// Stop the partition (it shows as paused with the error) until resumed.
     Stop,
-}
-
-/// Where a new group starts reading the log (Kafka's `auto.offset.reset`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum StartAt {
-    /// At the first record: the group's view is built from the whole log.
-    #[default]
-    Earliest,
-    /// At the end of the log as it stands when the group is created: only records
-    /// appended from then on are handled (a mailer that must not mail the past).
-    Latest,
 }
 
 /// How a member runs.
@@ -252,38 +218,6 @@ impl Handler {
     }
 }
 
-/// How a group commits its offsets, as its members last said: a
-/// [`Projection`]'s writes and offset commits share one transaction; a [`Consumer`]
-/// commits after its handler. In JSON, `"transactional"` or `"at_least_once"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CommitMode {
-    /// A projection's read model lives in the store's database and commits with the
-    /// offsets (exactly-once effect).
-    Transactional,
-    /// A consumer's effects live elsewhere; records may be handled again after a
-    /// crash (at least once).
-    AtLeastOnce,
-}
-
-impl CommitMode {
-    /// `"transactional"` or `"at_least_once"`, as stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommitMode::Transactional => "transactional",
-            CommitMode::AtLeastOnce => "at_least_once",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<CommitMode> {
-        match text {
-            "transactional" => Some(CommitMode::Transactional),
-            "at_least_once" => Some(CommitMode::AtLeastOnce),
-            _ => None,
-        }
-    }
-}
-
 /// A running member of a consumer group. Call [`shutdown`](GroupMember::shutdown) to
 /// stop it and wait until it has left; dropping it stops it the same way, in the
 /// background, with nothing waiting for it.
@@ -310,11 +244,12 @@ impl GroupMember {
         projection: impl Projection,
         options: GroupOptions,
     ) -> Result<GroupMember> {
-        coordinator::validate_group(group)?;
+        validate_group(group)?;
         let projection: Arc<dyn Projection> = Arc::new(projection);
         let setup = projection.clone();
         store
-            .read_models()?
+            .groups()?
+            .db()
             .transaction(move |tx| Box::pin(async move { setup.setup(tx).await }))
             .await?;
         Self::start(store, group, Handler::Transactional(projection), options).await
@@ -327,9 +262,9 @@ impl GroupMember {
         consumer: impl Consumer,
         options: GroupOptions,
     ) -> Result<GroupMember> {
-        coordinator::validate_group(group)?;
+        validate_group(group)?;
         let processed = Processed {
-            db: store.read_models()?,
+            store: store.clone(),
             group: group.into(),
         };
         Self::start(
@@ -342,8 +277,8 @@ impl GroupMember {
     }
 
     async fn start(store: &Store, group: &str, handler: Handler, options: GroupOptions) -> Result<GroupMember> {
-        coordinator::validate_group(group)?;
-        let db = store.read_models()?;
+        validate_group(group)?;
+        let db = store.groups()?.db();
         let host = hostname();
         let member_id = options.member_id.clone().unwrap_or_else(|| {
             format!(

@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use super::coordinator::validate_group;
 use super::{admin, GroupMember, GroupOptions, Projection, StartAt};
-use crate::error::{Error, Result};
-use crate::params;
+use crate::coordination::validate_group;
+use crate::error::Result;
 use crate::position::Partition;
-use crate::readmodel::Engine;
 use crate::store::Store;
 
 /// Replays `group`'s read model from offset 0 into fresh tables, then swaps them in.
@@ -32,9 +30,9 @@ pub async fn rebuild(
     validate_group(group)?;
     let shadow = format!("{group}.rebuild");
     validate_group(&shadow)?;
-    let db = store.read_models()?;
+    let db = store.groups()?.db();
     admin::describe(store, group).await?;
-    forget(store, &shadow).await?;
+    store.groups()?.forget(&shadow).await?;
 
     // A replay starts at the first record, whatever the options say.
     let options = GroupOptions {
@@ -50,7 +48,7 @@ pub async fn rebuild(
     }
     member.shutdown().await?;
 
-    let (main, replay) = (group.to_owned(), shadow.clone());
+    let (main, replay, groups) = (group.to_owned(), shadow.clone(), store.clone());
     db.transaction(move |tx| {
         Box::pin(async move {
             // The swap first: on PostgreSQL it waits for members' transactions on the
@@ -58,68 +56,8 @@ pub async fn rebuild(
             for statement in &swap {
                 tx.execute(statement, &[]).await?;
             }
-            let lock = if tx.engine() == Engine::Postgres {
-                " FOR UPDATE"
-            } else {
-                ""
-            };
-            tx.query_opt(
-                &format!("SELECT generation FROM annals_groups WHERE group_name = $1{lock}"),
-                params![&main],
-            )
-            .await?
-            .ok_or_else(|| Error::GroupNotFound { group: main.clone() })?;
-            let offsets: Vec<(Partition, u64)> = tx
-                .query(
-                    "SELECT partition, committed FROM annals_group_offsets WHERE group_name = $1 ORDER BY partition",
-                    params![&replay],
-                )
-                .await?
-                .iter()
-                .map(|row| Ok((row.get(0)?, row.get(1)?)))
-                .collect::<Result<_>>()?;
-            for (partition, committed) in &offsets {
-                tx.execute(
-                    "UPDATE annals_group_offsets SET committed = $3 WHERE group_name = $1 AND partition = $2",
-                    params![&main, *partition, *committed as i64],
-                )
-                .await?;
-            }
-            tx.execute("DELETE FROM annals_dead_letters WHERE group_name = $1", params![&main])
-                .await?;
-            tx.execute(
-                "UPDATE annals_dead_letters SET group_name = $1 WHERE group_name = $2",
-                params![&main, &replay],
-            )
-            .await?;
-            for table in ["annals_group_offsets", "annals_group_members", "annals_groups"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE group_name = $1"), params![&replay])
-                    .await?;
-            }
-            Ok(offsets)
+            groups.groups()?.take_over(tx, &main, &replay).await
         })
     })
     .await
-}
-
-/// Removes what an earlier, interrupted rebuild left of the shadow group.
-async fn forget(store: &Store, shadow: &str) -> Result<()> {
-    let shadow = shadow.to_owned();
-    store
-        .read_models()?
-        .transaction(move |tx| {
-            Box::pin(async move {
-                for table in [
-                    "annals_dead_letters",
-                    "annals_group_offsets",
-                    "annals_group_members",
-                    "annals_groups",
-                ] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE group_name = $1"), params![&shadow])
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .await
 }

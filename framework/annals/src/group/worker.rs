@@ -8,11 +8,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::admin::DeadLetterStatus;
-use super::coordinator::{self, Membership, Owned};
 use super::{FailurePolicy, GroupOptions, Handler};
+use crate::backend::Groups;
+use crate::coordination::{DeadLetterStatus, Fence, Joining, Membership, Owned};
 use crate::error::{Error, Result};
-use crate::params;
 use crate::position::{Offset, Partition};
 use crate::readmodel::{Db, Tx};
 use crate::record::RecordedEvent;
@@ -40,11 +39,11 @@ impl Member {
         let (group, member, host) = (self.group.clone(), self.member_id.clone(), self.host.clone());
         let timeout = i64::try_from(self.options.session_timeout.as_millis()).unwrap_or(i64::MAX);
         let (partitions, start_at) = (self.store.partition_count(), self.options.start_at);
-        let mode = self.handler.commit_mode();
+        let (mode, store) = (self.handler.commit_mode(), self.store.clone());
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {
-                    let joining = coordinator::Joining {
+                    let joining = Joining {
                         group: &group,
                         member: &member,
                         host: &host,
@@ -52,7 +51,7 @@ impl Member {
                         start_at,
                         mode,
                     };
-                    coordinator::heartbeat(tx, &joining, partitions).await
+                    store.groups()?.heartbeat(tx, &joining, partitions).await
                 })
             })
             .await
@@ -60,9 +59,11 @@ impl Member {
 
     async fn leave(&self) -> Result<()> {
         let (group, member) = (self.group.clone(), self.member_id.clone());
-        let partitions = self.store.partition_count();
+        let (partitions, store) = (self.store.partition_count(), self.store.clone());
         self.db
-            .transaction(move |tx| Box::pin(async move { coordinator::leave(tx, &group, &member, partitions).await }))
+            .transaction(move |tx| {
+                Box::pin(async move { store.groups()?.leave(tx, &group, &member, partitions).await })
+            })
             .await
     }
 
@@ -155,20 +156,17 @@ impl Member {
 
     /// Works on one partition until told to stop, fenced, or stopped by the failure policy.
     async fn work(&self, owned: Owned, mut stop: watch::Receiver<bool>, retry: Arc<Notify>) -> Result<()> {
-        let p = Partition::from(owned.partition);
-        let (group, member) = (self.group.clone(), self.member_id.clone());
+        let commit = self.commit_info(owned);
         let mut next: Offset = self
             .db
-            .read_transaction(move |tx| {
-                Box::pin(async move { coordinator::owned_offset(tx, &group, p, &member, owned.generation).await })
-            })
+            .read_transaction(move |tx| Box::pin(async move { commit.owned_offset(tx).await }))
             .await?;
         let mut parked = self.retry_dead_letters(owned).await?;
         let filter = self.handler.filter();
         // The next batch is fetched while this one is handled: reading and writing
         // overlap, and at most three batches per partition are in memory (this one,
         // one waiting in the channel, one being read).
-        let mut records = Prefetch::start(&self.store, p, next, self.options.batch_size.max(1));
+        let mut records = Prefetch::start(&self.store, owned.partition, next, self.options.batch_size.max(1));
         loop {
             let batch = tokio::select! {
                 biased;
@@ -391,6 +389,7 @@ impl Member {
 
     fn commit_info(&self, owned: Owned) -> Commit {
         Commit {
+            store: self.store.clone(),
             group: self.group.clone(),
             member: self.member_id.clone().into(),
             partition: owned.partition,
@@ -403,25 +402,10 @@ impl Member {
     /// stream in offset order, stopping a stream at its first failure. Returns the streams that
     /// still have dead letters.
     async fn retry_dead_letters(&self, owned: Owned) -> Result<HashSet<String>> {
-        let (group, partition) = (self.group.clone(), owned.partition);
-        let rows: Vec<(i64, Offset, String, DeadLetterStatus)> = self
+        let commit = self.commit_info(owned);
+        let rows = self
             .db
-            .read_transaction(move |tx| {
-                Box::pin(async move {
-                    tx.query(
-                        r#"SELECT id, "offset", stream_id, status FROM annals_dead_letters
-                           WHERE group_name = $1 AND partition = $2 ORDER BY "offset""#,
-                        params![&*group, partition],
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|row| {
-                        let status = DeadLetterStatus::parse(&row.get::<String>(3)?)?;
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, status))
-                    })
-                    .collect()
-                })
-            })
+            .read_transaction(move |tx| Box::pin(async move { commit.dead_letters(tx).await }))
             .await?;
         let mut blocked: HashSet<String> = HashSet::new();
         for (id, offset, stream, status) in rows {
@@ -436,7 +420,7 @@ impl Member {
             }
             let record = self
                 .store
-                .read_partition(partition, offset, 1)
+                .read_partition(owned.partition, offset, 1)
                 .await?
                 .into_iter()
                 .next();
@@ -452,13 +436,7 @@ impl Member {
                 .transaction(move |tx| {
                     Box::pin(async move {
                         commit.check_owner(tx).await?;
-                        tx.execute(
-                            r#"UPDATE annals_dead_letters SET status = 'parked'
-                               WHERE group_name = $1 AND stream_id = $2 AND status = 'retry' AND "offset" > $3"#,
-                            params![&*commit.group, stream, offset as i64],
-                        )
-                        .await
-                        .map(drop)
+                        commit.groups()?.park_behind(tx, &commit.group, &stream, offset).await
                     })
                 })
                 .await?;
@@ -506,13 +484,10 @@ impl Member {
             .transaction(move |tx| {
                 Box::pin(async move {
                     commit.check_owner(tx).await?;
-                    tx.execute(
-                        "UPDATE annals_dead_letters SET status = 'failed', error = $3, attempts = attempts + $4 \
-                         WHERE group_name = $1 AND id = $2",
-                        params![&*commit.group, id, last_error, attempts],
-                    )
-                    .await
-                    .map(drop)
+                    commit
+                        .groups()?
+                        .fail_dead_letter(tx, &commit.group, id, &last_error, attempts)
+                        .await
                 })
             })
             .await?;
@@ -576,6 +551,7 @@ enum Step {
 /// The fenced writes of one partition's owner.
 #[derive(Clone)]
 struct Commit {
+    store: Store,
     group: Arc<str>,
     member: Arc<str>,
     partition: Partition,
@@ -583,14 +559,29 @@ struct Commit {
 }
 
 impl Commit {
+    fn groups(&self) -> Result<&dyn Groups> {
+        self.store.groups()
+    }
+
+    fn fence(&self) -> Fence<'_> {
+        Fence {
+            group: &self.group,
+            partition: self.partition,
+            member: &self.member,
+            generation: self.generation,
+        }
+    }
+
     async fn commit(&self, tx: &mut Tx, from: Offset, to: Offset) -> Result<()> {
-        coordinator::commit(tx, &self.group, self.partition, &self.member, self.generation, from, to).await
+        self.groups()?.commit(tx, &self.fence(), from, to).await
+    }
+
+    async fn owned_offset(&self, tx: &mut Tx) -> Result<Offset> {
+        self.groups()?.owned_offset(tx, &self.fence()).await
     }
 
     async fn check_owner(&self, tx: &mut Tx) -> Result<()> {
-        coordinator::owned_offset(tx, &self.group, self.partition, &self.member, self.generation)
-            .await
-            .map(drop)
+        self.owned_offset(tx).await.map(drop)
     }
 
     async fn dead_letter(
@@ -601,47 +592,25 @@ impl Commit {
         error: &str,
         attempts: u32,
     ) -> Result<()> {
-        let now = coordinator::now_ms(tx.engine());
-        tx.execute(
-            &format!(
-                r#"INSERT INTO annals_dead_letters
-                       (group_name, partition, "offset", stream_id, event_id, event_type, status, error, attempts, created_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {now})
-                   ON CONFLICT (group_name, partition, "offset") DO NOTHING"#
-            ),
-            params![
-                &*self.group,
-                self.partition,
-                record.offset as i64,
-                record.stream.as_str(),
-                record.event_id,
-                record.event_type.as_str(),
-                status.as_str(),
-                error,
-                attempts
-            ],
-        )
-        .await
-        .map(drop)
+        self.groups()?
+            .add_dead_letter(tx, &self.group, record, status, error, attempts)
+            .await
+    }
+
+    /// The partition's dead letters in offset order: id, offset, stream and status.
+    async fn dead_letters(&self, tx: &mut Tx) -> Result<Vec<(i64, Offset, String, DeadLetterStatus)>> {
+        self.groups()?
+            .partition_dead_letters(tx, &self.group, self.partition)
+            .await
     }
 
     async fn resolve(&self, tx: &mut Tx, id: i64) -> Result<()> {
-        tx.execute(
-            "DELETE FROM annals_dead_letters WHERE group_name = $1 AND id = $2",
-            params![&*self.group, id],
-        )
-        .await
-        .map(drop)
+        self.groups()?.resolve_dead_letter(tx, &self.group, id).await
     }
 
     /// Pauses the partition with `reason`, if this member still owns it.
     async fn stop(&self, tx: &mut Tx, reason: &str) -> Result<()> {
         self.check_owner(tx).await?;
-        tx.execute(
-            "UPDATE annals_group_offsets SET paused = 1, stopped_reason = $3 WHERE group_name = $1 AND partition = $2",
-            params![&*self.group, self.partition, reason],
-        )
-        .await
-        .map(drop)
+        self.groups()?.stop(tx, &self.group, self.partition, reason).await
     }
 }

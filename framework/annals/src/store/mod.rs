@@ -213,6 +213,13 @@ impl Store {
         })
     }
 
+    /// The store's consumer groups; `Unsupported` on an engine without them.
+    pub(crate) fn groups(&self) -> Result<&dyn crate::backend::Groups> {
+        self.inner.backend.groups().ok_or(Error::Unsupported {
+            what: "consumer groups",
+        })
+    }
+
     /// The snapshot log (see [`snapshot`](crate::snapshot)).
     pub(crate) fn snapshot_log(&self) -> &dyn crate::backend::SnapshotLog {
         self.inner.backend.snapshots()

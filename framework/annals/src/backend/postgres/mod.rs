@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::batch::{self, Pending, QUEUE_DEPTH};
+use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
-use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
+use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
@@ -42,6 +43,7 @@ pub(crate) struct PgBackend {
     lock_space: i32,
     read_models: crate::readmodel::Db,
     snapshots: SqlSnapshots,
+    groups: SqlGroups,
 }
 
 impl PgBackend {
@@ -95,6 +97,7 @@ impl PgBackend {
         let read_models = readmodel::database(pool.clone());
         Ok(PgBackend {
             snapshots: SqlSnapshots::new(read_models.clone()),
+            groups: SqlGroups::new(read_models.clone(), &DIALECT),
             read_models,
             pool,
             queues: Mutex::new(queues),
@@ -164,6 +167,14 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
         last_in_append: row.try_get(9)?,
     })
 }
+
+/// How the group statements read on PostgreSQL.
+static DIALECT: Dialect = Dialect {
+    now_ms: "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)",
+    for_update: " FOR UPDATE",
+    for_share: " FOR SHARE",
+    recorded_since: "recorded_at >= to_timestamp($2 / 1000000.0)",
+};
 
 #[async_trait]
 impl Backend for PgBackend {
@@ -376,6 +387,10 @@ impl Backend for PgBackend {
 
     fn snapshots(&self) -> &dyn SnapshotLog {
         &self.snapshots
+    }
+
+    fn groups(&self) -> Option<&dyn Groups> {
+        Some(&self.groups)
     }
 
     fn poll_interval(&self) -> Duration {

@@ -7,6 +7,7 @@
 // transactions, which such a build cannot open).
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
+pub(crate) mod groups;
 pub(crate) mod snapshots;
 
 /// The columns of a record, in the order the engines' row decoders read them.

@@ -19,8 +19,9 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::batch::{self, QUEUE_DEPTH};
+use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
-use super::{sql, sql_int, Backend, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
+use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
@@ -40,6 +41,7 @@ pub(crate) struct SqliteBackend {
     partition_count: u32,
     read_models: crate::readmodel::Db,
     snapshots: SqlSnapshots,
+    groups: SqlGroups,
     records: Arc<reader::Readers>,
 }
 
@@ -112,6 +114,7 @@ impl SqliteBackend {
             wakeups,
             partition_count,
             snapshots: SqlSnapshots::new(read_models.clone()),
+            groups: SqlGroups::new(read_models.clone(), &DIALECT),
             read_models,
             records: reader::Readers::new(path.to_owned(), options.busy_timeout),
         })
@@ -223,6 +226,15 @@ async fn init_store(conn: &mut SqliteConnection, requested: Option<u32>) -> Resu
     tx.commit().await?;
     Ok(count)
 }
+
+/// How the group statements read on SQLite: its `IMMEDIATE` transactions already
+/// keep other writers out, so rows need no locks.
+static DIALECT: Dialect = Dialect {
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    for_update: "",
+    for_share: "",
+    recorded_since: "recorded_at >= $2",
+};
 
 #[async_trait]
 impl Backend for SqliteBackend {
@@ -420,6 +432,10 @@ impl Backend for SqliteBackend {
 
     fn snapshots(&self) -> &dyn SnapshotLog {
         &self.snapshots
+    }
+
+    fn groups(&self) -> Option<&dyn Groups> {
+        Some(&self.groups)
     }
 
     fn poll_interval(&self) -> Duration {

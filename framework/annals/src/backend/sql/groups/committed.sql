@@ -1,0 +1,1 @@
+SELECT partition, committed FROM annals_group_offsets WHERE group_name = $1 ORDER BY partition

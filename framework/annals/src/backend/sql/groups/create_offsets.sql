@@ -1,0 +1,4 @@
+-- Group $1's offsets in every partition, starting at {start}; kept where they exist.
+INSERT INTO annals_group_offsets (group_name, partition, committed, owner, owner_generation, paused, updated_at)
+SELECT $1, p.partition, {start}, NULL, 0, 0, {now} FROM annals_partitions p WHERE true
+ON CONFLICT (group_name, partition) DO NOTHING

@@ -1,0 +1,1 @@
+DELETE FROM annals_dead_letters WHERE group_name = $1

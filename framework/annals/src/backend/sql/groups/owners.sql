@@ -1,0 +1,1 @@
+SELECT partition, owner FROM annals_group_offsets WHERE group_name = $1

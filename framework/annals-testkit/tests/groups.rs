@@ -4,9 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use annals::group::admin::{self, DeadLetterStatus, ResetTo};
-use annals::group::{
-    rebuild, Consumer, FailurePolicy, Filter, GroupMember, GroupOptions, Processed, Projection, StartAt,
-};
+use annals::group::{rebuild, FailurePolicy, Filter, GroupMember, GroupOptions, Projection, StartAt};
 use annals::readmodel::Tx;
 use annals::{Error, EventStore, RecordedEvent, Store};
 use annals_testkit::tally::{add, add_poison, caught_up, fold_log, Tally};
@@ -25,7 +23,6 @@ annals_testkit::on_sql_engines!(
     a_group_created_at_latest_skips_the_past_once,
     pause_resume_and_lag,
     stop_policy_pauses_the_partition,
-    at_least_once_consumers_dedup_with_processed,
     bad_input_is_refused,
     rebuild_swaps_in_a_replayed_view,
 );
@@ -478,54 +475,6 @@ async fn stop_policy_pauses_the_partition(t: TestStore) {
     caught_up(&store, "g").await;
     assert_eq!(tally.totals(&store).await, fold_log(&store).await);
     member.shutdown().await.expect("leaves");
-}
-
-/// Records every delivery; marks event ids as processed after the "side effect".
-struct Mailer {
-    sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-#[async_trait]
-impl Consumer for Mailer {
-    fn filter(&self) -> Filter {
-        Filter::categories(["acct"]).expect("category").event_types(["Added"])
-    }
-
-    async fn handle(&self, record: &RecordedEvent, processed: &Processed) -> annals::Result<()> {
-        if processed.contains(record.event_id).await? {
-            return Ok(());
-        }
-        self.sent.lock().expect("lock").push(record.stream.to_string());
-        processed.insert(record.event_id).await?;
-        Ok(())
-    }
-}
-
-async fn at_least_once_consumers_dedup_with_processed(t: TestStore) {
-    let store = t.open().await;
-    for i in 0..20 {
-        add(&store, &format!("acct-{}", i % 3), i).await;
-        add(&store, &format!("other-{}", i % 3), i).await;
-    }
-    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let member = GroupMember::consumer(&store, "mail", Mailer { sent: sent.clone() }, fast())
-        .await
-        .expect("joins");
-    caught_up(&store, "mail").await;
-    member.shutdown().await.expect("leaves");
-    assert_eq!(
-        sent.lock().expect("lock").len(),
-        20,
-        "the filter let other streams through"
-    );
-    // A redelivery (offsets reset) sends nothing twice.
-    admin::reset(&store, "mail", ResetTo::Earliest).await.expect("reset");
-    let member = GroupMember::consumer(&store, "mail", Mailer { sent: sent.clone() }, fast())
-        .await
-        .expect("joins");
-    caught_up(&store, "mail").await;
-    member.shutdown().await.expect("leaves");
-    assert_eq!(sent.lock().expect("lock").len(), 20);
 }
 
 async fn bad_input_is_refused(t: TestStore) {

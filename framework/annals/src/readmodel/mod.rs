@@ -57,6 +57,9 @@ pub enum Engine {
     Sqlite,
     /// PostgreSQL.
     Postgres,
+    /// The memory engine: consumer groups run in its transactions, but it has no SQL,
+    /// so statements fail with `Unsupported`.
+    Memory,
 }
 
 /// What an engine gives read models: queries outside a transaction, and transactions.
@@ -87,6 +90,8 @@ pub(crate) trait Statements: Send {
     async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64>;
     async fn execute_many(&mut self, sql: &str, rows: &[&[Param]]) -> Result<u64>;
     async fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Row>>;
+    /// The engine's own transaction, for the engine's own work inside it.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
     /// The engine's own transaction, to take back once the work is done.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
@@ -176,6 +181,11 @@ impl Tx {
             .into_any()
             .downcast::<S>()
             .expect("an engine runs its own transactions")
+    }
+
+    /// The engine's own transaction, if `S` is its type.
+    pub(crate) fn engine_tx<S: Statements + 'static>(&mut self) -> Option<&mut S> {
+        self.inner.as_any_mut().downcast_mut::<S>()
     }
 
     /// The engine.

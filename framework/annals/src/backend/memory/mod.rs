@@ -2,24 +2,26 @@
 //! quickest store for tests and examples. Nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::admit::{Admission, Admitted, CommandRecord, LogView};
-use super::{now_micros, Backend, PreparedAppend, Replicated, RoleChange, SnapshotLog, Wakeups};
+use super::{now_micros, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
 use crate::stream::StreamId;
 
+mod groups;
 mod snapshots;
 
 pub(crate) struct MemoryBackend {
-    log: Mutex<Log>,
+    log: Arc<Mutex<Log>>,
+    groups: groups::MemoryGroups,
     snapshots: snapshots::MemorySnapshots,
     wakeups: Wakeups,
     partition_count: u32,
@@ -52,11 +54,13 @@ impl LogView for Log {
 
 impl MemoryBackend {
     pub(crate) fn new(partition_count: u32) -> Self {
+        let log = Arc::new(Mutex::new(Log {
+            partitions: (0..partition_count).map(|_| Vec::new()).collect(),
+            ..Log::default()
+        }));
         MemoryBackend {
-            log: Mutex::new(Log {
-                partitions: (0..partition_count).map(|_| Vec::new()).collect(),
-                ..Log::default()
-            }),
+            log: log.clone(),
+            groups: groups::MemoryGroups::new(log),
             snapshots: snapshots::MemorySnapshots::default(),
             wakeups: Wakeups::new(partition_count),
             partition_count,
@@ -227,6 +231,9 @@ impl Backend for MemoryBackend {
     }
 
     async fn change_role(&self, change: RoleChange) -> Result<Replica> {
+        // Groups copied from a leader are copied while the store is a follower: the
+        // role does not change under a copy (see `MemoryGroups::mirror`).
+        let _groups = self.groups.lock().await;
         let mut log = self.log();
         log.replica = match change {
             RoleChange::Follow { leader, epoch } => Replica {
@@ -312,6 +319,10 @@ impl Backend for MemoryBackend {
 
     fn snapshots(&self) -> &dyn SnapshotLog {
         &self.snapshots
+    }
+
+    fn groups(&self) -> Option<&dyn Groups> {
+        Some(&self.groups)
     }
 
     fn poll_interval(&self) -> Duration {

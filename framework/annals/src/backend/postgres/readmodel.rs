@@ -69,6 +69,10 @@ impl Statements for PgTx {
         query(&mut *self.0, sql, params).await
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }

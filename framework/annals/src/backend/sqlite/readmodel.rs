@@ -94,6 +94,10 @@ impl Statements for SqliteTx {
         query(&self.0, sql, params)
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }

@@ -1,161 +1,26 @@
-//! A member at work: the heartbeat loop that follows the assignment, and one task per
-//! owned partition that fetches batches, hands them to the handler and commits.
+//! One owned partition: fetch a batch ahead, hand records to the handler in offset
+//! order, retry what fails, dead-letter or stop as the failure policy says, and commit
+//! past the batch, fenced.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::{FailurePolicy, GroupOptions, Handler};
-use crate::backend::Groups;
-use crate::coordination::{DeadLetterStatus, Fence, Joining, Membership, Owned};
+use super::commit::Commit;
+use super::Member;
+use crate::coordination::{DeadLetterStatus, Owned};
 use crate::error::{Error, Result};
+use crate::group::{FailurePolicy, Filter, Handler};
 use crate::position::{Offset, Partition};
-use crate::readmodel::{Db, Tx};
 use crate::record::RecordedEvent;
-use crate::store::{EventStore, Store};
-
-pub(super) struct Member {
-    pub(super) store: Store,
-    pub(super) db: Db,
-    pub(super) group: Arc<str>,
-    pub(super) member_id: String,
-    pub(super) host: String,
-    pub(super) handler: Handler,
-    pub(super) options: GroupOptions,
-}
-
-struct Running {
-    generation: i64,
-    stop: watch::Sender<bool>,
-    retry: Arc<Notify>,
-    task: JoinHandle<()>,
-}
+use crate::store::Store;
 
 impl Member {
-    pub(super) async fn heartbeat(&self) -> Result<Membership> {
-        let (group, member, host) = (self.group.clone(), self.member_id.clone(), self.host.clone());
-        let timeout = i64::try_from(self.options.session_timeout.as_millis()).unwrap_or(i64::MAX);
-        let (partitions, start_at) = (self.store.partition_count(), self.options.start_at);
-        let (mode, store) = (self.handler.commit_mode(), self.store.clone());
-        self.db
-            .transaction(move |tx| {
-                Box::pin(async move {
-                    let joining = Joining {
-                        group: &group,
-                        member: &member,
-                        host: &host,
-                        session_timeout_ms: timeout,
-                        start_at,
-                        mode,
-                    };
-                    store.groups()?.heartbeat(tx, &joining, partitions).await
-                })
-            })
-            .await
-    }
-
-    async fn leave(&self) -> Result<()> {
-        let (group, member) = (self.group.clone(), self.member_id.clone());
-        let (partitions, store) = (self.store.partition_count(), self.store.clone());
-        self.db
-            .transaction(move |tx| {
-                Box::pin(async move { store.groups()?.leave(tx, &group, &member, partitions).await })
-            })
-            .await
-    }
-
-    pub(super) async fn run(
-        self,
-        mut membership: Membership,
-        mut stop: watch::Receiver<bool>,
-        assigned: watch::Sender<Vec<Partition>>,
-    ) -> Result<()> {
-        let me = Arc::new(self);
-        let mut running: BTreeMap<Partition, Running> = BTreeMap::new();
-        let (exits, mut exited) = mpsc::unbounded_channel::<Partition>();
-        loop {
-            let wanted: HashMap<Partition, i64> = membership
-                .owned
-                .iter()
-                .filter(|owned| !owned.paused)
-                .map(|owned| (owned.partition, owned.generation))
-                .collect();
-            running.retain(|partition, worker| {
-                let keep = wanted.get(partition) == Some(&worker.generation) && !worker.task.is_finished();
-                if !keep {
-                    let _ = worker.stop.send(true);
-                }
-                keep
-            });
-            for owned in membership.owned.iter().filter(|owned| !owned.paused) {
-                running
-                    .entry(owned.partition)
-                    .or_insert_with(|| me.spawn(*owned, exits.clone()));
-            }
-            for partition in &membership.retries {
-                if let Some(worker) = running.get(partition) {
-                    worker.retry.notify_one();
-                }
-            }
-            let now: Vec<Partition> = running.keys().copied().collect();
-            assigned.send_if_modified(|current| {
-                let changed = *current != now;
-                *current = now;
-                changed
-            });
-
-            tokio::select! {
-                _ = stop.changed() => break,
-                _ = tokio::time::sleep(me.options.heartbeat_interval) => {}
-                Some(partition) = exited.recv() => {
-                    // A partition stopped (fenced, paused, or failing): ask where things stand.
-                    if running.get(&partition).is_some_and(|worker| worker.task.is_finished()) {
-                        running.remove(&partition);
-                    }
-                    tokio::time::sleep(me.options.retry_backoff).await;
-                }
-            }
-            match me.heartbeat().await {
-                Ok(next) => membership = next,
-                Err(error) => tracing::warn!(group = %me.group, %error, "heartbeat failed"),
-            }
-        }
-        for worker in running.values() {
-            let _ = worker.stop.send(true);
-        }
-        for (_, worker) in running {
-            let _ = worker.task.await;
-        }
-        assigned.send_replace(Vec::new());
-        me.leave().await
-    }
-
-    fn spawn(self: &Arc<Self>, owned: Owned, exits: mpsc::UnboundedSender<Partition>) -> Running {
-        let (stop, stopped) = watch::channel(false);
-        let retry = Arc::new(Notify::new());
-        let (me, wake) = (self.clone(), retry.clone());
-        let task = tokio::spawn(async move {
-            let partition = owned.partition;
-            match me.work(owned, stopped, wake).await {
-                Ok(()) => {}
-                Err(error @ Error::Fenced { .. }) => tracing::info!(group = %me.group, %error, "partition lost"),
-                Err(error) => tracing::warn!(group = %me.group, partition, %error, "partition worker failed"),
-            }
-            let _ = exits.send(partition);
-        });
-        Running {
-            generation: owned.generation,
-            stop,
-            retry,
-            task,
-        }
-    }
-
     /// Works on one partition until told to stop, fenced, or stopped by the failure policy.
-    async fn work(&self, owned: Owned, mut stop: watch::Receiver<bool>, retry: Arc<Notify>) -> Result<()> {
+    pub(super) async fn work(&self, owned: Owned, mut stop: watch::Receiver<bool>, retry: Arc<Notify>) -> Result<()> {
         let commit = self.commit_info(owned);
         let mut next: Offset = self
             .db
@@ -193,7 +58,7 @@ impl Member {
         owned: Owned,
         from: Offset,
         batch: Vec<RecordedEvent>,
-        filter: &super::Filter,
+        filter: &Filter,
         parked: &mut HashSet<String>,
     ) -> Result<Option<Offset>> {
         let Some(last) = batch.last() else {
@@ -364,7 +229,7 @@ impl Member {
     /// Runs `once` up to `max_attempts` times, backing off exponentially (from
     /// `retry_backoff`, at most 30 s) between tries. `Fenced` ends it at once. Returns
     /// the last error when every attempt failed.
-    async fn with_retries<F, Fut>(&self, mut once: F) -> Result<Option<String>>
+    pub(super) async fn with_retries<F, Fut>(&self, mut once: F) -> Result<Option<String>>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
@@ -387,7 +252,7 @@ impl Member {
         Ok(Some(last_error))
     }
 
-    fn commit_info(&self, owned: Owned) -> Commit {
+    pub(super) fn commit_info(&self, owned: Owned) -> Commit {
         Commit {
             store: self.store.clone(),
             group: self.group.clone(),
@@ -395,103 +260,6 @@ impl Member {
             partition: owned.partition,
             generation: owned.generation,
         }
-    }
-
-    /// Handles the partition's dead letters that nothing blocks any more (marked for
-    /// retry, or parked with no failed record of their stream before them), stream by
-    /// stream in offset order, stopping a stream at its first failure. Returns the streams that
-    /// still have dead letters.
-    async fn retry_dead_letters(&self, owned: Owned) -> Result<HashSet<String>> {
-        let commit = self.commit_info(owned);
-        let rows = self
-            .db
-            .read_transaction(move |tx| Box::pin(async move { commit.dead_letters(tx).await }))
-            .await?;
-        let mut blocked: HashSet<String> = HashSet::new();
-        for (id, offset, stream, status) in rows {
-            if blocked.contains(&stream) {
-                continue;
-            }
-            // A failed record blocks its stream; a parked or retried one with no failed
-            // record before it is handled now.
-            if status == DeadLetterStatus::Failed {
-                blocked.insert(stream);
-                continue;
-            }
-            let record = self
-                .store
-                .read_partition(owned.partition, offset, 1)
-                .await?
-                .into_iter()
-                .next();
-            let Some(record) = record.filter(|r| r.offset == offset) else {
-                continue;
-            };
-            if self.retry_one(owned, id, &record).await? {
-                continue;
-            }
-            blocked.insert(stream.clone());
-            let commit = self.commit_info(owned);
-            self.db
-                .transaction(move |tx| {
-                    Box::pin(async move {
-                        commit.check_owner(tx).await?;
-                        commit.groups()?.park_behind(tx, &commit.group, &stream, offset).await
-                    })
-                })
-                .await?;
-        }
-        Ok(blocked)
-    }
-
-    /// One retried dead letter: handled and removed (`true`), or back to failed.
-    async fn retry_one(&self, owned: Owned, id: i64, record: &RecordedEvent) -> Result<bool> {
-        let failed = self
-            .with_retries(|| async {
-                let commit = self.commit_info(owned);
-                match &self.handler {
-                    Handler::Transactional(projection) => {
-                        let (projection, record) = (projection.clone(), record.clone());
-                        self.db
-                            .transaction(move |tx| {
-                                Box::pin(async move {
-                                    commit.check_owner(tx).await?;
-                                    projection.handle(&record, tx).await?;
-                                    commit.resolve(tx, id).await
-                                })
-                            })
-                            .await
-                    }
-                    Handler::AtLeastOnce(consumer, processed) => match consumer.handle(record, processed).await {
-                        Ok(()) => {
-                            self.db
-                                .transaction(move |tx| {
-                                    Box::pin(async move {
-                                        commit.check_owner(tx).await?;
-                                        commit.resolve(tx, id).await
-                                    })
-                                })
-                                .await
-                        }
-                        Err(error) => Err(error),
-                    },
-                }
-            })
-            .await?;
-        let Some(last_error) = failed else { return Ok(true) };
-        let (commit, attempts) = (self.commit_info(owned), self.options.max_attempts.max(1));
-        self.db
-            .transaction(move |tx| {
-                Box::pin(async move {
-                    commit.check_owner(tx).await?;
-                    commit
-                        .groups()?
-                        .fail_dead_letter(tx, &commit.group, id, &last_error, attempts)
-                        .await
-                })
-            })
-            .await?;
-        Ok(false)
     }
 }
 
@@ -546,71 +314,4 @@ enum Step {
     Handle,
     Skip,
     Park,
-}
-
-/// The fenced writes of one partition's owner.
-#[derive(Clone)]
-struct Commit {
-    store: Store,
-    group: Arc<str>,
-    member: Arc<str>,
-    partition: Partition,
-    generation: i64,
-}
-
-impl Commit {
-    fn groups(&self) -> Result<&dyn Groups> {
-        self.store.groups()
-    }
-
-    fn fence(&self) -> Fence<'_> {
-        Fence {
-            group: &self.group,
-            partition: self.partition,
-            member: &self.member,
-            generation: self.generation,
-        }
-    }
-
-    async fn commit(&self, tx: &mut Tx, from: Offset, to: Offset) -> Result<()> {
-        self.groups()?.commit(tx, &self.fence(), from, to).await
-    }
-
-    async fn owned_offset(&self, tx: &mut Tx) -> Result<Offset> {
-        self.groups()?.owned_offset(tx, &self.fence()).await
-    }
-
-    async fn check_owner(&self, tx: &mut Tx) -> Result<()> {
-        self.owned_offset(tx).await.map(drop)
-    }
-
-    async fn dead_letter(
-        &self,
-        tx: &mut Tx,
-        record: &RecordedEvent,
-        status: DeadLetterStatus,
-        error: &str,
-        attempts: u32,
-    ) -> Result<()> {
-        self.groups()?
-            .add_dead_letter(tx, &self.group, record, status, error, attempts)
-            .await
-    }
-
-    /// The partition's dead letters in offset order: id, offset, stream and status.
-    async fn dead_letters(&self, tx: &mut Tx) -> Result<Vec<(i64, Offset, String, DeadLetterStatus)>> {
-        self.groups()?
-            .partition_dead_letters(tx, &self.group, self.partition)
-            .await
-    }
-
-    async fn resolve(&self, tx: &mut Tx, id: i64) -> Result<()> {
-        self.groups()?.resolve_dead_letter(tx, &self.group, id).await
-    }
-
-    /// Pauses the partition with `reason`, if this member still owns it.
-    async fn stop(&self, tx: &mut Tx, reason: &str) -> Result<()> {
-        self.check_owner(tx).await?;
-        self.groups()?.stop(tx, &self.group, self.partition, reason).await
-    }
 }

@@ -1,0 +1,86 @@
+//! The store itself: a fixed partition count, Kafka's partitioner, and no store created where none was asked for.
+
+use super::*;
+
+/// The partition count is fixed when a store is created.
+pub async fn partition_count_is_fixed(t: &TestStore) {
+    let zero = annals::StoreOptions::from_url("memory:")
+        .expect("url")
+        .partitions(0)
+        .open()
+        .await;
+    assert!(matches!(zero, Err(Error::InvalidPartitionCount)));
+    if !t.is_durable() {
+        return;
+    }
+    assert!(matches!(
+        t.open_with(|o| o.partitions(0)).await,
+        Err(Error::InvalidPartitionCount)
+    ));
+    let created = t.open_with(|o| o.partitions(8)).await.expect("create with 8");
+    assert_eq!(created.partition_count(), 8);
+    created.close().await;
+    let again = t.open().await;
+    assert_eq!(
+        again.partition_count(),
+        8,
+        "the recorded count wins when none is asked for"
+    );
+    assert_eq!(again.high_watermarks().await.expect("watermarks").len(), 8);
+    again.close().await;
+    match t.open_with(|o| o.partitions(16)).await {
+        Err(Error::PartitionCountMismatch {
+            stored: 8,
+            requested: 16,
+        }) => {}
+        other => panic!("expected PartitionCountMismatch, got {other:?}"),
+    }
+}
+
+/// Streams land where Kafka's partitioner puts the same keys.
+pub async fn streams_land_in_kafka_partitions(t: &TestStore) {
+    let store = t.open().await;
+    assert_eq!(store.partition_count(), 16);
+    let mut placed = BTreeMap::new();
+    for id in ["order-1", "order-2", "order-42", "product-sku-9", "customer-alice"] {
+        placed.insert(
+            id,
+            append_one(&store, &stream(id), ExpectedVersion::NoStream)
+                .await
+                .partition,
+        );
+    }
+    let expected = BTreeMap::from([
+        ("order-1", 6),
+        ("order-2", 3),
+        ("order-42", 0),
+        ("product-sku-9", 1),
+        ("customer-alice", 6),
+    ]);
+    assert_eq!(placed, expected);
+}
+
+/// Opening with `create_if_missing(false)` finds no store where none was created, and
+/// creates nothing; once created, the store opens that way.
+pub async fn missing_store_is_not_created(t: &TestStore) {
+    if !t.is_durable() {
+        return;
+    }
+    match t.open_with(|o| o.create_if_missing(false)).await {
+        Err(Error::StoreNotFound { url }) => assert!(!url.is_empty()),
+        other => panic!("expected StoreNotFound, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            t.open_with(|o| o.create_if_missing(false)).await,
+            Err(Error::StoreNotFound { .. })
+        ),
+        "the failed open created something"
+    );
+    t.open().await.close().await;
+    let store = t
+        .open_with(|o| o.create_if_missing(false))
+        .await
+        .expect("existing store opens");
+    assert_eq!(store.partition_count(), 16);
+}

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
-use annals::{EventStore, Store, StreamId};
+use annals::{Store, StreamId};
 
 use crate::crash::tempfile_dir;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use annals::{EventStore, Store};
+use annals::Store;
 
 use crate::crash::tempfile_dir;
 use crate::support::{audit, Writer};

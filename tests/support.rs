@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use annals::{AppendOutcome, AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StreamId};
+use annals::{AppendOutcome, AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
 use annals_testkit::conformance::read_whole_partition;
 use uuid::Uuid;
 

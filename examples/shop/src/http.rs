@@ -9,7 +9,6 @@
 //! | `GET /customers/{c}/orders`, `GET /stock`, `GET /sales` | the other views |
 //! | `GET /` | the page: orders, an order's history, stock levels, refreshed as events arrive |
 
-use annals::EventStore;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use annals::aggregate::{CommandContext, CommandError, Repository};
 use annals::group::{admin, GroupMember, GroupOptions};
 use annals::readmodel::Db;
-use annals::{EventStore, Store, StoreOptions};
+use annals::{Store, StoreOptions};
 
 use domain::{Line, Order, OrderCommand, OrderError, Payment, Product, ProductCommand};
 use views::ShopViews;

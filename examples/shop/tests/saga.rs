@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use annals::group::{admin, GroupMember, GroupOptions};
-use annals::EventStore;
 use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use shop::domain::OrderStatus;

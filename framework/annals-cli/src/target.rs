@@ -4,8 +4,8 @@
 
 use annals::group::admin::{self, DeadLetter, GroupDescription, GroupSummary, ResetTo};
 use annals::{
-    AppendOutcome, AppendRequest, EventStore, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId,
-    StreamInfo, Version,
+    AppendOutcome, AppendRequest, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId, StreamInfo,
+    Version,
 };
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use annals::group::admin::{self, ResetTo};
-use annals::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Partition, RecordedEvent, StreamId};
+use annals::{AppendRequest, ExpectedVersion, Metadata, NewEvent, Partition, RecordedEvent, StreamId};
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

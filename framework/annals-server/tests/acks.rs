@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use annals::{EventStore, StreamId};
+use annals::StreamId;
 use annals_server::follower::{FollowOptions, Follower, Leader};
 use annals_server::ServerOptions;
 use annals_testkit::TestStore;

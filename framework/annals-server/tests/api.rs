@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use annals::group::{GroupMember, GroupOptions};
-use annals::{EventStore, Store};
+use annals::Store;
 use annals_server::ServerOptions;
 use annals_testkit::tally::{add, add_poison, Tally};
 use annals_testkit::TestStore;

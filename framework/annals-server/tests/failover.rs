@@ -6,7 +6,7 @@
 
 mod support;
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
 use annals_testkit::conformance::read_whole_partition;
 use annals_testkit::TestStore;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use annals::{partition_for, AppendRequest, EventStore, ExpectedVersion, Limits, NewEvent, StreamId};
+use annals::{partition_for, AppendRequest, ExpectedVersion, Limits, NewEvent, StreamId};
 use annals_server::follower::{FollowOptions, Follower, Leader};
 use annals_server::ServerOptions;
 use annals_testkit::conformance::read_whole_partition;

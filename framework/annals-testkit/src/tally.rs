@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use annals::group::Projection;
 use annals::readmodel::{Param, Tx};
-use annals::{params, AppendRequest, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use annals::{params, AppendRequest, Error, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use async_trait::async_trait;
 
 /// The read model: stream → (records, sum of amounts).

@@ -3,7 +3,7 @@
 //! refusals, metadata) on every engine.
 
 use annals::aggregate::{Aggregate, CommandContext, CommandError, DomainEvent, Repository, RetryPolicy};
-use annals::{Error, EventStore, Store};
+use annals::{Error, Store};
 use annals_testkit::given::AggregateTest;
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use annals::group::admin::{self, DeadLetterStatus, ResetTo};
 use annals::group::{Consumer, Filter, GroupMember, GroupOptions, Processed};
-use annals::{async_trait, Error, EventStore, Offset, Partition, RecordedEvent};
+use annals::{async_trait, Error, Offset, Partition, RecordedEvent};
 use annals_testkit::tally::{add, add_poison, caught_up};
 use annals_testkit::TestStore;
 

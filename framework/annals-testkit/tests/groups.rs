@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use annals::group::admin::{self, DeadLetterStatus, ResetTo};
 use annals::group::{rebuild, FailurePolicy, Filter, GroupMember, GroupOptions, Projection, StartAt};
 use annals::readmodel::Tx;
-use annals::{Error, EventStore, RecordedEvent, Store};
+use annals::{Error, RecordedEvent, Store};
 use annals_testkit::tally::{add, add_poison, caught_up, fold_log, Tally};
 use annals_testkit::TestStore;
 use async_trait::async_trait;

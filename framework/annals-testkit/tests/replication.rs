@@ -2,9 +2,7 @@
 //! failover), read-only followers, promotion; across engines (a PostgreSQL follower of
 //! a SQLite leader is how a store moves to PostgreSQL).
 
-use annals::{
-    AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Store, StoreOptions, StreamId,
-};
+use annals::{AppendRequest, Error, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Store, StoreOptions, StreamId};
 use annals_testkit::TestStore;
 use serde_json::json;
 use sqlx::Connection;

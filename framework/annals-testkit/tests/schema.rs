@@ -1,7 +1,7 @@
 //! The schema each engine creates, snapshotted: a change to `migrations/` shows up in
 //! review as a change to these files.
 
-use annals::{EventStore, Store};
+use annals::Store;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};
 use annals::group::{self, Consumer, GroupMember, GroupOptions, Processed, Projection};
 use annals::readmodel::Tx;
 use annals::snapshot;
-use annals::{async_trait, EventStore, RecordedEvent, Store, StoreOptions, StreamId};
+use annals::{async_trait, RecordedEvent, Store, StoreOptions, StreamId};
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};
 

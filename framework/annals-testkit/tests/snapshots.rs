@@ -6,7 +6,7 @@ use std::time::Duration;
 use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};
 use annals::group::{GroupMember, GroupOptions};
 use annals::snapshot::{self, SnapshotOptions, Snapshottable, Snapshotter};
-use annals::{EventStore, Store, StreamId};
+use annals::{Store, StreamId};
 use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
 use annals_testkit::{conformance, TestStore};
 use serde_json::json;
 

@@ -12,7 +12,7 @@
 
 use std::io::Write;
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
 use uuid::Uuid;
 
 #[tokio::main]

@@ -1,6 +1,6 @@
 //! `annals init`: create a store, or check an existing one's partition count.
 
-use annals::{EventStore, StoreOptions};
+use annals::StoreOptions;
 use serde_json::json;
 
 use crate::output::{CliResult, Output};

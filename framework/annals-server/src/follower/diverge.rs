@@ -10,7 +10,7 @@
 
 use std::io::Write;
 
-use annals::{EventStore, Offset, Partition, RecordedEvent, Store};
+use annals::{Offset, Partition, RecordedEvent, Store};
 
 use super::leader::Leader;
 use super::{FollowError, FollowOptions, Truncation};

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{EventStore, Offset, Partition, Store, StoreOptions};
+use annals::{Offset, Partition, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{
-    partition_for, AppendOutcome, AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, Store,
-    StreamId,
+    partition_for, AppendOutcome, AppendRequest, Error, ExpectedVersion, Metadata, NewEvent, Store, StreamId,
 };
 use futures::StreamExt;
 use serde_json::json;

@@ -13,7 +13,7 @@ use crate::coordination::{validate_group, CommitMode, Mirrored, PartitionRow, Re
 pub use crate::coordination::{DeadLetter, DeadLetterStatus};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition};
-use crate::store::{EventStore, Store};
+use crate::store::Store;
 
 /// One group in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

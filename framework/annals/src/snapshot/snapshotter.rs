@@ -15,7 +15,7 @@ use crate::group::{Filter, Projection};
 use crate::position::Version;
 use crate::readmodel::Tx;
 use crate::record::RecordedEvent;
-use crate::store::{EventStore, Store};
+use crate::store::Store;
 
 /// Writes a snapshot of each `A` stream every `every` events. Run it as a consumer
 /// group (`GroupMember::projection`): snapshots are written in the same transaction

@@ -1,8 +1,10 @@
-//! The store users open: the [`EventStore`] API, the [`Store`] handle that checks every
-//! append once before any engine sees it, and the options to open one from a URL.
+//! The store users open: the [`EventStore`] API, and the [`Store`] handle that checks
+//! every append once before any engine sees it. `Store` has the API's methods itself,
+//! so a program that holds one needs no trait in scope; `Arc<dyn EventStore>` serves
+//! code that takes any store.
 //!
 //! ```
-//! use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StreamId};
+//! use annals::{AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> annals::Result<()> {
@@ -323,13 +325,16 @@ impl Store {
     }
 }
 
-#[async_trait]
-impl EventStore for Store {
-    fn partition_count(&self) -> u32 {
+/// The [`EventStore`] API on the handle itself, so that a program holding a `Store`
+/// calls it without importing the trait.
+impl Store {
+    /// How many partitions the store has (fixed at creation).
+    pub fn partition_count(&self) -> u32 {
         self.inner.partition_count
     }
 
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+    /// See [`EventStore::append`].
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
         if let Some(leader) = self.replica().leader {
             return Err(Error::ReadOnlyReplica { leader });
         }
@@ -337,19 +342,28 @@ impl EventStore for Store {
         self.inner.backend.append(prepared).await
     }
 
-    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+    /// See [`EventStore::read_stream`].
+    pub async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         self.inner.backend.read_stream(stream, from_version.max(1), limit).await
     }
 
-    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+    /// See [`EventStore::fold_stream`].
+    pub async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         self.inner.backend.fold_stream(stream, from_version.max(1), visit).await
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+    /// See [`EventStore::stream_version`].
+    pub async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         self.inner.backend.stream_version(stream).await
     }
 
-    async fn read_partition(
+    /// See [`EventStore::read_partition`].
+    pub async fn read_partition(
         &self,
         partition: Partition,
         from_offset: Offset,
@@ -359,22 +373,26 @@ impl EventStore for Store {
         self.inner.backend.read_partition(partition, from_offset, limit).await
     }
 
-    async fn high_watermarks(&self) -> Result<Vec<Offset>> {
+    /// See [`EventStore::high_watermarks`].
+    pub async fn high_watermarks(&self) -> Result<Vec<Offset>> {
         self.inner.backend.high_watermarks().await
     }
 
-    fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>> {
+    /// See [`EventStore::subscribe`].
+    pub fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>> {
         match self.check_partition(partition) {
             Ok(()) => subscribe::records(self.clone(), partition, from_offset),
             Err(error) => Box::pin(futures::stream::once(async { Err(error) })),
         }
     }
 
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>> {
+    /// See [`EventStore::command_outcome`].
+    pub async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>> {
         self.inner.backend.command_outcome(command_id).await
     }
 
-    async fn list_streams(
+    /// See [`EventStore::list_streams`].
+    pub async fn list_streams(
         &self,
         category: Option<&str>,
         limit: usize,
@@ -384,6 +402,59 @@ impl EventStore for Store {
             validate_category(category)?;
         }
         self.inner.backend.list_streams(category, limit, after).await
+    }
+}
+
+#[async_trait]
+impl EventStore for Store {
+    fn partition_count(&self) -> u32 {
+        Store::partition_count(self)
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        Store::append(self, request).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        Store::read_stream(self, stream, from_version, limit).await
+    }
+
+    async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        Store::fold_stream(self, stream, from_version, visit).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        Store::stream_version(self, stream).await
+    }
+
+    async fn read_partition(
+        &self,
+        partition: Partition,
+        from_offset: Offset,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        Store::read_partition(self, partition, from_offset, limit).await
+    }
+
+    async fn high_watermarks(&self) -> Result<Vec<Offset>> {
+        Store::high_watermarks(self).await
+    }
+
+    fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>> {
+        Store::subscribe(self, partition, from_offset)
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>> {
+        Store::command_outcome(self, command_id).await
+    }
+
+    async fn list_streams(
+        &self,
+        category: Option<&str>,
+        limit: usize,
+        after: Option<&StreamId>,
+    ) -> Result<Vec<StreamInfo>> {
+        Store::list_streams(self, category, limit, after).await
     }
 }
 

@@ -13,7 +13,6 @@ use super::Store;
 use crate::error::Result;
 use crate::position::{Offset, Partition};
 use crate::record::RecordedEvent;
-use crate::EventStore;
 
 /// Records fetched per read while catching up.
 const BATCH: usize = 500;

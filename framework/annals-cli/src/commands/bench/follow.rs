@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StoreOptions, StreamId};
 use annals_server::follower::{FollowError, FollowOptions, Follower, FollowerState, Leader};
 use futures::StreamExt;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! loopback) against the same appends made in-process on the same store, one event of
 //! about 200 bytes each, by the same number of concurrent clients.
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StoreOptions, StreamId};
 use serde_json::json;
 
 use super::load::{self, Load};

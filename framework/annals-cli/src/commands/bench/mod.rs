@@ -16,7 +16,7 @@ mod workloads;
 
 use std::time::Duration;
 
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StoreOptions, StreamId};
 use serde::Serialize;
 
 use crate::output::{CliError, CliResult, Output};

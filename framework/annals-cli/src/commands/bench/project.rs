@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use annals::group::{admin, GroupMember, GroupOptions, Projection, StartAt};
 use annals::readmodel::{Engine, Param, Tx};
-use annals::{async_trait, AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use annals::{async_trait, AppendRequest, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use hdrhistogram::Histogram;
 use serde_json::json;
 

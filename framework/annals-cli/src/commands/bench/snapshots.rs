@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use annals::aggregate::Repository;
 use annals::group::{admin, GroupMember, GroupOptions};
 use annals::snapshot::{self, SnapshotOptions, Snapshotter};
-use annals::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Store, StoreOptions};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, Store, StoreOptions};
 use serde_json::json;
 
 use super::workloads::{command, LoadArgs, Order};

@@ -8,7 +8,6 @@ use crate::coordination::{DeadLetterStatus, Owned};
 use crate::error::Result;
 use crate::group::Handler;
 use crate::record::RecordedEvent;
-use crate::store::EventStore;
 
 impl Member {
     /// Handles the partition's dead letters that nothing blocks any more (marked for

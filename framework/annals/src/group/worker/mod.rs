@@ -18,7 +18,7 @@ use crate::coordination::{Joining, Membership, Owned};
 use crate::error::{Error, Result};
 use crate::position::Partition;
 use crate::readmodel::Db;
-use crate::store::{EventStore, Store};
+use crate::store::Store;
 
 pub(super) struct Member {
     pub(super) store: Store,

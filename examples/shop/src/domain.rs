@@ -65,7 +65,7 @@ pub enum ProductCommand {
 }
 
 /// What happened to a product.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub enum ProductEvent {
     /// Listed.
@@ -104,8 +104,6 @@ pub enum ProductEvent {
         quantity: u64,
     },
 }
-
-impl DomainEvent for ProductEvent {}
 
 /// Why a product refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -304,7 +302,7 @@ pub enum OrderCommand {
 }
 
 /// What happened to an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
     /// Opened.
@@ -340,8 +338,6 @@ pub enum OrderEvent {
         reason: String,
     },
 }
-
-impl DomainEvent for OrderEvent {}
 
 /// Why an order refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -482,7 +478,7 @@ pub enum PaymentCommand {
 }
 
 /// What happened to a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub enum PaymentEvent {
     /// The gateway took the money.
@@ -500,8 +496,6 @@ pub enum PaymentEvent {
         reason: String,
     },
 }
-
-impl DomainEvent for PaymentEvent {}
 
 /// Why a payment refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,10 +5,9 @@
 //! # use annals::aggregate::{Aggregate, DomainEvent};
 //! # use serde::{Deserialize, Serialize};
 //! # #[derive(Default)] struct Light { on: bool }
-//! # #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! # #[derive(Debug, PartialEq, Serialize, Deserialize, DomainEvent)]
 //! # #[serde(tag = "type", content = "data")]
 //! # enum Switched { On, Off }
-//! # impl DomainEvent for Switched {}
 //! # #[derive(Debug, thiserror::Error)] #[error("already on")] struct AlreadyOn;
 //! # impl Aggregate for Light {
 //! #     const CATEGORY: &'static str = "light";

@@ -16,7 +16,7 @@ struct Account {
     balance: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 enum AccountEvent {
     Opened { owner: String },
@@ -24,8 +24,6 @@ enum AccountEvent {
     Withdrawn { amount: i64 },
     Closed,
 }
-
-impl DomainEvent for AccountEvent {}
 
 #[derive(Debug, Clone)]
 enum AccountCommand {

@@ -17,6 +17,7 @@ annals_testkit::on_every_engine!(
     each_partition_is_delivered_in_offset_order,
     an_expired_member_is_replaced_and_nothing_is_lost,
     a_dead_letter_parks_its_stream_until_skipped,
+    a_truncation_moves_offsets_back_and_drops_dead_letters,
 );
 
 fn fast() -> GroupOptions {
@@ -266,4 +267,44 @@ async fn a_dead_letter_parks_its_stream_until_skipped(t: TestStore) {
         Err(Error::DeadLetterNotFound { .. })
     ));
     member.shutdown().await.expect("leaves");
+}
+
+/// A follower's truncation takes what named the removed records: a group's offsets
+/// past the new end come back to it, and the dead letters of removed records go.
+async fn a_truncation_moves_offsets_back_and_drops_dead_letters(t: TestStore) {
+    let leader = annals::Store::open("memory:").await.expect("leader");
+    add(&leader, "acct-1", 1).await;
+    add(&leader, "acct-1", 2).await;
+    add_poison(&leader, "acct-1").await;
+    add(&leader, "acct-1", 4).await;
+    let stream = annals::StreamId::new("acct-1").expect("id");
+    let records = leader.read_stream(&stream, 1, 10).await.expect("read");
+    let partition = records[0].partition;
+
+    let follower = t.open().await;
+    follower.follow("http://leader.invalid", 0).await.expect("follow");
+    follower.apply_replicated(records.clone()).await.expect("replicate");
+    let member = GroupMember::consumer(&follower, "g", Recorder::default(), fast())
+        .await
+        .expect("joins");
+    caught_up(&follower, "g").await;
+    member.shutdown().await.expect("leaves");
+    assert_eq!(admin::dead_letters(&follower, Some("g")).await.expect("list").len(), 2);
+
+    let end = follower.high_watermark(partition).await.expect("end");
+    follower
+        .truncate_replica(partition, records[1].offset, end)
+        .await
+        .expect("truncate");
+    let described = admin::describe(&follower, "g").await.expect("describe");
+    let state = &described.partitions[partition as usize];
+    assert_eq!(state.committed, records[1].offset, "{described:#?}");
+    assert!(!state.paused, "an at-least-once group goes on: {described:#?}");
+    assert!(
+        admin::dead_letters(&follower, Some("g"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "dead letters of removed records stayed"
+    );
 }

@@ -28,13 +28,11 @@ fn spawnable<F: Future + Send + 'static>(future: F) {
 #[derive(Default)]
 struct Counter;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 enum Counted {
     Added,
 }
-impl DomainEvent for Counted {}
-
 impl Aggregate for Counter {
     const CATEGORY: &'static str = "counter";
     type Command = ();

@@ -19,13 +19,11 @@ struct Ledger {
     balance: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 enum LedgerEvent {
     Posted { amount: i64 },
 }
-
-impl DomainEvent for LedgerEvent {}
 
 impl Aggregate for Ledger {
     const CATEGORY: &'static str = "ledger";

@@ -199,8 +199,8 @@ pub enum Error {
         /// What the column held.
         found: &'static str,
     },
-    /// A feature this store's engine does not have (SQL read models and consumer
-    /// groups need SQLite or PostgreSQL, not `memory:`).
+    /// A feature this store's engine does not have (SQL read models, and so
+    /// projections, need SQLite or PostgreSQL, not `memory:`).
     #[error("{what} needs a SQLite or PostgreSQL store")]
     Unsupported {
         /// The feature.

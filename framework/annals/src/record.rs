@@ -11,10 +11,12 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::aggregate::SCHEMA_VERSION_KEY;
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition, Version};
 use crate::stream::StreamId;
+
+/// The metadata key holding the schema version an event was written with.
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 /// The longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 200;

@@ -24,14 +24,12 @@ struct Account {
     balance: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 enum Moved {
     Deposited { amount: u64 },
     Withdrawn { amount: u64 },
 }
-
-impl DomainEvent for Moved {}
 
 #[derive(Debug, Clone)]
 enum Move {

@@ -11,17 +11,68 @@ use super::Upcasters;
 use crate::error::{Error, Result};
 use crate::record::{EventView, NewEvent, RecordedEvent};
 
-/// The metadata key holding the schema version an event was written with.
-pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+pub use crate::record::SCHEMA_VERSION_KEY;
 
 /// An aggregate's events: one enum, serialised by serde with
 /// `#[serde(tag = "type", content = "data")]`. The variant name is the stable event
 /// type stored with each record; the fields are its JSON payload.
+///
+/// Derive it: `#[derive(DomainEvent)]` checks the enum's serde form at compile time
+/// and lists its event types.
+///
+/// ```
+/// use annals::aggregate::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, DomainEvent)]
+/// #[serde(tag = "type", content = "data")]
+/// #[domain_event(schema_version = 2)]
+/// enum OrderEvent {
+///     Placed { lines: u32 },
+///     #[serde(rename = "Cancelled")]
+///     CancelledByCustomer { reason: String },
+/// }
+///
+/// assert_eq!(OrderEvent::EVENT_TYPES, ["Placed", "Cancelled"]);
+/// assert_eq!(OrderEvent::SCHEMA_VERSION, 2);
+/// ```
+///
+/// An enum serde would write in another form does not compile:
+///
+/// ```compile_fail
+/// use annals::aggregate::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, DomainEvent)]
+/// #[serde(tag = "type")] // internally tagged: the payload would sit beside "type"
+/// enum OrderEvent {
+///     Placed { lines: u32 },
+/// }
+/// ```
+///
+/// Nor does a struct, or two variants written as the same event type:
+///
+/// ```compile_fail
+/// use annals::aggregate::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, DomainEvent)]
+/// #[serde(tag = "type", content = "data", rename_all = "lowercase")]
+/// enum OrderEvent {
+///     Placed { lines: u32 },
+///     #[serde(rename = "placed")]
+///     PlacedAgain { lines: u32 },
+/// }
+/// ```
 pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The version of the JSON shape these events are written with. Bump it when a
     /// variant's fields change incompatibly; records keep the version they were written
     /// with (metadata key `schema_version`).
     const SCHEMA_VERSION: u32 = 1;
+
+    /// The event types the enum writes, in variant order (empty when the impl does not
+    /// say; the derive fills it).
+    const EVENT_TYPES: &'static [&'static str] = &[];
 }
 
 /// The record type and payload of `event`.

@@ -16,10 +16,9 @@
 //! #[derive(Default)]
 //! struct Account { balance: i64 }
 //!
-//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 //! #[serde(tag = "type", content = "data")]
 //! enum AccountEvent { Deposited { amount: i64 }, Withdrawn { amount: i64 } }
-//! impl DomainEvent for AccountEvent {}
 //!
 //! #[derive(Clone)]
 //! enum AccountCommand { Deposit(i64), Withdraw(i64) }
@@ -63,6 +62,7 @@ pub(crate) mod event;
 mod repository;
 mod upcast;
 
+pub use annals_derive::DomainEvent;
 pub use cache::CacheOptions;
 pub use context::CommandContext;
 pub use event::{decode_event, DomainEvent, SCHEMA_VERSION_KEY};

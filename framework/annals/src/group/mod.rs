@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::aggregate::{Aggregate, DomainEvent};
 use crate::coordination::validate_group;
 use crate::error::{Error, Result};
 use crate::position::Partition;
@@ -68,6 +69,56 @@ impl Filter {
     pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
         self.event_types = types.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Also require one of the event types of `E` (see
+    /// [`DomainEvent::EVENT_TYPES`], which
+    /// `#[derive(DomainEvent)]` fills; an enum that lists none puts no restriction).
+    /// Records of a type the enum no longer has (renamed, and upcast when read) are
+    /// skipped: a handler that folds whole streams filters by category alone.
+    pub fn events<E: DomainEvent>(self) -> Self {
+        self.event_types(E::EVENT_TYPES.iter().copied())
+    }
+
+    /// The records of aggregate `A`: its category, and its events' types when the
+    /// event enum lists them.
+    ///
+    /// ```
+    /// use annals::aggregate::{Aggregate, DomainEvent};
+    /// use annals::group::Filter;
+    /// # use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, DomainEvent)]
+    /// #[serde(tag = "type", content = "data")]
+    /// enum OrderEvent {
+    ///     Placed { lines: u32 },
+    ///     Cancelled,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Order;
+    ///
+    /// impl Aggregate for Order {
+    ///     const CATEGORY: &'static str = "order";
+    ///     # type Command = ();
+    ///     type Event = OrderEvent;
+    ///     # type Error = std::convert::Infallible;
+    ///     # fn handle(&self, _: ()) -> Result<Vec<OrderEvent>, Self::Error> { Ok(vec![]) }
+    ///     # fn apply(&mut self, _: &OrderEvent) {}
+    /// }
+    ///
+    /// assert_eq!(
+    ///     Filter::aggregate::<Order>(),
+    ///     Filter::categories(["order"])?.event_types(["Placed", "Cancelled"])
+    /// );
+    /// # Ok::<(), annals::Error>(())
+    /// ```
+    pub fn aggregate<A: Aggregate>() -> Self {
+        Filter {
+            categories: vec![crate::aggregate::Repository::<A>::CATEGORY.to_owned()],
+            event_types: Vec::new(),
+        }
+        .events::<A::Event>()
     }
 
     /// Whether `record` passes.

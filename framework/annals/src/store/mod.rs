@@ -28,14 +28,13 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use uuid::Uuid;
 
-use crate::aggregate::SCHEMA_VERSION_KEY;
 use crate::backend::{Backend, PreparedAppend, PreparedEvent};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::options::{Limits, StoreOptions};
 use crate::partitioner::partition_for;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
-use crate::record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+use crate::record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN, SCHEMA_VERSION_KEY};
 use crate::stream::{validate_category, StreamId};
 
 /// One append: events for one stream, checked against an expected version and,

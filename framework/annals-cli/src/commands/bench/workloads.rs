@@ -71,7 +71,7 @@ pub(super) struct AddLine {
     pub(super) note: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub(super) enum OrderEvent {
     LineAdded {
@@ -81,8 +81,6 @@ pub(super) enum OrderEvent {
         note: String,
     },
 }
-
-impl DomainEvent for OrderEvent {}
 
 impl Aggregate for Order {
     const CATEGORY: &'static str = "order";

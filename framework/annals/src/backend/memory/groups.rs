@@ -168,6 +168,33 @@ impl Group {
     }
 }
 
+/// The groups, locked (see [`MemoryGroups::lock`]).
+pub(super) struct GroupsGuard<'a>(tokio::sync::MutexGuard<'a, State>);
+
+impl GroupsGuard<'_> {
+    /// A follower's truncation removed `partition` from `from` on: dead letters of the
+    /// removed records go, and offsets past the new end come back to it. A
+    /// transactional group that had handled removed records has their effects in its
+    /// read model: its partition stops, for an operator to rebuild the group.
+    pub(super) fn truncate(&mut self, partition: Partition, from: Offset) {
+        let state = &mut self.0;
+        state
+            .dead_letters
+            .retain(|_, letter| letter.partition != partition || letter.offset < from);
+        for group in state.groups.values_mut() {
+            let transactional = group.commit_mode.unwrap_or(CommitMode::Transactional) == CommitMode::Transactional;
+            if let Some(row) = group.partitions.get_mut(&partition).filter(|row| row.committed > from) {
+                if transactional {
+                    row.paused = true;
+                    row.stopped_reason =
+                        Some("records this group had handled were removed by a truncation: rebuild the group".into());
+                }
+                row.committed = from;
+            }
+        }
+    }
+}
+
 /// A transaction: the groups as this transaction sees and changes them.
 struct MemoryTx {
     state: State,
@@ -267,8 +294,8 @@ impl MemoryGroups {
     }
 
     /// Holds off every group transaction while the guard lives.
-    pub(super) async fn lock(&self) -> impl Drop + '_ {
-        self.state.lock().await
+    pub(super) async fn lock(&self) -> GroupsGuard<'_> {
+        GroupsGuard(self.state.lock().await)
     }
 }
 

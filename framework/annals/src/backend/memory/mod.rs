@@ -279,6 +279,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
+        // The groups' lock first, as every path that takes both does.
+        let mut groups = self.groups.lock().await;
         let mut log = self.log();
         if log.replica.leader.is_none() {
             return Err(Error::NotAReplica);
@@ -301,6 +303,7 @@ impl Backend for MemoryBackend {
             *first = (*first).min(record.version);
         }
         self.snapshots.forget_from(&first_removed);
+        groups.truncate(partition, from_offset);
         for record in &removed {
             log.event_ids.remove(&record.event_id);
             if let Some(offsets) = log.streams.get_mut(&record.stream) {

@@ -79,13 +79,26 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
     server.await.expect("server").expect("serve");
 }
 
-/// On the in-memory store, which keeps no consumer groups, the console still shows the
-/// log and says why the groups are missing.
+/// A consumer that does nothing.
+struct Ignore;
+
+#[annals::async_trait]
+impl annals::group::Consumer for Ignore {
+    async fn handle(&self, _: &annals::RecordedEvent, _: &annals::group::Processed) -> annals::Result<()> {
+        Ok(())
+    }
+}
+
+/// On the in-memory store the console shows the log and its consumer groups too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_on_the_in_memory_store() {
     let Some(browser) = chromium() else { return };
     let store = annals::Store::open("memory:").await.expect("memory store");
     add(&store, "acct-9", 4).await;
+    let member = GroupMember::consumer(&store, "mailer", Ignore, GroupOptions::default())
+        .await
+        .expect("join");
+    caught_up(&store, "mailer").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -103,10 +116,12 @@ async fn the_console_works_on_the_in_memory_store() {
         "the page never loaded its data:\n{home}"
     );
     assert!(home.contains("acct-9"), "the stream is not shown:\n{home}");
+    assert!(home.contains("mailer"), "the group is not shown:\n{home}");
     assert!(
-        home.contains(r#"<p id="groups-note">This store keeps no consumer groups"#),
-        "no word on the missing groups:\n{home}"
+        home.contains(r#"<p id="groups-note"></p>"#),
+        "the groups said missing:\n{home}"
     );
+    member.shutdown().await.expect("leave");
     let _ = stop.send(());
     server.await.expect("server").expect("serve");
 }

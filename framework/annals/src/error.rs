@@ -262,18 +262,20 @@ pub enum Error {
     /// rolls back itself.
     #[error("a read-model transaction ended itself with COMMIT or ROLLBACK; return Ok or an error instead")]
     TransactionEnded,
-    /// The store's schema is newer than this build of annals, or was changed by hand.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    /// The store's schema is newer than this build of annals, or was changed by hand;
+    /// the migrator's error is the source.
     #[error("cannot migrate the store's schema: {0}")]
-    Migration(#[source] sqlx::migrate::MigrateError),
-    /// The database engine failed (I/O, connection, constraint the store did not expect).
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-    /// The SQLite engine failed while writing (I/O, a full disk, a locked file).
-    #[cfg(feature = "sqlite")]
-    #[error("SQLite error: {0}")]
-    Sqlite(#[source] rusqlite::Error),
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database engine failed: `kind` says how, and the driver's own error is the
+    /// source.
+    #[error("{kind}: {source}")]
+    Engine {
+        /// What kind of failure it was.
+        kind: EngineFailure,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The operating system refused something outside the database (starting a
     /// writer thread).
     #[error("I/O error: {0}")]
@@ -301,19 +303,18 @@ impl Error {
     /// missing store, a schema newer than this build or a closed store are not.
     pub fn is_transient(&self) -> bool {
         match self {
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            Error::Database(sqlx::Error::Database(error)) => {
-                matches!(error.kind(), sqlx::error::ErrorKind::Other) && passing(error.as_ref())
-            }
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            Error::Database(error) => !matches!(
-                error,
-                sqlx::Error::Configuration(_) | sqlx::Error::Migrate(_) | sqlx::Error::ColumnDecode { .. }
-            ),
-            #[cfg(feature = "sqlite")]
-            Error::Sqlite(error) => error.sqlite_error_code() != Some(rusqlite::ErrorCode::ConstraintViolation),
+            Error::Engine { kind, .. } => matches!(kind, EngineFailure::Unavailable | EngineFailure::Busy),
             Error::Io(_) => true,
             _ => false,
+        }
+    }
+
+    /// The driver's error of an engine failure, if it is an `E`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn driver<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Engine { source, .. } => source.downcast_ref(),
+            _ => None,
         }
     }
 
@@ -351,37 +352,150 @@ impl Error {
             | Error::InvalidUrl { .. }
             | Error::InvalidGroupName { .. }
             | Error::OffsetOutOfRange { .. } => "bad_request",
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            Error::Migration(_) | Error::Database(_) => "internal",
-            #[cfg(feature = "sqlite")]
-            Error::Sqlite(_) => "internal",
-            Error::Io(_) => "internal",
+            Error::Migration(_) | Error::Engine { .. } | Error::Io(_) => "internal",
             Error::Closed => "unavailable",
         }
     }
 }
 
-/// Whether a database error code names a condition that passes: PostgreSQL's SQLSTATE
-/// classes 08 (connection), 40 (transaction rolled back: serialization failure,
-/// deadlock), 53 (insufficient resources), 57 (operator intervention: a shutdown, a
-/// terminated connection) and 58 (system error); SQLite's busy, locked, I/O, full-disk
-/// and cannot-open results (primary codes 5, 6, 10, 13 and 14).
+/// How the database engine failed (see [`Error::Engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineFailure {
+    /// The database could not be reached, or the connection or the disk failed; it
+    /// may pass.
+    Unavailable,
+    /// The database was busy or locked, or a transaction was rolled back to let
+    /// another through; it may pass.
+    Busy,
+    /// A constraint the store did not expect refused the data.
+    Constraint,
+    /// Anything else: a bug, a schema changed by hand, data the store cannot read.
+    Other,
+}
+
+impl std::fmt::Display for EngineFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineFailure::Unavailable => "database unavailable",
+            EngineFailure::Busy => "database busy",
+            EngineFailure::Constraint => "database constraint violated",
+            EngineFailure::Other => "database error",
+        })
+    }
+}
+
+/// How a database error code fails: PostgreSQL's SQLSTATE classes 08 (connection), 57
+/// (operator intervention: a shutdown, a terminated connection) and 58 (system error)
+/// are `Unavailable`, 40 (serialization failure, deadlock) and 53 (insufficient
+/// resources) `Busy`; SQLite's busy and locked results (primary codes 5, 6) are
+/// `Busy`, its I/O, full-disk and cannot-open results (10, 13, 14) `Unavailable`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn passing(error: &dyn sqlx::error::DatabaseError) -> bool {
-    let Some(code) = error.code() else { return false };
+fn failure_of(error: &dyn sqlx::error::DatabaseError) -> EngineFailure {
+    if !matches!(error.kind(), sqlx::error::ErrorKind::Other) {
+        return EngineFailure::Constraint;
+    }
+    let Some(code) = error.code() else {
+        return EngineFailure::Other;
+    };
     #[cfg(feature = "postgres")]
     if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
-        return ["08", "40", "53", "57", "58"]
-            .iter()
-            .any(|class| code.starts_with(class));
+        return match code.get(..2) {
+            Some("08" | "57" | "58") => EngineFailure::Unavailable,
+            Some("40" | "53") => EngineFailure::Busy,
+            _ => EngineFailure::Other,
+        };
     }
-    code.parse::<i32>()
-        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14))
+    match code.parse::<i32>().map(|sqlite| sqlite & 0xff) {
+        Ok(5 | 6) => EngineFailure::Busy,
+        Ok(10 | 13 | 14) => EngineFailure::Unavailable,
+        _ => EngineFailure::Other,
+    }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        Error::Database(error)
+        let kind = match &error {
+            sqlx::Error::Database(database) => failure_of(database.as_ref()),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => EngineFailure::Unavailable,
+            _ => EngineFailure::Other,
+        };
+        Error::Engine {
+            kind,
+            source: Box::new(error),
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let kind = match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => EngineFailure::Busy,
+            Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen) => {
+                EngineFailure::Unavailable
+            }
+            Some(ErrorCode::ConstraintViolation) => EngineFailure::Constraint,
+            _ => EngineFailure::Other,
+        };
+        Error::Engine {
+            kind,
+            source: Box::new(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "sqlite")]
+    fn sqlite(code: std::ffi::c_int) -> Error {
+        Error::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))
+    }
+
+    #[test]
+    #[cfg(feature = "sqlite")]
+    fn sqlite_failures_say_whether_they_pass() {
+        use rusqlite::ffi;
+        let kind = |error: &Error| match error {
+            Error::Engine { kind, .. } => *kind,
+            other => panic!("not an engine error: {other:?}"),
+        };
+        for (code, expected, transient) in [
+            (ffi::SQLITE_BUSY, EngineFailure::Busy, true),
+            (ffi::SQLITE_LOCKED, EngineFailure::Busy, true),
+            (ffi::SQLITE_IOERR, EngineFailure::Unavailable, true),
+            (ffi::SQLITE_FULL, EngineFailure::Unavailable, true),
+            (ffi::SQLITE_CANTOPEN, EngineFailure::Unavailable, true),
+            (ffi::SQLITE_CONSTRAINT, EngineFailure::Constraint, false),
+            (ffi::SQLITE_CORRUPT, EngineFailure::Other, false),
+        ] {
+            let error = sqlite(code);
+            assert_eq!((kind(&error), error.is_transient()), (expected, transient), "{code}");
+            assert_eq!(error.code(), "internal");
+            assert!(
+                error.driver::<rusqlite::Error>().is_some(),
+                "the driver's error is the source"
+            );
+        }
+        let not_a_column = Error::from(rusqlite::Error::InvalidColumnIndex(3));
+        assert!(!not_a_column.is_transient());
+    }
+
+    #[test]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn a_lost_connection_passes_and_a_bad_configuration_does_not() {
+        assert!(Error::from(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(Error::from(sqlx::Error::Io(std::io::Error::other("reset"))).is_transient());
+        assert!(!Error::from(sqlx::Error::RowNotFound).is_transient());
+        assert!(!Error::from(sqlx::Error::Configuration("bad".into())).is_transient());
     }
 }

@@ -60,7 +60,7 @@ mod stream;
 
 /// The attribute the [`group::Projection`] and [`group::Consumer`] traits are written with.
 pub use async_trait::async_trait;
-pub use error::{Error, Result};
+pub use error::{EngineFailure, Error, Result};
 pub use log::{AppendOutcome, Replica, StreamInfo, Visitor};
 pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
 pub use partitioner::{murmur2, partition_for};

@@ -118,7 +118,7 @@ fn migrate(conn: &mut sqlx::PgConnection) -> futures::future::BoxFuture<'_, Resu
         sqlx::migrate!("../../migrations/postgres")
             .run_direct(conn)
             .await
-            .map_err(Error::Migration)
+            .map_err(|error| Error::Migration(error.into()))
     })
 }
 

@@ -67,7 +67,10 @@ pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
 /// the same command id or event id on another partition. That commit is visible now,
 /// so one more call answers with the typed outcome (duplicate, conflict).
 async fn retry_alone(shared: &Shared, append: &PreparedAppend, error: Error) -> Result<AppendOutcome> {
-    let unique_violation = matches!(&error, Error::Database(sqlx::Error::Database(db)) if db.is_unique_violation());
+    let unique_violation = error
+        .driver::<sqlx::Error>()
+        .and_then(sqlx::Error::as_database_error)
+        .is_some_and(|db| db.is_unique_violation());
     if !unique_violation {
         return Err(error);
     }

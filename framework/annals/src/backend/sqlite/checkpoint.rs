@@ -28,8 +28,8 @@ pub(super) struct Checkpointer {
 
 impl Checkpointer {
     pub(super) fn start(path: &Path, busy_timeout: Duration) -> Result<Self> {
-        let conn = Connection::open(path).map_err(Error::Sqlite)?;
-        conn.busy_timeout(busy_timeout).map_err(Error::Sqlite)?;
+        let conn = Connection::open(path).map_err(Error::from)?;
+        conn.busy_timeout(busy_timeout).map_err(Error::from)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();

@@ -133,7 +133,7 @@ fn migrate(conn: &mut SqliteConnection) -> futures::future::BoxFuture<'_, Result
         sqlx::migrate!("../../migrations/sqlite")
             .run_direct(conn)
             .await
-            .map_err(Error::Migration)
+            .map_err(|error| Error::Migration(error.into()))
     })
 }
 
@@ -143,12 +143,12 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(Error::Sqlite)?;
+    .map_err(Error::from)?;
     let synchronous = options.synchronous.pragma();
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -16384;"
     ))
-    .map_err(Error::Sqlite)?;
+    .map_err(Error::from)?;
     wait_in_short_steps(&conn, options.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
@@ -182,7 +182,7 @@ pub(crate) fn wait_in_short_steps(conn: &rusqlite::Connection, timeout: Duration
         true
     }
     BUSY_TIMEOUT.set(timeout);
-    conn.busy_handler(Some(wait)).map_err(Error::Sqlite)
+    conn.busy_handler(Some(wait)).map_err(Error::from)
 }
 
 /// Sets the write-lock timeout of connections used on this thread.

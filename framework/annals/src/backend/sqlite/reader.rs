@@ -49,8 +49,8 @@ impl Readers {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(Error::Sqlite)?;
-        conn.busy_timeout(self.busy_timeout).map_err(Error::Sqlite)?;
+        .map_err(Error::from)?;
+        conn.busy_timeout(self.busy_timeout).map_err(Error::from)?;
         conn.set_prepared_statement_cache_capacity(16);
         Ok(conn)
     }
@@ -192,18 +192,18 @@ pub(super) fn visit_rows(
     limit: usize,
     visit: &mut Visitor<'_>,
 ) -> Result<()> {
-    let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::Sqlite)?;
+    let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::from)?;
     let mut rows = statement
         .query(rusqlite::params![stream, clamp(from), clamp(limit)])
-        .map_err(Error::Sqlite)?;
-    while let Some(row) = rows.next().map_err(Error::Sqlite)? {
+        .map_err(Error::from)?;
+    while let Some(row) = rows.next().map_err(Error::from)? {
         let text = |i| {
             row.get_ref(i)
                 .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(Error::Sqlite)
+                .map_err(Error::from)
         };
         visit(EventView {
-            version: row.get::<_, i64>(0).map_err(Error::Sqlite)? as Version,
+            version: row.get::<_, i64>(0).map_err(Error::from)? as Version,
             event_type: text(1)?,
             payload: text(2)?,
             schema_version: crate::record::schema_version_in(text(3)?)?,
@@ -229,25 +229,25 @@ fn query(
     params: impl rusqlite::Params,
     reserve: usize,
 ) -> Result<Vec<RecordedEvent>> {
-    let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
-    let mut rows = statement.query(params).map_err(Error::Sqlite)?;
+    let mut statement = conn.prepare_cached(sql).map_err(Error::from)?;
+    let mut rows = statement.query(params).map_err(Error::from)?;
     let mut records = Vec::with_capacity(reserve);
-    while let Some(row) = rows.next().map_err(Error::Sqlite)? {
+    while let Some(row) = rows.next().map_err(Error::from)? {
         records.push(record(row)?);
     }
     Ok(records)
 }
 
 fn record(row: &rusqlite::Row<'_>) -> Result<RecordedEvent> {
-    let get_i64 = |i| row.get::<_, i64>(i).map_err(Error::Sqlite);
-    let text = |i| row.get::<_, String>(i).map_err(Error::Sqlite);
-    let id = row.get_ref(4).map_err(Error::Sqlite)?;
+    let get_i64 = |i| row.get::<_, i64>(i).map_err(Error::from);
+    let text = |i| row.get::<_, String>(i).map_err(Error::from);
+    let id = row.get_ref(4).map_err(Error::from)?;
     let event_id = match id {
         rusqlite::types::ValueRef::Blob(bytes) => uuid::Uuid::from_slice(bytes).ok(),
         rusqlite::types::ValueRef::Text(text) => std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()),
         _ => None,
     }
-    .ok_or(Error::Sqlite(rusqlite::Error::InvalidColumnType(
+    .ok_or(Error::from(rusqlite::Error::InvalidColumnType(
         4,
         "event_id".into(),
         id.data_type(),

@@ -18,7 +18,7 @@ use rusqlite::types::ValueRef;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::error::{Error, Result};
+use crate::error::{EngineFailure, Error, Result};
 use crate::options::StoreOptions;
 use crate::readmodel::{Answer, Database, Engine, Param, Row, Statements, Tx, Value, Work};
 
@@ -155,9 +155,9 @@ impl Connections {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(Error::Sqlite)?;
+        .map_err(Error::from)?;
         conn.execute_batch(&format!("PRAGMA synchronous = {};", self.synchronous))
-            .map_err(Error::Sqlite)?;
+            .map_err(Error::from)?;
         super::wait_in_short_steps(&conn, self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
@@ -249,14 +249,14 @@ impl Drop for Draining {
 /// Returns the connection unless it is no longer fit for reuse.
 fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Option<rusqlite::Connection> {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
-        answer_all(jobs, &Error::Sqlite(error));
+        answer_all(jobs, &Error::from(error));
         return Some(conn);
     }
     let mut ran: Vec<Job> = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     while let Some(mut job) = jobs.next() {
         if let Err(error) = conn.execute_batch("SAVEPOINT annals_job") {
-            return abandon(conn, ran, job, jobs, &Error::Sqlite(error));
+            return abandon(conn, ran, job, jobs, &Error::from(error));
         }
         let ok;
         (conn, ok) = lend(conn, |tx| job.run(tx, runtime));
@@ -268,13 +268,11 @@ fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Op
             let error = if ok {
                 Error::TransactionEnded
             } else {
-                Error::Sqlite(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                    Some(
-                        "rolled back: a transaction committed in the same group failed and SQLite ended the group"
-                            .into(),
-                    ),
-                ))
+                Error::Engine {
+                    kind: EngineFailure::Other,
+                    source: "rolled back: a transaction committed in the same group failed and SQLite ended the group"
+                        .into(),
+                }
             };
             return abandon(conn, ran, job, jobs, &error);
         }
@@ -284,7 +282,7 @@ fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Op
             "ROLLBACK TO annals_job; RELEASE annals_job"
         };
         if let Err(error) = conn.execute_batch(close) {
-            return abandon(conn, ran, job, jobs, &Error::Sqlite(error));
+            return abandon(conn, ran, job, jobs, &Error::from(error));
         }
         ran.push(job);
     }
@@ -296,7 +294,7 @@ fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Op
             Some(conn)
         }
         Err(error) => {
-            let error = Error::Sqlite(error);
+            let error = Error::from(error);
             answer_all(ran, &error);
             roll_back(conn)
         }
@@ -335,15 +333,16 @@ fn answer_all(jobs: impl IntoIterator<Item = Job>, error: &Error) {
 /// The same failure again, for another caller (errors are not `Clone`).
 fn copy_of(error: &Error) -> Error {
     match error {
-        Error::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => {
-            Error::Sqlite(rusqlite::Error::SqliteFailure(*code, message.clone()))
-        }
+        Error::Engine { kind, source } => Error::Engine {
+            kind: *kind,
+            source: source.to_string().into(),
+        },
         Error::Closed => Error::Closed,
         Error::TransactionEnded => Error::TransactionEnded,
-        other => Error::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        )),
+        other => Error::Engine {
+            kind: EngineFailure::Other,
+            source: other.to_string().into(),
+        },
     }
 }
 
@@ -357,7 +356,7 @@ async fn read_transaction(connections: Arc<Connections>, work: Work) -> Result<A
     let joined = tokio::task::spawn_blocking(move || {
         super::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
-        conn.execute_batch("BEGIN").map_err(Error::Sqlite)?;
+        conn.execute_batch("BEGIN").map_err(Error::from)?;
         let (conn, result) = lend(conn, |tx| runtime.block_on(work(tx)));
         if let Some(conn) = roll_back(conn) {
             connections.give_back(conn);
@@ -406,11 +405,11 @@ fn bind(statement: &mut rusqlite::Statement<'_>, index: usize, param: Option<&Pa
         Some(Param::Blob(v)) => statement.raw_bind_parameter(index, v),
         None => statement.raw_bind_parameter(index, rusqlite::types::Null),
     };
-    bound.map_err(Error::Sqlite)
+    bound.map_err(Error::from)
 }
 
 fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> Result<rusqlite::CachedStatement<'c>> {
-    let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
+    let mut statement = conn.prepare_cached(sql).map_err(Error::from)?;
     for index in 1..=statement.parameter_count() {
         let number = parameter_number(&statement, index);
         bind(&mut statement, index, number.and_then(|n| params.get(n)))?;
@@ -420,12 +419,12 @@ fn prepare<'c>(conn: &'c rusqlite::Connection, sql: &str, params: &[Param]) -> R
 
 fn execute(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64> {
     let mut statement = prepare(conn, sql, params)?;
-    Ok(statement.raw_execute().map_err(Error::Sqlite)? as u64)
+    Ok(statement.raw_execute().map_err(Error::from)? as u64)
 }
 
 /// One statement, prepared and looked up once, run for each row of parameters.
 fn execute_many(conn: &rusqlite::Connection, sql: &str, rows: &[&[Param]]) -> Result<u64> {
-    let mut statement = conn.prepare_cached(sql).map_err(Error::Sqlite)?;
+    let mut statement = conn.prepare_cached(sql).map_err(Error::from)?;
     let numbers: Vec<Option<usize>> = (1..=statement.parameter_count())
         .map(|index| parameter_number(&statement, index))
         .collect();
@@ -435,7 +434,7 @@ fn execute_many(conn: &rusqlite::Connection, sql: &str, rows: &[&[Param]]) -> Re
         for (index, number) in (1..).zip(&numbers) {
             bind(&mut statement, index, number.and_then(|n| params.get(n)))?;
         }
-        changed += statement.raw_execute().map_err(Error::Sqlite)? as u64;
+        changed += statement.raw_execute().map_err(Error::from)? as u64;
     }
     Ok(changed)
 }
@@ -445,10 +444,10 @@ fn query(conn: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<Vec
     let columns = statement.column_count();
     let mut rows = statement.raw_query();
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(Error::Sqlite)? {
+    while let Some(row) = rows.next().map_err(Error::from)? {
         let mut values = Vec::with_capacity(columns);
         for i in 0..columns {
-            values.push(match row.get_ref(i).map_err(Error::Sqlite)? {
+            values.push(match row.get_ref(i).map_err(Error::from)? {
                 ValueRef::Null => Value::Null,
                 ValueRef::Integer(v) => Value::Int(v),
                 ValueRef::Real(v) => Value::Real(v),

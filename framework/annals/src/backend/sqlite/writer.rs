@@ -433,5 +433,5 @@ impl LogView for BatchView {
 
 /// A failure of the SQLite engine itself.
 pub(super) fn engine(error: rusqlite::Error) -> Error {
-    Error::Sqlite(error)
+    Error::from(error)
 }

@@ -8,21 +8,6 @@ pub(crate) mod batch;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
-/// The next offset of partition `p.partition`, for a query over `annals_partitions p`:
-/// NULL when it is empty, one index seek whatever the log's size.
-macro_rules! next_offset_of_p {
-    () => {
-        r#"(SELECT max(e."offset") + 1 FROM annals_events e WHERE e.partition = p.partition)"#
-    };
-}
-
-/// See `next_offset_of_p!`; also read by consumer groups starting at the end of the log.
-pub(crate) const NEXT_OFFSET_OF_P: &str = next_offset_of_p!();
-
-/// `$1` partition: its next offset, NULL when it is empty (one index seek). The same
-/// SQL on both engines, also read inside read-model transactions.
-pub(crate) const HIGH_WATERMARK: &str = r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = $1"#;
-
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
@@ -153,7 +138,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// offset, checked in the transaction: `PartitionMoved` when it is another), on a
     /// follower only: with them go their command ids, the dead letters that name them
     /// and the snapshots that folded them; consumer groups' offsets past the new end
-    /// come back to it, and transactional groups there stop (see `sql::TRUNCATE`). One
+    /// come back to it, and transactional groups there stop (see `sql/log/truncate.sql`). One
     /// transaction; subscribers are told the partition now ends at `from_offset`.
     async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()>;
     /// Transactions on the store's database, for read models and consumer groups;

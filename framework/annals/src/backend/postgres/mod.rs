@@ -60,7 +60,7 @@ impl PgBackend {
             .connect_with(connect)
             .await?;
         if !options.create_if_missing {
-            let exists: bool = sqlx::query_scalar("SELECT to_regclass('annals_store') IS NOT NULL")
+            let exists: bool = sqlx::query_scalar(include_str!("sql/store_exists.sql"))
                 .fetch_one(&pool)
                 .await?;
             if !exists {
@@ -127,16 +127,14 @@ fn migrate(conn: &mut sqlx::PgConnection) -> futures::future::BoxFuture<'_, Resu
 async fn init_store(pool: &PgPool, requested: Option<u32>) -> Result<(u32, Uuid)> {
     let mut tx = pool.begin().await?;
     let count = requested.unwrap_or(DEFAULT_PARTITIONS);
-    let created = sqlx::query(
-        "INSERT INTO annals_store (id, store_id, partition_count) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(Uuid::new_v4())
-    .bind(count as i32)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
+    let created = sqlx::query(include_str!("sql/create_store.sql"))
+        .bind(Uuid::new_v4())
+        .bind(count as i32)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
         == 1;
-    let (stored, store_id): (i32, Uuid) = sqlx::query_as("SELECT partition_count, store_id FROM annals_store")
+    let (stored, store_id): (i32, Uuid) = sqlx::query_as(include_str!("sql/store.sql"))
         .fetch_one(&mut *tx)
         .await?;
     let stored = stored as u32;
@@ -144,7 +142,7 @@ async fn init_store(pool: &PgPool, requested: Option<u32>) -> Result<(u32, Uuid)
         return Err(Error::PartitionCountMismatch { stored, requested });
     }
     if created {
-        sqlx::query("INSERT INTO annals_partitions (partition) SELECT generate_series(0, $1 - 1)")
+        sqlx::query(include_str!("sql/create_partitions.sql"))
             .bind(stored as i32)
             .execute(&mut *tx)
             .await?;
@@ -195,7 +193,7 @@ impl Backend for PgBackend {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(&sql::read_stream())
+        let rows = sqlx::query(sql::READ_STREAM)
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .bind(sql_int(limit))
@@ -238,7 +236,7 @@ impl Backend for PgBackend {
         from_offset: Offset,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let rows = sqlx::query(&sql::read_partition())
+        let rows = sqlx::query(sql::READ_PARTITION)
             .bind(partition as i32)
             .bind(sql_int(from_offset))
             .bind(sql_int(limit))
@@ -253,7 +251,7 @@ impl Backend for PgBackend {
     }
 
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
-        let next: Option<i64> = sqlx::query_scalar(crate::backend::HIGH_WATERMARK)
+        let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
             .bind(partition as i32)
             .fetch_one(&self.pool)
             .await?;
@@ -350,18 +348,18 @@ impl Backend for PgBackend {
 
     async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        sqlx::query(include_str!("sql/lock_partition.sql"))
             .bind(self.lock_space)
             .bind(partition as i32)
             .execute(&mut *tx)
             .await?;
-        let (leader,): (Option<String>,) = sqlx::query_as("SELECT leader_url FROM annals_store FOR SHARE")
+        let (leader,): (Option<String>,) = sqlx::query_as(include_str!("sql/leader.sql"))
             .fetch_one(&mut *tx)
             .await?;
         if leader.is_none() {
             return Err(Error::NotAReplica);
         }
-        let actual: Option<i64> = sqlx::query_scalar(crate::backend::HIGH_WATERMARK)
+        let actual: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
             .bind(partition as i32)
             .fetch_one(&mut *tx)
             .await?;
@@ -373,7 +371,7 @@ impl Backend for PgBackend {
                 actual,
             });
         }
-        for statement in sql::TRUNCATE {
+        for statement in sql::truncate() {
             sqlx::query(statement)
                 .bind(partition as i32)
                 .bind(sql_int(from_offset))

@@ -48,7 +48,7 @@ pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>)
         notifier.wake.notified().await;
         for payload in payloads(&notifier.take()) {
             // Losing a notification only delays remote subscribers until their next poll.
-            let sent = sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
+            let sent = sqlx::query(include_str!("sql/notify.sql"))
                 .bind(&channel)
                 .bind(&payload)
                 .execute(&pool)

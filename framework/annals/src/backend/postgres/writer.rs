@@ -122,24 +122,21 @@ async fn append_batch(
             e_schema.push(event.schema_version.map(i64::from));
         }
     }
-    let rows = sqlx::query(
-        "SELECT o_status, o_first_offset, o_last_offset, o_first_version, o_last_version, o_actual, o_other \
-         FROM annals_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(lock_space)
-    .bind(&a_stream)
-    .bind(&a_partition)
-    .bind(&a_expected)
-    .bind(&a_command)
-    .bind(&a_count)
-    .bind(&e_id)
-    .bind(&e_check)
-    .bind(&e_type)
-    .bind(&e_payload)
-    .bind(&e_metadata)
-    .bind(&e_schema)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(include_str!("sql/append.sql"))
+        .bind(lock_space)
+        .bind(&a_stream)
+        .bind(&a_partition)
+        .bind(&a_expected)
+        .bind(&a_command)
+        .bind(&a_count)
+        .bind(&e_id)
+        .bind(&e_check)
+        .bind(&e_type)
+        .bind(&e_payload)
+        .bind(&e_metadata)
+        .bind(&e_schema)
+        .fetch_all(pool)
+        .await?;
 
     appends
         .iter()

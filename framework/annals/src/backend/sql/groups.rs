@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::backend::{Groups, NEXT_OFFSET_OF_P};
+use super::NEXT_OFFSET_OF_P;
+use crate::backend::Groups;
 use crate::coordination::{
     assign, CommitMode, DeadLetter, DeadLetterStatus, Fence, GroupRecord, GroupRow, Joining, MemberRow, Membership,
     Mirrored, Owned, PartitionRow, ResetTargets, StartAt,
@@ -196,7 +197,7 @@ impl Groups for SqlGroups {
             // starts; later members find them and keep them.
             let start = match start_at {
                 StartAt::Earliest => "0".to_owned(),
-                StartAt::Latest => format!("COALESCE({NEXT_OFFSET_OF_P}, 0)"),
+                StartAt::Latest => format!("COALESCE({}, 0)", NEXT_OFFSET_OF_P.trim_end()),
             };
             let create = self.sql(statement!("create_offsets")).replace("{start}", &start);
             tx.execute(&create, params![group]).await?;

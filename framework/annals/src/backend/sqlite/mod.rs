@@ -194,7 +194,7 @@ pub(crate) fn set_busy_timeout(timeout: Duration) {
 /// against the recorded one.
 async fn init_store(conn: &mut SqliteConnection, requested: Option<u32>) -> Result<u32> {
     let mut tx = conn.begin().await?;
-    let stored: Option<i64> = sqlx::query_scalar("SELECT partition_count FROM annals_store")
+    let stored: Option<i64> = sqlx::query_scalar(include_str!("sql/partition_count.sql"))
         .fetch_optional(&mut *tx)
         .await?;
     let count = match (stored, requested) {
@@ -207,19 +207,16 @@ async fn init_store(conn: &mut SqliteConnection, requested: Option<u32>) -> Resu
         (Some(stored), _) => stored as u32,
         (None, requested) => {
             let count = requested.unwrap_or(DEFAULT_PARTITIONS);
-            sqlx::query("INSERT INTO annals_store (id, store_id, partition_count, created_at) VALUES (1, ?, ?, ?)")
+            sqlx::query(include_str!("sql/create_store.sql"))
                 .bind(Uuid::new_v4())
                 .bind(i64::from(count))
                 .bind(chrono::Utc::now().timestamp_micros())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "WITH RECURSIVE n(p) AS (SELECT 0 UNION ALL SELECT p + 1 FROM n WHERE p + 1 < ?) \
-                 INSERT INTO annals_partitions (partition) SELECT p FROM n",
-            )
-            .bind(i64::from(count))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(include_str!("sql/create_partitions.sql"))
+                .bind(i64::from(count))
+                .execute(&mut *tx)
+                .await?;
             count
         }
     };
@@ -311,7 +308,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
-        let next: Option<i64> = sqlx::query_scalar(crate::backend::HIGH_WATERMARK)
+        let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
             .bind(partition as i64)
             .fetch_one(&self.readers)
             .await?;
@@ -406,7 +403,7 @@ impl Backend for SqliteBackend {
                 return Err(Error::NotAReplica);
             }
             let actual: Option<i64> = conn
-                .query_row(super::HIGH_WATERMARK, [partition], |row| row.get(0))
+                .query_row(sql::HIGH_WATERMARK, [partition], |row| row.get(0))
                 .map_err(writer::engine)?;
             let actual = actual.unwrap_or(0) as Offset;
             if actual != end {
@@ -416,7 +413,7 @@ impl Backend for SqliteBackend {
                     actual,
                 });
             }
-            for statement in sql::TRUNCATE {
+            for statement in sql::truncate() {
                 conn.execute(
                     statement,
                     rusqlite::named_params! {"$1": partition, "$2": sql_int(from_offset)},

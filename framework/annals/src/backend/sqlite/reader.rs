@@ -88,7 +88,7 @@ impl Readers {
         self.run(move |conn| {
             query(
                 conn,
-                &sql::read_stream(),
+                sql::READ_STREAM,
                 rusqlite::params![stream, clamp(from), clamp(limit)],
                 limit.min(STREAM_RESERVE),
             )
@@ -144,7 +144,7 @@ impl Readers {
         self.run(move |conn| {
             query(
                 conn,
-                &sql::read_partition(),
+                sql::READ_PARTITION,
                 rusqlite::params![partition, clamp(from), clamp(limit)],
                 limit.min(BATCH_RESERVE),
             )

@@ -35,12 +35,8 @@ const MAX_BATCH_APPENDS: usize = 1024;
 /// Most events in one transaction (bounds the writer's memory).
 const MAX_BATCH_EVENTS: usize = 8192;
 
-const INSERT_EVENT: &str = r#"INSERT INTO annals_events
-    (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at, last_in_append)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
-const INSERT_COMMAND: &str = "INSERT INTO annals_command_ids
-    (command_id, stream_id, partition, first_offset, last_offset, first_version, last_version)
-    VALUES (?, ?, ?, ?, ?, ?, ?)";
+const INSERT_EVENT: &str = include_str!("sql/insert_event.sql");
+const INSERT_COMMAND: &str = include_str!("sql/insert_command.sql");
 
 /// What the writer is asked to do.
 pub(super) enum Job {
@@ -227,7 +223,7 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
         return Ok(batches.iter().map(|_| Err(Error::NotAReplica)).collect());
     }
     let mut next_offset = conn
-        .prepare_cached(r#"SELECT max("offset") + 1 FROM annals_events WHERE partition = ?"#)
+        .prepare_cached(include_str!("sql/next_offset.sql"))
         .map_err(engine)?;
     let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
     let mut insert_command = conn.prepare_cached(INSERT_COMMAND).map_err(engine)?;
@@ -350,21 +346,14 @@ impl BatchView {
     fn load(conn: &Connection, appends: &[PreparedAppend]) -> Result<Self> {
         let mut view = BatchView::default();
         let mut version = conn
-            .prepare_cached("SELECT max(version) FROM annals_events WHERE stream_id = ?")
+            .prepare_cached(include_str!("sql/stream_version.sql"))
             .map_err(engine)?;
         let mut last = conn
-            .prepare_cached(
-                r#"SELECT "offset", recorded_at FROM annals_events WHERE partition = ? ORDER BY "offset" DESC LIMIT 1"#,
-            )
+            .prepare_cached(include_str!("sql/partition_end.sql"))
             .map_err(engine)?;
-        let mut command = conn
-            .prepare_cached(
-                "SELECT stream_id, partition, first_offset, last_offset, first_version, last_version
-                 FROM annals_command_ids WHERE command_id = ?",
-            )
-            .map_err(engine)?;
+        let mut command = conn.prepare_cached(include_str!("sql/command.sql")).map_err(engine)?;
         let mut event = conn
-            .prepare_cached("SELECT 1 FROM annals_events WHERE event_id = ?")
+            .prepare_cached(include_str!("sql/event_held.sql"))
             .map_err(engine)?;
 
         for append in appends {

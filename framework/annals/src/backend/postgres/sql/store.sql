@@ -1,0 +1,1 @@
+SELECT partition_count, store_id FROM annals_store

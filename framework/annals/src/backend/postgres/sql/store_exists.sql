@@ -1,0 +1,1 @@
+SELECT to_regclass('annals_store') IS NOT NULL

@@ -1,0 +1,3 @@
+INSERT INTO annals_events
+    (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at, last_in_append)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -1,0 +1,1 @@
+SELECT max(version) FROM annals_events WHERE stream_id = ?

@@ -225,6 +225,61 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
+/// A server running on a task of its own, on a loopback port the system chose: what
+/// tests and programs that embed a server start. Dropping it shuts the server down.
+///
+/// ```no_run
+/// # async fn demo(store: annals::Store) -> std::io::Result<()> {
+/// let server = annals_server::Spawned::start(store, annals_server::ServerOptions::default()).await?;
+/// let answer = reqwest::get(format!("{}/v1/partitions", server.url())).await;
+/// server.stop().await?;
+/// # Ok(()) }
+/// ```
+pub struct Spawned {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Spawned {
+    /// Serves `store` on `127.0.0.1` at a free port.
+    pub async fn start(store: Store, options: ServerOptions) -> std::io::Result<Spawned> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(store, listener, options, async {
+            let _ = stopped.await;
+        }));
+        Ok(Spawned {
+            url,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Shuts it down gracefully (requests in flight are answered) and waits until it
+    /// has stopped.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let interrupt = async {

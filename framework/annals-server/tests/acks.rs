@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use annals::StreamId;
 use annals_server::follower::{FollowOptions, Follower, Leader};
-use annals_server::ServerOptions;
+use annals_server::{ServerOptions, Spawned};
 use annals_testkit::TestStore;
 use serde_json::{json, Value};
 
@@ -17,17 +17,13 @@ async fn appends_wait_for_a_follower() {
     );
     let leader = leader_t.open_with(|o| o.partitions(16)).await.expect("leader");
     let replica = follower_t.open_with(|o| o.partitions(16)).await.expect("follower");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
     let options = ServerOptions {
         min_insync_followers: 1,
         ack_timeout: Duration::from_millis(300),
         ..ServerOptions::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(annals_server::serve(leader.clone(), listener, options, async {
-        let _ = stopped.await;
-    }));
+    let server = Spawned::start(leader.clone(), options).await.expect("serve");
+    let url = server.url().to_owned();
     let http = reqwest::Client::new();
     let append = || async {
         let response = http
@@ -73,6 +69,5 @@ async fn appends_wait_for_a_follower() {
         );
     }
     follower.stop().await.expect("stop");
-    let _ = stop.send(());
-    server.await.expect("server").expect("serve");
+    server.stop().await.expect("serve");
 }

@@ -6,41 +6,32 @@ use std::time::{Duration, Instant};
 
 use annals::group::{GroupMember, GroupOptions};
 use annals::Store;
-use annals_server::ServerOptions;
+use annals_server::{ServerOptions, Spawned};
 use annals_testkit::tally::{add, add_poison, Tally};
 use annals_testkit::TestStore;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 struct Server {
     base: String,
     store: Store,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    running: Spawned,
     http: Client,
     token: Option<String>,
 }
 
 impl Server {
     async fn start(store: Store, token: Option<&str>, max_body_bytes: usize) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
         let options = ServerOptions {
             token: token.map(str::to_owned),
             max_body_bytes,
             ..ServerOptions::default()
         };
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(annals_server::serve(store.clone(), listener, options, async move {
-            let _ = stopped.await;
-        }));
+        let running = Spawned::start(store.clone(), options).await.expect("serve");
         Server {
-            base,
+            base: running.url().to_owned(),
             store,
-            stop: Some(stop),
-            task,
+            running,
             http: Client::new(),
             token: token.map(str::to_owned),
         }
@@ -75,9 +66,8 @@ impl Server {
         (status, response.json().await.expect("a JSON body"))
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|stop| stop.send(()));
-        self.task.await.expect("server task").expect("server");
+    async fn stop(self) {
+        self.running.stop().await.expect("server");
     }
 }
 

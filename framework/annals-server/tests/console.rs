@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use annals::group::{GroupMember, GroupOptions};
-use annals_server::ServerOptions;
+use annals_server::{ServerOptions, Spawned};
 use annals_testkit::browser::{chromium, render};
 use annals_testkit::tally::{add, add_poison, caught_up, Tally};
 use annals_testkit::TestStore;
@@ -32,17 +32,10 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
     member.shutdown().await.expect("leave");
     add(&store, "acct-3", 1).await; // lag 1 for the stopped group
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(annals_server::serve(
-        store.clone(),
-        listener,
-        ServerOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Spawned::start(store.clone(), ServerOptions::default())
+        .await
+        .expect("serve");
+    let base = server.url().to_owned();
 
     let (home, stream, group) = {
         let (b, base) = (browser.to_owned(), base.clone());
@@ -75,8 +68,7 @@ async fn the_console_shows_streams_groups_lag_and_dead_letters() {
     assert!(group.contains("tally (generation"), "{group}");
     assert!(group.contains("<td>running</td>"), "{group}");
 
-    let _ = stop.send(());
-    server.await.expect("server").expect("serve");
+    server.stop().await.expect("serve");
 }
 
 /// A consumer that does nothing.
@@ -99,12 +91,8 @@ async fn the_console_works_on_the_in_memory_store() {
         .await
         .expect("join");
     caught_up(&store, "mailer").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(annals_server::serve(store, listener, ServerOptions::default(), async {
-        let _ = stopped.await;
-    }));
+    let server = Spawned::start(store, ServerOptions::default()).await.expect("serve");
+    let base = server.url().to_owned();
     let home = {
         let (b, url) = (browser.to_owned(), format!("{base}/"));
         tokio::task::spawn_blocking(move || render(&b, &url))
@@ -122,6 +110,5 @@ async fn the_console_works_on_the_in_memory_store() {
         "the groups said missing:\n{home}"
     );
     member.shutdown().await.expect("leave");
-    let _ = stop.send(());
-    server.await.expect("server").expect("serve");
+    server.stop().await.expect("serve");
 }

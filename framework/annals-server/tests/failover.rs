@@ -8,6 +8,7 @@ mod support;
 
 use annals::{AppendRequest, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
 use annals_server::follower::{FollowError, FollowOptions, Follower, Leader, Truncation};
+use annals_server::Spawned;
 use annals_testkit::conformance::read_whole_partition;
 use annals_testkit::TestStore;
 use serde_json::json;
@@ -57,19 +58,20 @@ async fn stops_on(store: &Store, url: &str, options: FollowOptions) -> FollowErr
 
 /// An old leader `old`, replaced by `new` (promoted from its follower), which then
 /// took writes. The old leader wrote to `unshipped` after its follower's last fetch.
-/// Returns the new leader's URL and its server's stop.
-async fn fail_over(old: &Store, new: &Store, unshipped: &[&str]) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// Returns the new leader's server.
+async fn fail_over(old: &Store, new: &Store, unshipped: &[&str]) -> Spawned {
     for i in 0..40 {
         add(old, &format!("acct-{}", i % 7)).await;
     }
-    let (old_url, stop_old) = serve(old.clone()).await;
+    let old_server = serve(old.clone()).await;
+    let old_url = old_server.url().to_owned();
     let follower = Follower::start(new.clone(), leader(&old_url), FollowOptions::default());
     caught_up(old, new).await;
     follower.stop().await.expect("stop");
     for stream in unshipped {
         add(old, stream).await;
     }
-    let _ = stop_old.send(());
+    old_server.stop().await.expect("old leader stops");
     assert_eq!(new.promote().await.expect("promote").epoch, 1);
     add(new, "acct-1").await;
     add(new, "acct-2").await;
@@ -91,18 +93,20 @@ async fn the_old_leader_follows_the_new_one_or_refuses_when_it_diverged() {
     // The old leader, unchanged since, comes back as a follower: it catches up, and
     // takes the new leader's epoch.
     let (_stores, old, new) = pair().await;
-    let (new_url, stop_new) = fail_over(&old, &new, &[]).await;
+    let new_server = fail_over(&old, &new, &[]).await;
+    let new_url = new_server.url().to_owned();
     let rejoined = Follower::start(old.clone(), leader(&new_url), FollowOptions::default());
     caught_up(&new, &old).await;
     rejoined.stop().await.expect("stop");
     assert_eq!(old.replica().leader.as_deref(), Some(new_url.as_str()));
     assert_eq!(old.replica().epoch, 1, "a follower takes its leader's epoch");
-    let _ = stop_new.send(());
+    new_server.stop().await.expect("server stops");
 
     // Had it written after its follower's last fetch, it refuses, says where, and
     // changes nothing: its records, its role.
     let (_stores, old, new) = pair().await;
-    let (new_url, stop_new) = fail_over(&old, &new, &["acct-1"]).await;
+    let new_server = fail_over(&old, &new, &["acct-1"]).await;
+    let new_url = new_server.url().to_owned();
     let before = everything(&old).await;
     let FollowError::Diverged { partition, .. } = stops_on(&old, &new_url, FollowOptions::default()).await else {
         panic!("a diverged log was followed");
@@ -117,18 +121,19 @@ async fn the_old_leader_follows_the_new_one_or_refuses_when_it_diverged() {
         annals::Replica { leader: None, epoch: 0 },
         "a refused follower changed its role"
     );
-    let _ = stop_new.send(());
+    new_server.stop().await.expect("server stops");
 
     // A store never promoted is at epoch 0: the promoted one (epoch 1) refuses it.
     let deposed = TestStore::sqlite().await.expect("s");
     let deposed = deposed.open_with(|o| o.partitions(16)).await.expect("open");
-    let (deposed_url, stop_deposed) = serve(deposed).await;
+    let deposed_server = serve(deposed).await;
+    let deposed_url = deposed_server.url().to_owned();
     let refused = stops_on(&new, &deposed_url, FollowOptions::default()).await;
     assert!(
         matches!(refused, FollowError::StaleLeader { theirs: 0, ours: 1, .. }),
         "{refused:?}"
     );
-    let _ = stop_deposed.send(());
+    deposed_server.stop().await.expect("server stops");
 }
 
 /// The bug this guards: a diverged follower could only start again from an empty
@@ -143,7 +148,8 @@ async fn a_diverged_follower_is_cut_back_within_the_bound() {
     let old = sqlite.open_with(|o| o.partitions(16)).await.expect("open");
     let new = postgres.open_with(|o| o.partitions(16)).await.expect("open");
     // The old leader took three appends (six records) the new one never had.
-    let (new_url, stop_new) = fail_over(&old, &new, &["acct-1", "acct-3", "acct-3"]).await;
+    let new_server = fail_over(&old, &new, &["acct-1", "acct-3", "acct-3"]).await;
+    let new_url = new_server.url().to_owned();
     let diverged = everything(&old).await;
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("cut.jsonl");
@@ -179,7 +185,7 @@ async fn a_diverged_follower_is_cut_back_within_the_bound() {
     assert!(removed.iter().all(|record| diverged.contains(record)));
     let kept = everything(&new).await;
     assert!(removed.iter().all(|record| !kept.contains(record)));
-    let _ = stop_new.send(());
+    new_server.stop().await.expect("server stops");
 }
 
 /// Records an at-least-once consumer was handed.
@@ -230,7 +236,8 @@ async fn consumer_groups_resume_after_a_failover() {
     tally::caught_up(&old, "tally").await;
     projection.shutdown().await.expect("leave");
 
-    let (old_url, stop_old) = serve(old.clone()).await;
+    let old_server = serve(old.clone()).await;
+    let old_url = old_server.url().to_owned();
     let follower = Follower::start(new.clone(), leader(&old_url), FollowOptions::default());
     caught_up(&old, &new).await;
     let committed = |d: &admin::GroupDescription| d.partitions.iter().map(|p| p.committed).collect::<Vec<_>>();
@@ -251,7 +258,7 @@ async fn consumer_groups_resume_after_a_failover() {
         "a projection group was copied without its read model"
     );
     follower.stop().await.expect("stop");
-    let _ = stop_old.send(());
+    old_server.stop().await.expect("old leader stops");
 
     // Failover: the promoted store takes appends; its groups start.
     new.promote().await.expect("promote");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use annals::{partition_for, AppendRequest, ExpectedVersion, Limits, NewEvent, StreamId};
 use annals_server::follower::{FollowOptions, Follower, Leader};
-use annals_server::ServerOptions;
+use annals_server::{ServerOptions, Spawned};
 use annals_testkit::conformance::read_whole_partition;
 use annals_testkit::TestStore;
 use axum::response::IntoResponse;
@@ -54,7 +54,8 @@ async fn appends_longer_than_a_fetch_arrive_whole() {
     }
     ends.sort_unstable();
 
-    let (url, stop) = serve(leader.clone()).await;
+    let server = serve(leader.clone()).await;
+    let url = server.url().to_owned();
     let running = Follower::start(follower.clone(), Leader { url, token: None }, FollowOptions::default());
     // While it catches up, the follower's log ends on an append's end whenever looked at.
     let mut seen = Vec::new();
@@ -85,7 +86,7 @@ async fn appends_longer_than_a_fetch_arrive_whole() {
     let boundaries: Vec<u64> = shipped.iter().filter(|r| r.last_in_append).map(|r| r.offset).collect();
     assert_eq!(boundaries, ends, "the follower kept other boundaries");
     running.stop().await.expect("stop");
-    let _ = stop.send(());
+    server.stop().await.expect("server stops");
 }
 
 /// The server's public futures can be spawned (see `annals-testkit/tests/send.rs` for
@@ -112,13 +113,17 @@ fn public_futures_are_send() {
             .await
             .map_err(annals::Error::Io)?;
         annals_server::serve(
-            store,
+            store.clone(),
             listener,
             ServerOptions::default(),
             annals_server::shutdown_signal(),
         )
         .await
         .map_err(annals::Error::Io)?;
+        let spawned = Spawned::start(store, ServerOptions::default())
+            .await
+            .map_err(annals::Error::Io)?;
+        spawned.stop().await.map_err(annals::Error::Io)?;
         Ok::<_, annals_server::follower::FollowError>(())
     });
 }
@@ -251,18 +256,12 @@ async fn a_starting_follower_refuses_appends() {
         token: None,
     };
     let follower = Follower::start(store.clone(), leader, FollowOptions::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
     let options = ServerOptions {
         follower: Some(follower.handle()),
         ..ServerOptions::default()
     };
-    tokio::spawn(annals_server::serve(
-        store.clone(),
-        listener,
-        options,
-        std::future::pending(),
-    ));
+    let server = Spawned::start(store.clone(), options).await.expect("serve");
+    let url = server.url().to_owned();
     let response = reqwest::Client::new()
         .post(format!("{url}/v1/streams/acct-1/events"))
         .json(&serde_json::json!({"expected_version": "any", "events": [{"type": "T", "data": {}}]}))
@@ -281,4 +280,5 @@ async fn a_starting_follower_refuses_appends() {
         annals_server::follower::FollowerState::Starting
     );
     follower.stop().await.expect("stop");
+    server.stop().await.expect("serve");
 }

@@ -63,19 +63,10 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
         .await?
     };
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let server = annals_server::Spawned::start(leader.clone(), annals_server::ServerOptions::default())
         .await
         .map_err(annals::Error::Io)?;
-    let url = format!("http://{}", listener.local_addr().map_err(annals::Error::Io)?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(annals_server::serve(
-        leader.clone(),
-        listener,
-        annals_server::ServerOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let url = server.url().to_owned();
     let follow_error = |error: annals_server::follower::FollowError| CliError::Usage(error.to_string());
 
     // Shipping: from offset 0 until the follower holds everything.
@@ -136,8 +127,7 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
         watcher.abort();
     }
     follower.stop().await.map_err(follow_error)?;
-    let _ = stop.send(());
-    let _ = server.await;
+    let _ = server.stop().await;
     leader.close().await;
     replica.close().await;
 

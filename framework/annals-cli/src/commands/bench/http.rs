@@ -36,19 +36,10 @@ pub(crate) async fn http(db: &str, args: HttpArgs, out: &Output) -> CliResult {
     let options = StoreOptions::from_url(db)?;
     let backend = options.backend_name();
     let store = options.open().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let server = annals_server::Spawned::start(store.clone(), annals_server::ServerOptions::default())
         .await
         .map_err(annals::Error::Io)?;
-    let base = format!("http://{}", listener.local_addr().map_err(annals::Error::Io)?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(annals_server::serve(
-        store.clone(),
-        listener,
-        annals_server::ServerOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let base = server.url().to_owned();
     let load = Load {
         writers: args.clients,
         events_per_op: 1,
@@ -84,11 +75,7 @@ pub(crate) async fn http(db: &str, args: HttpArgs, out: &Output) -> CliResult {
         }
     })
     .await?;
-    let _ = stop.send(());
-    server
-        .await
-        .map_err(|error| CliError::Usage(error.to_string()))?
-        .map_err(annals::Error::Io)?;
+    server.stop().await.map_err(annals::Error::Io)?;
 
     let in_process = {
         let store = store.clone();

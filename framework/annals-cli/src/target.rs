@@ -7,24 +7,16 @@ use annals::{
     AppendOutcome, AppendRequest, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId, StreamInfo,
     Version,
 };
-use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::{Deserialize, Serialize};
+use annals_client::wire::{AppendBody, EventBody};
+use annals_client::{Client, ClientError};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 
 use crate::output::{CliError, CliResult};
 
 /// A store, or a server.
 pub(crate) enum Target {
     Store(Store),
-    Server(Remote),
-}
-
-/// An `annals serve` over HTTP.
-pub(crate) struct Remote {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+    Server(Client),
 }
 
 /// Partitions as `annals stats` shows them.
@@ -47,97 +39,22 @@ pub(crate) struct Append {
     pub(crate) id: Option<uuid::Uuid>,
 }
 
-impl Remote {
-    pub(crate) fn new(base: &str, token: Option<String>) -> Remote {
-        Remote {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            http: reqwest::Client::new(),
+impl From<ClientError> for CliError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            // The server's own answer, as it answered it.
+            ClientError::Api { body, .. } => {
+                CliError::Remote(serde_json::to_value(body).unwrap_or_else(|_| serde_json::json!({})))
+            }
+            other => CliError::Usage(other.to_string()),
         }
     }
-
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> CliResult<T> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|error| CliError::Usage(format!("cannot reach {}: {error}", self.base)))?;
-        let status = response.status();
-        let without_json = |error: &dyn std::fmt::Display| {
-            CliError::Usage(format!("{} answered {status} without JSON: {error}", self.base))
-        };
-        let body = response.bytes().await.map_err(|error| without_json(&error))?;
-        if !status.is_success() {
-            return Err(CliError::Remote(
-                serde_json::from_slice(&body).map_err(|error| without_json(&error))?,
-            ));
-        }
-        // Straight from the bytes into the typed answer: payloads are never re-encoded
-        // through a `Value` (which would reorder their keys and round big numbers).
-        serde_json::from_slice(&body).map_err(|error| match serde_json::from_slice::<IgnoredAny>(&body) {
-            Err(not_json) => without_json(&not_json),
-            Ok(_) => CliError::Usage(format!("unexpected answer: {error}")),
-        })
-    }
-
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
-    }
-
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: impl Serialize) -> CliResult<T> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-}
-
-/// The body of `POST /v1/streams/{stream}/events`, for one event.
-#[derive(Serialize)]
-struct AppendBody<'a> {
-    expected_version: annals::ExpectedVersion,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    command_id: Option<uuid::Uuid>,
-    events: [EventBody<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct EventBody<'a> {
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    data: &'a RawValue,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a Metadata>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<uuid::Uuid>,
-}
-
-/// Records read from a stream (with its `version`) or a partition (with its
-/// `high_watermark`).
-#[derive(Deserialize)]
-struct Page {
-    #[serde(default)]
-    version: Version,
-    #[serde(default)]
-    high_watermark: Offset,
-    events: Vec<RecordedEvent>,
-}
-
-/// A path segment, percent-encoded.
-fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 impl Target {
     pub(crate) async fn open(db: &str, server: Option<&str>, token: Option<String>) -> CliResult<Target> {
         Ok(match server {
-            Some(server) => Target::Server(Remote::new(server, token)),
+            Some(server) => Target::Server(Client::new(server, token)),
             None => Target::Store(crate::commands::open_existing(db).await?),
         })
     }
@@ -169,16 +86,14 @@ impl Target {
                 let body = AppendBody {
                     expected_version: append.expected,
                     command_id: append.command_id,
-                    events: [EventBody {
-                        event_type: &append.event_type,
-                        data: &data,
-                        metadata: append.metadata.as_ref(),
+                    events: vec![EventBody {
+                        event_type: append.event_type,
+                        data,
+                        metadata: append.metadata,
                         id: append.id,
                     }],
                 };
-                remote
-                    .post(&format!("/v1/streams/{}/events", segment(append.stream.as_str())), body)
-                    .await
+                Ok(remote.append(&append.stream, &body).await?)
             }
         }
     }
@@ -196,16 +111,8 @@ impl Target {
                 store.read_stream(stream, from, limit).await?,
             )),
             Target::Server(remote) => {
-                let path = format!(
-                    "/v1/streams/{}/events?from_version={from}&limit={limit}",
-                    segment(stream.as_str())
-                );
-                match remote.get::<Page>(&path).await {
-                    Ok(page) => Ok((page.version, page.events)),
-                    // The API answers 404 for a stream with no events; the store reads it as empty.
-                    Err(CliError::Remote(body)) if body["error"] == "not_found" => Ok((0, Vec::new())),
-                    Err(error) => Err(error),
-                }
+                let page = remote.read_stream(stream, from, limit).await?;
+                Ok((page.version, page.events))
             }
         }
     }
@@ -226,11 +133,7 @@ impl Target {
                 Ok((records, store.high_watermark(partition).await?))
             }
             Target::Server(remote) => {
-                let page: Page = remote
-                    .get(&format!(
-                        "/v1/partitions/{partition}/events?from_offset={from}&limit={limit}&wait_ms={wait_ms}"
-                    ))
-                    .await?;
+                let page = remote.fetch(partition, from, limit, wait_ms, None).await?;
                 Ok((page.events, page.high_watermark))
             }
         }
@@ -244,18 +147,7 @@ impl Target {
     ) -> CliResult<Vec<StreamInfo>> {
         match self {
             Target::Store(store) => Ok(store.list_streams(category, limit, after).await?),
-            Target::Server(remote) => {
-                let mut path = format!("/v1/streams?limit={limit}");
-                if let Some(category) = category {
-                    path += &format!("&category={}", segment(category));
-                }
-                if let Some(after) = after {
-                    path += &format!("&after={}", segment(after.as_str()));
-                }
-                let body: Value = remote.get(&path).await?;
-                serde_json::from_value(body["streams"].clone())
-                    .map_err(|error| CliError::Usage(format!("unexpected answer: {error}")))
-            }
+            Target::Server(remote) => Ok(remote.streams(category, limit, after).await?),
         }
     }
 
@@ -274,17 +166,13 @@ impl Target {
                 })
             }
             Target::Server(remote) => {
-                let body: Value = remote.get("/v1/partitions").await?;
-                let partitions = body["partitions"].as_array().cloned().unwrap_or_default();
-                let lags: Vec<Option<u64>> = partitions.iter().map(|p| p["replication_lag"].as_u64()).collect();
+                let info = remote.partitions().await?;
+                let lags: Vec<Option<u64>> = info.partitions.iter().map(|p| p.replication_lag).collect();
                 Ok(Partitions {
-                    backend: body["backend"].as_str().unwrap_or("server").to_owned(),
-                    role: body["role"].as_str().unwrap_or("leader").to_owned(),
-                    leader_epoch: body["leader_epoch"].as_u64().unwrap_or(0),
-                    next_offsets: partitions
-                        .iter()
-                        .map(|p| p["next_offset"].as_u64().unwrap_or(0))
-                        .collect(),
+                    backend: info.backend,
+                    role: info.role,
+                    leader_epoch: info.leader_epoch,
+                    next_offsets: info.partitions.iter().map(|p| p.next_offset).collect(),
                     replication_lag: lags
                         .iter()
                         .all(Option::is_some)
@@ -297,18 +185,14 @@ impl Target {
     pub(crate) async fn groups(&self) -> CliResult<Vec<GroupSummary>> {
         match self {
             Target::Store(store) => Ok(admin::list(store).await?),
-            Target::Server(remote) => {
-                let body: Value = remote.get("/v1/groups").await?;
-                serde_json::from_value(body["groups"].clone())
-                    .map_err(|error| CliError::Usage(format!("unexpected answer: {error}")))
-            }
+            Target::Server(remote) => Ok(remote.groups().await?),
         }
     }
 
     pub(crate) async fn describe(&self, group: &str) -> CliResult<GroupDescription> {
         match self {
             Target::Store(store) => Ok(admin::describe(store, group).await?),
-            Target::Server(remote) => remote.get(&format!("/v1/groups/{}", segment(group))).await,
+            Target::Server(remote) => Ok(remote.group(group).await?),
         }
     }
 
@@ -318,11 +202,7 @@ impl Target {
                 admin::reset(store, group, to).await?;
                 Ok(admin::describe(store, group).await?)
             }
-            Target::Server(remote) => {
-                remote
-                    .post(&format!("/v1/groups/{}/reset", segment(group)), json!({ "to": to }))
-                    .await
-            }
+            Target::Server(remote) => Ok(remote.reset(group, &to).await?),
         }
     }
 
@@ -341,30 +221,14 @@ impl Target {
                 }
                 Ok(admin::describe(store, group).await?)
             }
-            Target::Server(remote) => {
-                let action = if paused { "pause" } else { "resume" };
-                remote
-                    .post(
-                        &format!("/v1/groups/{}/{action}", segment(group)),
-                        json!({ "partitions": partitions }),
-                    )
-                    .await
-            }
+            Target::Server(remote) => Ok(remote.set_paused(group, partitions, paused).await?),
         }
     }
 
     pub(crate) async fn dead_letters(&self, group: Option<&str>) -> CliResult<Vec<DeadLetter>> {
         match self {
             Target::Store(store) => Ok(admin::dead_letters(store, group).await?),
-            Target::Server(remote) => {
-                let path = match group {
-                    Some(group) => format!("/v1/dead-letters?group={}", segment(group)),
-                    None => "/v1/dead-letters".to_owned(),
-                };
-                let body: Value = remote.get(&path).await?;
-                serde_json::from_value(body["dead_letters"].clone())
-                    .map_err(|error| CliError::Usage(format!("unexpected answer: {error}")))
-            }
+            Target::Server(remote) => Ok(remote.dead_letters(group).await?),
         }
     }
 
@@ -372,10 +236,8 @@ impl Target {
         match self {
             Target::Store(store) if retry => Ok(admin::retry_dead_letter(store, id).await?),
             Target::Store(store) => Ok(admin::skip_dead_letter(store, id).await?),
-            Target::Server(remote) => {
-                let action = if retry { "retry" } else { "skip" };
-                remote.post(&format!("/v1/dead-letters/{id}/{action}"), json!({})).await
-            }
+            Target::Server(remote) if retry => Ok(remote.retry_dead_letter(id).await?),
+            Target::Server(remote) => Ok(remote.skip_dead_letter(id).await?),
         }
     }
 }

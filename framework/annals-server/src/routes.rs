@@ -1,11 +1,14 @@
 //! The handlers of API v1 (DESIGN §10).
 
 use crate::follower::FollowerState;
+use annals_client::wire::{
+    AppendBody, DeadLettersPage, GroupsPage, PartitionEvents, PartitionInfo, PartitionsInfo, StreamEvents, StreamsPage,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use annals::group::admin::{self, ResetTo};
-use annals::{AppendRequest, ExpectedVersion, Metadata, NewEvent, Partition, RecordedEvent, StreamId};
+use annals::{AppendRequest, NewEvent, Partition, StreamId};
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -13,9 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -58,27 +59,6 @@ async fn body_bytes(body: Body, limit: usize) -> ApiResult<axum::body::Bytes> {
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppendBody {
-    expected_version: ExpectedVersion,
-    #[serde(default)]
-    command_id: Option<Uuid>,
-    events: Vec<EventBody>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventBody {
-    #[serde(rename = "type")]
-    event_type: String,
-    data: Box<RawValue>,
-    #[serde(default)]
-    metadata: Option<Metadata>,
-    #[serde(default)]
-    id: Option<Uuid>,
 }
 
 /// `POST /v1/streams/{stream}/events`.
@@ -184,23 +164,6 @@ pub(crate) async fn read_stream(
     .into_response())
 }
 
-/// Records are serialised as they are, never through a `Value`: payloads and metadata
-/// keep the exact JSON text they were appended with.
-#[derive(serde::Serialize)]
-struct StreamEvents {
-    stream: StreamId,
-    version: u64,
-    events: Vec<RecordedEvent>,
-}
-
-#[derive(serde::Serialize)]
-struct Fetched {
-    partition: Partition,
-    events: Vec<RecordedEvent>,
-    next_offset: u64,
-    high_watermark: u64,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamsParams {
@@ -214,46 +177,41 @@ pub(crate) struct StreamsParams {
 pub(crate) async fn list_streams(
     State(state): State<AppState>,
     params: Result<Query<StreamsParams>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StreamsPage>> {
     let params = query(params)?;
     let after = params.after.map(stream_id).transpose()?;
     let streams = state
         .store
         .list_streams(params.category.as_deref(), params.limit.min(MAX_LIMIT), after.as_ref())
         .await?;
-    Ok(Json(json!({ "streams": streams })))
+    Ok(Json(StreamsPage { streams }))
 }
 
 /// `GET /v1/partitions`.
-pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<PartitionsInfo>> {
     let watermarks = state.store.high_watermarks().await?;
     let replica = state.store.replica();
     let follower = state.follower.as_ref().map(|follower| follower.status());
-    let partitions: Vec<Value> = watermarks
+    let partitions = watermarks
         .iter()
         .enumerate()
-        .map(|(partition, next)| {
-            let mut entry = json!({"partition": partition, "next_offset": next});
-            if let Some(lag) = follower.as_ref().and_then(|status| status.lag.get(partition)) {
-                entry["replication_lag"] = json!(lag);
-            }
-            entry
+        .map(|(partition, next)| PartitionInfo {
+            next_offset: *next,
+            partition: partition as Partition,
+            replication_lag: follower.as_ref().and_then(|status| status.lag.get(partition).copied()),
         })
         .collect();
-    let mut body = json!({
-        "partition_count": state.store.partition_count(),
-        "partitions": partitions,
-        "backend": state.store.backend_name(),
-        "leader_epoch": replica.epoch,
-        "role": replica.role(),
+    Ok(Json(PartitionsInfo {
         // Every record says whether it ends its append, and a fetch answers whole
         // appends: what a follower needs to ship them whole.
-        "append_boundaries": true,
-    });
-    if let Some(status) = follower {
-        body["replication"] = json!(status);
-    }
-    Ok(Json(body))
+        append_boundaries: true,
+        backend: state.store.backend_name().to_owned(),
+        leader_epoch: replica.epoch,
+        partition_count: state.store.partition_count(),
+        partitions,
+        replication: follower.map(|status| json!(status)),
+        role: replica.role().to_owned(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -312,7 +270,7 @@ pub(crate) async fn fetch(
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
     let high_watermark = state.store.high_watermark(partition).await?;
-    Ok(Json(Fetched {
+    Ok(Json(PartitionEvents {
         partition,
         events,
         next_offset,
@@ -322,8 +280,10 @@ pub(crate) async fn fetch(
 }
 
 /// `GET /v1/groups`.
-pub(crate) async fn groups(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "groups": admin::list(&state.store).await? })))
+pub(crate) async fn groups(State(state): State<AppState>) -> ApiResult<Json<GroupsPage>> {
+    Ok(Json(GroupsPage {
+        groups: admin::list(&state.store).await?,
+    }))
 }
 
 /// `GET /v1/groups/{group}`.
@@ -406,10 +366,10 @@ pub(crate) struct DeadLetterParams {
 pub(crate) async fn dead_letters(
     State(state): State<AppState>,
     params: Result<Query<DeadLetterParams>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeadLettersPage>> {
     let params = query(params)?;
     let letters = admin::dead_letters(&state.store, params.group.as_deref()).await?;
-    Ok(Json(json!({ "dead_letters": letters })))
+    Ok(Json(DeadLettersPage { dead_letters: letters }))
 }
 
 /// `POST /v1/dead-letters/{id}/retry`.

@@ -11,12 +11,13 @@
 use std::io::Write;
 
 use annals::{Offset, Partition, RecordedEvent, Store};
+use annals_client::Client;
 
 use super::leader::Leader;
 use super::{FollowError, FollowOptions, Truncation};
 
 /// Checks the leader's epoch and partition count against `store`'s.
-pub(super) async fn check_leader(store: &Store, leader: &Leader, http: &reqwest::Client) -> Result<u64, FollowError> {
+pub(super) async fn check_leader(store: &Store, leader: &Leader, http: &Client) -> Result<u64, FollowError> {
     let partitions = leader.partitions(http).await?;
     let ours = store.replica().epoch;
     if partitions.leader_epoch < ours {
@@ -48,7 +49,7 @@ pub(super) async fn check_leader(store: &Store, leader: &Leader, http: &reqwest:
 pub(super) async fn start(
     store: &Store,
     leader: &Leader,
-    http: &reqwest::Client,
+    http: &Client,
     options: &FollowOptions,
 ) -> Result<(), FollowError> {
     store.refresh_replica().await?;
@@ -82,7 +83,7 @@ pub(super) async fn start(
 async fn first_divergence(
     store: &Store,
     leader: &Leader,
-    http: &reqwest::Client,
+    http: &Client,
 ) -> Result<Option<(Partition, Offset)>, FollowError> {
     for (partition, next) in store.high_watermarks().await?.into_iter().enumerate() {
         let Some(last) = next.checked_sub(1) else { continue };
@@ -98,7 +99,7 @@ async fn first_divergence(
 async fn shares(
     store: &Store,
     leader: &Leader,
-    http: &reqwest::Client,
+    http: &Client,
     partition: Partition,
     offset: Offset,
 ) -> Result<bool, FollowError> {
@@ -124,7 +125,7 @@ struct Cut {
 }
 
 /// For every partition, how much of this store's log the leader shares.
-async fn common_prefixes(store: &Store, leader: &Leader, http: &reqwest::Client) -> Result<Vec<Cut>, FollowError> {
+async fn common_prefixes(store: &Store, leader: &Leader, http: &Client) -> Result<Vec<Cut>, FollowError> {
     let mut cuts = Vec::new();
     for (partition, end) in store.high_watermarks().await?.into_iter().enumerate() {
         let partition = partition as Partition;

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::group::admin::{self, DeadLetter, GroupDescription, GroupSummary};
+use annals::group::admin;
 use annals::group::CommitMode;
 use annals::Store;
-use serde::Deserialize;
+use annals_client::Client;
 use tokio::sync::watch;
 
 use super::leader::Leader;
@@ -22,30 +22,20 @@ use super::{stopped_during, FollowError};
 /// handles again at most what its group committed in this long before the failover.
 pub(super) const EVERY: Duration = Duration::from_secs(2);
 
-#[derive(Deserialize)]
-struct Groups {
-    groups: Vec<GroupSummary>,
-}
-
-#[derive(Deserialize)]
-struct DeadLetters {
-    dead_letters: Vec<DeadLetter>,
-}
-
 /// Copies the leader's at-least-once groups into `store` every [`EVERY`] until a stop
 /// is asked for, or until it is clear that one side keeps no groups (a `memory:`
 /// store). A failure is retried at the next turn; it never stops the follower.
 pub(super) async fn copy(
     store: Store,
     leader: Leader,
-    http: reqwest::Client,
+    client: Client,
     tracker: Arc<Tracker>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
         let copied = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
-            copied = copy_once(&store, &leader, &http) => copied,
+            copied = copy_once(&store, &leader, &client) => copied,
         };
         match copied {
             Ok(true) => {}
@@ -62,19 +52,16 @@ pub(super) async fn copy(
 }
 
 /// One copy; `false` when there is nothing to copy, ever.
-async fn copy_once(store: &Store, leader: &Leader, http: &reqwest::Client) -> Result<bool, FollowError> {
-    let Some(Groups { groups }) = leader.get_unless_unsupported(http, "/v1/groups").await? else {
+async fn copy_once(store: &Store, leader: &Leader, client: &Client) -> Result<bool, FollowError> {
+    let Some(groups) = leader.groups(client).await? else {
         return Ok(false);
     };
     for summary in groups {
         if summary.commit_mode != Some(CommitMode::AtLeastOnce) {
             continue;
         }
-        let group: GroupDescription = leader.get(http, &format!("/v1/groups/{}", summary.group)).await?;
-        let letters: DeadLetters = leader
-            .get(http, &format!("/v1/dead-letters?group={}", summary.group))
-            .await?;
-        match admin::mirror(store, &leader.url, &group, &letters.dead_letters).await {
+        let (group, letters) = leader.group(client, &summary.group).await?;
+        match admin::mirror(store, &leader.url, &group, &letters).await {
             Err(annals::Error::Unsupported { .. }) => return Ok(false),
             copied => copied?,
         };

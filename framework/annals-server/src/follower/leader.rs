@@ -1,11 +1,13 @@
-//! The follower's view of its leader over HTTP: the partitions route (epoch, partition
-//! count) and the fetch route, with every failure sorted into what a retry can cure and
-//! what it cannot.
+//! The follower's view of its leader over HTTP, through [`annals_client::Client`]: the
+//! partitions route (epoch, partition count), the fetch route and the groups, with
+//! every failure sorted into what a retry can cure and what it cannot.
 
 use std::time::Duration;
 
+use annals::group::admin::{DeadLetter, GroupDescription, GroupSummary};
 use annals::{Partition, RecordedEvent};
-use serde::Deserialize;
+use annals_client::wire::{PartitionEvents, PartitionsInfo};
+use annals_client::{Client, ClientError};
 
 use super::FollowError;
 
@@ -21,77 +23,38 @@ pub struct Leader {
     pub token: Option<String>,
 }
 
-/// How the message of a [`FollowError::Leader`] for an HTTP error starts.
-const ANSWERED: &str = "answered ";
-/// … for a `501 Not Implemented`.
-const NOT_IMPLEMENTED: &str = "answered 501 ";
-
-/// What `GET /v1/partitions` says of the leader.
-#[derive(Debug, Deserialize)]
-pub(super) struct Partitions {
-    pub(super) partition_count: u32,
-    pub(super) leader_epoch: u64,
-    /// The leader records where its appends end (and answers fetches with whole ones).
-    #[serde(default)]
-    pub(super) append_boundaries: bool,
-}
-
-/// A fetch's answer.
-#[derive(Debug, Deserialize)]
-pub(super) struct Fetched {
-    pub(super) events: Vec<RecordedEvent>,
-    pub(super) high_watermark: u64,
-}
-
 impl Leader {
     /// A client for this leader. A fetch waits at most [`WAIT_MS`] at the leader; a
     /// leader that stops answering (packets dropped, not refused) is given up on well
     /// after that.
-    pub(super) fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+    pub(super) fn client(&self) -> Client {
+        let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10))
             .build()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Client::with_http(&self.url, self.token.clone(), http)
     }
 
-    pub(super) async fn get<T: for<'de> Deserialize<'de>>(
-        &self,
-        http: &reqwest::Client,
-        path: &str,
-    ) -> Result<T, FollowError> {
-        let failed = |message: String| FollowError::Leader {
-            leader: self.url.clone(),
-            message,
-        };
-        let mut request = http.get(format!("{}{path}", self.url.trim_end_matches('/')));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| failed(e.to_string()))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(FollowError::Unauthorized {
+    /// The follower's error for a failed call: a refused token is final, anything else
+    /// is retried.
+    fn failed(&self, error: ClientError) -> FollowError {
+        if error.status() == Some(401) {
+            return FollowError::Unauthorized {
                 leader: self.url.clone(),
-            });
+            };
         }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(failed(format!("{ANSWERED}{status}: {body}")));
+        FollowError::Leader {
+            leader: self.url.clone(),
+            message: error.to_string(),
         }
-        response.json().await.map_err(|e| failed(e.to_string()))
     }
 
-    /// As [`get`](Leader::get), but `None` when the leader answers `501`: its store
-    /// does not have what `path` asks for (consumer groups on a `memory:` store).
-    pub(super) async fn get_unless_unsupported<T: for<'de> Deserialize<'de>>(
-        &self,
-        http: &reqwest::Client,
-        path: &str,
-    ) -> Result<Option<T>, FollowError> {
-        match self.get(http, path).await {
-            Err(FollowError::Leader { message, .. }) if message.starts_with(NOT_IMPLEMENTED) => Ok(None),
-            answered => answered.map(Some),
+    /// `None` when the leader answers `501`: its store does not have what was asked for.
+    fn unless_unsupported<T>(&self, answered: Result<T, ClientError>) -> Result<Option<T>, FollowError> {
+        match answered {
+            Err(error) if error.status() == Some(501) => Ok(None),
+            answered => answered.map(Some).map_err(|error| self.failed(error)),
         }
     }
 
@@ -100,8 +63,8 @@ impl Leader {
         Ok(self.partitions(&self.client()).await?.partition_count)
     }
 
-    pub(super) async fn partitions(&self, http: &reqwest::Client) -> Result<Partitions, FollowError> {
-        self.get(http, "/v1/partitions").await
+    pub(super) async fn partitions(&self, client: &Client) -> Result<PartitionsInfo, FollowError> {
+        client.partitions().await.map_err(|error| self.failed(error))
     }
 
     /// The leader's records of `partition` from `from`, whole appends, at most about
@@ -109,33 +72,50 @@ impl Leader {
     /// leader counts what it holds (for `min_insync_followers`).
     pub(super) async fn fetch(
         &self,
-        http: &reqwest::Client,
+        client: &Client,
         partition: Partition,
         from: u64,
         limit: usize,
         wait_ms: u64,
         follower: Option<&str>,
-    ) -> Result<Fetched, FollowError> {
-        let mut path = format!("/v1/partitions/{partition}/events?from_offset={from}&limit={limit}&wait_ms={wait_ms}");
-        if let Some(follower) = follower {
-            path.push_str("&follower=");
-            path.push_str(follower);
-        }
-        self.get(http, &path).await
+    ) -> Result<PartitionEvents, FollowError> {
+        client
+            .fetch(partition, from, limit, wait_ms, follower)
+            .await
+            .map_err(|error| self.failed(error))
     }
 
     /// The leader's record at `offset` of `partition`, if it has one.
     pub(super) async fn record_at(
         &self,
-        http: &reqwest::Client,
+        client: &Client,
         partition: Partition,
         offset: u64,
     ) -> Result<Option<RecordedEvent>, FollowError> {
-        let fetched = self.fetch(http, partition, offset, 1, 0, None).await?;
+        let fetched = self.fetch(client, partition, offset, 1, 0, None).await?;
         Ok(fetched
             .events
             .into_iter()
             .next()
             .filter(|record| record.offset == offset))
+    }
+
+    /// The leader's consumer groups; `None` when its store keeps none.
+    pub(super) async fn groups(&self, client: &Client) -> Result<Option<Vec<GroupSummary>>, FollowError> {
+        self.unless_unsupported(client.groups().await)
+    }
+
+    /// One of the leader's groups, with its dead letters.
+    pub(super) async fn group(
+        &self,
+        client: &Client,
+        group: &str,
+    ) -> Result<(GroupDescription, Vec<DeadLetter>), FollowError> {
+        let description = client.group(group).await.map_err(|error| self.failed(error))?;
+        let letters = client
+            .dead_letters(Some(group))
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok((description, letters))
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{Offset, Partition, Store, StoreOptions};
+use annals_client::Client;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -390,7 +391,7 @@ async fn drain(loops: &mut JoinSet<Result<(), FollowError>>) -> Result<(), Follo
 struct PartitionLoop {
     store: Store,
     leader: Leader,
-    http: reqwest::Client,
+    http: Client,
     partition: Partition,
     /// How this follower names itself to the leader, which counts it for acks.
     id: Arc<str>,

@@ -24,6 +24,16 @@ pub mod tally;
 use annals::{Store, StoreOptions};
 use tempfile::TempDir;
 
+/// Waits until `check` holds, looking every 20 ms; fails the test, naming `what`, after
+/// 30 seconds.
+pub async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A store under test that can be opened again, as a restarted process would.
 pub struct TestStore {
     kind: Kind,

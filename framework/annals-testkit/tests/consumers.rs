@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals::group::admin::{self, DeadLetterStatus, ResetTo};
 use annals::group::{Consumer, Filter, GroupMember, GroupOptions, Processed};
 use annals::{async_trait, Error, Offset, Partition, RecordedEvent};
 use annals_testkit::tally::{add, add_poison, caught_up};
-use annals_testkit::TestStore;
+use annals_testkit::{wait_for, TestStore};
 
 annals_testkit::on_every_engine!(
     at_least_once_consumers_dedup_with_processed,
@@ -81,14 +81,6 @@ impl Consumer for Mailer {
         self.sent.lock().expect("lock").push(record.stream.to_string());
         processed.insert(record.event_id).await?;
         Ok(())
-    }
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

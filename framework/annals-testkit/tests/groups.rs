@@ -1,14 +1,14 @@
 //! Consumer groups and projections on SQLite and PostgreSQL (I6, I7).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals::group::admin::{self, DeadLetterStatus, ResetTo};
 use annals::group::{rebuild, FailurePolicy, Filter, GroupMember, GroupOptions, Projection, StartAt};
 use annals::readmodel::Tx;
 use annals::{Error, RecordedEvent, Store};
 use annals_testkit::tally::{add, add_poison, caught_up, fold_log, Tally};
-use annals_testkit::TestStore;
+use annals_testkit::{wait_for, TestStore};
 use async_trait::async_trait;
 
 annals_testkit::on_sql_engines!(
@@ -44,14 +44,6 @@ fn stalled() -> GroupOptions {
         session_timeout: Duration::from_millis(500),
         heartbeat_interval: Duration::from_secs(3600),
         ..fast()
-    }
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

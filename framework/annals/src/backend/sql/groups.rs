@@ -47,6 +47,7 @@ macro_rules! statement {
 }
 
 /// Consumer groups in the store's database.
+#[derive(Clone)]
 pub(crate) struct SqlGroups {
     db: Db,
     dialect: &'static Dialect,
@@ -409,7 +410,7 @@ impl Groups for SqlGroups {
     }
 
     async fn describe(&self, group: &str) -> Result<Option<GroupRecord>> {
-        let this = SqlGroups::new(self.db.clone(), self.dialect);
+        let this = self.clone();
         let group = group.to_owned();
         self.db
             .read_transaction(move |tx| {
@@ -450,7 +451,7 @@ impl Groups for SqlGroups {
     }
 
     async fn mirror(&self, mirrored: Mirrored) -> Result<bool> {
-        let this = SqlGroups::new(self.db.clone(), self.dialect);
+        let this = self.clone();
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {
@@ -523,7 +524,7 @@ impl Groups for SqlGroups {
     }
 
     async fn reset(&self, group: &str, targets: ResetTargets) -> Result<()> {
-        let this = SqlGroups::new(self.db.clone(), self.dialect);
+        let this = self.clone();
         let group = group.to_owned();
         self.db
             .transaction(move |tx| {
@@ -602,7 +603,7 @@ impl Groups for SqlGroups {
     }
 
     async fn retry_dead_letter(&self, id: i64) -> Result<DeadLetter> {
-        let this = SqlGroups::new(self.db.clone(), self.dialect);
+        let this = self.clone();
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {
@@ -619,7 +620,7 @@ impl Groups for SqlGroups {
     }
 
     async fn skip_dead_letter(&self, id: i64) -> Result<DeadLetter> {
-        let this = SqlGroups::new(self.db.clone(), self.dialect);
+        let this = self.clone();
         self.db
             .transaction(move |tx| {
                 Box::pin(async move {

@@ -4,14 +4,16 @@
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::meta::ParseNestedMeta;
 use syn::{parse_macro_input, Attribute, Data, DeriveInput, Error, LitInt, LitStr, Result, Token};
 
 /// Implements `annals::aggregate::DomainEvent` for an enum of events, checking at
 /// compile time that serde writes it the way annals stores events: adjacently tagged,
 /// `#[serde(tag = "type", content = "data")]`, so that each variant's name is a
-/// record's event type and its fields the payload. The impl lists those names in
-/// `EVENT_TYPES` (after serde's `rename` and `rename_all`), for typed filters.
+/// record's event type and its fields the payload. The impl lists in `EVENT_TYPES`
+/// every event type the enum reads (after serde's `rename` and `rename_all`, with
+/// each `alias`; not the variants serde skips when reading), for typed filters.
 ///
 /// `#[domain_event(schema_version = N)]` sets `SCHEMA_VERSION` (default 1).
 #[proc_macro_derive(DomainEvent, attributes(domain_event))]
@@ -39,21 +41,23 @@ fn expand(input: &DeriveInput) -> Result<TokenStream2> {
     let mut names: Vec<String> = Vec::new();
     for variant in &data.variants {
         let attrs = SerdeAttrs::of(&variant.attrs)?;
-        if attrs.skip {
+        if attrs.skip_reading {
             continue;
         }
         let name = match attrs.rename {
             Some(name) => name,
-            None => rename_all(serde.rename_all.as_deref(), &variant.ident.to_string())
+            None => rename_all(serde.rename_all.as_deref(), &variant.ident.unraw().to_string())
                 .ok_or_else(|| Error::new_spanned(&input.ident, "unknown serde rename_all rule"))?,
         };
-        if names.contains(&name) {
-            return Err(Error::new_spanned(
-                &variant.ident,
-                format!("two variants are both written as event type {name:?}"),
-            ));
+        for name in std::iter::once(name).chain(attrs.aliases) {
+            if names.contains(&name) {
+                return Err(Error::new_spanned(
+                    &variant.ident,
+                    format!("two variants are both read as event type {name:?}"),
+                ));
+            }
+            names.push(name);
         }
-        names.push(name);
     }
     let ident = &input.ident;
     let (impl_generics, type_generics, where_clause) = input.generics.split_for_impl();
@@ -72,7 +76,9 @@ struct SerdeAttrs {
     content: Option<String>,
     rename_all: Option<String>,
     rename: Option<String>,
-    skip: bool,
+    aliases: Vec<String>,
+    /// serde skips the variant when it reads (`skip`, `skip_deserializing`).
+    skip_reading: bool,
 }
 
 impl SerdeAttrs {
@@ -97,8 +103,14 @@ impl SerdeAttrs {
                     } else {
                         found.rename_all = Some(value);
                     }
-                } else if meta.path.is_ident("skip") || meta.path.is_ident("skip_serializing") {
-                    found.skip = true;
+                } else if meta.path.is_ident("alias") {
+                    found.aliases.push(text(&meta)?);
+                } else if meta.path.is_ident("skip") || meta.path.is_ident("skip_deserializing") {
+                    found.skip_reading = true;
+                } else if meta.path.is_ident("into") || meta.path.is_ident("from") || meta.path.is_ident("try_from") {
+                    return Err(meta.error(
+                        "with into/from the enum's own serde form is not what is stored; derive DomainEvent on the stored type",
+                    ));
                 } else {
                     skip_value(&meta)?;
                 }
@@ -139,33 +151,27 @@ fn schema_version(attrs: &[Attribute]) -> Result<u32> {
 }
 
 /// `variant` (a Rust variant name, in PascalCase) as serde's `rename_all` rule writes
-/// it; `None` for a rule serde does not have.
+/// it, by serde's own rules (ASCII case only); `None` for a rule serde does not have.
 fn rename_all(rule: Option<&str>, variant: &str) -> Option<String> {
-    let words = |separator: char| {
+    let snake = || {
         let mut out = String::new();
         for (i, c) in variant.char_indices() {
-            if c.is_uppercase() && i > 0 {
-                out.push(separator);
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
             }
-            out.extend(c.to_lowercase());
+            out.push(c.to_ascii_lowercase());
         }
         out
     };
     Some(match rule {
         None | Some("PascalCase") => variant.to_owned(),
-        Some("lowercase") => variant.to_lowercase(),
-        Some("UPPERCASE") => variant.to_uppercase(),
-        Some("camelCase") => {
-            let mut chars = variant.chars();
-            chars
-                .next()
-                .map(|first| first.to_lowercase().chain(chars).collect())
-                .unwrap_or_default()
-        }
-        Some("snake_case") => words('_'),
-        Some("SCREAMING_SNAKE_CASE") => words('_').to_uppercase(),
-        Some("kebab-case") => words('-'),
-        Some("SCREAMING-KEBAB-CASE") => words('-').to_uppercase(),
+        Some("lowercase") => variant.to_ascii_lowercase(),
+        Some("UPPERCASE") => variant.to_ascii_uppercase(),
+        Some("camelCase") => variant[..1].to_ascii_lowercase() + &variant[1..],
+        Some("snake_case") => snake(),
+        Some("SCREAMING_SNAKE_CASE") => snake().to_ascii_uppercase(),
+        Some("kebab-case") => snake().replace('_', "-"),
+        Some("SCREAMING-KEBAB-CASE") => snake().to_ascii_uppercase().replace('_', "-"),
         Some(_) => return None,
     })
 }
@@ -190,5 +196,10 @@ mod tests {
             assert_eq!(rename_all(rule, "LineAdded").as_deref(), Some(expected), "{rule:?}");
         }
         assert_eq!(rename_all(Some("Title Case"), "LineAdded"), None);
+        // serde makes kebab case from snake case.
+        assert_eq!(
+            rename_all(Some("kebab-case"), "Line_Added").as_deref(),
+            Some("line--added")
+        );
     }
 }

@@ -300,3 +300,37 @@ async fn a_truncation_moves_offsets_back_and_drops_dead_letters(t: TestStore) {
         "dead letters of removed records stayed"
     );
 }
+
+/// A projection that asks for the groups from inside its own transaction.
+struct AsksInside {
+    store: annals::Store,
+}
+
+#[async_trait]
+impl annals::group::Projection for AsksInside {
+    async fn handle(&self, _: &RecordedEvent, _: &mut annals::readmodel::Tx) -> annals::Result<()> {
+        admin::list(&self.store).await.map(drop)
+    }
+}
+
+/// On a memory store a group transaction holds the groups until it ends: group work a
+/// handler starts from inside one is refused, not left waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_work_inside_a_memory_transaction_is_refused() {
+    let store = annals::Store::open("memory:").await.expect("memory");
+    let options = GroupOptions {
+        max_attempts: 1,
+        ..fast()
+    };
+    let member = GroupMember::projection(&store, "g", AsksInside { store: store.clone() }, options)
+        .await
+        .expect("joins");
+    add(&store, "acct-1", 1).await;
+    wait_for("the record to be dead-lettered", async || {
+        !admin::dead_letters(&store, Some("g")).await.expect("list").is_empty()
+    })
+    .await;
+    let letters = admin::dead_letters(&store, Some("g")).await.expect("list");
+    assert!(letters[0].error.contains("inside a group transaction"), "{letters:#?}");
+    member.shutdown().await.expect("leaves");
+}

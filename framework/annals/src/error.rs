@@ -388,8 +388,7 @@ impl std::fmt::Display for EngineFailure {
 /// How a database error code fails: PostgreSQL's SQLSTATE classes 08 (connection), 57
 /// (operator intervention: a shutdown, a terminated connection) and 58 (system error)
 /// are `Unavailable`, 40 (serialization failure, deadlock) and 53 (insufficient
-/// resources) `Busy`; SQLite's busy and locked results (primary codes 5, 6) are
-/// `Busy`, its I/O, full-disk and cannot-open results (10, 13, 14) `Unavailable`.
+/// resources) `Busy`; SQLite's results as [`sqlite_failure`] sorts them.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn failure_of(error: &dyn sqlx::error::DatabaseError) -> EngineFailure {
     if !matches!(error.kind(), sqlx::error::ErrorKind::Other) {
@@ -406,9 +405,21 @@ fn failure_of(error: &dyn sqlx::error::DatabaseError) -> EngineFailure {
             _ => EngineFailure::Other,
         };
     }
-    match code.parse::<i32>().map(|sqlite| sqlite & 0xff) {
-        Ok(5 | 6) => EngineFailure::Busy,
-        Ok(10 | 13 | 14) => EngineFailure::Unavailable,
+    code.parse::<i32>().map_or(EngineFailure::Other, sqlite_failure)
+}
+
+/// How a SQLite result code fails. `Busy`: busy, locked, aborted (a transaction rolled
+/// back to let another through), the locking protocol, a schema that changed under a
+/// statement, and a read-only database that could not yet recover or lock its WAL
+/// (primary codes 4, 5, 6, 15, 17; extended 264 and 520). `Unavailable`: out of
+/// memory, interrupted, I/O, a full disk, a file that cannot be opened (7, 9, 10, 13,
+/// 14). A constraint (19) is `Constraint`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sqlite_failure(extended: i32) -> EngineFailure {
+    match (extended & 0xff, extended) {
+        (4 | 5 | 6 | 15 | 17, _) | (8, 264 | 520) => EngineFailure::Busy,
+        (7 | 9 | 10 | 13 | 14, _) => EngineFailure::Unavailable,
+        (19, _) => EngineFailure::Constraint,
         _ => EngineFailure::Other,
     }
 }
@@ -436,13 +447,8 @@ impl From<sqlx::Error> for Error {
 #[cfg(feature = "sqlite")]
 impl From<rusqlite::Error> for Error {
     fn from(error: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode;
-        let kind = match error.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => EngineFailure::Busy,
-            Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen) => {
-                EngineFailure::Unavailable
-            }
-            Some(ErrorCode::ConstraintViolation) => EngineFailure::Constraint,
+        let kind = match &error {
+            rusqlite::Error::SqliteFailure(failure, _) => sqlite_failure(failure.extended_code),
             _ => EngineFailure::Other,
         };
         Error::Engine {
@@ -475,7 +481,15 @@ mod tests {
             (ffi::SQLITE_IOERR, EngineFailure::Unavailable, true),
             (ffi::SQLITE_FULL, EngineFailure::Unavailable, true),
             (ffi::SQLITE_CANTOPEN, EngineFailure::Unavailable, true),
+            (ffi::SQLITE_ABORT, EngineFailure::Busy, true),
+            (ffi::SQLITE_PROTOCOL, EngineFailure::Busy, true),
+            (ffi::SQLITE_SCHEMA, EngineFailure::Busy, true),
+            (ffi::SQLITE_READONLY_CANTLOCK, EngineFailure::Busy, true),
+            (ffi::SQLITE_NOMEM, EngineFailure::Unavailable, true),
+            (ffi::SQLITE_INTERRUPT, EngineFailure::Unavailable, true),
             (ffi::SQLITE_CONSTRAINT, EngineFailure::Constraint, false),
+            (ffi::SQLITE_CONSTRAINT_UNIQUE, EngineFailure::Constraint, false),
+            (ffi::SQLITE_READONLY, EngineFailure::Other, false),
             (ffi::SQLITE_CORRUPT, EngineFailure::Other, false),
         ] {
             let error = sqlite(code);

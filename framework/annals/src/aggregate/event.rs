@@ -29,11 +29,12 @@ pub use crate::record::SCHEMA_VERSION_KEY;
 /// #[domain_event(schema_version = 2)]
 /// enum OrderEvent {
 ///     Placed { lines: u32 },
-///     #[serde(rename = "Cancelled")]
+///     // Old records say "Canceled"; new ones are written "Cancelled".
+///     #[serde(rename = "Cancelled", alias = "Canceled")]
 ///     CancelledByCustomer { reason: String },
 /// }
 ///
-/// assert_eq!(OrderEvent::EVENT_TYPES, ["Placed", "Cancelled"]);
+/// assert_eq!(OrderEvent::EVENT_TYPES, ["Placed", "Cancelled", "Canceled"]);
 /// assert_eq!(OrderEvent::SCHEMA_VERSION, 2);
 /// ```
 ///
@@ -70,8 +71,8 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// with (metadata key `schema_version`).
     const SCHEMA_VERSION: u32 = 1;
 
-    /// The event types the enum writes, in variant order (empty when the impl does not
-    /// say; the derive fills it).
+    /// The event types the enum reads, in variant order (empty when the impl does not
+    /// say; the derive fills it, aliases included).
     const EVENT_TYPES: &'static [&'static str] = &[];
 }
 

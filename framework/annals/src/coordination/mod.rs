@@ -109,14 +109,14 @@ impl DeadLetterStatus {
         }
     }
 
-    /// The status stored as `text`.
-    pub(crate) fn parse(text: &str) -> Result<Self> {
+    /// The status stored as `text`, read from column `index`.
+    pub(crate) fn parse(text: &str, index: usize) -> Result<Self> {
         match text {
             "failed" => Ok(DeadLetterStatus::Failed),
             "parked" => Ok(DeadLetterStatus::Parked),
             "retry" => Ok(DeadLetterStatus::Retry),
             _ => Err(Error::ColumnType {
-                index: 7,
+                index,
                 expected: "a dead-letter status (failed, parked or retry)",
                 found: "other text",
             }),

@@ -52,6 +52,7 @@ macro_rules! params {
 
 /// The database engine behind a [`Db`], for the rare statement that differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Engine {
     /// SQLite.
     Sqlite,

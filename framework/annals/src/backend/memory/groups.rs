@@ -32,8 +32,6 @@ struct State {
     /// Every group's dead letters, by id.
     dead_letters: BTreeMap<i64, DeadLetter>,
     last_dead_letter_id: i64,
-    /// (group, event id) marked as done by at-least-once consumers.
-    processed: HashSet<(String, Uuid)>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,9 +247,10 @@ impl Database for Transactions {
     }
 
     async fn transaction(&self, work: Work, writes: bool) -> Result<Answer> {
+        not_inside_a_transaction()?;
         let mut state = self.state.clone().lock_owned().await;
         let mut tx = Tx::new(MemoryTx { state: state.clone() });
-        let answer = work(&mut tx).await?;
+        let answer = IN_TRANSACTION.scope((), work(&mut tx)).await?;
         if writes {
             *state = tx.into_inner::<MemoryTx>().state;
         }
@@ -259,9 +258,31 @@ impl Database for Transactions {
     }
 }
 
+tokio::task_local! {
+    /// Set while a group transaction's work runs on this task.
+    static IN_TRANSACTION: ();
+}
+
+/// A transaction holds the groups' lock until it ends, so group work it started on its
+/// own task (another transaction, a processed id, an operator's call) would wait for
+/// it forever; it is refused instead. (The SQL engines run such work on another
+/// connection.)
+fn not_inside_a_transaction() -> Result<()> {
+    match IN_TRANSACTION.try_with(|_| ()) {
+        Ok(()) => Err(Error::Unsupported {
+            what: "group work inside a group transaction of a memory store",
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 /// The groups of a memory store.
 pub(super) struct MemoryGroups {
     state: Arc<AsyncMutex<State>>,
+    /// (group, event id) marked as done by at-least-once consumers: apart from the
+    /// groups, as the SQL engines mark them in transactions of their own, and because
+    /// it only grows.
+    processed: Mutex<HashSet<(String, Uuid)>>,
     log: Arc<Mutex<Log>>,
     db: Db,
 }
@@ -272,6 +293,7 @@ impl MemoryGroups {
         MemoryGroups {
             db: Db::new(Arc::new(Transactions { state: state.clone() })),
             state,
+            processed: Mutex::default(),
             log,
         }
     }
@@ -282,6 +304,7 @@ impl MemoryGroups {
 
     /// Runs `work` on the groups as one transaction of its own.
     async fn write<T>(&self, work: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        not_inside_a_transaction()?;
         let mut state = self.state.lock().await;
         let mut copy = state.clone();
         let value = work(&mut copy)?;
@@ -289,13 +312,15 @@ impl MemoryGroups {
         Ok(value)
     }
 
-    async fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
-        read(&*self.state.lock().await)
+    async fn read<T>(&self, read: impl FnOnce(&State) -> T) -> Result<T> {
+        not_inside_a_transaction()?;
+        Ok(read(&*self.state.lock().await))
     }
 
     /// Holds off every group transaction while the guard lives.
-    pub(super) async fn lock(&self) -> GroupsGuard<'_> {
-        GroupsGuard(self.state.lock().await)
+    pub(super) async fn lock(&self) -> Result<GroupsGuard<'_>> {
+        not_inside_a_transaction()?;
+        Ok(GroupsGuard(self.state.lock().await))
     }
 }
 
@@ -503,55 +528,52 @@ impl Groups for MemoryGroups {
     }
 
     async fn processed(&self, group: &str, event_id: Uuid) -> Result<bool> {
-        Ok(self
-            .read(|state| state.processed.contains(&(group.to_owned(), event_id)))
-            .await)
+        let processed = self.processed.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(processed.contains(&(group.to_owned(), event_id)))
     }
 
     async fn mark_processed(&self, group: &str, event_id: Uuid) -> Result<bool> {
-        self.write(|state| Ok(state.processed.insert((group.to_owned(), event_id))))
-            .await
+        let mut processed = self.processed.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(processed.insert((group.to_owned(), event_id)))
     }
 
     async fn list(&self) -> Result<Vec<GroupRow>> {
         let now = now_ms();
-        Ok(self
-            .read(|state| {
-                state
-                    .groups
-                    .iter()
-                    .map(|(name, group)| GroupRow {
-                        group: name.clone(),
-                        generation: group.generation,
-                        live_members: group.members.values().filter(|m| m.live(now)).count() as u64,
-                        commit_mode: group.commit_mode,
-                        mirrored_from: group.mirrored_from.clone(),
-                        committed: group
-                            .partitions
-                            .values()
-                            .map(|row| (row.partition, row.committed))
-                            .collect(),
-                    })
-                    .collect()
-            })
-            .await)
+        self.read(|state| {
+            state
+                .groups
+                .iter()
+                .map(|(name, group)| GroupRow {
+                    group: name.clone(),
+                    generation: group.generation,
+                    live_members: group.members.values().filter(|m| m.live(now)).count() as u64,
+                    commit_mode: group.commit_mode,
+                    mirrored_from: group.mirrored_from.clone(),
+                    committed: group
+                        .partitions
+                        .values()
+                        .map(|row| (row.partition, row.committed))
+                        .collect(),
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn describe(&self, name: &str) -> Result<Option<GroupRecord>> {
         let now = now_ms();
-        Ok(self
-            .read(|state| {
-                let group = state.groups.get(name)?;
-                Some(GroupRecord {
-                    generation: group.generation,
-                    commit_mode: group.commit_mode,
-                    mirrored_from: group.mirrored_from.clone(),
-                    members: group.live_members(now),
-                    partitions: group.partitions.values().cloned().collect(),
-                    dead_letters: state.dead_letters.values().filter(|d| d.group == name).count() as u64,
-                })
+        self.read(|state| {
+            let group = state.groups.get(name)?;
+            Some(GroupRecord {
+                generation: group.generation,
+                commit_mode: group.commit_mode,
+                mirrored_from: group.mirrored_from.clone(),
+                members: group.live_members(now),
+                partitions: group.partitions.values().cloned().collect(),
+                dead_letters: state.dead_letters.values().filter(|d| d.group == name).count() as u64,
             })
-            .await)
+        })
+        .await
     }
 
     async fn mirror(&self, mirrored: Mirrored) -> Result<bool> {
@@ -659,7 +681,7 @@ impl Groups for MemoryGroups {
                     .cloned()
                     .collect()
             })
-            .await;
+            .await?;
         letters.sort_by(|a, b| (&a.group, a.partition, a.offset).cmp(&(&b.group, b.partition, b.offset)));
         Ok(letters)
     }

@@ -233,7 +233,7 @@ impl Backend for MemoryBackend {
     async fn change_role(&self, change: RoleChange) -> Result<Replica> {
         // Groups copied from a leader are copied while the store is a follower: the
         // role does not change under a copy (see `MemoryGroups::mirror`).
-        let _groups = self.groups.lock().await;
+        let _groups = self.groups.lock().await?;
         let mut log = self.log();
         log.replica = match change {
             RoleChange::Follow { leader, epoch } => Replica {
@@ -280,7 +280,7 @@ impl Backend for MemoryBackend {
 
     async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         // The groups' lock first, as every path that takes both does.
-        let mut groups = self.groups.lock().await;
+        let mut groups = self.groups.lock().await?;
         let mut log = self.log();
         if log.replica.leader.is_none() {
             return Err(Error::NotAReplica);

@@ -163,7 +163,7 @@ fn dead_letter(row: &Row) -> Result<DeadLetter> {
         stream: row.get(4)?,
         event_id: row.get(5)?,
         event_type: row.get(6)?,
-        status: DeadLetterStatus::parse(&row.get::<String>(7)?)?,
+        status: DeadLetterStatus::parse(&row.get::<String>(7)?, 7)?,
         error: row.get(8)?,
         attempts: row.get(9)?,
         created_at: time(row.get(10)?),
@@ -333,7 +333,7 @@ impl Groups for SqlGroups {
             .await?
             .into_iter()
             .map(|row| {
-                let status = DeadLetterStatus::parse(&row.get::<String>(3)?)?;
+                let status = DeadLetterStatus::parse(&row.get::<String>(3)?, 3)?;
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, status))
             })
             .collect()

@@ -271,16 +271,22 @@ impl Backend for SqliteBackend {
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         // While appends come one at a time, the writer's connection is mostly idle and
         // its page cache holds what they wrote, where a reader's was emptied by them.
+        // It reads one page there, so that a long stream does not hold up the writer;
+        // the rest, if any, on a reader.
+        const ON_THE_WRITER: usize = 1_000;
+        let mut from = from_version;
         if reader::may_block() && self.writer_conn.lone() {
             let read = tokio::task::block_in_place(|| {
                 self.writer_conn
-                    .try_read(|conn| reader::visit_rows(conn, stream.as_str(), from_version, usize::MAX, visit))
+                    .try_read(|conn| reader::visit_rows(conn, stream.as_str(), from, ON_THE_WRITER, visit))
             });
-            if let Some(read) = read {
-                return read;
+            match read {
+                Some(Ok((seen, last))) if seen == ON_THE_WRITER => from = last + 1,
+                Some(done) => return done.map(drop),
+                None => {}
             }
         }
-        self.records.fold(stream, from_version, visit).await
+        self.records.fold(stream, from, visit).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

@@ -108,7 +108,7 @@ impl Readers {
     ) -> Result<()> {
         if may_block() {
             return tokio::task::block_in_place(|| {
-                self.with_idle(|conn| visit_rows(conn, stream.as_str(), from, usize::MAX, visit))
+                self.with_idle(|conn| visit_rows(conn, stream.as_str(), from, usize::MAX, visit).map(drop))
             });
         }
         const PAGE: usize = 1_000;
@@ -121,7 +121,8 @@ impl Readers {
                     visit_rows(conn, &stream, next, PAGE, &mut |view| {
                         rows.push(FoldRow::from(view));
                         Ok(())
-                    })?;
+                    })
+                    .map(drop)?;
                     Ok(rows)
                 })
                 .await?;
@@ -184,32 +185,35 @@ impl FoldRow {
 }
 
 /// Up to `limit` events of `stream` from version `from` on, each shown to `visit`
-/// borrowed from SQLite's row.
+/// borrowed from SQLite's row. Returns how many there were and the last one's version.
 pub(super) fn visit_rows(
     conn: &rusqlite::Connection,
     stream: &str,
     from: Version,
     limit: usize,
     visit: &mut Visitor<'_>,
-) -> Result<()> {
+) -> Result<(usize, Version)> {
     let mut statement = conn.prepare_cached(sql::FOLD_STREAM).map_err(Error::from)?;
     let mut rows = statement
         .query(rusqlite::params![stream, clamp(from), clamp(limit)])
         .map_err(Error::from)?;
+    let (mut seen, mut last) = (0, from);
     while let Some(row) = rows.next().map_err(Error::from)? {
         let text = |i| {
             row.get_ref(i)
                 .and_then(|v| v.as_str().map_err(Into::into))
                 .map_err(Error::from)
         };
+        last = row.get::<_, i64>(0).map_err(Error::from)? as Version;
         visit(EventView {
-            version: row.get::<_, i64>(0).map_err(Error::from)? as Version,
+            version: last,
             event_type: text(1)?,
             payload: text(2)?,
             schema_version: crate::record::schema_version_in(text(3)?)?,
         })?;
+        seen += 1;
     }
-    Ok(())
+    Ok((seen, last))
 }
 
 fn clamp(value: impl TryInto<i64>) -> i64 {

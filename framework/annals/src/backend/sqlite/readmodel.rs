@@ -268,8 +268,9 @@ fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Op
             let error = if ok {
                 Error::TransactionEnded
             } else {
+                // Not this transaction's fault: it may try again.
                 Error::Engine {
-                    kind: EngineFailure::Other,
+                    kind: EngineFailure::Busy,
                     source: "rolled back: a transaction committed in the same group failed and SQLite ended the group"
                         .into(),
                 }

@@ -96,8 +96,27 @@ impl Shared {
     /// connection empties a reader's page cache; the writer's stays current, so a read
     /// that follows this process's own appends finds its pages in memory.
     pub(super) fn try_read<T>(&self, read: impl FnOnce(&Connection) -> T) -> Option<T> {
-        let conn = self.conn.try_lock().ok()?;
+        let conn = self.try_lock()?;
         conn.as_ref().map(read)
+    }
+
+    /// The connection if it is free. A panic while it was lent out (a fold's visitor,
+    /// say) leaves the lock poisoned; the connection is still fit when no transaction
+    /// was left open, and is taken again then.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Option<Connection>>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                let conn = poisoned.into_inner();
+                if conn.as_ref().is_some_and(Connection::is_autocommit) {
+                    self.conn.clear_poison();
+                    Some(conn)
+                } else {
+                    None
+                }
+            }
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Closes the connection, once the writer thread has stopped and no appender
@@ -121,7 +140,7 @@ pub(super) fn append_now(
     append: PreparedAppend,
     wakeups: &Wakeups,
 ) -> std::result::Result<Result<AppendOutcome>, PreparedAppend> {
-    let Ok(conn) = shared.conn.try_lock() else {
+    let Some(conn) = shared.try_lock() else {
         // Another commit is under way: appends no longer come one at a time.
         shared.singles.store(0, Ordering::Relaxed);
         return Err(append);

@@ -29,6 +29,12 @@ pub(crate) enum CliError {
     Follow(annals_server::follower::FollowError),
 }
 
+impl From<annals::InvalidStreamId> for CliError {
+    fn from(invalid: annals::InvalidStreamId) -> Self {
+        CliError::Store(invalid.into())
+    }
+}
+
 impl CliError {
     /// The process's exit code: 1 for most failures; `annals follow` exits with 3 when
     /// the logs diverged and 4 when the leader's epoch is below the store's, so that a

@@ -41,7 +41,7 @@ fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
 }
 
 fn stream_id(text: String) -> ApiResult<StreamId> {
-    Ok(StreamId::new(text)?)
+    Ok(StreamId::new(text).map_err(annals::Error::from)?)
 }
 
 /// Reads the whole body, refusing more than the limit with 413.

@@ -285,6 +285,15 @@ pub enum Error {
     Closed,
 }
 
+impl From<crate::stream::InvalidStreamId> for Error {
+    fn from(invalid: crate::stream::InvalidStreamId) -> Self {
+        Error::InvalidStreamId {
+            id: invalid.id,
+            reason: invalid.reason,
+        }
+    }
+}
+
 impl Error {
     /// A handler's failure, keeping `error` as its source: anything that converts into
     /// a boxed error, so a user's own error type or just a message.

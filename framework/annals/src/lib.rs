@@ -67,7 +67,7 @@ pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{AppendRequest, EventStore, Store};
-pub use stream::{StreamId, MAX_STREAM_ID_LEN};
+pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
 
 /// The names most programs need: `use annals::prelude::*;`.
 pub mod prelude {

@@ -5,8 +5,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{Error, Result};
-
 /// The longest stream id, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 200;
 
@@ -28,13 +26,32 @@ pub const MAX_STREAM_ID_LEN: usize = 200;
 #[serde(transparent)]
 pub struct StreamId(String);
 
+/// A text that is not a stream id, and why. It converts into
+/// [`Error::InvalidStreamId`](crate::Error::InvalidStreamId), so `?` carries it into an
+/// `annals::Result`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidStreamId {
+    /// The text.
+    pub id: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for InvalidStreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid stream id {:?}: {}", self.id, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidStreamId {}
+
 impl StreamId {
     /// Validates `id` and wraps it.
-    pub fn new(id: impl Into<String>) -> Result<Self> {
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidStreamId> {
         let id = id.into();
         match invalid_reason(&id) {
             None => Ok(StreamId(id)),
-            Some(reason) => Err(Error::InvalidStreamId { id, reason }),
+            Some(reason) => Err(InvalidStreamId { id, reason }),
         }
     }
 
@@ -101,16 +118,6 @@ pub(crate) const fn is_category(category: &str) -> bool {
     true
 }
 
-/// Whether `category` could be the category of some stream id (for filters).
-pub(crate) fn validate_category(category: &str) -> Result<()> {
-    if !is_category(category) {
-        return Err(Error::InvalidCategory {
-            category: category.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -124,28 +131,28 @@ impl AsRef<str> for StreamId {
 }
 
 impl FromStr for StreamId {
-    type Err = Error;
-    fn from_str(id: &str) -> Result<Self> {
+    type Err = InvalidStreamId;
+    fn from_str(id: &str) -> Result<Self, InvalidStreamId> {
         StreamId::new(id)
     }
 }
 
 impl TryFrom<String> for StreamId {
-    type Error = Error;
-    fn try_from(id: String) -> Result<Self> {
+    type Error = InvalidStreamId;
+    fn try_from(id: String) -> Result<Self, InvalidStreamId> {
         StreamId::new(id)
     }
 }
 
 impl TryFrom<&str> for StreamId {
-    type Error = Error;
-    fn try_from(id: &str) -> Result<Self> {
+    type Error = InvalidStreamId;
+    fn try_from(id: &str) -> Result<Self, InvalidStreamId> {
         StreamId::new(id)
     }
 }
 
 impl<'de> Deserialize<'de> for StreamId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let id = String::deserialize(deserializer)?;
         StreamId::new(id).map_err(serde::de::Error::custom)
     }
@@ -172,7 +179,7 @@ mod tests {
     fn rejects_everything_else() {
         for id in ["", "order 1", "order/1", "ordre-é", "a\n", &"a".repeat(201)] {
             assert!(
-                matches!(StreamId::new(id), Err(Error::InvalidStreamId { .. })),
+                matches!(StreamId::new(id), Err(InvalidStreamId { .. })),
                 "{id:?} was accepted"
             );
         }
@@ -183,9 +190,9 @@ mod tests {
     fn category_is_the_text_before_the_first_dash() {
         assert_eq!(StreamId::new("order-7f3c-1").unwrap().category(), "order");
         assert_eq!(StreamId::new("singleton").unwrap().category(), "singleton");
-        assert!(validate_category("order").is_ok());
-        assert!(validate_category("order-1").is_err());
-        assert!(validate_category("").is_err());
+        assert!(is_category("order"));
+        assert!(!is_category("order-1"));
+        assert!(!is_category(""));
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// The stream of aggregate `id`: `CATEGORY-id`.
     pub fn stream_id(id: &str) -> Result<StreamId, Error> {
-        StreamId::new(format!("{}-{id}", Self::CATEGORY))
+        Ok(StreamId::new(format!("{}-{id}", Self::CATEGORY))?)
     }
 
     /// Rebuilds aggregate `id` from its events (a new aggregate if it has none).

@@ -34,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::position::Partition;
 use crate::readmodel::Tx;
 use crate::record::RecordedEvent;
+use crate::store::validate_category;
 use crate::store::Store;
-use crate::stream::validate_category;
 
 pub use crate::coordination::{CommitMode, StartAt};
 pub use rebuild::rebuild;

@@ -35,7 +35,7 @@ use crate::options::{Limits, StoreOptions};
 use crate::partitioner::partition_for;
 use crate::position::{ExpectedVersion, Offset, Partition, Version};
 use crate::record::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN, SCHEMA_VERSION_KEY};
-use crate::stream::{validate_category, StreamId};
+use crate::stream::{is_category, StreamId};
 
 /// One append: events for one stream, checked against an expected version and,
 /// with a command id, applied at most once.
@@ -467,4 +467,14 @@ impl StoreOptions {
         store.refresh_replica().await?;
         Ok(store)
     }
+}
+
+/// Whether `category` could be the category of some stream id (for filters).
+pub(crate) fn validate_category(category: &str) -> Result<()> {
+    if !is_category(category) {
+        return Err(Error::InvalidCategory {
+            category: category.to_owned(),
+        });
+    }
+    Ok(())
 }

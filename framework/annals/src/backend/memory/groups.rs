@@ -752,3 +752,133 @@ impl Groups for MemoryGroups {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! I6 on the memory engine, on the trait itself: a partition has one owner per
+    //! generation, a commit from a stale generation or over a moved offset is fenced,
+    //! and a transaction that fails (or only reads) leaves the groups as they were.
+
+    use super::*;
+
+    fn groups(partitions: u32) -> Arc<MemoryGroups> {
+        let log = Log {
+            partitions: (0..partitions).map(|_| Vec::new()).collect(),
+            ..Log::default()
+        };
+        Arc::new(MemoryGroups::new(Arc::new(Mutex::new(log))))
+    }
+
+    async fn heartbeat(groups: &Arc<MemoryGroups>, member: &'static str) -> Membership {
+        let g = groups.clone();
+        groups
+            .db()
+            .transaction(move |tx| {
+                Box::pin(async move {
+                    let joining = Joining {
+                        group: "g",
+                        member,
+                        host: "test",
+                        session_timeout_ms: 60_000,
+                        start_at: StartAt::Earliest,
+                        mode: CommitMode::AtLeastOnce,
+                    };
+                    g.heartbeat(tx, &joining, 4).await
+                })
+            })
+            .await
+            .expect("heartbeat")
+    }
+
+    /// Commits `from..to` as `member` of `generation`, then fails the transaction when
+    /// `then_fail` (or commits nothing when `read_only`).
+    async fn commit(
+        groups: &Arc<MemoryGroups>,
+        (member, generation, partition): (&'static str, i64, Partition),
+        (from, to): (Offset, Offset),
+        then_fail: bool,
+        read_only: bool,
+    ) -> Result<()> {
+        let (g, db) = (groups.clone(), groups.db());
+        if read_only {
+            db.read_transaction(move |tx| {
+                Box::pin(fenced_commit(g, tx, member, generation, partition, from, to, then_fail))
+            })
+            .await
+        } else {
+            db.transaction(move |tx| Box::pin(fenced_commit(g, tx, member, generation, partition, from, to, then_fail)))
+                .await
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fenced_commit(
+        groups: Arc<MemoryGroups>,
+        tx: &mut Tx,
+        member: &'static str,
+        generation: i64,
+        partition: Partition,
+        from: Offset,
+        to: Offset,
+        then_fail: bool,
+    ) -> Result<()> {
+        let fence = Fence {
+            group: "g",
+            partition,
+            member,
+            generation,
+        };
+        groups.commit(tx, &fence, from, to).await?;
+        if then_fail {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    async fn committed(groups: &Arc<MemoryGroups>, partition: Partition) -> Offset {
+        let record = groups.describe("g").await.expect("describe").expect("the group");
+        record.partitions[partition as usize].committed
+    }
+
+    #[tokio::test]
+    async fn stale_generations_and_moved_offsets_are_fenced() {
+        let groups = groups(4);
+        let a = heartbeat(&groups, "a").await;
+        assert_eq!(a.owned.len(), 4, "the first member owns every partition");
+        let b = heartbeat(&groups, "b").await;
+        assert!(b.generation > a.generation, "a join is a new generation");
+        let moved = b.owned[0];
+        let stale = a
+            .owned
+            .iter()
+            .find(|owned| owned.partition == moved.partition)
+            .expect("a owned it before");
+
+        // a's commit on a partition it lost, in its old generation: fenced.
+        let fenced = commit(&groups, ("a", stale.generation, moved.partition), (0, 3), false, false).await;
+        assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
+        assert_eq!(committed(&groups, moved.partition).await, 0);
+
+        // b's commit goes through; another from the old offset is fenced.
+        commit(&groups, ("b", moved.generation, moved.partition), (0, 5), false, false)
+            .await
+            .expect("the owner commits");
+        let again = commit(&groups, ("b", moved.generation, moved.partition), (0, 6), false, false).await;
+        assert!(matches!(again, Err(Error::Fenced { .. })), "{again:?}");
+        assert_eq!(committed(&groups, moved.partition).await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_read_only_transaction_leaves_the_groups_unchanged() {
+        let groups = groups(4);
+        let a = heartbeat(&groups, "a").await;
+        let owned = a.owned[0];
+        let failed = commit(&groups, ("a", owned.generation, owned.partition), (0, 7), true, false).await;
+        assert!(matches!(failed, Err(Error::Closed)), "{failed:?}");
+        assert_eq!(committed(&groups, owned.partition).await, 0, "a failed commit stayed");
+        commit(&groups, ("a", owned.generation, owned.partition), (0, 7), false, true)
+            .await
+            .expect("the read transaction runs");
+        assert_eq!(committed(&groups, owned.partition).await, 0, "a read transaction wrote");
+    }
+}

@@ -167,12 +167,12 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
 }
 
 /// How the group statements read on PostgreSQL.
-static DIALECT: Dialect = Dialect {
-    now_ms: "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)",
-    for_update: " FOR UPDATE",
-    for_share: " FOR SHARE",
-    recorded_since: "recorded_at >= to_timestamp($2 / 1000000.0)",
-};
+static DIALECT: Dialect = Dialect::new(
+    "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)",
+    " FOR UPDATE",
+    " FOR SHARE",
+    "recorded_at >= to_timestamp($2 / 1000000.0)",
+);
 
 #[async_trait]
 impl Backend for PgBackend {

@@ -8,8 +8,8 @@
 //! group's row is locked first, on SQLite the transaction is `IMMEDIATE`, so members of
 //! one group take turns.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,13 +31,54 @@ use crate::record::RecordedEvent;
 pub(crate) struct Dialect {
     /// The database clock in milliseconds since the epoch: members on different
     /// machines compare heartbeats on one clock.
-    pub(crate) now_ms: &'static str,
+    now_ms: &'static str,
     /// After a `SELECT` whose rows stay locked until the transaction ends.
-    pub(crate) for_update: &'static str,
+    for_update: &'static str,
     /// After a `SELECT` whose rows must not change until the transaction ends.
-    pub(crate) for_share: &'static str,
+    for_share: &'static str,
     /// `annals_events.recorded_at` at or after `$2`, in µs since the epoch.
-    pub(crate) recorded_since: &'static str,
+    recorded_since: &'static str,
+    /// Statements with their holes filled, each once for the life of the process (a
+    /// fixed few dozen): the commit of every batch reads one.
+    filled: Mutex<Vec<(&'static str, &'static str)>>,
+}
+
+impl Dialect {
+    pub(crate) const fn new(
+        now_ms: &'static str,
+        for_update: &'static str,
+        for_share: &'static str,
+        recorded_since: &'static str,
+    ) -> Self {
+        Dialect {
+            now_ms,
+            for_update,
+            for_share,
+            recorded_since,
+            filled: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `statement` with this dialect's words in its holes.
+    fn fill(&self, statement: &'static str) -> &'static str {
+        if !statement.contains('{') {
+            return statement;
+        }
+        let mut filled = self.filled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, done)) = filled.iter().find(|(raw, _)| *raw == statement) {
+            return done;
+        }
+        let done: &'static str = Box::leak(
+            statement
+                .replace("{now}", self.now_ms)
+                .replace("{for_update}", self.for_update)
+                .replace("{for_share}", self.for_share)
+                .replace("{recorded_since}", self.recorded_since)
+                .into_boxed_str(),
+        );
+        filled.push((statement, done));
+        done
+    }
 }
 
 macro_rules! statement {
@@ -59,24 +100,15 @@ impl SqlGroups {
     }
 
     /// `statement` with this engine's words in its holes.
-    fn sql(&self, statement: &'static str) -> Cow<'static, str> {
-        if !statement.contains('{') {
-            return Cow::Borrowed(statement);
-        }
-        Cow::Owned(
-            statement
-                .replace("{now}", self.dialect.now_ms)
-                .replace("{for_update}", self.dialect.for_update)
-                .replace("{for_share}", self.dialect.for_share)
-                .replace("{recorded_since}", self.dialect.recorded_since),
-        )
+    fn sql(&self, statement: &'static str) -> &'static str {
+        self.dialect.fill(statement)
     }
 
     /// Locks the group's row (creating the group on first use); returns its generation.
     async fn lock_group(&self, tx: &mut Tx, group: &str) -> Result<i64> {
-        tx.execute(&self.sql(statement!("lock_group_create")), params![group])
+        tx.execute(self.sql(statement!("lock_group_create")), params![group])
             .await?;
-        tx.query_one(&self.sql(statement!("lock_group")), params![group])
+        tx.query_one(self.sql(statement!("lock_group")), params![group])
             .await?
             .get(0)
     }
@@ -114,7 +146,7 @@ impl SqlGroups {
     }
 
     async fn live_members(&self, tx: &mut Tx, group: &str) -> Result<Vec<MemberRow>> {
-        tx.query(&self.sql(statement!("live_members")), params![group])
+        tx.query(self.sql(statement!("live_members")), params![group])
             .await?
             .into_iter()
             .map(|row| {
@@ -138,7 +170,7 @@ impl SqlGroups {
 
     /// Group `group`'s row, locked; `GroupNotFound` when there is none.
     async fn existing_group(&self, tx: &mut Tx, group: &str) -> Result<Row> {
-        tx.query_opt(&self.sql(statement!("group_locked")), params![group])
+        tx.query_opt(self.sql(statement!("group_locked")), params![group])
             .await?
             .ok_or_else(|| Error::GroupNotFound {
                 group: group.to_owned(),
@@ -188,7 +220,7 @@ impl Groups for SqlGroups {
         let mut generation = self.lock_group(tx, group).await?;
         let alive = tx
             .execute(
-                &self.sql(statement!("touch_member")),
+                self.sql(statement!("touch_member")),
                 params![group, member, session_timeout_ms],
             )
             .await?;
@@ -203,7 +235,7 @@ impl Groups for SqlGroups {
             let create = self.sql(statement!("create_offsets")).replace("{start}", &start);
             tx.execute(&create, params![group]).await?;
             tx.execute(
-                &self.sql(statement!("add_member")),
+                self.sql(statement!("add_member")),
                 params![group, member, host, session_timeout_ms],
             )
             .await?;
@@ -212,7 +244,7 @@ impl Groups for SqlGroups {
             changed = true;
         }
         let expired = tx
-            .execute(&self.sql(statement!("expire_members")), params![group])
+            .execute(self.sql(statement!("expire_members")), params![group])
             .await?;
         if changed || expired > 0 {
             generation = self.rebalance(tx, group, generation, partitions).await?;
@@ -279,7 +311,7 @@ impl Groups for SqlGroups {
         } = *fence;
         let updated = tx
             .execute(
-                &self.sql(statement!("commit")),
+                self.sql(statement!("commit")),
                 params![group, partition, member, generation, to as i64, from as i64],
             )
             .await?;
@@ -306,7 +338,7 @@ impl Groups for SqlGroups {
         attempts: u32,
     ) -> Result<()> {
         tx.execute(
-            &self.sql(statement!("add_dead_letter")),
+            self.sql(statement!("add_dead_letter")),
             params![
                 group,
                 record.partition,
@@ -467,12 +499,12 @@ impl Groups for SqlGroups {
                     // joining member locks it, so a member joining here meanwhile
                     // either comes after (and makes the group this store's own) or is
                     // seen.
-                    let leader_url: Option<String> = tx.query_one(&this.sql(statement!("role")), &[]).await?.get(0)?;
+                    let leader_url: Option<String> = tx.query_one(this.sql(statement!("role")), &[]).await?.get(0)?;
                     if leader_url.is_none() {
                         return Ok(false);
                     }
                     if let Some(row) = tx
-                        .query_opt(&this.sql(statement!("group_locked")), params![&group])
+                        .query_opt(this.sql(statement!("group_locked")), params![&group])
                         .await?
                     {
                         if row.get::<Option<String>>(2)?.is_none() {
@@ -480,7 +512,7 @@ impl Groups for SqlGroups {
                         }
                     }
                     tx.execute(
-                        &this.sql(statement!("mirror_group")),
+                        this.sql(statement!("mirror_group")),
                         params![&group, generation, CommitMode::AtLeastOnce.as_str(), &leader],
                     )
                     .await?;

@@ -226,12 +226,12 @@ async fn init_store(conn: &mut SqliteConnection, requested: Option<u32>) -> Resu
 
 /// How the group statements read on SQLite: its `IMMEDIATE` transactions already
 /// keep other writers out, so rows need no locks.
-static DIALECT: Dialect = Dialect {
-    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-    for_update: "",
-    for_share: "",
-    recorded_since: "recorded_at >= $2",
-};
+static DIALECT: Dialect = Dialect::new(
+    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    "",
+    "",
+    "recorded_at >= $2",
+);
 
 #[async_trait]
 impl Backend for SqliteBackend {

@@ -418,7 +418,7 @@ impl Groups for SqlGroups {
             .read_transaction(move |tx| {
                 Box::pin(async move {
                     let mut groups = Vec::new();
-                    for row in tx.query(&list, &[]).await? {
+                    for row in tx.query(list, &[]).await? {
                         let group: String = row.get(0)?;
                         let committed = tx
                             .query(statement!("committed"), params![&group])
@@ -519,7 +519,7 @@ impl Groups for SqlGroups {
                     let upsert = this.sql(statement!("mirror_offset"));
                     for p in partitions {
                         tx.execute(
-                            &upsert,
+                            upsert,
                             params![
                                 &group,
                                 p.partition,
@@ -574,7 +574,7 @@ impl Groups for SqlGroups {
                             for (partition, high_watermark) in high_watermarks.into_iter().enumerate() {
                                 let partition = partition as Partition;
                                 let found: Option<Offset> = tx
-                                    .query_one(&first, params![partition, at.timestamp_micros()])
+                                    .query_one(first, params![partition, at.timestamp_micros()])
                                     .await?
                                     .get(0)?;
                                 offsets.insert(partition, found.unwrap_or(high_watermark));
@@ -584,7 +584,7 @@ impl Groups for SqlGroups {
                     };
                     let reset = this.sql(statement!("reset_offset"));
                     for (partition, offset) in targets {
-                        tx.execute(&reset, params![&group, partition, offset as i64]).await?;
+                        tx.execute(reset, params![&group, partition, offset as i64]).await?;
                     }
                     Ok(())
                 })
@@ -679,8 +679,7 @@ impl Groups for SqlGroups {
             .collect::<Result<_>>()?;
         let reset = self.sql(statement!("reset_offset"));
         for (partition, committed) in &offsets {
-            tx.execute(&reset, params![group, *partition, *committed as i64])
-                .await?;
+            tx.execute(reset, params![group, *partition, *committed as i64]).await?;
         }
         tx.execute(statement!("delete_dead_letters"), params![group]).await?;
         tx.execute(statement!("take_dead_letters"), params![group, replay])

@@ -1,10 +1,13 @@
 //! Read-model transactions on SQLite and PostgreSQL: concurrent transactions commit or
 //! roll back each on its own, whatever they share a commit with (SQLite's group commit).
+//! On SQLite they share the store's one writer with appends, and one that awaits too
+//! long is rolled back rather than holding up the rest.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use annals::readmodel::{Db, Param};
-use annals::{params, Error};
+use annals::{params, AppendRequest, Error, ExpectedVersion, NewEvent, StreamId};
 use annals_testkit::TestStore;
 
 annals_testkit::on_sql_engines!(
@@ -131,6 +134,86 @@ async fn sqlite_refuses_a_transaction_that_ends_itself() {
         .await
         .expect("the next transaction");
     assert_eq!(keys(&db).await, BTreeSet::from([2]));
+}
+
+/// A transaction whose work sleeps (on SQLite's single writer) holds up appends and
+/// other transactions only until the await limit: then it is rolled back, fails with
+/// its own error, and the others commit. Two writers competing for the lock would
+/// leave the append waiting for the lock until its busy timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_transaction_that_awaits_too_long_holds_nobody_up() {
+    let Some(t) = TestStore::sqlite().await else { return };
+    let limit = Duration::from_millis(100);
+    let store = t
+        .open_with(|options| options.transaction_await_limit(limit))
+        .await
+        .expect("open");
+    let db = store.read_models().expect("sql");
+    create(&db).await;
+    let (started, has_started) = tokio::sync::oneshot::channel();
+    let slow = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.transaction(move |tx| {
+                Box::pin(async move {
+                    tx.execute("INSERT INTO kv VALUES (1, 'slow')", &[]).await?;
+                    let _ = started.send(());
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    Ok(())
+                })
+            })
+            .await
+        }
+    });
+    has_started.await.expect("the slow transaction started");
+    const WITHIN: Duration = Duration::from_secs(30);
+    let append = AppendRequest::new(StreamId::new("order-1").expect("id"), ExpectedVersion::NoStream)
+        .event(NewEvent::json("Placed", &serde_json::json!({})).expect("event"));
+    tokio::time::timeout(WITHIN, store.append(append))
+        .await
+        .expect("the append was held up")
+        .expect("append");
+    tokio::time::timeout(
+        WITHIN,
+        db.transaction(|tx| Box::pin(async move { tx.execute("INSERT INTO kv VALUES (2, 'v')", &[]).await })),
+    )
+    .await
+    .expect("the transaction was held up")
+    .expect("transaction");
+    let slow = tokio::time::timeout(WITHIN, slow)
+        .await
+        .expect("the slow one was never stopped")
+        .expect("task");
+    assert!(
+        matches!(slow, Err(Error::TransactionAwaited { limit: l }) if l == limit),
+        "{slow:?}"
+    );
+    assert_eq!(
+        keys(&db).await,
+        BTreeSet::from([2]),
+        "the slow one's insert was rolled back"
+    );
+}
+
+/// Awaits that end well within the limit (a short timer, a yield) are fine: the work is
+/// polled again when woken and commits whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_transaction_may_await_briefly() {
+    let Some(t) = TestStore::sqlite().await else { return };
+    let store = t.open().await;
+    let db = store.read_models().expect("sql");
+    create(&db).await;
+    db.transaction(|tx| {
+        Box::pin(async move {
+            tx.execute("INSERT INTO kv VALUES (1, 'v')", &[]).await?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::task::yield_now().await;
+            tx.execute("INSERT INTO kv VALUES (2, 'v')", &[]).await
+        })
+    })
+    .await
+    .expect("committed");
+    assert_eq!(keys(&db).await, BTreeSet::from([1, 2]));
 }
 
 /// `execute_many` binds each row afresh (a NULL after a value stays NULL), binds `$n`

@@ -262,6 +262,15 @@ pub enum Error {
     /// rolls back itself.
     #[error("a read-model transaction ended itself with COMMIT or ROLLBACK; return Ok or an error instead")]
     TransactionEnded,
+    /// A read-model write transaction on SQLite awaited something other than its own
+    /// statements for longer than the store allows
+    /// ([`StoreOptions::transaction_await_limit`](crate::StoreOptions::transaction_await_limit)),
+    /// holding up every other writer of the store; it was rolled back.
+    #[error("a write transaction awaited something other than its statements for more than {limit:?} and was rolled back, so that the store's other writers could go on; do slow work outside it (an at-least-once consumer)")]
+    TransactionAwaited {
+        /// The store's limit.
+        limit: std::time::Duration,
+    },
     /// The store's schema is newer than this build of annals, or was changed by hand;
     /// the migrator's error is the source.
     #[error("cannot migrate the store's schema: {0}")]
@@ -346,7 +355,10 @@ impl Error {
             Error::NotAReplica => "not_a_replica",
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",
-            Error::ColumnType { .. } | Error::Handler(_) | Error::TransactionEnded => "internal",
+            Error::ColumnType { .. }
+            | Error::Handler(_)
+            | Error::TransactionEnded
+            | Error::TransactionAwaited { .. } => "internal",
             Error::InvalidStreamId { .. }
             | Error::InvalidCategory { .. }
             | Error::DuplicateEventId { .. }

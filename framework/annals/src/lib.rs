@@ -62,7 +62,7 @@ mod stream;
 pub use async_trait::async_trait;
 pub use error::{EngineFailure, Error, Result};
 pub use log::{AppendOutcome, Replica, StreamInfo, Visitor};
-pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS};
+pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS, DEFAULT_TRANSACTION_AWAIT_LIMIT};
 pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};

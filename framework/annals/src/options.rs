@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 /// The partition count of a store created without an explicit one.
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
+/// How long, by default, a SQLite write transaction may await something other than its
+/// statements (see [`StoreOptions::transaction_await_limit`]).
+pub const DEFAULT_TRANSACTION_AWAIT_LIMIT: Duration = Duration::from_millis(50);
+
 /// Size limits every append is checked against before it reaches the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -100,6 +104,8 @@ pub struct StoreOptions {
     pub(crate) writers: usize,
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) busy_timeout: Duration,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) transaction_await_limit: Duration,
     pub(crate) create_if_missing: bool,
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) redacted_url: String,
@@ -121,6 +127,7 @@ impl StoreOptions {
             max_connections: 10,
             writers: 1,
             busy_timeout: Duration::from_secs(10),
+            transaction_await_limit: DEFAULT_TRANSACTION_AWAIT_LIMIT,
             create_if_missing: true,
             redacted_url: redact(url),
         };
@@ -208,6 +215,18 @@ impl StoreOptions {
     /// small machine one writer with large batches is fastest.
     pub fn writers(mut self, writers: usize) -> Self {
         self.writers = writers.max(1);
+        self
+    }
+
+    /// On SQLite, how long a read-model write transaction (a transactional projection's
+    /// batch, say) may await anything other than its own statements: a timer, a lock,
+    /// a network call (default 50 ms). The transaction is run by the store's single
+    /// writer, which every other write of the process waits for meanwhile; past the
+    /// limit it is rolled back and fails with [`Error::TransactionAwaited`], and the
+    /// others go on. Other engines run each transaction on its own connection and
+    /// ignore this.
+    pub fn transaction_await_limit(mut self, limit: Duration) -> Self {
+        self.transaction_await_limit = limit;
         self
     }
 

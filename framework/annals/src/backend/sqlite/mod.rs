@@ -1,6 +1,7 @@
 //! The embedded SQLite engine: WAL, `synchronous=FULL` by default, async readers on a
 //! pool of their own (sqlx, which also runs the migrations), and one writer thread that
-//! group-commits whatever appends are waiting (see [`writer`]).
+//! group-commits whatever appends and read-model transactions are waiting (see
+//! [`writer`] and [`readmodel`]).
 
 mod checkpoint;
 mod reader;
@@ -31,10 +32,9 @@ use crate::stream::StreamId;
 
 pub(crate) struct SqliteBackend {
     readers: SqlitePool,
-    queue: Mutex<Option<flume::Sender<writer::Job>>>,
+    queue: Arc<writer::Queue>,
     /// The writer's connection, for appends made on the caller's thread.
     writer_conn: Arc<writer::Shared>,
-    busy_timeout: Duration,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
@@ -46,14 +46,6 @@ pub(crate) struct SqliteBackend {
 }
 
 impl SqliteBackend {
-    fn queue(&self) -> Result<flume::Sender<writer::Job>> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(Error::Closed)
-    }
-
     /// Runs `work` in a transaction of its own on the writer's connection.
     async fn write_alone<T: Send + 'static>(
         &self,
@@ -63,7 +55,7 @@ impl SqliteBackend {
         let job = writer::Job::Alone(Box::new(move |conn| {
             let _ = reply.send(writer::commit(conn, work));
         }));
-        self.queue()?.send_async(job).await.map_err(|_| Error::Closed)?;
+        self.queue.send(job).await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -84,7 +76,6 @@ impl SqliteBackend {
         let partition_count = init_store(&mut conn, options.partitions).await?;
         conn.close().await?;
         let writer_conn = writer::Shared::new(open_writer(path, options)?);
-        let busy_timeout = options.busy_timeout;
         let checkpointer = checkpoint::Checkpointer::start(path, options.busy_timeout)?;
 
         let readers = SqlitePoolOptions::new()
@@ -93,22 +84,19 @@ impl SqliteBackend {
             .await?;
         let wakeups = Arc::new(Wakeups::new(partition_count));
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
+        let queue = writer::Queue::new(queue);
         let writer = {
             let (wakeups, writer_conn) = (wakeups.clone(), writer_conn.clone());
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
-                .spawn(move || {
-                    set_busy_timeout(busy_timeout);
-                    writer::run(writer_conn, pending, wakeups)
-                })
+                .spawn(move || writer::run(writer_conn, pending, wakeups))
                 .map_err(Error::Io)?
         };
-        let read_models = readmodel::database(path.to_owned(), options);
+        let read_models = readmodel::database(path.to_owned(), options, queue.clone());
         Ok(SqliteBackend {
             readers,
-            queue: Mutex::new(Some(queue)),
+            queue,
             writer_conn,
-            busy_timeout,
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
@@ -149,45 +137,10 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -16384;"
     ))
     .map_err(Error::from)?;
-    wait_in_short_steps(&conn, options.busy_timeout)?;
+    // Only another process's writer can hold the lock this one waits for.
+    conn.busy_timeout(options.busy_timeout).map_err(Error::from)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
-}
-
-thread_local! {
-    /// How long a connection used on this thread waits for SQLite's write lock.
-    static BUSY_TIMEOUT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::from_secs(10)) };
-}
-
-/// Makes `conn` wait for the write lock in steps of 50 µs (then 1 ms after the first
-/// 10 ms), up to `timeout`, instead of SQLite's default steps of 1 to 100 ms: the
-/// writer and read-model transactions hand the lock to each other thousands of times a
-/// second, and a default step would often sleep far longer than the lock was held. The
-/// timeout applies to the thread the connection is used on (set again by each user).
-pub(crate) fn wait_in_short_steps(conn: &rusqlite::Connection, timeout: Duration) -> Result<()> {
-    fn waited(attempt: i32) -> Duration {
-        let attempt = u32::try_from(attempt).unwrap_or(0);
-        if attempt < 200 {
-            Duration::from_micros(50) * attempt
-        } else {
-            Duration::from_millis(10) + Duration::from_millis(1) * (attempt - 200)
-        }
-    }
-    fn wait(attempt: i32) -> bool {
-        if waited(attempt) >= BUSY_TIMEOUT.get() {
-            return false;
-        }
-        let step = if attempt < 200 { 50 } else { 1_000 };
-        std::thread::sleep(Duration::from_micros(step));
-        true
-    }
-    BUSY_TIMEOUT.set(timeout);
-    conn.busy_handler(Some(wait)).map_err(Error::from)
-}
-
-/// Sets the write-lock timeout of connections used on this thread.
-pub(crate) fn set_busy_timeout(timeout: Duration) {
-    BUSY_TIMEOUT.set(timeout);
 }
 
 /// Creates the store row on first open, or checks the requested partition count
@@ -244,18 +197,14 @@ impl Backend for SqliteBackend {
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
-        let queue = self.queue()?;
+        let queue = self.queue.sender()?;
         // Appends coming one at a time and nothing waiting for the writer: commit here
         // if its connection is free, which saves handing the append to the writer
         // thread and the answer back. Under concurrent appends they go to the writer,
         // which commits them together. Only on a multi-threaded runtime, where blocking
         // this thread moves its other tasks elsewhere.
         if reader::may_block() && queue.is_empty() && self.writer_conn.lone() {
-            let busy_timeout = self.busy_timeout;
-            let attempt = tokio::task::block_in_place(|| {
-                set_busy_timeout(busy_timeout);
-                writer::append_now(&self.writer_conn, append, &self.wakeups)
-            });
+            let attempt = tokio::task::block_in_place(|| writer::append_now(&self.writer_conn, append, &self.wakeups));
             return match attempt {
                 Ok(outcome) => outcome,
                 Err(append) => batch::submit(queue, append).await,
@@ -393,10 +342,7 @@ impl Backend for SqliteBackend {
 
     async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue()?
-            .send_async(writer::Job::Replicate(replicated, reply))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.queue.send(writer::Job::Replicate(replicated, reply)).await?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -449,7 +395,7 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) {
         // Dropping the queue lets the writer drain what is queued and stop.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.queue.close();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;

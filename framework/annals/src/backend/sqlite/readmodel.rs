@@ -1,62 +1,72 @@
-//! Read-model transactions on SQLite's C API, on blocking threads.
+//! Read-model transactions on SQLite's C API.
 //!
 //! SQLite has one writer at a time, and a commit costs a WAL write and a sync. Write
-//! transactions therefore queue for one writer per open store, which runs every
-//! transaction waiting in one SQLite transaction (each under its own savepoint, so a
-//! failing one rolls back alone) and commits them together: group commit, as a log
-//! does. Each caller hears its result once the commit it rode on is known. The writer
-//! keeps its own connection, so its page cache stays warm from group to group.
+//! transactions therefore go to the store's writer thread ([`super::writer`]), which
+//! also commits the log's appends: nothing in the process competes for the write lock.
+//! The writer runs every transaction waiting in one SQLite transaction, each under its
+//! own savepoint so that a failing one rolls back alone, and commits them together:
+//! group commit, as a log does. Each caller hears its result once the commit it rode on
+//! is known.
+//!
+//! A transaction's work is polled on the writer thread. Its statements run at once; if
+//! it awaits anything else (a timer, a lock, a network call), every other writer of the
+//! store waits with it. So the time it may spend so is bounded
+//! ([`StoreOptions::transaction_await_limit`]): past it the work is dropped, its
+//! savepoint rolled back, and it fails with [`Error::TransactionAwaited`] while the
+//! others commit. Reads run on connections of their own, on blocking threads.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use super::writer;
 use crate::error::{EngineFailure, Error, Result};
 use crate::options::StoreOptions;
 use crate::readmodel::{Answer, Database, Engine, Param, Row, Statements, Tx, Value, Work};
 
 /// The most transactions one commit carries.
-const MAX_GROUP: usize = 64;
+pub(super) const MAX_GROUP: usize = 64;
 
 /// The read model's connections: idle ones for reads, and the writer's queue.
 struct Connections {
     path: PathBuf,
     synchronous: &'static str,
     busy_timeout: Duration,
+    await_limit: Duration,
     idle: Mutex<Vec<rusqlite::Connection>>,
-    writer: Mutex<Writer>,
-}
-
-/// Write transactions waiting for the writer, and its connection between groups.
-#[derive(Default)]
-struct Writer {
-    queue: Vec<Job>,
-    /// A blocking thread is draining the queue.
-    draining: bool,
-    conn: Option<rusqlite::Connection>,
+    writer: Arc<writer::Queue>,
 }
 
 type Outcome = std::thread::Result<Result<Answer>>;
 
-/// A write transaction waiting for its group.
-struct Job {
+/// A write transaction waiting for the writer.
+pub(super) struct Job {
     work: Option<Work>,
+    /// The runtime of the caller, entered while its work is polled.
+    runtime: Handle,
+    await_limit: Duration,
     ran: Option<Outcome>,
     reply: oneshot::Sender<Outcome>,
 }
 
 impl Job {
     /// Runs the work in the group's transaction; whether it succeeded.
-    fn run(&mut self, tx: &mut Tx, runtime: &Handle) -> bool {
+    fn run(&mut self, tx: &mut Tx) -> bool {
         let Some(work) = self.work.take() else { return false };
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(work(tx))));
+        let limit = self.await_limit;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            poll_on_this_thread(work(tx), &self.runtime, limit).unwrap_or(Err(Error::TransactionAwaited { limit }))
+        }));
         let ok = matches!(ran, Ok(Ok(_)));
         self.ran = Some(ran);
         ok
@@ -70,6 +80,36 @@ impl Job {
             None => Ok(Err(committed.err().unwrap_or(Error::Closed))),
         };
         let _ = self.reply.send(outcome);
+    }
+}
+
+/// Wakes the thread that polls a transaction's work.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `future` on this thread, inside `runtime`, until it is ready; `None` once it
+/// has waited, in all, `limit` for something to wake it.
+fn poll_on_this_thread<F: Future>(future: F, runtime: &Handle, limit: Duration) -> Option<F::Output> {
+    let _entered = runtime.enter();
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    let mut waited = Duration::ZERO;
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return Some(output);
+        }
+        if waited >= limit {
+            return None;
+        }
+        let parked = Instant::now();
+        std::thread::park_timeout(limit - waited);
+        waited += parked.elapsed();
     }
 }
 
@@ -125,28 +165,32 @@ impl Database for Arc<Connections> {
             return read_transaction(self.clone(), work).await;
         }
         let (reply, answered) = oneshot::channel();
-        self.submit(Job {
+        let job = Job {
             work: Some(work),
+            runtime: Handle::current(),
+            await_limit: self.await_limit,
             ran: None,
             reply,
-        });
+        };
+        self.writer.send(writer::Job::Transaction(job)).await?;
         unwind(answered.await.unwrap_or(Ok(Err(Error::Closed))))
     }
 }
 
-/// The read models of the SQLite store at `path`.
-pub(super) fn database(path: PathBuf, options: &StoreOptions) -> crate::readmodel::Db {
-    crate::readmodel::Db::new(Arc::new(Arc::new(Connections::new(path, options))))
+/// The read models of the SQLite store at `path`, whose writer takes jobs from `writer`.
+pub(super) fn database(path: PathBuf, options: &StoreOptions, writer: Arc<writer::Queue>) -> crate::readmodel::Db {
+    crate::readmodel::Db::new(Arc::new(Arc::new(Connections::new(path, options, writer))))
 }
 
 impl Connections {
-    fn new(path: PathBuf, options: &StoreOptions) -> Self {
+    fn new(path: PathBuf, options: &StoreOptions, writer: Arc<writer::Queue>) -> Self {
         Connections {
             path,
             synchronous: options.synchronous.pragma(),
             busy_timeout: options.busy_timeout,
+            await_limit: options.transaction_await_limit,
             idle: Mutex::new(Vec::new()),
-            writer: Mutex::new(Writer::default()),
+            writer,
         }
     }
 
@@ -158,7 +202,7 @@ impl Connections {
         .map_err(Error::from)?;
         conn.execute_batch(&format!("PRAGMA synchronous = {};", self.synchronous))
             .map_err(Error::from)?;
-        super::wait_in_short_steps(&conn, self.busy_timeout)?;
+        conn.busy_timeout(self.busy_timeout).map_err(Error::from)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
@@ -173,84 +217,14 @@ impl Connections {
     fn give_back(&self, conn: rusqlite::Connection) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
     }
-
-    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues `job`, and starts a writer if none is draining the queue.
-    fn submit(self: &Arc<Self>, job: Job) {
-        let start = {
-            let mut writer = self.writer();
-            writer.queue.push(job);
-            !std::mem::replace(&mut writer.draining, true)
-        };
-        if start {
-            // Made here, so that a task dropped before it runs still answers the queue.
-            let mut draining = Draining {
-                connections: self.clone(),
-                done: false,
-            };
-            let runtime = Handle::current();
-            tokio::task::spawn_blocking(move || draining.run(&runtime));
-        }
-    }
 }
 
-/// The writer: runs groups until the queue is empty. Dropped without finishing (its
-/// thread never ran, or it panicked), it answers what is left and lets the next
-/// submission start a new writer.
-struct Draining {
-    connections: Arc<Connections>,
-    done: bool,
-}
-
-impl Draining {
-    fn run(&mut self, runtime: &Handle) {
-        super::set_busy_timeout(self.connections.busy_timeout);
-        loop {
-            let (jobs, conn) = {
-                let mut writer = self.connections.writer();
-                if writer.queue.is_empty() {
-                    writer.draining = false;
-                    self.done = true;
-                    return;
-                }
-                let n = writer.queue.len().min(MAX_GROUP);
-                (writer.queue.drain(..n).collect::<Vec<_>>(), writer.conn.take())
-            };
-            let conn = match conn.map_or_else(|| self.connections.open(), Ok) {
-                Ok(conn) => conn,
-                Err(error) => {
-                    answer_all(jobs, &error);
-                    continue;
-                }
-            };
-            self.connections.writer().conn = group(conn, jobs, runtime);
-        }
-    }
-}
-
-impl Drop for Draining {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let jobs = {
-            let mut writer = self.connections.writer();
-            writer.draining = false;
-            std::mem::take(&mut writer.queue)
-        };
-        answer_all(jobs, &Error::Closed);
-    }
-}
-
-/// Runs `jobs` in one transaction, each under a savepoint, and commits them together.
-/// Returns the connection unless it is no longer fit for reuse.
-fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Option<rusqlite::Connection> {
+/// Runs `jobs` in one transaction on the writer's connection, each under a savepoint,
+/// and commits them together; gives the connection back.
+pub(super) fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>) -> rusqlite::Connection {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         answer_all(jobs, &Error::from(error));
-        return Some(conn);
+        return conn;
     }
     let mut ran: Vec<Job> = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
@@ -259,7 +233,7 @@ fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Op
             return abandon(conn, ran, job, jobs, &Error::from(error));
         }
         let ok;
-        (conn, ok) = lend(conn, |tx| job.run(tx, runtime));
+        (conn, ok) = lend(conn, |tx| job.run(tx));
         if conn.is_autocommit() {
             // The group's transaction is gone: the work ended it itself (a COMMIT or
             // ROLLBACK in its SQL), or it failed with an error SQLite answers by
@@ -292,7 +266,7 @@ fn group(mut conn: rusqlite::Connection, jobs: Vec<Job>, runtime: &Handle) -> Op
             for job in ran {
                 job.answer(Ok(()));
             }
-            Some(conn)
+            conn
         }
         Err(error) => {
             let error = Error::from(error);
@@ -310,18 +284,18 @@ fn abandon(
     current: Job,
     rest: impl Iterator<Item = Job>,
     error: &Error,
-) -> Option<rusqlite::Connection> {
+) -> rusqlite::Connection {
     answer_all(ran.into_iter().chain(std::iter::once(current)).chain(rest), error);
     roll_back(conn)
 }
 
-fn roll_back(conn: rusqlite::Connection) -> Option<rusqlite::Connection> {
-    if conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok() {
-        Some(conn)
-    } else {
-        // A connection that cannot roll back is dropped rather than reused.
-        None
+/// Ends the connection's transaction, if one is open. If even that fails, the engine
+/// has lost the connection's state; the next `BEGIN` fails and says so.
+fn roll_back(conn: rusqlite::Connection) -> rusqlite::Connection {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
+    conn
 }
 
 /// Tells every job of a group that failed as a whole why it failed.
@@ -355,11 +329,11 @@ fn unwind(outcome: Outcome) -> Result<Answer> {
 async fn read_transaction(connections: Arc<Connections>, work: Work) -> Result<Answer> {
     let runtime = Handle::current();
     let joined = tokio::task::spawn_blocking(move || {
-        super::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
         conn.execute_batch("BEGIN").map_err(Error::from)?;
         let (conn, result) = lend(conn, |tx| runtime.block_on(work(tx)));
-        if let Some(conn) = roll_back(conn) {
+        let conn = roll_back(conn);
+        if conn.is_autocommit() {
             connections.give_back(conn);
         }
         result
@@ -375,7 +349,6 @@ async fn read_transaction(connections: Arc<Connections>, work: Work) -> Result<A
 /// One query on an idle connection, outside any transaction.
 async fn read(connections: Arc<Connections>, sql: String, params: Vec<Param>) -> Result<Vec<Row>> {
     tokio::task::spawn_blocking(move || {
-        super::set_busy_timeout(connections.busy_timeout);
         let conn = connections.take()?;
         let rows = query(&conn, &sql, &params);
         connections.give_back(conn);

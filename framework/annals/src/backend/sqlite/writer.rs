@@ -1,9 +1,11 @@
 //! The single SQLite writer and its group commit.
 //!
 //! The writer is a thread of its own with one connection on SQLite's C API (through
-//! rusqlite), where a cached prepared statement costs microseconds. Everything that
-//! writes the log goes through that connection: appends, records shipped from a leader,
-//! role changes and truncation. While appends come one at a time, an appender borrows
+//! rusqlite), where a cached prepared statement costs microseconds. Everything this
+//! process writes to the store's file goes through that connection: appends, records
+//! shipped from a leader, role changes, truncation, and the read-model transactions of
+//! projections, consumer groups and snapshots ([`super::readmodel`]). Nothing in the
+//! process competes for SQLite's write lock, so nothing waits on a busy handler for it. While appends come one at a time, an appender borrows
 //! the connection and commits on its own thread ([`append_now`]); otherwise they queue
 //! up for the writer thread while it is busy; it takes everything waiting (up
 //! to a bound), opens one `BEGIN IMMEDIATE` transaction, looks up what the batch needs,
@@ -22,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::readmodel;
 use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
 use crate::backend::batch::{self, Batching, Pending, Queued};
 use crate::backend::{now_micros, PreparedAppend, Replicated, Wakeups};
@@ -47,6 +50,35 @@ pub(super) enum Job {
     Replicate(Replicated, oneshot::Sender<Result<()>>),
     /// Any other write of the store's tables, run alone; it answers its caller itself.
     Alone(Box<dyn FnOnce(&Connection) + Send>),
+    /// A read-model transaction, committed with the others waiting.
+    Transaction(readmodel::Job),
+}
+
+/// Where jobs are sent to the writer thread. Closing it lets the writer finish what is
+/// queued and stop, whoever still holds the queue.
+#[derive(Default)]
+pub(super) struct Queue(Mutex<Option<flume::Sender<Job>>>);
+
+impl Queue {
+    pub(super) fn new(sender: flume::Sender<Job>) -> Arc<Self> {
+        Arc::new(Queue(Mutex::new(Some(sender))))
+    }
+
+    pub(super) fn sender(&self) -> Result<flume::Sender<Job>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    pub(super) async fn send(&self, job: Job) -> Result<()> {
+        self.sender()?.send_async(job).await.map_err(|_| Error::Closed)
+    }
+
+    pub(super) fn close(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 impl From<Pending> for Job {
@@ -60,7 +92,7 @@ impl Queued for Job {
         match self {
             Job::Append(pending) => pending.events(),
             Job::Replicate(replicated, _) => replicated.records.len(),
-            Job::Alone(_) => 1,
+            Job::Alone(_) | Job::Transaction(_) => 1,
         }
     }
 }
@@ -167,16 +199,18 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         } else {
             shared.singles.store(0, Ordering::Relaxed);
         }
-        let conn = lock(&shared.conn);
-        let Some(conn) = conn.as_ref() else { return };
+        let mut guard = lock(&shared.conn);
+        let Some(conn) = guard.as_ref() else { return };
         let mut appends = Vec::new();
         let mut replicated = Vec::new();
         let mut alone = Vec::new();
+        let mut transactions = Vec::new();
         for job in jobs {
             match job {
                 Job::Append(pending) => appends.push(pending),
                 Job::Replicate(records, reply) => replicated.push((records, reply)),
                 Job::Alone(work) => alone.push(work),
+                Job::Transaction(job) => transactions.push(job),
             }
         }
         if !appends.is_empty() {
@@ -196,6 +230,14 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         }
         for work in alone {
             work(conn);
+        }
+        while !transactions.is_empty() {
+            let group: Vec<_> = transactions
+                .drain(..transactions.len().min(readmodel::MAX_GROUP))
+                .collect();
+            if let Some(conn) = guard.take() {
+                *guard = Some(readmodel::group(conn, group));
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ struct Line {
     account: String,
     withdrawal: bool,
     amount: u64,
-    version: Option<u64>,
+    version: Option<annals::Version>,
 }
 
 fn run_two(url: &str) -> Vec<Line> {

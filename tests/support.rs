@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use annals::{AppendOutcome, AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
+use annals::{AppendOutcome, AppendRequest, ExpectedVersion, NewEvent, Offset, Partition, Store, StreamId, Version};
 use annals_testkit::conformance::read_whole_partition;
 use uuid::Uuid;
 
@@ -28,11 +28,11 @@ impl Ack {
             command: fields[1].parse().expect("command id"),
             stream: StreamId::new(fields[2]).expect("stream id"),
             outcome: AppendOutcome {
-                partition: number(3) as u32,
-                first_offset: number(4),
-                last_offset: number(5),
-                first_version: number(6),
-                last_version: number(7),
+                partition: Partition(number(3) as u32),
+                first_offset: Offset(number(4)),
+                last_offset: Offset(number(5)),
+                first_version: Version(number(6)),
+                last_version: Version(number(7)),
                 duplicate: false,
             },
             events: number(8),
@@ -111,8 +111,8 @@ pub(crate) async fn audit(store: &Store, acks: &[Ack]) {
     }
 
     for ack in acks {
-        let records = &partitions[ack.outcome.partition as usize];
-        let range = ack.outcome.first_offset as usize..=ack.outcome.last_offset as usize;
+        let records = &partitions[ack.outcome.partition.index()];
+        let range = ack.outcome.first_offset.0 as usize..=ack.outcome.last_offset.0 as usize;
         let stored = records
             .get(range)
             .unwrap_or_else(|| panic!("I4: acknowledged append {ack:?} is missing"));

@@ -243,7 +243,7 @@ impl Shop {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = u64::MAX;
         loop {
-            let written: u64 = self.store.high_watermarks().await?.iter().sum();
+            let written: u64 = self.store.record_count().await?;
             let saga = admin::describe(&self.store, SAGA_GROUP).await?.lag;
             let views = admin::describe(&self.store, VIEWS_GROUP).await?.lag;
             if saga == 0 && views == 0 && written == last {

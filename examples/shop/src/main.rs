@@ -160,12 +160,12 @@ async fn demo(db: Option<String>, orders: u64) -> Result<(), ShopError> {
             )
         );
     }
-    let written: u64 = shop.store.high_watermarks().await?.iter().sum();
+    let written: u64 = shop.store.record_count().await?;
     let projected: u64 = admin::describe(&shop.store, VIEWS_GROUP)
         .await?
         .partitions
         .iter()
-        .map(|p| p.committed)
+        .map(|p| p.committed.0)
         .sum();
     let saga = admin::describe(&shop.store, SAGA_GROUP).await?;
     workers.shutdown().await?;
@@ -182,13 +182,13 @@ async fn load(db: String, orders: u64, tasks: u64) -> Result<(), ShopError> {
     let shop = Shop::open(&db).await?;
     let workers = shop.start_workers().await?;
     scenario::catalogue(&shop).await?;
-    let before: u64 = shop.store.high_watermarks().await?.iter().sum();
+    let before: u64 = shop.store.record_count().await?;
     let ran = scenario::place_orders(&shop, &scenario::run_id(), orders, 500, tasks, true).await?;
     let lag_at_end =
         admin::describe(&shop.store, SAGA_GROUP).await?.lag + admin::describe(&shop.store, VIEWS_GROUP).await?.lag;
     let settling = Instant::now();
     shop.settle(Duration::from_secs(600)).await?;
-    let written = shop.store.high_watermarks().await?.iter().sum::<u64>() - before;
+    let written = shop.store.record_count().await? - before;
     workers.shutdown().await?;
     shop.store.close().await;
     println!(

@@ -339,9 +339,11 @@ fn compact_keeps_the_newest_snapshot_per_stream() {
         for version in 1..=3u64 {
             for key in ["order-1", "order-2"] {
                 let key = annals::StreamId::new(key).expect("id");
-                db.transaction(move |tx| Box::pin(async move { snapshot::write(tx, &key, version, 1, "{}").await }))
-                    .await
-                    .expect("write");
+                db.transaction(move |tx| {
+                    Box::pin(async move { snapshot::write(tx, &key, annals::Version(version), 1, "{}").await })
+                })
+                .await
+                .expect("write");
             }
         }
         store.close().await;

@@ -177,7 +177,7 @@ impl Client {
         match self.get(&path).await {
             Err(error) if error.code() == Some("not_found") => Ok(StreamEvents {
                 stream: stream.clone(),
-                version: 0,
+                version: Version(0),
                 events: Vec::new(),
             }),
             answered => answered,

@@ -97,7 +97,7 @@ impl From<annals::Error> for ApiError {
         if let annals::Error::WrongExpectedVersion { expected, actual, .. } = &error {
             api = api
                 .with("expected", serde_json::to_value(expected).unwrap_or(Value::Null))
-                .with("actual", *actual);
+                .with("actual", actual.0);
         }
         api
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use annals::group::admin::{self, ResetTo};
-use annals::{AppendRequest, NewEvent, Partition, StreamId};
+use annals::{AppendRequest, NewEvent, Offset, Partition, StreamId, Version};
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -127,13 +127,13 @@ pub(crate) async fn append(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReadParams {
     #[serde(default = "one")]
-    from_version: u64,
+    from_version: Version,
     #[serde(default = "hundred")]
     limit: usize,
 }
 
-fn one() -> u64 {
-    1
+fn one() -> Version {
+    Version(1)
 }
 
 fn hundred() -> usize {
@@ -197,7 +197,7 @@ pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<
         .enumerate()
         .map(|(partition, next)| PartitionInfo {
             next_offset: *next,
-            partition: partition as Partition,
+            partition: Partition(partition as u32),
             replication_lag: follower.as_ref().and_then(|status| status.lag.get(partition).copied()),
         })
         .collect();
@@ -218,7 +218,7 @@ pub(crate) async fn partitions(State(state): State<AppState>) -> ApiResult<Json<
 #[serde(deny_unknown_fields)]
 pub(crate) struct FetchParams {
     #[serde(default)]
-    from_offset: u64,
+    from_offset: Offset,
     #[serde(default = "five_hundred")]
     limit: usize,
     #[serde(default)]
@@ -400,7 +400,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
 pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult {
     let watermarks = state.store.high_watermarks().await?;
     for (partition, next) in watermarks.iter().enumerate() {
-        metrics::gauge!("annals_partition_high_watermark", "partition" => partition.to_string()).set(*next as f64);
+        metrics::gauge!("annals_partition_high_watermark", "partition" => partition.to_string()).set(next.0 as f64);
     }
     for group in admin::list(&state.store).await? {
         let described = admin::describe(&state.store, &group.group).await?;

@@ -190,7 +190,7 @@ async fn a_diverged_follower_is_cut_back_within_the_bound() {
 
 /// Records an at-least-once consumer was handed.
 #[derive(Clone, Default)]
-struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(u32, u64)>>>);
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(annals::Partition, annals::Offset)>>>);
 
 #[annals::async_trait]
 impl annals::group::Consumer for Seen {
@@ -279,7 +279,7 @@ async fn consumer_groups_resume_after_a_failover() {
     );
     assert!(handled
         .iter()
-        .all(|(partition, offset)| *offset >= on_old[*partition as usize]));
+        .all(|(partition, offset)| *offset >= on_old[partition.index()]));
     let own = admin::describe(&new, "mailer").await.expect("describe");
     assert_eq!(own.mirrored_from, None, "a group members joined is the store's own");
 

@@ -83,7 +83,7 @@ async fn appends_longer_than_a_fetch_arrive_whole() {
         read_whole_partition(&leader, partition).await,
         "the logs differ"
     );
-    let boundaries: Vec<u64> = shipped.iter().filter(|r| r.last_in_append).map(|r| r.offset).collect();
+    let boundaries: Vec<annals::Offset> = shipped.iter().filter(|r| r.last_in_append).map(|r| r.offset).collect();
     assert_eq!(boundaries, ends, "the follower kept other boundaries");
     running.stop().await.expect("stop");
     server.stop().await.expect("server stops");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use annals::group::Projection;
 use annals::readmodel::{Param, Tx};
-use annals::{params, AppendRequest, Error, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+use annals::{params, AppendRequest, Error, ExpectedVersion, NewEvent, Offset, RecordedEvent, Store, StreamId};
 use async_trait::async_trait;
 
 /// The read model: stream → (records, sum of amounts).
@@ -90,7 +90,7 @@ impl Tally {
 
     /// Fails unless `record` is the next of its stream after `seen` records.
     fn in_order(record: &RecordedEvent, seen: i64) -> annals::Result<()> {
-        if seen + 1 == record.version as i64 {
+        if seen + 1 == record.version.0 as i64 {
             return Ok(());
         }
         Err(Error::handler(format!(
@@ -161,7 +161,7 @@ impl Projection for Tally {
 pub async fn fold_log(store: &Store) -> Totals {
     let mut totals = Totals::new();
     for partition in 0..store.partition_count() {
-        let mut next = 0;
+        let mut next = Offset(0);
         loop {
             let records = store.read_partition(partition, next, 1_000).await.expect("read");
             for record in &records {

@@ -3,7 +3,7 @@
 //! refusals, metadata) on every engine.
 
 use annals::aggregate::{Aggregate, CommandContext, CommandError, DomainEvent, Repository, RetryPolicy};
-use annals::{Error, Store};
+use annals::{Error, Store, Version};
 use annals_testkit::given::AggregateTest;
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,7 @@ async fn wire_format_is_stable() {
     let loaded = accounts.load("w").await.expect("load back, unit variant included");
     assert_eq!(
         (loaded.state.opened, loaded.state.balance, loaded.version),
-        (false, 25, 3)
+        (false, 25, Version(3))
     );
 }
 
@@ -163,7 +163,7 @@ async fn repository_on(t: &TestStore) {
         .expect("open");
     assert_eq!(
         (executed.attempts, executed.outcome.map(|o| o.last_version)),
-        (1, Some(1))
+        (1, Some(Version(1)))
     );
     // ANCHOR_END: execute
 
@@ -216,7 +216,7 @@ async fn repository_on(t: &TestStore) {
         task.await.expect("task").expect("deposit");
     }
     let loaded = accounts.load("acc-1").await.expect("load");
-    assert_eq!((loaded.state.balance, loaded.version), (36, 9));
+    assert_eq!((loaded.state.balance, loaded.version), (36, Version(9)));
 
     // Context flows into metadata.
     let records = store.read_stream(&stream, 1, 1).await.expect("read");
@@ -306,7 +306,7 @@ async fn the_cache_keeps_up_with_other_writers(t: &TestStore) {
         .execute("shared", AccountCommand::Withdraw { amount: 15 }, &ctx())
         .await
         .expect("a refusal from a state another writer had moved on");
-    assert_eq!(withdrawn.outcome.map(|o| o.last_version), Some(4));
+    assert_eq!(withdrawn.outcome.map(|o| o.last_version), Some(Version(4)));
 
     // A command on a kept state that is behind conflicts, reads what it missed, and
     // appends after it; finding a kept state behind is not a lost race, so it costs
@@ -322,7 +322,7 @@ async fn the_cache_keeps_up_with_other_writers(t: &TestStore) {
         .expect("deposit after a conflict");
     assert_eq!(
         (deposited.attempts, deposited.outcome.map(|o| o.last_version)),
-        (1, Some(6))
+        (1, Some(Version(6)))
     );
     // With one attempt allowed, a command on a kept state that another writer moved
     // on still goes through: catching up is not a lost race.
@@ -364,7 +364,7 @@ async fn the_cache_keeps_up_with_other_writers(t: &TestStore) {
     // Both kept states are the fold of the log: a command that needs exactly the
     // balance goes through on either, the other then refuses.
     let fold = mine.load("shared").await.expect("load");
-    assert_eq!((fold.state.balance, fold.version), (8, 8));
+    assert_eq!((fold.state.balance, fold.version), (8, Version(8)));
     mine.execute("shared", AccountCommand::Withdraw { amount: 8 }, &ctx())
         .await
         .expect("exactly the balance");
@@ -424,7 +424,10 @@ async fn commands_on_one_aggregate_take_turns() {
         deposit.await.expect("task").expect("no conflict inside one repository");
     }
     let loaded = accounts.load("turns").await.expect("load");
-    assert_eq!((loaded.state.balance, loaded.version), ((1..=32).sum::<i64>(), 33));
+    assert_eq!(
+        (loaded.state.balance, loaded.version),
+        ((1..=32).sum::<i64>(), Version(33))
+    );
 }
 
 /// A cache too small for the aggregates in use, and no cache at all, give the same
@@ -460,7 +463,7 @@ async fn eviction_and_no_cache_give_the_same_answers() {
     }
     for id in ["e-1", "e-2", "e-3"] {
         let loaded = tiny.load(id).await.expect("load");
-        assert_eq!((loaded.state.balance, loaded.version), (40, 5));
+        assert_eq!((loaded.state.balance, loaded.version), (40, Version(5)));
     }
 }
 
@@ -565,7 +568,10 @@ async fn old_events_are_upcast_on_read() {
 
     let accounts = Repository::<v2::Account>::new(store.clone()).with_upcasters(v2::upcasters());
     let loaded = accounts.load("old").await.expect("load with upcasters");
-    assert_eq!((loaded.state.cents, loaded.state.events, loaded.version), (400, 5, 5));
+    assert_eq!(
+        (loaded.state.cents, loaded.state.events, loaded.version),
+        (400, 5, Version(5))
+    );
 
     // New events are written as v2 and read back as they are.
     accounts

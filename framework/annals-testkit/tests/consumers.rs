@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use annals::group::admin::{self, DeadLetterStatus, ResetTo};
 use annals::group::{Consumer, Filter, GroupMember, GroupOptions, Processed};
-use annals::{async_trait, Error, Offset, Partition, RecordedEvent};
+use annals::{async_trait, Error, Offset, Partition, RecordedEvent, Version};
 use annals_testkit::tally::{add, add_poison, caught_up};
 use annals_testkit::{wait_for, TestStore};
 
@@ -31,7 +31,7 @@ fn fast() -> GroupOptions {
 }
 
 /// One delivery: partition, offset, stream and version.
-type Delivery = (Partition, Offset, String, u64);
+type Delivery = (Partition, Offset, String, Version);
 
 /// Every delivery, per member, in the order the member saw them; fails on poison.
 #[derive(Clone, Default)]
@@ -135,15 +135,15 @@ async fn each_partition_is_delivered_in_offset_order(t: TestStore) {
     }
     let mut total = 0;
     for (partition, end) in store.high_watermarks().await.expect("ends").into_iter().enumerate() {
-        let mut offsets = delivered.remove(&(partition as Partition)).unwrap_or_default();
+        let mut offsets = delivered.remove(&Partition(partition as u32)).unwrap_or_default();
         offsets.sort_unstable();
         offsets.dedup();
         assert_eq!(
             offsets,
-            (0..end).collect::<Vec<_>>(),
+            (0..end.0).map(Offset).collect::<Vec<_>>(),
             "partition {partition} lost records"
         );
-        total += end;
+        total += end.0;
     }
     assert_eq!(total, 400);
     // Neither member gets back a partition it lost here, so each sees every partition
@@ -251,7 +251,7 @@ async fn a_dead_letter_parks_its_stream_until_skipped(t: TestStore) {
         .seen()
         .iter()
         .filter(|(_, _, stream, _)| stream == "acct-1")
-        .map(|(_, _, _, version)| *version)
+        .map(|(_, _, _, version)| version.0)
         .collect();
     assert_eq!(versions, [1, 3, 4], "the skipped record's stream went on in order");
     assert!(matches!(
@@ -289,7 +289,7 @@ async fn a_truncation_moves_offsets_back_and_drops_dead_letters(t: TestStore) {
         .await
         .expect("truncate");
     let described = admin::describe(&follower, "g").await.expect("describe");
-    let state = &described.partitions[partition as usize];
+    let state = &described.partitions[partition.index()];
     assert_eq!(state.committed, records[1].offset, "{described:#?}");
     assert!(!state.paused, "an at-least-once group goes on: {described:#?}");
     assert!(

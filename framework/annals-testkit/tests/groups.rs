@@ -157,7 +157,7 @@ async fn a_member_that_stopped_heartbeating_cannot_stop_a_partition(t: TestStore
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let p = annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16) as usize;
+    let p = (annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16)).index();
     let described = admin::describe(&store, "g").await.expect("describe");
     assert!(
         !described.partitions[p].paused && described.partitions[p].stopped_reason.is_none(),
@@ -355,12 +355,12 @@ async fn reset_to_earliest_replays_and_is_refused_while_members_run(t: TestStore
         .expect("reset");
     assert_eq!(admin::describe(&store, "g").await.expect("describe").lag, 120);
     let p = annals::partition_for(&annals::StreamId::new("acct-0").expect("id"), 16);
-    let hw = store.high_watermarks().await.expect("watermarks")[p as usize];
+    let hw = store.high_watermarks().await.expect("watermarks")[p.index()];
     admin::reset(&store, "g", ResetTo::Offsets([(p, hw)].into()))
         .await
         .expect("reset");
     assert_eq!(
-        admin::describe(&store, "g").await.expect("describe").partitions[p as usize].committed,
+        admin::describe(&store, "g").await.expect("describe").partitions[p.index()].committed,
         hw
     );
     assert!(matches!(
@@ -368,7 +368,12 @@ async fn reset_to_earliest_replays_and_is_refused_while_members_run(t: TestStore
         Err(Error::OffsetOutOfRange { .. })
     ));
     assert!(matches!(
-        admin::reset(&store, "g", ResetTo::Offsets([(99, 0)].into())).await,
+        admin::reset(
+            &store,
+            "g",
+            ResetTo::Offsets([(annals::Partition(99), annals::Offset(0))].into())
+        )
+        .await,
         Err(Error::PartitionOutOfRange { .. })
     ));
     assert!(matches!(
@@ -428,8 +433,8 @@ async fn pause_resume_and_lag(t: TestStore) {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let described = admin::describe(&store, "g").await.expect("describe");
-    assert!(described.partitions[p as usize].paused);
-    assert_eq!(described.partitions[p as usize].lag, 10, "a paused partition moved");
+    assert!(described.partitions[p.index()].paused);
+    assert_eq!(described.partitions[p.index()].lag, 10, "a paused partition moved");
     assert_eq!(described.lag, 10);
     assert_eq!(admin::list(&store).await.expect("list")[0].lag, 10);
     admin::resume(&store, "g", None).await.expect("resume");
@@ -451,7 +456,7 @@ async fn stop_policy_pauses_the_partition(t: TestStore) {
     add(&store, "acct-1", 1).await;
     add_poison(&store, "acct-1").await;
     add(&store, "acct-1", 2).await;
-    let p = annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16) as usize;
+    let p = (annals::partition_for(&annals::StreamId::new("acct-1").expect("id"), 16)).index();
     wait_for("the partition to stop", async || {
         admin::describe(&store, "g").await.expect("describe").partitions[p]
             .stopped_reason

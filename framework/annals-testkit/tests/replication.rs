@@ -2,7 +2,10 @@
 //! failover), read-only followers, promotion; across engines (a PostgreSQL follower of
 //! a SQLite leader is how a store moves to PostgreSQL).
 
-use annals::{AppendRequest, Error, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Store, StoreOptions, StreamId};
+use annals::{
+    AppendRequest, Error, ExpectedVersion, Metadata, NewEvent, Offset, RecordedEvent, Store, StoreOptions, StreamId,
+    Version,
+};
 use annals_testkit::TestStore;
 use serde_json::json;
 use sqlx::Connection;
@@ -119,7 +122,7 @@ async fn follower_mirrors_the_leader(leader: TestStore, follower: TestStore) {
     ));
     let multi = p0.iter().position(|r| !r.last_in_append).expect("a multi-event append");
     let mut cut = p0[multi..=multi].to_vec();
-    cut[0].offset = p0.len() as u64;
+    cut[0].offset = Offset(p0.len() as u64);
     let refused = follower.apply_replicated(cut.clone()).await;
     assert!(
         matches!(refused, Err(Error::InvalidReplicatedRecords { .. })),
@@ -326,7 +329,7 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
     assert_eq!(dead.len(), 1, "the poison record is a dead letter");
     let stream = StreamId::new(acct).expect("id");
     let db = follower.read_models().expect("db");
-    for version in [3, 4] {
+    for version in [Version(3), Version(4)] {
         db.transaction(move |tx| {
             Box::pin(async move {
                 annals::snapshot::write(tx, &StreamId::new("acct-1").expect("id"), version, 1, "{}").await
@@ -342,7 +345,7 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
     let newest = annals::snapshot::newest(&follower, &stream).await.expect("snapshot");
     assert_eq!(
         newest.map(|s| s.version),
-        Some(3),
+        Some(Version(3)),
         "a snapshot of removed records stayed"
     );
     assert!(admin::dead_letters(&follower, Some("tally"))
@@ -353,7 +356,7 @@ async fn truncation_takes_what_named_the_removed_records(t: TestStore) {
     // for an operator to rebuild it, and it does not apply what is shipped in their
     // place on top of them.
     let described = admin::describe(&follower, "tally").await.expect("describe");
-    let state = &described.partitions[partition as usize];
+    let state = &described.partitions[partition.index()];
     assert_eq!(state.committed, kept);
     assert!(state.paused, "{state:?}");
     assert!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use annals::aggregate::{Aggregate, CommandContext, DomainEvent, Repository};
 use annals::group::{GroupMember, GroupOptions};
 use annals::snapshot::{self, SnapshotOptions, Snapshottable, Snapshotter};
-use annals::{Store, StreamId};
+use annals::{Store, StreamId, Version};
 use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};
@@ -149,7 +149,7 @@ async fn commands_snapshot_on_the_command_path(t: TestStore) {
     assert_eq!(newest.version, 10);
     assert_eq!(rows(&store).await, 2);
     let loaded = repo.load("a").await.expect("load");
-    assert_eq!((loaded.version, loaded.state.entries.len()), (12, 12));
+    assert_eq!((loaded.version, loaded.state.entries.len()), (Version(12), 12));
     assert_eq!(
         loaded,
         Repository::<Ledger>::new(store.clone()).load("a").await.expect("load")
@@ -195,7 +195,7 @@ async fn compaction_keeps_one_snapshot_per_live_key(t: TestStore) {
     // A key snapshotted again after its tombstone keeps that snapshot, even when an
     // older one from before the tombstone had a higher version.
     let key = stream("e");
-    for (version, kill) in [(9u64, false), (0, true), (3, false)] {
+    for (version, kill) in [(Version(9), false), (Version(0), true), (Version(3), false)] {
         let key = key.clone();
         if kill {
             snapshot::tombstone(&store, &key).await.expect("tombstone");
@@ -225,7 +225,7 @@ async fn compaction_racing_snapshots_keeps_the_newest(t: TestStore) {
     let writer = {
         let (db, keys) = (db.clone(), keys.clone());
         tokio::spawn(async move {
-            for version in 1..=60u64 {
+            for version in (1..=60u64).map(Version) {
                 for key in &keys {
                     let key = key.clone();
                     db.transaction(move |tx| {
@@ -239,7 +239,7 @@ async fn compaction_racing_snapshots_keeps_the_newest(t: TestStore) {
             }
         })
     };
-    let mut seen = vec![0u64; keys.len()];
+    let mut seen = vec![Version(0); keys.len()];
     while !writer.is_finished() {
         snapshot::compact(&store, Duration::ZERO).await.expect("compact");
         for (k, key) in keys.iter().enumerate() {
@@ -284,12 +284,15 @@ async fn a_schema_change_falls_back_to_the_events(t: TestStore) {
 
     let v2 = Repository::<LedgerV2>::new(store.clone()).with_snapshots(&store, SnapshotOptions::default());
     let loaded = v2.load("a").await.expect("load");
-    assert_eq!((loaded.version, loaded.state.count, loaded.state.balance), (5, 5, 53));
+    assert_eq!(
+        (loaded.version, loaded.state.count, loaded.state.balance),
+        (Version(5), 5, 53)
+    );
     let newest = snapshot::newest(&store, &stream("a"))
         .await
         .expect("newest")
         .expect("re-snapshot");
-    assert_eq!((newest.schema_version, newest.version), (2, 5));
+    assert_eq!((newest.schema_version, newest.version), (2, Version(5)));
     assert_eq!(v2.load("a").await.expect("load"), loaded);
     // The old build leaves the newer shape alone and folds from the events.
     assert_eq!(v1.load("a").await.expect("load").state.entries, [5, 7, 11, 13, 17]);
@@ -304,7 +307,7 @@ async fn a_truncation_takes_the_snapshots_that_folded_removed_records(t: TestSto
     let follower = t.open().await;
     follower.follow("http://leader.invalid", 0).await.expect("follow");
     follower.apply_replicated(records.clone()).await.expect("replicate");
-    for version in [3, 5] {
+    for version in [Version(3), Version(5)] {
         snapshot::save(&follower, &key, version, 1, "{\"entries\":[],\"balance\":0}")
             .await
             .expect("snapshot");
@@ -318,7 +321,7 @@ async fn a_truncation_takes_the_snapshots_that_folded_removed_records(t: TestSto
     let newest = snapshot::newest(&follower, &key).await.expect("newest");
     assert_eq!(
         newest.map(|s| s.version),
-        Some(3),
+        Some(Version(3)),
         "a snapshot that folded removed records stayed"
     );
 }

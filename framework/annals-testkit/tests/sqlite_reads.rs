@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use annals::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StreamId, Version};
 use annals_testkit::{conformance, TestStore};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ async fn folds_during_concurrent_appends_see_every_acknowledged_event() {
             tokio::spawn(async move {
                 let id = StreamId::new(format!("busy-{w}")).expect("stream id");
                 for n in 0..150u64 {
-                    let request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(n))
+                    let request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(n)))
                         .event(NewEvent::json("Noted", &json!({ "n": n })).expect("event"));
                     store.append(request).await.expect("append");
                 }
@@ -43,11 +43,11 @@ async fn folds_during_concurrent_appends_see_every_acknowledged_event() {
         .collect();
 
     let id = StreamId::new("folded-1").expect("stream id");
-    let mut acknowledged = 0;
+    let mut acknowledged = Version(0);
     let mut folds = BTreeMap::new();
     while !writers.iter().all(|w| w.is_finished()) || acknowledged < 40 {
         let request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(acknowledged))
-            .event(NewEvent::json("Counted", &json!({ "n": acknowledged + 1 })).expect("event"));
+            .event(NewEvent::json("Counted", &json!({ "n": acknowledged.0 + 1 })).expect("event"));
         acknowledged = store.append(request).await.expect("append").last_version;
         let mut seen = Vec::new();
         store
@@ -58,7 +58,7 @@ async fn folds_during_concurrent_appends_see_every_acknowledged_event() {
             })
             .await
             .expect("fold");
-        let expected: Vec<_> = (1..=acknowledged).map(|v| (v, Some(v))).collect();
+        let expected: Vec<_> = (1..=acknowledged.0).map(|v| (Version(v), Some(v))).collect();
         assert_eq!(seen, expected, "a fold missed or reordered acknowledged events");
         folds.insert(acknowledged, seen.len());
     }

@@ -44,13 +44,13 @@ async fn main() -> annals::Result<()> {
         Err(Error::WrongExpectedVersion { actual, .. }) => println!("conflict: the order is at version {actual}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let paid = AppendRequest::new(order.clone(), ExpectedVersion::Exact(1))
+    let paid = AppendRequest::new(order.clone(), ExpectedVersion::Exact(Version(1)))
         .event(NewEvent::json("OrderPaid", &json!({"amount": 2599}))?);
     store.append(paid).await?;
     // ANCHOR_END: concurrency
 
     // ANCHOR: read
-    for record in store.read_stream(&order, 1, 100).await? {
+    for record in store.read_stream(&order, Version(1), 100).await? {
         println!("v{} {} {}", record.version, record.event_type, record.payload);
     }
     let mut feed = store.subscribe(outcome.partition, outcome.first_offset);

@@ -38,8 +38,8 @@
 //!     .append(AppendRequest::new(cart.clone(), ExpectedVersion::NoStream)
 //!         .event(NewEvent::json("ItemAdded", &serde_json::json!({"sku": "B-2"}))?))
 //!     .await;
-//! assert!(matches!(stale, Err(Error::WrongExpectedVersion { actual: 1, .. })));
-//! assert_eq!(store.high_watermarks().await?[first.partition as usize], 1);
+//! assert!(matches!(stale, Err(Error::WrongExpectedVersion { actual: Version(1), .. })));
+//! assert_eq!(store.high_watermarks().await?[first.partition.index()], 1);
 //! # Ok(()) }
 //! ```
 
@@ -72,7 +72,7 @@ pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
 /// The names most programs need: `use annals::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AppendOutcome, AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Store,
-        StreamId,
+        AppendOutcome, AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, Offset, Partition,
+        RecordedEvent, Store, StreamId, Version,
     };
 }

@@ -16,7 +16,7 @@ use crate::stream::StreamId;
 pub fn partition_for(stream: &StreamId, partition_count: u32) -> Partition {
     assert!(partition_count > 0, "a store has at least one partition");
     let hash = murmur2(stream.as_str().as_bytes()) as u32;
-    (hash & 0x7fff_ffff) % partition_count
+    Partition((hash & 0x7fff_ffff) % partition_count)
 }
 
 /// Kafka's 32-bit murmur2 (seed `0x9747b28c`), as `org.apache.kafka.common.utils.Utils.murmur2`.

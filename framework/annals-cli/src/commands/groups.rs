@@ -114,7 +114,7 @@ fn describe(described: &GroupDescription, out: &Output) {
         let members = table(
             ["member", "host", "partitions", "last heartbeat"],
             d.members.iter().map(|m| {
-                let partitions: Vec<String> = m.partitions.iter().map(u32::to_string).collect();
+                let partitions: Vec<String> = m.partitions.iter().map(ToString::to_string).collect();
                 [
                     m.member_id.clone(),
                     m.host.clone(),

@@ -27,17 +27,17 @@ pub(crate) async fn open_existing(db: &str) -> annals::Result<Store> {
 #[derive(serde::Serialize)]
 pub(crate) struct StreamEvents<'a> {
     pub(crate) stream: &'a annals::StreamId,
-    pub(crate) version: u64,
+    pub(crate) version: annals::Version,
     pub(crate) events: &'a [RecordedEvent],
 }
 
 /// A partition's records as `--json` prints them.
 #[derive(serde::Serialize)]
 pub(crate) struct Fetched<'a> {
-    pub(crate) partition: u32,
+    pub(crate) partition: annals::Partition,
     pub(crate) events: &'a [RecordedEvent],
-    pub(crate) next_offset: u64,
-    pub(crate) high_watermark: u64,
+    pub(crate) next_offset: annals::Offset,
+    pub(crate) high_watermark: annals::Offset,
 }
 
 /// Records as a human table.

@@ -1,6 +1,6 @@
 //! `annals read`: a stream's events.
 
-use annals::StreamId;
+use annals::{StreamId, Version};
 
 use super::records_table;
 use crate::output::{CliResult, Output};
@@ -20,7 +20,9 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
     let stream = StreamId::new(args.stream)?;
-    let read = target.read_stream(&stream, args.from_version, args.limit).await;
+    let read = target
+        .read_stream(&stream, Version(args.from_version), args.limit)
+        .await;
     target.close().await;
     let (version, events) = read?;
     if out.is_json() {

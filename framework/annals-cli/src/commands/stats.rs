@@ -10,7 +10,7 @@ pub(crate) async fn run(target: Target, out: &Output) -> CliResult {
     let partitions = target.partitions().await;
     target.close().await;
     let p = partitions?;
-    let records: u64 = p.next_offsets.iter().sum();
+    let records: u64 = p.next_offsets.iter().map(|next| next.0).sum();
     let entries: Vec<_> = p
         .next_offsets
         .iter()

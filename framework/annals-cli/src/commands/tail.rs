@@ -1,5 +1,7 @@
 //! `annals tail`: a partition from an offset; with `--follow`, new records as they come.
 
+use annals::{Offset, Partition};
+
 use super::records_table;
 use crate::output::{CliResult, Output};
 use crate::target::Target;
@@ -27,14 +29,13 @@ pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
 }
 
 async fn tail(target: &Target, args: Args, out: &Output) -> CliResult {
+    let (partition, from) = (Partition(args.partition), Offset(args.from));
     if !args.follow {
-        let (records, high_watermark) = target
-            .fetch(args.partition, args.from, args.limit.unwrap_or(100), 0)
-            .await?;
-        let next_offset = records.last().map_or(args.from, |r| r.offset + 1);
+        let (records, high_watermark) = target.fetch(partition, from, args.limit.unwrap_or(100), 0).await?;
+        let next_offset = records.last().map_or(from, |r| r.offset + 1);
         out.print(
             &super::Fetched {
-                partition: args.partition,
+                partition,
                 events: &records,
                 next_offset,
                 high_watermark,
@@ -49,10 +50,10 @@ async fn tail(target: &Target, args: Args, out: &Output) -> CliResult {
         );
         return Ok(());
     }
-    let (mut next, mut left) = (args.from, args.limit.unwrap_or(usize::MAX));
+    let (mut next, mut left) = (from, args.limit.unwrap_or(usize::MAX));
     while left > 0 {
         // A long poll: it returns as soon as a record is appended.
-        let (records, _) = target.fetch(args.partition, next, left.min(500), 10_000).await?;
+        let (records, _) = target.fetch(partition, next, left.min(500), 10_000).await?;
         for record in records.iter().take(left) {
             if out.is_json() {
                 println!("{}", serde_json::to_string(record).expect("serialisable record"));

@@ -87,7 +87,7 @@ async fn first_divergence(
 ) -> Result<Option<(Partition, Offset)>, FollowError> {
     for (partition, next) in store.high_watermarks().await?.into_iter().enumerate() {
         let Some(last) = next.checked_sub(1) else { continue };
-        let partition = partition as Partition;
+        let partition = Partition(partition as u32);
         if !shares(store, leader, http, partition, last).await? {
             return Ok(Some((partition, last)));
         }
@@ -128,12 +128,12 @@ struct Cut {
 async fn common_prefixes(store: &Store, leader: &Leader, http: &Client) -> Result<Vec<Cut>, FollowError> {
     let mut cuts = Vec::new();
     for (partition, end) in store.high_watermarks().await?.into_iter().enumerate() {
-        let partition = partition as Partition;
+        let partition = Partition(partition as u32);
         if end == 0 || shares(store, leader, http, partition, end - 1).await? {
             continue;
         }
         // The shared records are offsets 0..keep: find the largest such keep.
-        let (mut shared, mut unshared) = (0, end);
+        let (mut shared, mut unshared) = (Offset(0), end);
         while unshared - shared > 1 {
             let middle = shared + (unshared - shared) / 2;
             if shares(store, leader, http, partition, middle - 1).await? {
@@ -181,8 +181,8 @@ async fn truncate(store: &Store, cuts: &[Cut], truncation: &Truncation) -> Resul
     file.sync_all().map_err(file_error)?;
     for cut in cuts {
         tracing::warn!(
-            partition = cut.partition,
-            from = cut.keep,
+            partition = %cut.partition,
+            from = %cut.keep,
             records = cut.end - cut.keep,
             file = %truncation.removed_to.display(),
             "removing records the leader does not have"

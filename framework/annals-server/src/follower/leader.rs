@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use annals::group::admin::{DeadLetter, GroupDescription, GroupSummary};
-use annals::{Partition, RecordedEvent};
+use annals::{Offset, Partition, RecordedEvent};
 use annals_client::wire::{PartitionEvents, PartitionsInfo};
 use annals_client::{Client, ClientError};
 
@@ -74,7 +74,7 @@ impl Leader {
         &self,
         client: &Client,
         partition: Partition,
-        from: u64,
+        from: Offset,
         limit: usize,
         wait_ms: u64,
         follower: Option<&str>,
@@ -90,7 +90,7 @@ impl Leader {
         &self,
         client: &Client,
         partition: Partition,
-        offset: u64,
+        offset: Offset,
     ) -> Result<Option<RecordedEvent>, FollowError> {
         let fetched = self.fetch(client, partition, offset, 1, 0, None).await?;
         Ok(fetched

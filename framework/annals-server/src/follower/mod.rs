@@ -77,7 +77,7 @@ pub enum FollowError {
         /// The partition.
         partition: Partition,
         /// The offset where they differ (or that the leader lacks).
-        offset: u64,
+        offset: Offset,
     },
     /// The logs diverged and cutting this store back to the last record it shares
     /// with the leader would remove more records than allowed; nothing was removed.
@@ -339,7 +339,7 @@ async fn supervise(
     let (stop_loops, loops_stopped) = watch::channel(false);
     let id: Arc<str> = format!("follower-{}", uuid::Uuid::new_v4().simple()).into();
     let mut loops = JoinSet::new();
-    for partition in 0..store.partition_count() {
+    for partition in Partition::all(store.partition_count()) {
         let partition_loop = PartitionLoop {
             store: store.clone(),
             leader: leader.clone(),
@@ -443,8 +443,8 @@ impl PartitionLoop {
                 Err(error) if error.is_transient() => {
                     wait_ms = 0;
                     position = Position::unknown();
-                    self.tracker.retrying(Some(self.partition as usize), &error);
-                    tracing::warn!(partition = self.partition, %error, "replication failed; retrying");
+                    self.tracker.retrying(Some(self.partition.index()), &error);
+                    tracing::warn!(partition = %self.partition, %error, "replication failed; retrying");
                     if stopped_during(backoff.next(), &mut stopped).await {
                         return Ok(());
                     }
@@ -465,7 +465,7 @@ impl PartitionLoop {
         // Promoted (here or by `annals promote` in another process): stop following.
         // While records flow, the apply below finds out; an idle partition looks.
         if position.check_role && self.store.refresh_replica().await?.leader.is_none() {
-            tracing::info!(partition, "promoted: the follower stops");
+            tracing::info!(%partition, "promoted: the follower stops");
             return Ok(Round::Done);
         }
         let next = match position.next {
@@ -492,13 +492,13 @@ impl PartitionLoop {
         match self.store.apply_replicated(fetched.events).await {
             // Promoted while this fetch was in flight: its records are not taken.
             Err(annals::Error::NotAReplica) => {
-                tracing::info!(partition, "promoted: the follower stops");
+                tracing::info!(%partition, "promoted: the follower stops");
                 return Ok(Round::Done);
             }
             applied => applied?,
         }
         self.tracker
-            .fetched(partition as usize, fetched.high_watermark.saturating_sub(reached));
+            .fetched(partition.index(), fetched.high_watermark.0.saturating_sub(reached.0));
         *position = Position {
             next: Some(reached),
             check_role: idle,

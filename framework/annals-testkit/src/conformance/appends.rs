@@ -12,7 +12,7 @@ pub async fn expected_version_semantics(t: &TestStore) {
     };
     let one = |expected| AppendRequest::new(id.clone(), expected).event(event("E", json!(0)));
     assert_eq!(conflict(store.append(one(ExpectedVersion::StreamExists)).await), 0);
-    assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(1))).await), 0);
+    assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(Version(1)))).await), 0);
     assert_eq!(
         store
             .append(one(ExpectedVersion::NoStream))
@@ -22,7 +22,7 @@ pub async fn expected_version_semantics(t: &TestStore) {
         1
     );
     assert_eq!(conflict(store.append(one(ExpectedVersion::NoStream)).await), 1);
-    assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(0))).await), 1);
+    assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(Version(0)))).await), 1);
     assert_eq!(
         store
             .append(one(ExpectedVersion::StreamExists))
@@ -33,19 +33,19 @@ pub async fn expected_version_semantics(t: &TestStore) {
     );
     assert_eq!(
         store
-            .append(one(ExpectedVersion::Exact(2)))
+            .append(one(ExpectedVersion::Exact(Version(2))))
             .await
             .expect("exact")
             .last_version,
         3
     );
-    assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(2))).await), 3);
+    assert_eq!(conflict(store.append(one(ExpectedVersion::Exact(Version(2)))).await), 3);
     assert_eq!(
         store.append(one(ExpectedVersion::Any)).await.expect("any").last_version,
         4
     );
-    assert_eq!(store.append(one(ExpectedVersion::Exact(0))).await.ok(), None);
-    let fresh = AppendRequest::new(stream("cart-2"), ExpectedVersion::Exact(0)).event(event("E", json!(0)));
+    assert_eq!(store.append(one(ExpectedVersion::Exact(Version(0)))).await.ok(), None);
+    let fresh = AppendRequest::new(stream("cart-2"), ExpectedVersion::Exact(Version(0))).event(event("E", json!(0)));
     assert_eq!(
         store
             .append(fresh)
@@ -79,7 +79,7 @@ pub async fn concurrent_appends_fail_alone(t: &TestStore) {
         match task.await.expect("task") {
             (n, Ok(_)) if n % 2 == 0 => winners += 1,
             (_, Ok(outcome)) => assert_eq!(outcome.first_version, 1),
-            (n, Err(Error::WrongExpectedVersion { actual: 1, .. })) if n % 2 == 0 => {}
+            (n, Err(Error::WrongExpectedVersion { actual: Version(1), .. })) if n % 2 == 0 => {}
             (n, other) => panic!("append {n}: {other:?}"),
         }
     }

@@ -29,7 +29,7 @@ pub async fn i8_replicated_records_continue_the_log(t: &TestStore) {
         leader.append(request.command_id(command)).await.expect("append");
         commands.push(command);
     }
-    let ship = |from: Vec<u64>| {
+    let ship = |from: Vec<Offset>| {
         let (leader, follower) = (leader.clone(), follower.clone());
         async move {
             for (partition, mut next) in from.into_iter().enumerate() {
@@ -45,7 +45,7 @@ pub async fn i8_replicated_records_continue_the_log(t: &TestStore) {
             }
         }
     };
-    ship(vec![0; 16]).await;
+    ship(vec![Offset(0); 16]).await;
     for partition in 0..16 {
         assert_eq!(
             read_whole_partition(&follower, partition).await,
@@ -97,7 +97,7 @@ pub async fn i8_replicated_records_continue_the_log(t: &TestStore) {
     let mut from = follower.high_watermarks().await.expect("hw");
     from.iter_mut()
         .enumerate()
-        .for_each(|(p, next)| *next = if p as u32 == partition { cut } else { u64::MAX });
+        .for_each(|(p, next)| *next = Offset(if partition == p as u32 { cut } else { u64::MAX }));
     ship(from).await;
     assert_eq!(read_whole_partition(&follower, partition).await, held);
     let woken = tokio::time::timeout(Duration::from_secs(5), waiting.next()).await;

@@ -86,8 +86,8 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
         ),
         (
             "wrong expected version",
-            AppendRequest::new(id.clone(), ExpectedVersion::Exact(7)).event(event("E", json!(0))),
-            |e| matches!(e, Error::WrongExpectedVersion { actual: 2, .. }),
+            AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(7))).event(event("E", json!(0))),
+            |e| matches!(e, Error::WrongExpectedVersion { actual: Version(2), .. }),
         ),
     ];
     for (name, request, expected) in cases {

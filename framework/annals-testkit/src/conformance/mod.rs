@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{
-    partition_for, AppendOutcome, AppendRequest, Error, ExpectedVersion, Metadata, NewEvent, Store, StreamId,
+    partition_for, AppendOutcome, AppendRequest, Error, ExpectedVersion, Metadata, NewEvent, Offset, Partition, Store,
+    StreamId, Version,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -58,7 +59,11 @@ impl XorShift {
 }
 
 /// Reads every record of `partition`, checking offsets are exactly 0, 1, 2, ….
-pub async fn read_whole_partition(store: &Store, partition: u32) -> Vec<annals::RecordedEvent> {
+pub async fn read_whole_partition(
+    store: &Store,
+    partition: impl Into<annals::Partition>,
+) -> Vec<annals::RecordedEvent> {
+    let partition = partition.into();
     let mut records = Vec::new();
     loop {
         let batch = store

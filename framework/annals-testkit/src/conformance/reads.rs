@@ -7,7 +7,7 @@ pub async fn reads_respect_from_and_limit(t: &TestStore) {
     let store = t.open().await;
     let id = stream("ledger-1");
     for n in 0..5 {
-        append_one(&store, &id, ExpectedVersion::Exact(n)).await;
+        append_one(&store, &id, ExpectedVersion::Exact(Version(n))).await;
     }
     let versions = |records: Vec<annals::RecordedEvent>| records.iter().map(|r| r.version).collect::<Vec<_>>();
     assert_eq!(versions(store.read_stream(&id, 3, 2).await.expect("read")), [3, 4]);
@@ -32,14 +32,11 @@ pub async fn reads_respect_from_and_limit(t: &TestStore) {
         .await
         .expect("read")
         .iter()
-        .map(|r| r.offset)
+        .map(|r| r.offset.0)
         .collect();
     assert_eq!(offsets, [1, 2, 3]);
     assert!(store.read_partition(partition, 5, 10).await.expect("read").is_empty());
-    assert_eq!(
-        store.high_watermarks().await.expect("watermarks")[partition as usize],
-        5
-    );
+    assert_eq!(store.high_watermarks().await.expect("watermarks")[partition.index()], 5);
     assert_eq!(
         store.high_watermarks().await.expect("watermarks").len(),
         store.partition_count() as usize
@@ -61,7 +58,7 @@ pub async fn fold_stream_sees_what_read_stream_returns(t: &TestStore) {
         json!(0),
     ];
     for half in 0..2u64 {
-        let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(half * 750));
+        let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(half * 750)));
         for i in half * 750..(half + 1) * 750 {
             let kind = if i % 2 == 0 { "Even" } else { "Odd" };
             let mut metadata = Metadata::default().with("i", i);
@@ -156,7 +153,7 @@ pub async fn list_streams_by_category_and_page(t: &TestStore) {
     ] {
         append_one(&store, &stream(id), ExpectedVersion::NoStream).await;
     }
-    append_one(&store, &stream("order-1"), ExpectedVersion::Exact(1)).await;
+    append_one(&store, &stream("order-1"), ExpectedVersion::Exact(Version(1))).await;
     let names = |list: Vec<annals::StreamInfo>| list.into_iter().map(|s| s.stream.to_string()).collect::<Vec<_>>();
 
     let orders = store.list_streams(Some("order"), 100, None).await.expect("list");
@@ -211,7 +208,7 @@ pub async fn subscribe_catches_up_then_waits(t: &TestStore) {
     let store = t.open().await;
     let id = stream("feed-1");
     for n in 0..3 {
-        append_one(&store, &id, ExpectedVersion::Exact(n)).await;
+        append_one(&store, &id, ExpectedVersion::Exact(Version(n))).await;
     }
     let partition = partition_for(&id, store.partition_count());
     let mut feed = store.subscribe(partition, 1);
@@ -223,7 +220,7 @@ pub async fn subscribe_catches_up_then_waits(t: &TestStore) {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             for n in 3..5 {
-                append_one(&store, &id, ExpectedVersion::Exact(n)).await;
+                append_one(&store, &id, ExpectedVersion::Exact(Version(n))).await;
             }
         })
     };
@@ -279,7 +276,7 @@ pub async fn records_round_trip(t: &TestStore) {
     assert_eq!((first.event_type.as_str(), first.event_id), ("OrderPlaced", event_id));
     assert_eq!(
         (first.partition, first.offset, first.version),
-        (outcome.partition, outcome.first_offset, 1)
+        (outcome.partition, outcome.first_offset, Version(1))
     );
     assert_eq!(first.metadata.correlation_id, Some(correlation));
     assert_eq!(first.metadata.causation_id, Some(causation));
@@ -344,7 +341,7 @@ pub async fn records_round_trip(t: &TestStore) {
     claimed.command_id = Some(Uuid::new_v4());
     store
         .append(
-            AppendRequest::new(id.clone(), ExpectedVersion::Exact(2))
+            AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(2)))
                 .event(event("OrderNoted", json!({})).with_metadata(claimed)),
         )
         .await

@@ -51,11 +51,11 @@ pub async fn streams_land_in_kafka_partitions(t: &TestStore) {
         );
     }
     let expected = BTreeMap::from([
-        ("order-1", 6),
-        ("order-2", 3),
-        ("order-42", 0),
-        ("product-sku-9", 1),
-        ("customer-alice", 6),
+        ("order-1", Partition(6)),
+        ("order-2", Partition(3)),
+        ("order-42", Partition(0)),
+        ("product-sku-9", Partition(1)),
+        ("customer-alice", Partition(6)),
     ]);
     assert_eq!(placed, expected);
 }

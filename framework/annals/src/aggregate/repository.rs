@@ -272,7 +272,7 @@ impl<A: Aggregate> Repository<A> {
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
         let mut loaded = Loaded {
             state: A::default(),
-            version: 0,
+            version: Version(0),
         };
         let mut snapshot_again = false;
         if let Some(snapshots) = &self.snapshots {
@@ -477,7 +477,7 @@ impl<A: Aggregate> Repository<A> {
         let Some(every) = snapshots.options.on_command_every.filter(|every| *every > 0) else {
             return;
         };
-        if loaded.version / every > before / every {
+        if loaded.version.0 / every > before.0 / every {
             if let Err(error) = snapshots.write(stream, loaded).await {
                 tracing::warn!(%stream, %error, "snapshot on the command path failed");
             }

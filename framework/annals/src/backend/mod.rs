@@ -82,7 +82,7 @@ pub(crate) struct Replicated {
 impl Replicated {
     /// The partition's next offset once these records are written.
     pub(crate) fn next_offset(&self) -> Offset {
-        self.first_offset + self.records.len() as Offset
+        self.first_offset + self.records.len() as u64
     }
 }
 
@@ -113,7 +113,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn high_watermarks(&self) -> Result<Vec<Offset>>;
     /// One partition's next offset.
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
-        Ok(self.high_watermarks().await?[partition as usize])
+        Ok(self.high_watermarks().await?[partition.index()])
     }
     async fn list_streams(
         &self,
@@ -188,9 +188,9 @@ pub(crate) trait Groups: Send + Sync {
     /// when membership changed, and returns what the member owns. A member that joins
     /// records the group's commit mode and makes a group copied from a leader this
     /// store's own.
-    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: Partition) -> Result<Membership>;
+    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: u32) -> Result<Membership>;
     /// Leaves a group at once, handing the member's partitions to the others.
-    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: Partition) -> Result<()>;
+    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: u32) -> Result<()>;
     /// The committed offset of the fence's partition; `Fenced` if its member does not
     /// own it (any more).
     async fn owned_offset(&self, tx: &mut Tx, fence: &Fence<'_>) -> Result<Offset>;
@@ -272,13 +272,13 @@ pub(crate) struct Wakeups {
 impl Wakeups {
     pub(crate) fn new(partition_count: u32) -> Self {
         Wakeups {
-            partitions: (0..partition_count).map(|_| watch::channel(0).0).collect(),
+            partitions: (0..partition_count).map(|_| watch::channel(Offset(0)).0).collect(),
         }
     }
 
     /// Records that `partition` now holds offsets below `next_offset`.
     pub(crate) fn publish(&self, partition: Partition, next_offset: Offset) {
-        if let Some(sender) = self.partitions.get(partition as usize) {
+        if let Some(sender) = self.partitions.get(partition.index()) {
             sender.send_if_modified(|known| {
                 let newer = next_offset > *known;
                 if newer {
@@ -301,13 +301,13 @@ impl Wakeups {
     /// Records that `partition` now ends at `next_offset`, below what it held: after a
     /// truncation, records shipped again at the removed offsets must wake subscribers.
     pub(crate) fn rewind(&self, partition: Partition, next_offset: Offset) {
-        if let Some(sender) = self.partitions.get(partition as usize) {
+        if let Some(sender) = self.partitions.get(partition.index()) {
             sender.send_replace(next_offset);
         }
     }
 
     pub(crate) fn watch(&self, partition: Partition) -> watch::Receiver<Offset> {
-        self.partitions[partition as usize].subscribe()
+        self.partitions[partition.index()].subscribe()
     }
 }
 

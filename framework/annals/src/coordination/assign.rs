@@ -1,7 +1,5 @@
 //! Deterministic, sticky partition assignment.
 
-use crate::position::Partition;
-
 /// Who owns each partition after a membership change.
 ///
 /// `members` are the live member ids; `current[p]` is partition `p`'s owner before the
@@ -10,7 +8,7 @@ use crate::position::Partition;
 /// `partitions % n` one more. A partition stays with its owner while that owner is
 /// still working and under its share; the rest go, in partition order, to the members
 /// with room, in id order. The same inputs always give the same result, on every member.
-pub(crate) fn assign(partitions: Partition, members: &[String], current: &[Option<String>]) -> Vec<Option<String>> {
+pub(crate) fn assign(partitions: u32, members: &[String], current: &[Option<String>]) -> Vec<Option<String>> {
     let mut working: Vec<&String> = members.iter().collect();
     working.sort();
     working.dedup();

@@ -124,8 +124,8 @@ pub async fn list(store: &Store) -> Result<Vec<GroupSummary>> {
 fn lag(watermarks: &[Offset], committed: &BTreeMap<Partition, Offset>) -> u64 {
     watermarks
         .iter()
-        .enumerate()
-        .map(|(p, hw)| hw.saturating_sub(committed.get(&(p as Partition)).copied().unwrap_or(0)))
+        .zip(Partition::all(u32::MAX))
+        .map(|(hw, p)| hw.0.saturating_sub(committed.get(&p).map_or(0, |c| c.0)))
         .sum()
 }
 
@@ -145,12 +145,12 @@ pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
         .partitions
         .iter()
         .map(|row| {
-            let high_watermark = watermarks.get(row.partition as usize).copied().unwrap_or(0);
+            let high_watermark = watermarks.get(row.partition.index()).copied().unwrap_or_default();
             PartitionState {
                 partition: row.partition,
                 committed: row.committed,
                 high_watermark,
-                lag: high_watermark.saturating_sub(row.committed),
+                lag: high_watermark.0.saturating_sub(row.committed.0),
                 // An owner whose session expired is not working on it any more.
                 owner: row.owner.clone().filter(|o| live.contains(&o.as_str())),
                 paused: row.paused,
@@ -213,7 +213,7 @@ pub async fn mirror(
         .filter(|p| p.partition < store.partition_count())
         .map(|p| PartitionRow {
             partition: p.partition,
-            committed: p.committed.min(watermarks[p.partition as usize]),
+            committed: p.committed.min(watermarks[p.partition.index()]),
             owner: None,
             paused: p.paused,
             stopped_reason: p.stopped_reason.clone(),
@@ -221,12 +221,7 @@ pub async fn mirror(
         .collect();
     let dead_letters = dead_letters
         .iter()
-        .filter(|d| {
-            d.group == group.group
-                && watermarks
-                    .get(d.partition as usize)
-                    .is_some_and(|held| d.offset < *held)
-        })
+        .filter(|d| d.group == group.group && watermarks.get(d.partition.index()).is_some_and(|held| d.offset < *held))
         .cloned()
         .collect();
     store
@@ -246,17 +241,19 @@ pub async fn reset(store: &Store, group: &str, to: ResetTo) -> Result<()> {
     validate_group(group)?;
     let watermarks = store.high_watermarks().await?;
     let targets = match to {
-        ResetTo::Earliest => ResetTargets::Offsets((0..watermarks.len() as Partition).map(|p| (p, 0)).collect()),
+        ResetTo::Earliest => ResetTargets::Offsets(
+            Partition::all(watermarks.len() as u32)
+                .map(|p| (p, Offset(0)))
+                .collect(),
+        ),
         ResetTo::Latest => ResetTargets::Offsets(
-            watermarks
-                .iter()
-                .enumerate()
-                .map(|(p, hw)| (p as Partition, *hw))
+            Partition::all(watermarks.len() as u32)
+                .zip(watermarks.iter().copied())
                 .collect(),
         ),
         ResetTo::Offsets(offsets) => {
             for (&partition, &offset) in &offsets {
-                let Some(&high_watermark) = watermarks.get(partition as usize) else {
+                let Some(&high_watermark) = watermarks.get(partition.index()) else {
                     return Err(Error::PartitionOutOfRange {
                         partition,
                         partition_count: store.partition_count(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{admin, GroupMember, GroupOptions, Projection, StartAt};
 use crate::coordination::validate_group;
 use crate::error::Result;
-use crate::position::Partition;
+use crate::position::{Offset, Partition};
 use crate::store::Store;
 
 /// Replays `group`'s read model from offset 0 into fresh tables, then swaps them in.
@@ -26,7 +26,7 @@ pub async fn rebuild(
     fresh: impl Projection,
     swap: Vec<String>,
     options: GroupOptions,
-) -> Result<Vec<(Partition, u64)>> {
+) -> Result<Vec<(Partition, Offset)>> {
     validate_group(group)?;
     let shadow = format!("{group}.rebuild");
     validate_group(&shadow)?;

@@ -49,10 +49,16 @@ pub struct SnapshotOptions {
 /// Appends a snapshot of `stream` at `version` within `tx`, a transaction of the
 /// store's read models: it commits with whatever else `tx` writes (a snapshotter's
 /// group offsets, say).
-pub async fn write(tx: &mut Tx, stream: &StreamId, version: Version, schema_version: u32, state: &str) -> Result<()> {
+pub async fn write(
+    tx: &mut Tx,
+    stream: &StreamId,
+    version: impl Into<Version>,
+    schema_version: u32,
+    state: &str,
+) -> Result<()> {
     let snapshot = NewSnapshot {
         stream,
-        version,
+        version: version.into(),
         schema_version,
         state: Some(state),
     };
@@ -60,10 +66,16 @@ pub async fn write(tx: &mut Tx, stream: &StreamId, version: Version, schema_vers
 }
 
 /// Appends a snapshot of `stream` at `version` in a transaction of its own.
-pub async fn save(store: &Store, stream: &StreamId, version: Version, schema_version: u32, state: &str) -> Result<()> {
+pub async fn save(
+    store: &Store,
+    stream: &StreamId,
+    version: impl Into<Version>,
+    schema_version: u32,
+    state: &str,
+) -> Result<()> {
     let snapshot = NewSnapshot {
         stream,
-        version,
+        version: version.into(),
         schema_version,
         state: Some(state),
     };
@@ -75,7 +87,7 @@ pub async fn save(store: &Store, stream: &StreamId, version: Version, schema_ver
 pub async fn tombstone(store: &Store, stream: &StreamId) -> Result<()> {
     let tombstone = NewSnapshot {
         stream,
-        version: 0,
+        version: Version(0),
         schema_version: 0,
         state: None,
     };

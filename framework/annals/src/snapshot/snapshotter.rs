@@ -50,7 +50,7 @@ impl<A: Snapshottable> Snapshotter<A> {
     async fn state_at(&self, tx: &mut Tx, record: &RecordedEvent) -> Result<A> {
         let stream = &record.stream;
         let mut state = A::default();
-        let mut version: Version = 0;
+        let mut version = Version(0);
         if let Some(snapshot) = sql::snapshots::newest_at(tx, stream, record.version, A::SNAPSHOT_VERSION).await? {
             version = snapshot.version;
             state = serde_json::from_str(&snapshot.state).map_err(Error::InvalidJson)?;
@@ -78,7 +78,7 @@ impl<A: Snapshottable> Projection for Snapshotter<A> {
     }
 
     async fn handle(&self, record: &RecordedEvent, tx: &mut Tx) -> Result<()> {
-        if record.version % self.every != 0 {
+        if record.version.0 % self.every != 0 {
             return Ok(());
         }
         let state = self.state_at(tx, record).await?;

@@ -4,7 +4,7 @@
 //! code that takes any store.
 //!
 //! ```
-//! use annals::{AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
+//! use annals::{AppendRequest, ExpectedVersion, NewEvent, Offset, Partition, Store, StreamId, Version};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> annals::Result<()> {
@@ -14,7 +14,7 @@
 //!     .append(AppendRequest::new(order.clone(), ExpectedVersion::NoStream)
 //!         .event(NewEvent::json("OrderPlaced", &serde_json::json!({"lines": 2}))?))
 //!     .await?;
-//! assert_eq!((outcome.partition, outcome.first_offset, outcome.last_version), (0, 0, 1));
+//! assert_eq!((outcome.partition, outcome.first_offset, outcome.last_version), (Partition(0), Offset(0), Version(1)));
 //! assert_eq!(store.read_stream(&order, 1, 100).await?.len(), 1);
 //! # Ok(()) }
 //! ```
@@ -99,7 +99,7 @@ pub trait EventStore: Send + Sync {
     /// pages of 1,000 rows on its C API).
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         const PAGE: usize = 1_000;
-        let mut next = from_version.max(1);
+        let mut next = from_version.max(Version(1));
         loop {
             let records = self.read_stream(stream, next, PAGE).await?;
             for record in &records {
@@ -190,18 +190,20 @@ impl Store {
     /// append itself: in-process, or by `LISTEN/NOTIFY` on PostgreSQL).
     pub async fn fetch(
         &self,
-        partition: Partition,
-        from_offset: Offset,
+        partition: impl Into<Partition>,
+        from_offset: impl Into<Offset>,
         limit: usize,
         wait: std::time::Duration,
     ) -> Result<Vec<RecordedEvent>> {
+        let (partition, from_offset) = (partition.into(), from_offset.into());
         self.check_partition(partition)?;
         subscribe::fetch(self, partition, from_offset, limit, wait).await
     }
 
     /// The next offset of `partition`: what [`EventStore::high_watermarks`] gives for
     /// it, read alone.
-    pub async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
+    pub async fn high_watermark(&self, partition: impl Into<Partition>) -> Result<Offset> {
+        let partition = partition.into();
         self.check_partition(partition)?;
         self.inner.backend.high_watermark(partition).await
     }
@@ -345,15 +347,22 @@ impl Store {
     pub async fn read_stream(
         &self,
         stream: &StreamId,
-        from_version: Version,
+        from_version: impl Into<Version>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        self.inner.backend.read_stream(stream, from_version.max(1), limit).await
+        let from_version = from_version.into().max(Version(1));
+        self.inner.backend.read_stream(stream, from_version, limit).await
     }
 
     /// See [`EventStore::fold_stream`].
-    pub async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        self.inner.backend.fold_stream(stream, from_version.max(1), visit).await
+    pub async fn fold_stream(
+        &self,
+        stream: &StreamId,
+        from_version: impl Into<Version>,
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
+        let from_version = from_version.into().max(Version(1));
+        self.inner.backend.fold_stream(stream, from_version, visit).await
     }
 
     /// See [`EventStore::stream_version`].
@@ -364,12 +373,16 @@ impl Store {
     /// See [`EventStore::read_partition`].
     pub async fn read_partition(
         &self,
-        partition: Partition,
-        from_offset: Offset,
+        partition: impl Into<Partition>,
+        from_offset: impl Into<Offset>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        let partition = partition.into();
         self.check_partition(partition)?;
-        self.inner.backend.read_partition(partition, from_offset, limit).await
+        self.inner
+            .backend
+            .read_partition(partition, from_offset.into(), limit)
+            .await
     }
 
     /// See [`EventStore::high_watermarks`].
@@ -377,10 +390,20 @@ impl Store {
         self.inner.backend.high_watermarks().await
     }
 
+    /// How many records the store holds: the sum of its partitions' next offsets.
+    pub async fn record_count(&self) -> Result<u64> {
+        Ok(self.high_watermarks().await?.iter().map(|next| next.0).sum())
+    }
+
     /// See [`EventStore::subscribe`].
-    pub fn subscribe(&self, partition: Partition, from_offset: Offset) -> BoxStream<'static, Result<RecordedEvent>> {
+    pub fn subscribe(
+        &self,
+        partition: impl Into<Partition>,
+        from_offset: impl Into<Offset>,
+    ) -> BoxStream<'static, Result<RecordedEvent>> {
+        let partition = partition.into();
         match self.check_partition(partition) {
-            Ok(()) => subscribe::records(self.clone(), partition, from_offset),
+            Ok(()) => subscribe::records(self.clone(), partition, from_offset.into()),
             Err(error) => Box::pin(futures::stream::once(async { Err(error) })),
         }
     }

@@ -71,7 +71,7 @@ impl Store {
         let mut commands = Vec::new();
         let mut append_start = 0;
         for (i, record) in records.iter().enumerate() {
-            let expected = first_offset + i as Offset;
+            let expected = first_offset + i as u64;
             if record.partition != partition || record.offset != expected {
                 return Err(Error::ReplicationGap {
                     partition,
@@ -104,7 +104,7 @@ impl Store {
             }
         }
         if append_start != records.len() {
-            let last = first_offset + records.len() as Offset - 1;
+            let last = first_offset + records.len() as u64 - 1;
             return Err(invalid(last, "the records end inside an append"));
         }
         let replicated = Replicated {
@@ -124,8 +124,17 @@ impl Store {
     /// model holds the removed records' effects (rebuild the group). For a follower
     /// that holds records its leader never had (see `annals follow
     /// --truncate-diverged`); a leader refuses (`NotAReplica`).
-    pub async fn truncate_replica(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
+    pub async fn truncate_replica(
+        &self,
+        partition: impl Into<Partition>,
+        from_offset: impl Into<Offset>,
+        end: impl Into<Offset>,
+    ) -> Result<()> {
+        let partition = partition.into();
         self.check_partition(partition)?;
-        self.inner.backend.truncate(partition, from_offset, end).await
+        self.inner
+            .backend
+            .truncate(partition, from_offset.into(), end.into())
+            .await
     }
 }

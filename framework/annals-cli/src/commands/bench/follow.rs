@@ -75,7 +75,7 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     let follower = Follower::start(replica.clone(), Leader { url, token: None }, FollowOptions::default());
     caught_up(&replica, &follower, &target).await.map_err(follow_error)?;
     let shipping = started.elapsed().as_secs_f64();
-    let shipped: u64 = target.iter().sum();
+    let shipped: u64 = target.iter().map(|next| next.0).sum();
 
     // Lag: each record's wait from its commit on the leader to the follower holding it.
     let lag_us = std::sync::Arc::new(std::sync::Mutex::new(histogram()));
@@ -157,7 +157,7 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
 
 /// Waits until `replica` holds `target`; a follower that stopped on an error ends the
 /// run with it.
-async fn caught_up(replica: &annals::Store, follower: &Follower, target: &[u64]) -> Result<(), FollowError> {
+async fn caught_up(replica: &annals::Store, follower: &Follower, target: &[annals::Offset]) -> Result<(), FollowError> {
     while replica.high_watermarks().await? != target {
         let status = follower.status();
         if status.state == FollowerState::Failed {

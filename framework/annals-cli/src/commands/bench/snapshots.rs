@@ -19,10 +19,10 @@ const SIZES: [u64; 3] = [10, 1_000, 100_000];
 /// Writes `events` `LineAdded` events to order `id`, 1,000 per append.
 async fn history(store: &Store, id: &str, events: u64) -> CliResult {
     let stream = Repository::<Order>::stream_id(id)?;
-    let mut written = 0;
+    let mut written = annals::Version(0);
     while written < events {
         let mut request = AppendRequest::new(stream.clone(), ExpectedVersion::Exact(written));
-        for i in written..(written + 1_000).min(events) {
+        for i in written.0..(written.0 + 1_000).min(events) {
             let line = command(i);
             let data = json!({"sku": line.sku, "qty": line.qty, "price": line.price, "note": line.note});
             request = request.event(NewEvent::json("LineAdded", &data)?);

@@ -116,18 +116,18 @@ impl State {
 
 impl Group {
     /// Bumps the generation and gives every partition an owner among the members.
-    fn rebalance(&mut self, group: &str, partitions: Partition) {
+    fn rebalance(&mut self, group: &str, partitions: u32) {
         self.generation += 1;
         let members: Vec<String> = self.members.keys().cloned().collect();
         let mut current = vec![None; partitions as usize];
         for (partition, row) in &self.partitions {
-            if let Some(slot) = current.get_mut(*partition as usize) {
+            if let Some(slot) = current.get_mut(partition.index()) {
                 *slot = row.owner.clone();
             }
         }
         let next = assign(partitions, &members, &current);
         for (partition, (before, after)) in current.iter().zip(&next).enumerate() {
-            let partition = partition as Partition;
+            let partition = Partition(partition as u32);
             if before != after {
                 if let Some(row) = self.partitions.get_mut(&partition) {
                     row.owner = after.clone();
@@ -339,7 +339,7 @@ impl Groups for MemoryGroups {
         self.db.clone()
     }
 
-    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: Partition) -> Result<Membership> {
+    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: u32) -> Result<Membership> {
         let Joining {
             group: name,
             member,
@@ -349,8 +349,8 @@ impl Groups for MemoryGroups {
             mode,
         } = *joining;
         let starts: Vec<Offset> = match start_at {
-            StartAt::Earliest => vec![0; partitions as usize],
-            StartAt::Latest => (0..partitions).map(|p| self.log().next_offset(p)).collect(),
+            StartAt::Earliest => vec![Offset(0); partitions as usize],
+            StartAt::Latest => Partition::all(partitions).map(|p| self.log().next_offset(p)).collect(),
         };
         let state = state(tx)?;
         let now = now_ms();
@@ -364,7 +364,7 @@ impl Groups for MemoryGroups {
             None => {
                 // A group's offsets are created by its first member, where the group
                 // starts; later members find them and keep them.
-                for (partition, start) in (0..partitions).zip(starts) {
+                for (partition, start) in Partition::all(partitions).zip(starts) {
                     group.partitions.entry(partition).or_insert(PartitionRow {
                         partition,
                         committed: start,
@@ -415,7 +415,7 @@ impl Groups for MemoryGroups {
         })
     }
 
-    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: Partition) -> Result<()> {
+    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: u32) -> Result<()> {
         let state = state(tx)?.lock_group(group);
         if state.members.remove(member).is_some() {
             state.rebalance(group, partitions);
@@ -631,7 +631,7 @@ impl Groups for MemoryGroups {
                             .get(partition)
                             .and_then(|records| records.iter().find(|r| r.recorded_at.timestamp_micros() >= at))
                             .map_or(*high_watermark, |record| record.offset);
-                        (partition as Partition, first)
+                        (Partition(partition as u32), first)
                     })
                     .collect::<BTreeMap<_, _>>()
             }
@@ -837,7 +837,7 @@ mod tests {
 
     async fn committed(groups: &Arc<MemoryGroups>, partition: Partition) -> Offset {
         let record = groups.describe("g").await.expect("describe").expect("the group");
-        record.partitions[partition as usize].committed
+        record.partitions[partition.index()].committed
     }
 
     #[tokio::test]
@@ -855,15 +855,35 @@ mod tests {
             .expect("a owned it before");
 
         // a's commit on a partition it lost, in its old generation: fenced.
-        let fenced = commit(&groups, ("a", stale.generation, moved.partition), (0, 3), false, false).await;
+        let fenced = commit(
+            &groups,
+            ("a", stale.generation, moved.partition),
+            (Offset(0), Offset(3)),
+            false,
+            false,
+        )
+        .await;
         assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
         assert_eq!(committed(&groups, moved.partition).await, 0);
 
         // b's commit goes through; another from the old offset is fenced.
-        commit(&groups, ("b", moved.generation, moved.partition), (0, 5), false, false)
-            .await
-            .expect("the owner commits");
-        let again = commit(&groups, ("b", moved.generation, moved.partition), (0, 6), false, false).await;
+        commit(
+            &groups,
+            ("b", moved.generation, moved.partition),
+            (Offset(0), Offset(5)),
+            false,
+            false,
+        )
+        .await
+        .expect("the owner commits");
+        let again = commit(
+            &groups,
+            ("b", moved.generation, moved.partition),
+            (Offset(0), Offset(6)),
+            false,
+            false,
+        )
+        .await;
         assert!(matches!(again, Err(Error::Fenced { .. })), "{again:?}");
         assert_eq!(committed(&groups, moved.partition).await, 5);
     }
@@ -873,12 +893,25 @@ mod tests {
         let groups = groups(4);
         let a = heartbeat(&groups, "a").await;
         let owned = a.owned[0];
-        let failed = commit(&groups, ("a", owned.generation, owned.partition), (0, 7), true, false).await;
+        let failed = commit(
+            &groups,
+            ("a", owned.generation, owned.partition),
+            (Offset(0), Offset(7)),
+            true,
+            false,
+        )
+        .await;
         assert!(matches!(failed, Err(Error::Closed)), "{failed:?}");
         assert_eq!(committed(&groups, owned.partition).await, 0, "a failed commit stayed");
-        commit(&groups, ("a", owned.generation, owned.partition), (0, 7), false, true)
-            .await
-            .expect("the read transaction runs");
+        commit(
+            &groups,
+            ("a", owned.generation, owned.partition),
+            (Offset(0), Offset(7)),
+            false,
+            true,
+        )
+        .await
+        .expect("the read transaction runs");
         assert_eq!(committed(&groups, owned.partition).await, 0, "a read transaction wrote");
     }
 }

@@ -39,10 +39,12 @@ struct Log {
 
 impl LogView for Log {
     fn stream_version(&self, stream: &StreamId) -> Version {
-        self.streams.get(stream).map_or(0, |offsets| offsets.len() as Version)
+        self.streams
+            .get(stream)
+            .map_or(Version(0), |offsets| Version(offsets.len() as u64))
     }
     fn next_offset(&self, partition: Partition) -> Offset {
-        self.partitions[partition as usize].len() as Offset
+        Offset(self.partitions[partition.index()].len() as u64)
     }
     fn command(&self, command_id: &Uuid) -> Option<CommandRecord> {
         self.commands.get(command_id).cloned()
@@ -91,7 +93,7 @@ impl Backend for MemoryBackend {
                 Admitted::Duplicate(outcome) => return Ok(outcome),
                 Admitted::Write(outcome) => outcome,
             };
-            let partition = append.partition as usize;
+            let partition = append.partition.index();
             // Monotonic within the partition even if the wall clock steps back.
             let recorded_at = log.partitions[partition]
                 .last()
@@ -122,7 +124,7 @@ impl Backend for MemoryBackend {
             log.streams
                 .entry(append.stream.clone())
                 .or_default()
-                .extend(outcome.first_offset..=outcome.last_offset);
+                .extend((outcome.first_offset.0..=outcome.last_offset.0).map(Offset));
             if let Some(command_id) = append.command_id {
                 log.commands.insert(
                     command_id,
@@ -143,13 +145,13 @@ impl Backend for MemoryBackend {
         let Some(offsets) = log.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let partition = &log.partitions[crate::partition_for(stream, self.partition_count) as usize];
-        let skip = usize::try_from(from_version.saturating_sub(1)).unwrap_or(usize::MAX);
+        let partition = &log.partitions[(crate::partition_for(stream, self.partition_count)).index()];
+        let skip = usize::try_from(from_version.0.saturating_sub(1)).unwrap_or(usize::MAX);
         Ok(offsets
             .iter()
             .skip(skip)
             .take(limit)
-            .map(|offset| partition[*offset as usize].clone())
+            .map(|offset| partition[offset.0 as usize].clone())
             .collect())
     }
 
@@ -172,8 +174,8 @@ impl Backend for MemoryBackend {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let log = self.log();
-        let records = &log.partitions[partition as usize];
-        let start = usize::try_from(from_offset).unwrap_or(usize::MAX).min(records.len());
+        let records = &log.partitions[partition.index()];
+        let start = usize::try_from(from_offset.0).unwrap_or(usize::MAX).min(records.len());
         Ok(records[start..].iter().take(limit).cloned().collect())
     }
 
@@ -182,7 +184,7 @@ impl Backend for MemoryBackend {
             .log()
             .partitions
             .iter()
-            .map(|records| records.len() as Offset)
+            .map(|records| Offset(records.len() as u64))
             .collect())
     }
 
@@ -203,7 +205,7 @@ impl Backend for MemoryBackend {
             .map(|(stream, offsets)| StreamInfo {
                 stream: stream.clone(),
                 partition: crate::partition_for(stream, self.partition_count),
-                version: offsets.len() as Version,
+                version: Version(offsets.len() as u64),
             })
             .collect())
     }
@@ -272,7 +274,7 @@ impl Backend for MemoryBackend {
                 log.event_ids.insert(record.event_id);
             }
             log.commands.extend(replicated.commands);
-            log.partitions[partition as usize].extend(replicated.records);
+            log.partitions[partition.index()].extend(replicated.records);
         }
         self.wakeups.publish(replicated.partition, next);
         Ok(())
@@ -293,8 +295,8 @@ impl Backend for MemoryBackend {
                 actual,
             });
         }
-        let start = usize::try_from(from_offset).unwrap_or(usize::MAX);
-        let records = &mut log.partitions[partition as usize];
+        let start = usize::try_from(from_offset.0).unwrap_or(usize::MAX);
+        let records = &mut log.partitions[partition.index()];
         let removed = records.split_off(start.min(records.len()));
         // Snapshots that folded a removed record go with it.
         let mut first_removed: HashMap<&StreamId, Version> = HashMap::new();

@@ -153,10 +153,10 @@ async fn init_store(pool: &PgPool, requested: Option<u32>) -> Result<(u32, Uuid)
 
 fn record(row: &PgRow) -> Result<RecordedEvent> {
     Ok(RecordedEvent {
-        partition: row.try_get::<i32, _>(0)? as Partition,
-        offset: row.try_get::<i64, _>(1)? as Offset,
+        partition: Partition(row.try_get::<i32, _>(0)? as u32),
+        offset: Offset(row.try_get::<i64, _>(1)? as u64),
         stream: StreamId::trusted(row.try_get(2)?),
-        version: row.try_get::<i64, _>(3)? as Version,
+        version: Version(row.try_get::<i64, _>(3)? as u64),
         event_id: row.try_get(4)?,
         event_type: row.try_get(5)?,
         payload: serde_json::value::RawValue::from_string(row.try_get(6)?).map_err(Error::InvalidJson)?,
@@ -187,7 +187,7 @@ impl Backend for PgBackend {
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
         let queue = {
             let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-            queues.get(append.partition as usize % queues.len().max(1)).cloned()
+            queues.get(append.partition.index() % queues.len().max(1)).cloned()
         };
         batch::submit(queue.ok_or(Error::Closed)?, append).await
     }
@@ -212,7 +212,7 @@ impl Backend for PgBackend {
         // more than decoding the columns.
         while let Some(row) = rows.try_next().await? {
             visit(EventView {
-                version: row.try_get_unchecked::<i64, _>(0)? as Version,
+                version: Version(row.try_get_unchecked::<i64, _>(0)? as u64),
                 event_type: row.try_get_unchecked(1)?,
                 payload: row.try_get_unchecked(2)?,
                 // Within 0 ..= u32::MAX: the store writes it from a u32.
@@ -227,7 +227,7 @@ impl Backend for PgBackend {
             .bind(stream.as_str())
             .fetch_one(&self.pool)
             .await?;
-        Ok(version.unwrap_or(0) as Version)
+        Ok(Version(version.unwrap_or(0) as u64))
     }
 
     async fn read_partition(
@@ -237,7 +237,7 @@ impl Backend for PgBackend {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let rows = sqlx::query(sql::READ_PARTITION)
-            .bind(partition as i32)
+            .bind(partition.0 as i32)
             .bind(sql_int(from_offset))
             .bind(sql_int(limit))
             .fetch_all(&self.pool)
@@ -247,15 +247,18 @@ impl Backend for PgBackend {
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {
         let next: Vec<Option<i64>> = sqlx::query_scalar(sql::HIGH_WATERMARKS).fetch_all(&self.pool).await?;
-        Ok(next.into_iter().map(|offset| offset.unwrap_or(0) as Offset).collect())
+        Ok(next
+            .into_iter()
+            .map(|offset| Offset(offset.unwrap_or(0) as u64))
+            .collect())
     }
 
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
         let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
-            .bind(partition as i32)
+            .bind(partition.0 as i32)
             .fetch_one(&self.pool)
             .await?;
-        Ok(next.unwrap_or(0) as Offset)
+        Ok(Offset(next.unwrap_or(0) as u64))
     }
 
     async fn list_streams(
@@ -275,8 +278,8 @@ impl Backend for PgBackend {
             .map(|row| {
                 Ok(StreamInfo {
                     stream: StreamId::trusted(row.try_get(0)?),
-                    partition: row.try_get::<i32, _>(1)? as Partition,
-                    version: row.try_get::<i64, _>(2)? as Version,
+                    partition: Partition(row.try_get::<i32, _>(1)? as u32),
+                    version: Version(row.try_get::<i64, _>(2)? as u64),
                 })
             })
             .collect()
@@ -289,11 +292,11 @@ impl Backend for PgBackend {
             .await?;
         row.map(|row| {
             let outcome = AppendOutcome {
-                partition: row.try_get::<i32, _>(1)? as Partition,
-                first_offset: row.try_get::<i64, _>(2)? as Offset,
-                last_offset: row.try_get::<i64, _>(3)? as Offset,
-                first_version: row.try_get::<i64, _>(4)? as Version,
-                last_version: row.try_get::<i64, _>(5)? as Version,
+                partition: Partition(row.try_get::<i32, _>(1)? as u32),
+                first_offset: Offset(row.try_get::<i64, _>(2)? as u64),
+                last_offset: Offset(row.try_get::<i64, _>(3)? as u64),
+                first_version: Version(row.try_get::<i64, _>(4)? as u64),
+                last_version: Version(row.try_get::<i64, _>(5)? as u64),
                 duplicate: true,
             };
             Ok((StreamId::trusted(row.try_get(0)?), outcome))
@@ -333,15 +336,15 @@ impl Backend for PgBackend {
         let (status, next): (i16, i64) = replicate::call(&self.pool, self.lock_space, &replicated).await?;
         match status {
             0 => {
-                self.wakeups.publish(partition, next as Offset);
-                self.notifier.publish(partition, next as Offset);
+                self.wakeups.publish(partition, Offset(next as u64));
+                self.notifier.publish(partition, Offset(next as u64));
                 Ok(())
             }
             1 => Err(Error::NotAReplica),
             _ => Err(Error::ReplicationGap {
                 partition,
                 first,
-                next: next as Offset,
+                next: Offset(next as u64),
             }),
         }
     }
@@ -350,7 +353,7 @@ impl Backend for PgBackend {
         let mut tx = self.pool.begin().await?;
         sqlx::query(include_str!("sql/lock_partition.sql"))
             .bind(self.lock_space)
-            .bind(partition as i32)
+            .bind(partition.0 as i32)
             .execute(&mut *tx)
             .await?;
         let (leader,): (Option<String>,) = sqlx::query_as(include_str!("sql/leader.sql"))
@@ -360,10 +363,10 @@ impl Backend for PgBackend {
             return Err(Error::NotAReplica);
         }
         let actual: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
-            .bind(partition as i32)
+            .bind(partition.0 as i32)
             .fetch_one(&mut *tx)
             .await?;
-        let actual = actual.unwrap_or(0) as Offset;
+        let actual = Offset(actual.unwrap_or(0) as u64);
         if actual != end {
             return Err(Error::PartitionMoved {
                 partition,
@@ -373,7 +376,7 @@ impl Backend for PgBackend {
         }
         for statement in sql::truncate() {
             sqlx::query(statement)
-                .bind(partition as i32)
+                .bind(partition.0 as i32)
                 .bind(sql_int(from_offset))
                 .execute(&mut *tx)
                 .await?;

@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn payloads_stay_under_the_limit() {
-        let many: BTreeMap<Partition, Offset> = (0..5_000).map(|p| (p, u64::MAX)).collect();
+        let many: BTreeMap<Partition, Offset> = Partition::all(5_000).map(|p| (p, Offset(u64::MAX))).collect();
         let split = payloads(&many);
         assert!(split.len() > 1);
         assert!(split.iter().all(|p| p.len() < 8_000));

@@ -40,7 +40,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
     };
     let row = sqlx::query_as(include_str!("sql/replicate.sql"))
         .bind(lock_space)
-        .bind(replicated.partition as i32)
+        .bind(replicated.partition.0 as i32)
         .bind(sql_int(replicated.first_offset))
         .bind(&stream)
         .bind(&version)
@@ -53,10 +53,10 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
         .bind(&schema)
         .bind(&command_id)
         .bind(&command_stream)
-        .bind(outcome(|o| o.first_offset))
-        .bind(outcome(|o| o.last_offset))
-        .bind(outcome(|o| o.first_version))
-        .bind(outcome(|o| o.last_version))
+        .bind(outcome(|o| o.first_offset.0))
+        .bind(outcome(|o| o.last_offset.0))
+        .bind(outcome(|o| o.first_version.0))
+        .bind(outcome(|o| o.last_version.0))
         .fetch_one(pool)
         .await?;
     Ok(row)

@@ -109,7 +109,7 @@ async fn append_batch(
     let mut e_schema = Vec::with_capacity(events);
     for append in appends {
         a_stream.push(append.stream.as_str());
-        a_partition.push(append.partition as i32);
+        a_partition.push(append.partition.0 as i32);
         a_expected.push(encode_expected(append.expected));
         a_command.push(append.command_id);
         a_count.push(append.events.len() as i32);
@@ -146,10 +146,10 @@ async fn append_batch(
             let outcome = |duplicate| -> Result<AppendOutcome> {
                 Ok(AppendOutcome {
                     partition: append.partition as Partition,
-                    first_offset: position(1)? as Offset,
-                    last_offset: position(2)? as Offset,
-                    first_version: position(3)? as Version,
-                    last_version: position(4)? as Version,
+                    first_offset: Offset(position(1)?),
+                    last_offset: Offset(position(2)?),
+                    first_version: Version(position(3)?),
+                    last_version: Version(position(4)?),
                     duplicate,
                 })
             };
@@ -160,7 +160,7 @@ async fn append_batch(
                 2 => Err(Error::WrongExpectedVersion {
                     stream: append.stream.clone(),
                     expected: append.expected,
-                    actual: position(5)?,
+                    actual: Version(position(5)?),
                 }),
                 3 => Err(Error::CommandIdConflict {
                     command_id: append.command_id.unwrap_or_default(),

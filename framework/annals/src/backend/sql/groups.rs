@@ -114,7 +114,7 @@ impl SqlGroups {
     }
 
     /// Bumps the generation and gives every partition an owner among the live members.
-    async fn rebalance(&self, tx: &mut Tx, group: &str, generation: i64, partitions: Partition) -> Result<i64> {
+    async fn rebalance(&self, tx: &mut Tx, group: &str, generation: i64, partitions: u32) -> Result<i64> {
         let generation = generation + 1;
         let members = tx
             .query(statement!("members"), params![group])
@@ -208,7 +208,7 @@ impl Groups for SqlGroups {
         self.db.clone()
     }
 
-    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: Partition) -> Result<Membership> {
+    async fn heartbeat(&self, tx: &mut Tx, joining: &Joining<'_>, partitions: u32) -> Result<Membership> {
         let Joining {
             group,
             member,
@@ -274,7 +274,7 @@ impl Groups for SqlGroups {
         })
     }
 
-    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: Partition) -> Result<()> {
+    async fn leave(&self, tx: &mut Tx, group: &str, member: &str, partitions: u32) -> Result<()> {
         let generation = self.lock_group(tx, group).await?;
         let left = tx.execute(statement!("remove_member"), params![group, member]).await?;
         if left > 0 {
@@ -312,7 +312,7 @@ impl Groups for SqlGroups {
         let updated = tx
             .execute(
                 self.sql(statement!("commit")),
-                params![group, partition, member, generation, to as i64, from as i64],
+                params![group, partition, member, generation, to.0 as i64, from.0 as i64],
             )
             .await?;
         if updated == 1 {
@@ -342,7 +342,7 @@ impl Groups for SqlGroups {
             params![
                 group,
                 record.partition,
-                record.offset as i64,
+                record.offset.0 as i64,
                 record.stream.as_str(),
                 record.event_id,
                 record.event_type.as_str(),
@@ -384,7 +384,7 @@ impl Groups for SqlGroups {
     }
 
     async fn park_behind(&self, tx: &mut Tx, group: &str, stream: &str, offset: Offset) -> Result<()> {
-        tx.execute(statement!("park_behind"), params![group, stream, offset as i64])
+        tx.execute(statement!("park_behind"), params![group, stream, offset.0 as i64])
             .await
             .map(drop)
     }
@@ -523,7 +523,7 @@ impl Groups for SqlGroups {
                             params![
                                 &group,
                                 p.partition,
-                                p.committed as i64,
+                                p.committed.0 as i64,
                                 i64::from(p.paused),
                                 p.stopped_reason
                             ],
@@ -537,7 +537,7 @@ impl Groups for SqlGroups {
                             params![
                                 &group,
                                 letter.partition,
-                                letter.offset as i64,
+                                letter.offset.0 as i64,
                                 letter.stream,
                                 letter.event_id,
                                 letter.event_type,
@@ -572,7 +572,7 @@ impl Groups for SqlGroups {
                             let first = this.sql(statement!("first_offset_since"));
                             let mut offsets = BTreeMap::new();
                             for (partition, high_watermark) in high_watermarks.into_iter().enumerate() {
-                                let partition = partition as Partition;
+                                let partition = Partition(partition as u32);
                                 let found: Option<Offset> = tx
                                     .query_one(first, params![partition, at.timestamp_micros()])
                                     .await?
@@ -584,7 +584,7 @@ impl Groups for SqlGroups {
                     };
                     let reset = this.sql(statement!("reset_offset"));
                     for (partition, offset) in targets {
-                        tx.execute(reset, params![&group, partition, offset as i64]).await?;
+                        tx.execute(reset, params![&group, partition, offset.0 as i64]).await?;
                     }
                     Ok(())
                 })
@@ -642,7 +642,7 @@ impl Groups for SqlGroups {
                     let letter = this.find(tx, id).await?;
                     tx.execute(
                         statement!("retry_from"),
-                        params![letter.group.as_str(), letter.stream.as_str(), letter.offset as i64],
+                        params![letter.group.as_str(), letter.stream.as_str(), letter.offset.0 as i64],
                     )
                     .await?;
                     this.find(tx, id).await
@@ -660,7 +660,7 @@ impl Groups for SqlGroups {
                     tx.execute(statement!("delete_dead_letter"), params![id]).await?;
                     tx.execute(
                         statement!("release_parked"),
-                        params![letter.group.as_str(), letter.stream.as_str(), letter.offset as i64],
+                        params![letter.group.as_str(), letter.stream.as_str(), letter.offset.0 as i64],
                     )
                     .await?;
                     Ok(letter)
@@ -679,7 +679,7 @@ impl Groups for SqlGroups {
             .collect::<Result<_>>()?;
         let reset = self.sql(statement!("reset_offset"));
         for (partition, committed) in &offsets {
-            tx.execute(reset, params![group, *partition, *committed as i64]).await?;
+            tx.execute(reset, params![group, *partition, *committed]).await?;
         }
         tx.execute(statement!("delete_dead_letters"), params![group]).await?;
         tx.execute(statement!("take_dead_letters"), params![group, replay])

@@ -89,7 +89,7 @@ pub(crate) async fn newest_at(
     schema: u32,
 ) -> Result<Option<StoredSnapshot>> {
     let row = tx
-        .query_opt(NEWEST_AT, params![stream.as_str(), version as i64, schema])
+        .query_opt(NEWEST_AT, params![stream.as_str(), version.0 as i64, schema])
         .await?;
     row.map(|row| stored(stream, &row)).transpose()
 }
@@ -97,7 +97,7 @@ pub(crate) async fn newest_at(
 fn write_params(snapshot: NewSnapshot<'_>) -> Vec<Param> {
     vec![
         snapshot.stream.as_str().into(),
-        (snapshot.version as i64).into(),
+        (snapshot.version.0 as i64).into(),
         snapshot.schema_version.into(),
         snapshot.state.into(),
         chrono::Utc::now().timestamp_micros().into(),

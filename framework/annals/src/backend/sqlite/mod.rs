@@ -243,7 +243,7 @@ impl Backend for SqliteBackend {
             .bind(stream.as_str())
             .fetch_one(&self.readers)
             .await?;
-        Ok(version.unwrap_or(0) as Version)
+        Ok(Version(version.unwrap_or(0) as u64))
     }
 
     async fn read_partition(
@@ -259,15 +259,15 @@ impl Backend for SqliteBackend {
         let rows: Vec<Option<i64>> = sqlx::query_scalar(sql::HIGH_WATERMARKS)
             .fetch_all(&self.readers)
             .await?;
-        Ok(rows.into_iter().map(|next| next.unwrap_or(0) as Offset).collect())
+        Ok(rows.into_iter().map(|next| Offset(next.unwrap_or(0) as u64)).collect())
     }
 
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
         let next: Option<i64> = sqlx::query_scalar(sql::HIGH_WATERMARK)
-            .bind(partition as i64)
+            .bind(partition.0 as i64)
             .fetch_one(&self.readers)
             .await?;
-        Ok(next.unwrap_or(0) as Offset)
+        Ok(Offset(next.unwrap_or(0) as u64))
     }
 
     async fn list_streams(
@@ -287,8 +287,8 @@ impl Backend for SqliteBackend {
             .map(|row| {
                 Ok(StreamInfo {
                     stream: StreamId::trusted(row.try_get(0)?),
-                    partition: row.try_get::<i64, _>(1)? as Partition,
-                    version: row.try_get::<i64, _>(2)? as Version,
+                    partition: Partition(row.try_get::<i64, _>(1)? as u32),
+                    version: Version(row.try_get::<i64, _>(2)? as u64),
                 })
             })
             .collect()
@@ -301,11 +301,11 @@ impl Backend for SqliteBackend {
             .await?;
         row.map(|row| {
             let outcome = AppendOutcome {
-                partition: row.try_get::<i64, _>(1)? as Partition,
-                first_offset: row.try_get::<i64, _>(2)? as Offset,
-                last_offset: row.try_get::<i64, _>(3)? as Offset,
-                first_version: row.try_get::<i64, _>(4)? as Version,
-                last_version: row.try_get::<i64, _>(5)? as Version,
+                partition: Partition(row.try_get::<i64, _>(1)? as u32),
+                first_offset: Offset(row.try_get::<i64, _>(2)? as u64),
+                last_offset: Offset(row.try_get::<i64, _>(3)? as u64),
+                first_version: Version(row.try_get::<i64, _>(4)? as u64),
+                last_version: Version(row.try_get::<i64, _>(5)? as u64),
                 duplicate: true,
             };
             Ok((StreamId::trusted(row.try_get(0)?), outcome))
@@ -357,7 +357,7 @@ impl Backend for SqliteBackend {
             let actual: Option<i64> = conn
                 .query_row(sql::HIGH_WATERMARK, [partition], |row| row.get(0))
                 .map_err(writer::engine)?;
-            let actual = actual.unwrap_or(0) as Offset;
+            let actual = Offset(actual.unwrap_or(0) as u64);
             if actual != end {
                 return Err(Error::PartitionMoved {
                     partition,

@@ -204,7 +204,7 @@ pub(super) fn visit_rows(
                 .and_then(|v| v.as_str().map_err(Into::into))
                 .map_err(Error::from)
         };
-        last = row.get::<_, i64>(0).map_err(Error::from)? as Version;
+        last = Version(row.get::<_, i64>(0).map_err(Error::from)? as u64);
         visit(EventView {
             version: last,
             event_type: text(1)?,
@@ -257,10 +257,10 @@ fn record(row: &rusqlite::Row<'_>) -> Result<RecordedEvent> {
         id.data_type(),
     )))?;
     Ok(RecordedEvent {
-        partition: get_i64(0)? as Partition,
-        offset: get_i64(1)? as Offset,
+        partition: Partition(get_i64(0)? as u32),
+        offset: Offset(get_i64(1)? as u64),
         stream: StreamId::trusted(text(2)?),
-        version: get_i64(3)? as Version,
+        version: Version(get_i64(3)? as u64),
         event_id,
         event_type: text(5)?,
         payload: RawValue::from_string(text(6)?).map_err(Error::InvalidJson)?,

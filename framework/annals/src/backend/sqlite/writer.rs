@@ -293,7 +293,7 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
         let next: Option<i64> = next_offset
             .query_row([batch.partition], |row| row.get(0))
             .map_err(engine)?;
-        let next = next.unwrap_or(0) as Offset;
+        let next = Offset(next.unwrap_or(0) as u64);
         if next != batch.first_offset {
             results.push(Err(Error::ReplicationGap {
                 partition: batch.partition,
@@ -306,9 +306,9 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
             insert_event
                 .execute(params![
                     record.partition,
-                    record.offset as i64,
+                    record.offset.0 as i64,
                     record.stream.as_str(),
-                    record.version as i64,
+                    record.version.0 as i64,
                     record.event_id.as_bytes().as_slice(),
                     record.event_type,
                     record.payload.get(),
@@ -324,10 +324,10 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
                     command_id.as_bytes().as_slice(),
                     command.stream.as_str(),
                     command.outcome.partition,
-                    command.outcome.first_offset as i64,
-                    command.outcome.last_offset as i64,
-                    command.outcome.first_version as i64,
-                    command.outcome.last_version as i64,
+                    command.outcome.first_offset.0 as i64,
+                    command.outcome.last_offset.0 as i64,
+                    command.outcome.first_version.0 as i64,
+                    command.outcome.last_version.0 as i64,
                 ])
                 .map_err(engine)?;
         }
@@ -361,9 +361,9 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
             insert_event
                 .execute(params![
                     append.partition,
-                    (outcome.first_offset + i as u64) as i64,
+                    (outcome.first_offset + i as u64).0 as i64,
                     append.stream.as_str(),
-                    (outcome.first_version + i as u64) as i64,
+                    (outcome.first_version + i as u64).0 as i64,
                     event.event_id.as_bytes().as_slice(),
                     event.event_type,
                     event.payload.get(),
@@ -379,10 +379,10 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
                     command_id.as_bytes().as_slice(),
                     append.stream.as_str(),
                     outcome.partition,
-                    outcome.first_offset as i64,
-                    outcome.last_offset as i64,
-                    outcome.first_version as i64,
-                    outcome.last_version as i64,
+                    outcome.first_offset.0 as i64,
+                    outcome.last_offset.0 as i64,
+                    outcome.first_version.0 as i64,
+                    outcome.last_version.0 as i64,
                 ])
                 .map_err(engine)?;
         }
@@ -423,7 +423,7 @@ impl BatchView {
                     .query_row([append.stream.as_str()], |row| row.get(0))
                     .map_err(engine)?;
                 view.versions
-                    .insert(append.stream.clone(), current.unwrap_or(0) as Version);
+                    .insert(append.stream.clone(), Version(current.unwrap_or(0) as u64));
             }
             if let Entry::Vacant(slot) = view.next_offsets.entry(append.partition) {
                 let newest: Option<(i64, i64)> = last
@@ -431,7 +431,7 @@ impl BatchView {
                     .optional()
                     .map_err(engine)?;
                 let (next, stamp) = newest.map_or((0, 0), |(offset, stamp)| (offset + 1, stamp));
-                slot.insert(next as Offset);
+                slot.insert(Offset(next as u64));
                 view.latest_stamp = view.latest_stamp.max(stamp);
             }
             if let Some(command_id) = append.command_id {
@@ -441,10 +441,10 @@ impl BatchView {
                             row.get::<_, String>(0)?,
                             AppendOutcome {
                                 partition: row.get(1)?,
-                                first_offset: row.get::<_, i64>(2)? as Offset,
-                                last_offset: row.get::<_, i64>(3)? as Offset,
-                                first_version: row.get::<_, i64>(4)? as Version,
-                                last_version: row.get::<_, i64>(5)? as Version,
+                                first_offset: Offset(row.get::<_, i64>(2)? as u64),
+                                last_offset: Offset(row.get::<_, i64>(3)? as u64),
+                                first_version: Version(row.get::<_, i64>(4)? as u64),
+                                last_version: Version(row.get::<_, i64>(5)? as u64),
                                 duplicate: false,
                             },
                         ))
@@ -468,10 +468,10 @@ impl BatchView {
 
 impl LogView for BatchView {
     fn stream_version(&self, stream: &StreamId) -> Version {
-        self.versions.get(stream).copied().unwrap_or(0)
+        self.versions.get(stream).copied().unwrap_or_default()
     }
     fn next_offset(&self, partition: Partition) -> Offset {
-        self.next_offsets.get(&partition).copied().unwrap_or(0)
+        self.next_offsets.get(&partition).copied().unwrap_or_default()
     }
     fn command(&self, command_id: &Uuid) -> Option<CommandRecord> {
         self.commands.get(command_id).cloned()

@@ -145,7 +145,7 @@ impl Member {
             match me.work(owned, stopped, wake).await {
                 Ok(()) => {}
                 Err(error @ Error::Fenced { .. }) => tracing::info!(group = %me.group, %error, "partition lost"),
-                Err(error) => tracing::warn!(group = %me.group, partition, %error, "partition worker failed"),
+                Err(error) => tracing::warn!(group = %me.group, %partition, %error, "partition worker failed"),
             }
             let _ = exits.send(partition);
         });

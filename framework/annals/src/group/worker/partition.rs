@@ -155,7 +155,7 @@ impl Member {
             let Some(error) = failure else { continue };
             match self.options.on_failure {
                 FailurePolicy::DeadLetter => {
-                    tracing::warn!(group = %self.group, stream = %record.stream, offset = record.offset, %error, "dead-lettered");
+                    tracing::warn!(group = %self.group, stream = %record.stream, offset = %record.offset, %error, "dead-lettered");
                     parked.insert(record.stream.as_str().to_owned());
                     rows.push((
                         record.clone(),
@@ -165,7 +165,7 @@ impl Member {
                     ));
                 }
                 FailurePolicy::Stop => {
-                    tracing::warn!(group = %self.group, partition = owned.partition, offset = record.offset, %error, "partition stopped");
+                    tracing::warn!(group = %self.group, partition = %owned.partition, offset = %record.offset, %error, "partition stopped");
                     self.flush(owned, std::mem::take(&mut rows), cursor, record.offset)
                         .await?;
                     let (commit, reason) = (self.commit_info(owned), format!("offset {}: {error}", record.offset));

@@ -473,3 +473,76 @@ fn commands_through_a_server_answer_as_the_store_does() {
         "annals serve did not stop cleanly on SIGTERM"
     );
 }
+
+/// `annals serve` with tokens from a file and from `ANNALS_TOKENS`: each command
+/// through the server gets what its token's role allows, and a bad token list stops
+/// the server before it listens.
+#[test]
+fn served_tokens_carry_roles() {
+    use std::io::{BufRead, BufReader};
+
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let file = cli._dir.path().join("tokens");
+    std::fs::write(&file, "# the dashboard\nread r3ad\n").expect("write the tokens file");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--db", &cli.db, "serve", "--listen", "127.0.0.1:0", "--tokens-file"])
+        .arg(&file)
+        .env("ANNALS_TOKENS", "write:wr1te")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("annals serve");
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the address line")
+        .to_owned();
+    let remote = |token: &str, args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(["--server", &url, "--token", token, "--json"])
+            .args(args)
+            .output()
+            .expect("run annals");
+        let body: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+        (output.status.code(), body)
+    };
+    let append = ["append", "order-1", "--type", "Placed", "--data", "{}"];
+    let (code, refused) = remote("r3ad", &append);
+    assert_eq!(
+        (code, refused["error"].as_str()),
+        (Some(1), Some("forbidden")),
+        "{refused}"
+    );
+    assert_eq!(refused["role_needed"], "write");
+    let (code, stats) = remote("r3ad", &["stats"]);
+    assert_eq!(code, Some(0), "{stats}");
+    assert_eq!(stats["records"], 0, "the refused append landed: {stats}");
+    let (code, appended) = remote("wr1te", &append);
+    assert_eq!(code, Some(0), "{appended}");
+    let (code, reset) = remote("wr1te", &["groups", "reset", "tally", "--to", "earliest"]);
+    assert_eq!((code, reset["error"].as_str()), (Some(1), Some("forbidden")), "{reset}");
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(server.wait().expect("wait").success());
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--db", &cli.db, "serve", "--listen", "127.0.0.1:0"])
+        .env("ANNALS_TOKENS", "owner:s3cret")
+        .output()
+        .expect("annals serve");
+    assert_eq!(bad.status.code(), Some(1), "a bad token list must stop the server");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(said.contains("unknown role") && !said.contains("listening"), "{said}");
+    assert!(!said.contains("s3cret"), "the error shows the token: {said}");
+}

@@ -44,6 +44,16 @@ impl ApiError {
         )
     }
 
+    /// 403 `forbidden`: the token's role is below the route's.
+    pub(crate) fn forbidden(needed: crate::Role, has: crate::Role) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this route needs a token with the {needed} role; this one has {has}"),
+        )
+        .with("role_needed", needed.as_str())
+    }
+
     /// 413 `payload_too_large`.
     pub fn too_large(limit: usize) -> Self {
         Self::new(
@@ -73,7 +83,7 @@ impl From<annals::Error> for ApiError {
     fn from(error: annals::Error) -> Self {
         let code = error.code();
         let status = match code {
-            "bad_request" => StatusCode::BAD_REQUEST,
+            "bad_request" | "json_too_deep" => StatusCode::BAD_REQUEST,
             "not_found" => StatusCode::NOT_FOUND,
             "wrong_expected_version"
             | "command_id_conflict"

@@ -2,8 +2,9 @@
 //! small web console, on axum.
 //!
 //! Every error is JSON `{"error", "message", …}`; nothing is written on an error (I9).
-//! With a token, every route but `/health` and the console's page needs
-//! `Authorization: Bearer <token>`. Request bodies are capped; a larger one gets 413.
+//! With tokens ([`Tokens`]), every route but the health probes and the console's page
+//! needs `Authorization: Bearer <token>` of a role high enough for it ([`Role`]).
+//! Request bodies are capped; a larger one gets 413.
 //!
 //! ```no_run
 //! # async fn demo() -> annals::Result<()> {
@@ -15,6 +16,7 @@
 //! ```
 
 mod acks;
+mod auth;
 mod console;
 mod error;
 pub mod follower;
@@ -25,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use annals::Store;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -33,6 +35,7 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+pub use auth::{Role, Tokens, TokensError};
 pub use error::ApiError;
 
 /// How the server runs.
@@ -40,8 +43,9 @@ pub use error::ApiError;
 pub struct ServerOptions {
     /// Where it listens (default `127.0.0.1:7070`: loopback only).
     pub listen: SocketAddr,
-    /// The bearer token every route but `/health` requires, if any.
-    pub token: Option<String>,
+    /// The bearer tokens accepted, each with its role; none (the default) leaves the
+    /// API open.
+    pub tokens: Tokens,
     /// The largest request body accepted (default 8 MiB).
     pub max_body_bytes: usize,
     /// Followers that must hold an append before it is acknowledged (default 0: the
@@ -60,7 +64,7 @@ impl std::fmt::Debug for ServerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerOptions")
             .field("listen", &self.listen)
-            .field("token", &self.token.as_ref().map(|_| "[hidden]"))
+            .field("tokens", &self.tokens)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("min_insync_followers", &self.min_insync_followers)
             .field("ack_timeout", &self.ack_timeout)
@@ -73,7 +77,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
-            token: None,
+            tokens: Tokens::none(),
             max_body_bytes: 8 * 1024 * 1024,
             min_insync_followers: 0,
             ack_timeout: std::time::Duration::from_secs(5),
@@ -86,7 +90,6 @@ impl Default for ServerOptions {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) store: Store,
-    pub(crate) token: Option<Arc<str>>,
     pub(crate) max_body_bytes: usize,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) followers: Arc<acks::Followers>,
@@ -113,7 +116,7 @@ fn prometheus() -> PrometheusHandle {
 
 /// The API's router on `store`.
 ///
-/// An empty token counts as none; `annals serve` refuses one. Served this way, the
+/// Served this way, the
 /// router does not know when the server stops: a long poll in flight holds a graceful
 /// shutdown until its wait runs out (30 s at most). [`serve`] answers them at once.
 pub fn router(store: Store, options: &ServerOptions) -> Router {
@@ -123,7 +126,6 @@ pub fn router(store: Store, options: &ServerOptions) -> Router {
 fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::Sender<bool>>) -> Router {
     let state = AppState {
         store,
-        token: options.token.clone().filter(|t| !t.is_empty()).map(Into::into),
         max_body_bytes: options.max_body_bytes,
         metrics: prometheus(),
         followers: Arc::default(),
@@ -132,53 +134,39 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         follower: options.follower.clone(),
         stopping,
     };
-    let api = Router::new()
+    let role = |needed: Role| middleware::from_fn_with_state((options.tokens.clone(), needed), auth::require);
+    let read = Router::new()
         .route("/v1/streams", get(routes::list_streams))
-        .route(
-            "/v1/streams/{stream}/events",
-            post(routes::append).get(routes::read_stream),
-        )
+        .route("/v1/streams/{stream}/events", get(routes::read_stream))
         .route("/v1/partitions", get(routes::partitions))
         .route("/v1/partitions/{partition}/events", get(routes::fetch))
         .route("/v1/groups", get(routes::groups))
         .route("/v1/groups/{group}", get(routes::group))
+        .route("/v1/dead-letters", get(routes::dead_letters))
+        .route("/metrics", get(routes::metrics))
+        .route_layer(role(Role::Read));
+    let write = Router::new()
+        .route("/v1/streams/{stream}/events", post(routes::append))
+        .route_layer(role(Role::Write));
+    let admin = Router::new()
         .route("/v1/groups/{group}/reset", post(routes::reset))
         .route("/v1/groups/{group}/pause", post(routes::pause))
         .route("/v1/groups/{group}/resume", post(routes::resume))
-        .route("/v1/dead-letters", get(routes::dead_letters))
         .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
         .route("/v1/dead-letters/{id}/skip", post(routes::skip_dead_letter))
-        .route("/metrics", get(routes::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+        .route_layer(role(Role::Admin));
     Router::new()
-        .merge(api)
-        .route("/health", get(routes::health))
+        .merge(read)
+        .merge(write)
+        .merge(admin)
+        .route("/health", get(routes::live))
+        .route("/health/live", get(routes::live))
+        .route("/health/ready", get(routes::ready))
         .route("/", get(console::page))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::wrong_method)
         .layer(middleware::from_fn(observe))
         .with_state(state)
-}
-
-/// Checks the bearer token, when one is configured.
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    if let Some(token) = &state.token {
-        let presented = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        if !presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes())) {
-            return Err(ApiError::unauthorized());
-        }
-    }
-    Ok(next.run(request).await)
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One span, one counter and one latency sample per request.

@@ -390,9 +390,39 @@ pub(crate) async fn skip_dead_letter(
     Ok(Json(json!(admin::skip_dead_letter(&state.store, id).await?)))
 }
 
-/// `GET /health`.
-pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
+/// `GET /health/live` (and `/health`): the process is up and serving requests.
+pub(crate) async fn live(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"status": "ok", "role": state.store.replica().role()}))
+}
+
+/// `GET /health/ready`: whether the server can do its job. The store must answer a
+/// read of its log (it is reachable and its schema is in place: a store opens only
+/// once its migrations are applied), and a follower must be fetching from its leader.
+/// `200 {"status":"ready"}`, or `503 {"status":"not_ready","reason":…}`.
+pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let role = state.store.replica().role();
+    let reason = match state.store.high_watermarks().await {
+        Err(error) => Some(format!("the store does not answer: {error}")),
+        Ok(_) => state.follower.as_ref().and_then(|follower| {
+            let status = follower.status();
+            match status.state {
+                FollowerState::Following | FollowerState::Promoted => None,
+                state => Some(format!(
+                    "the follower is {} on {}{}",
+                    json!(state).as_str().unwrap_or_default(),
+                    status.leader,
+                    status.last_error.map(|error| format!(": {error}")).unwrap_or_default()
+                )),
+            }
+        }),
+    };
+    match reason {
+        None => (StatusCode::OK, Json(json!({"status": "ready", "role": role}))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "role": role, "reason": reason})),
+        ),
+    }
 }
 
 /// `GET /metrics`: Prometheus text, with the high watermarks and every group's lag

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use annals::group::{GroupMember, GroupOptions};
 use annals::Store;
-use annals_server::{ServerOptions, Spawned};
+use annals_server::{Role, ServerOptions, Spawned, Tokens};
 use annals_testkit::tally::{add, add_poison, Tally};
 use annals_testkit::TestStore;
 use reqwest::{Client, StatusCode};
@@ -22,8 +22,11 @@ struct Server {
 
 impl Server {
     async fn start(store: Store, token: Option<&str>, max_body_bytes: usize) -> Server {
+        let tokens = token.map_or_else(Tokens::none, |token| {
+            Tokens::none().with(token, Role::Admin).expect("a token")
+        });
         let options = ServerOptions {
-            token: token.map(str::to_owned),
+            tokens,
             max_body_bytes,
             ..ServerOptions::default()
         };
@@ -191,6 +194,7 @@ async fn every_error_is_json_and_writes_nothing(t: TestStore) {
         ("POST", "/v1/streams/order-2/events", Some(r#"{"expected_version":"any","command_id":"0193a4d2-7c1e-7000-8000-0000000000aa","events":[{"type":"A","data":1}]}"#.into()), StatusCode::CREATED, ""),
         ("POST", "/v1/streams/order-3/events", Some(r#"{"expected_version":"any","command_id":"0193a4d2-7c1e-7000-8000-0000000000aa","events":[{"type":"A","data":1}]}"#.into()), StatusCode::CONFLICT, "command_id_conflict"),
         ("POST", "/v1/streams/order-1/events", Some(format!(r#"{{"expected_version":"any","events":[{{"type":"A","data":"{}"}}]}}"#, "x".repeat(5000))), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        ("POST", "/v1/streams/order-1/events", Some(format!(r#"{{"expected_version":"any","events":[{{"type":"A","data":{}{}}}]}}"#, "[".repeat(300), "]".repeat(300))), StatusCode::BAD_REQUEST, "json_too_deep"),
         ("GET", "/v1/streams/order-404/events", None, StatusCode::NOT_FOUND, "not_found"),
         ("GET", "/v1/streams/order-1/events?from_version=x", None, StatusCode::BAD_REQUEST, "bad_request"),
         ("GET", "/v1/partitions/16/events", None, StatusCode::NOT_FOUND, "not_found"),

@@ -77,6 +77,16 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// One event's payload or metadata nests arrays and objects deeper than the limit.
+    #[error("event {index} has {what} nested deeper than {limit} levels")]
+    JsonTooDeep {
+        /// Position of the event in the append.
+        index: usize,
+        /// `"payload"` or `"metadata"`.
+        what: &'static str,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The whole append (payloads and metadata) is larger than the limit.
     #[error("the append holds {size} bytes, the limit is {limit} bytes")]
     AppendTooLarge {
@@ -343,6 +353,7 @@ impl Error {
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
             Error::CommandIdConflict { .. } => "command_id_conflict",
             Error::PayloadTooLarge { .. } | Error::AppendTooLarge { .. } => "payload_too_large",
+            Error::JsonTooDeep { .. } => "json_too_deep",
             Error::PartitionOutOfRange { .. }
             | Error::StoreNotFound { .. }
             | Error::GroupNotFound { .. }

@@ -27,6 +27,10 @@ pub struct Limits {
     pub max_events_per_append: usize,
     /// Largest append, payloads and metadata together, in bytes (default 4 MiB).
     pub max_append_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload or in metadata (default
+    /// 128, the depth past which `serde_json` refuses to read a value: deeper events
+    /// could be stored but not decoded by consumers).
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +39,7 @@ impl Default for Limits {
             max_event_bytes: 1 << 20,
             max_events_per_append: 1_000,
             max_append_bytes: 4 << 20,
+            max_json_depth: 128,
         }
     }
 }

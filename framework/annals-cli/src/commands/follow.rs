@@ -21,9 +21,8 @@ pub(crate) struct Args {
     /// Address to serve reads on.
     #[arg(long, default_value = "127.0.0.1:7071")]
     listen: SocketAddr,
-    /// Bearer token required by this follower's own API.
-    #[arg(long, env = "ANNALS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    tokens: super::serve::TokenArgs,
     /// When this store holds records the leader lacks, cut it back to the last record
     /// the two share (at most --max-truncate records), instead of stopping.
     #[arg(long, requires = "max_truncate")]
@@ -38,7 +37,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
-    super::serve::check_token(args.token.as_deref())?;
+    let tokens = args.tokens.tokens()?;
     let leader = Leader {
         url: args.leader.trim_end_matches('/').to_owned(),
         token: args.leader_token,
@@ -65,7 +64,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let listener = super::serve::listen(args.listen).await?;
     let server_options = ServerOptions {
         listen: args.listen,
-        token: args.token,
+        tokens,
         follower: Some(follower.handle()),
         ..ServerOptions::default()
     };

@@ -1,8 +1,9 @@
 //! `annals serve`: the HTTP API v1, metrics and the web console on a store.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use annals_server::ServerOptions;
+use annals_server::{Role, ServerOptions, Tokens};
 
 use crate::output::{CliError, CliResult};
 
@@ -11,9 +12,8 @@ pub(crate) struct Args {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Bearer token required on every route but /health.
-    #[arg(long, env = "ANNALS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    tokens: TokenArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -26,14 +26,14 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
-    check_token(args.token.as_deref())?;
+    let tokens = args.tokens.tokens()?;
     // Like every command but init, serve never creates a store: a mistyped --db is an
     // error, not a new empty store.
     let store = super::open_existing(db).await?;
     let listener = listen(args.listen).await?;
     let options = ServerOptions {
         listen: args.listen,
-        token: args.token,
+        tokens,
         max_body_bytes: args.max_body_bytes,
         min_insync_followers: args.min_insync_followers,
         ack_timeout: std::time::Duration::from_millis(args.ack_timeout_ms),
@@ -46,11 +46,45 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     Ok(())
 }
 
-/// Refuses an empty `--token`: it would look like protection and be none.
-pub(crate) fn check_token(token: Option<&str>) -> CliResult {
-    match token {
-        Some(token) if token.trim().is_empty() => Err(CliError::Usage("--token must not be empty".into())),
-        _ => Ok(()),
+/// The bearer tokens a served API accepts. With none, every route is open.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    /// A bearer token with the admin role: it may do everything.
+    #[arg(long, env = "ANNALS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Tokens with roles, as `ROLE:TOKEN` separated by commas; the roles are read,
+    /// write (reads and appends) and admin.
+    #[arg(long, env = "ANNALS_TOKENS", hide_env_values = true)]
+    tokens: Option<String>,
+    /// A file of tokens with roles, one `ROLE TOKEN` per line (`#` starts a comment).
+    #[arg(long)]
+    tokens_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// All of them together. An empty token is refused: it would look like
+    /// protection and be none.
+    pub(crate) fn tokens(&self) -> CliResult<Tokens> {
+        let usage = |error: annals_server::TokensError| CliError::Usage(error.to_string());
+        let mut tokens = Tokens::none();
+        if let Some(token) = &self.token {
+            tokens = tokens
+                .with(token.clone(), Role::Admin)
+                .map_err(|_| CliError::Usage("--token must not be empty".into()))?;
+        }
+        let mut lists = Vec::new();
+        if let Some(list) = &self.tokens {
+            lists.push(list.clone());
+        }
+        if let Some(file) = &self.tokens_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|error| CliError::Usage(format!("cannot read {}: {error}", file.display())))?;
+            lists.push(text);
+        }
+        for list in lists {
+            tokens = tokens.merge(Tokens::parse(&list).map_err(usage)?);
+        }
+        Ok(tokens)
     }
 }
 

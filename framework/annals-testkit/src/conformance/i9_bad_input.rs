@@ -85,6 +85,30 @@ pub async fn i9_bad_input_changes_nothing(t: &TestStore) {
             |e| matches!(e, Error::ReservedMetadataKey { key } if key == "command_id"),
         ),
         (
+            "payload nested past the limit",
+            AppendRequest::new(id.clone(), ExpectedVersion::Any).event(
+                NewEvent::from_json_text("E", format!("{}{}", "[".repeat(5_000), "]".repeat(5_000))).expect("json"),
+            ),
+            |e| {
+                matches!(
+                    e,
+                    Error::JsonTooDeep {
+                        index: 0,
+                        what: "payload",
+                        limit: 128
+                    }
+                )
+            },
+        ),
+        (
+            "metadata nested past the limit",
+            AppendRequest::new(id.clone(), ExpectedVersion::Any).event(
+                event("E", json!(0))
+                    .with_metadata(Metadata::new().with("deep", (0..200).fold(json!(1), |inner, _| json!([inner])))),
+            ),
+            |e| matches!(e, Error::JsonTooDeep { what: "metadata", .. }),
+        ),
+        (
             "wrong expected version",
             AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(7))).event(event("E", json!(0))),
             |e| matches!(e, Error::WrongExpectedVersion { actual: Version(2), .. }),

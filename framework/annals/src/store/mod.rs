@@ -295,6 +295,15 @@ impl Store {
             }
             let schema_version = crate::record::schema_version(metadata.extra.get(SCHEMA_VERSION_KEY));
             let metadata = serde_json::to_string(&metadata).map_err(Error::InvalidJson)?;
+            for (what, text) in [("payload", event.payload.get()), ("metadata", metadata.as_str())] {
+                if nesting_exceeds(text, limits.max_json_depth) {
+                    return Err(Error::JsonTooDeep {
+                        index,
+                        what,
+                        limit: limits.max_json_depth,
+                    });
+                }
+            }
             total += size + metadata.len();
             if let Some(id) = event.id {
                 if events.iter().any(|e: &PreparedEvent| e.event_id == id) {
@@ -324,6 +333,36 @@ impl Store {
             events,
         })
     }
+}
+
+/// Whether the JSON `text` nests arrays and objects more than `limit` deep. The text is
+/// valid JSON, so brackets count unless inside a string, whose end is the first quote
+/// not escaped by a backslash.
+fn nesting_exceeds(text: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0_usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The [`EventStore`] API on the handle itself, so that a program holding a `Store`
@@ -500,4 +539,23 @@ pub(crate) fn validate_category(category: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_exceeds;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_counts_arrays_and_objects_outside_strings() {
+        assert!(!nesting_exceeds(&nested(128), 128));
+        assert!(nesting_exceeds(&nested(129), 128));
+        assert!(!nesting_exceeds(r#"{"a": "[[[[[[", "b": {"c": "\"{{{{"}}"#, 2));
+        assert!(nesting_exceeds(r#"{"a": "\\", "b": {"c": [1]}}"#, 2));
+        assert!(!nesting_exceeds("12", 0));
+        assert!(nesting_exceeds("{}", 0));
+    }
 }

@@ -47,6 +47,26 @@ impl Cli {
     }
 }
 
+/// Starts `annals serve` (or `follow`) and returns it with the URL it printed.
+fn serve(command: &mut Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+
+    let mut server = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("annals serve");
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the address line")
+        .to_owned();
+    (server, url)
+}
+
 const COMMAND: &str = "0193a4d2-7c1e-7000-8000-00000000c0de";
 
 #[test]
@@ -359,24 +379,17 @@ fn compact_keeps_the_newest_snapshot_per_stream() {
 /// through it with `--server`: the same answers as with `--db`.
 #[test]
 fn commands_through_a_server_answer_as_the_store_does() {
-    use std::io::{BufRead, BufReader};
-
     let cli = Cli::new();
     cli.json(&["init"]);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--db", &cli.db, "serve", "--listen", "127.0.0.1:0", "--token", "t0ken"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("annals serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the address line")
-        .to_owned();
+    let (mut server, url) = serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
+        "--db",
+        &cli.db,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        "t0ken",
+    ]));
     let remote = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_annals"))
             .args(["--server", &url, "--token", "t0ken", "--json"])
@@ -479,28 +492,16 @@ fn commands_through_a_server_answer_as_the_store_does() {
 /// the server before it listens.
 #[test]
 fn served_tokens_carry_roles() {
-    use std::io::{BufRead, BufReader};
-
     let cli = Cli::new();
     cli.json(&["init"]);
     let file = cli._dir.path().join("tokens");
     std::fs::write(&file, "# the dashboard\nread r3ad\n").expect("write the tokens file");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--db", &cli.db, "serve", "--listen", "127.0.0.1:0", "--tokens-file"])
-        .arg(&file)
-        .env("ANNALS_TOKENS", "write:wr1te")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("annals serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the address line")
-        .to_owned();
+    let (mut server, url) = serve(
+        Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(["--db", &cli.db, "serve", "--listen", "127.0.0.1:0", "--tokens-file"])
+            .arg(&file)
+            .env("ANNALS_TOKENS", "write:wr1te"),
+    );
     let remote = |token: &str, args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_annals"))
             .args(["--server", &url, "--token", token, "--json"])

@@ -93,13 +93,8 @@ pub(crate) async fn append(
         }
         request = request.event(new);
     }
-    let events = request.events.len() as u64;
+    // The store counts the append (annals_appends_total and the others).
     let outcome = state.store.append(request).await?;
-    metrics::counter!("annals_appends_total", "outcome" => if outcome.duplicate { "duplicate" } else { "written" })
-        .increment(1);
-    if !outcome.duplicate {
-        metrics::counter!("annals_appended_events_total").increment(events);
-    }
     if state.min_insync_followers > 0 {
         let needed = state.min_insync_followers;
         let holding = state.followers.wait(&outcome, needed, state.ack_timeout).await;

@@ -57,6 +57,7 @@ mod record;
 pub mod snapshot;
 mod store;
 mod stream;
+mod telemetry;
 
 /// The attribute the [`group::Projection`] and [`group::Consumer`] traits are written with.
 pub use async_trait::async_trait;

@@ -58,6 +58,7 @@ pub(crate) fn answer(
     wakeups: &Wakeups,
 ) {
     wakeups.publish_outcomes(results.iter().filter_map(|result| result.as_ref().ok()));
+    crate::telemetry::batch(results.len());
     for (reply, result) in replies.into_iter().zip(results) {
         // The appender may have gone away; its append is committed either way.
         let _ = reply.send(result);

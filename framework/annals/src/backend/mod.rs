@@ -306,6 +306,14 @@ impl Wakeups {
         }
     }
 
+    /// The end of `partition` as last published in this process (by its writers, a
+    /// PostgreSQL notification, or a poll that found records).
+    pub(crate) fn latest(&self, partition: Partition) -> Offset {
+        self.partitions
+            .get(partition.index())
+            .map_or(Offset(0), |sender| *sender.borrow())
+    }
+
     pub(crate) fn watch(&self, partition: Partition) -> watch::Receiver<Offset> {
         self.partitions[partition.index()].subscribe()
     }

@@ -62,7 +62,9 @@ pub async fn write(
         schema_version,
         state: Some(state),
     };
-    sql::snapshots::write_in(tx, snapshot).await
+    sql::snapshots::write_in(tx, snapshot).await?;
+    crate::telemetry::snapshot_written();
+    Ok(())
 }
 
 /// Appends a snapshot of `stream` at `version` in a transaction of its own.
@@ -79,7 +81,9 @@ pub async fn save(
         schema_version,
         state: Some(state),
     };
-    store.snapshot_log().write(snapshot).await
+    store.snapshot_log().write(snapshot).await?;
+    crate::telemetry::snapshot_written();
+    Ok(())
 }
 
 /// Removes `stream`'s snapshots: loads fold its events from the start again. The

@@ -243,6 +243,12 @@ impl Store {
         self.inner.backend.close().await;
     }
 
+    /// The end of `partition` as this process last heard of it, without asking the
+    /// engine: what its writers committed, or a notification or poll reported.
+    pub(crate) fn known_end(&self, partition: Partition) -> Offset {
+        self.inner.backend.wakeups().latest(partition)
+    }
+
     fn check_partition(&self, partition: Partition) -> Result<()> {
         if partition >= self.inner.partition_count {
             return Err(Error::PartitionOutOfRange {
@@ -378,8 +384,12 @@ impl Store {
         if let Some(leader) = self.replica().leader {
             return Err(Error::ReadOnlyReplica { leader });
         }
+        let started = std::time::Instant::now();
         let prepared = self.prepare(request)?;
-        self.inner.backend.append(prepared).await
+        let events = prepared.events.len();
+        let result = self.inner.backend.append(prepared).await;
+        crate::telemetry::append(self.inner.backend.name(), started, &result, events);
+        result
     }
 
     /// See [`EventStore::read_stream`].

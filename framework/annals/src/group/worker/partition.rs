@@ -45,7 +45,12 @@ impl Member {
             let Some(batch) = batch else { return Err(Error::Closed) };
             let batch = batch?;
             match self.process(owned, next, batch, &filter, &mut parked).await? {
-                Some(committed) => next = committed,
+                Some(committed) => {
+                    let known_end = self.store.known_end(owned.partition);
+                    let lag = known_end.0.saturating_sub(committed.0);
+                    crate::telemetry::group_progress(&self.group, owned.partition, (committed - next) as usize, lag);
+                    next = committed;
+                }
                 None => return Ok(()), // stopped by the failure policy
             }
         }
@@ -155,6 +160,7 @@ impl Member {
             let Some(error) = failure else { continue };
             match self.options.on_failure {
                 FailurePolicy::DeadLetter => {
+                    crate::telemetry::dead_lettered(&self.group);
                     tracing::warn!(group = %self.group, stream = %record.stream, offset = %record.offset, %error, "dead-lettered");
                     parked.insert(record.stream.as_str().to_owned());
                     rows.push((

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 export ANNALS_TEST_POSTGRES_URL
 ANNALS_TEST_POSTGRES_URL=$(scripts/postgres.sh | tail -n 1)
 export ANNALS_REQUIRE_POSTGRES=1
+# The certificate authority postgres.sh made for the cluster's TLS.
+export ANNALS_TEST_POSTGRES_CA="${ANNALS_PG_TLS_DIR:-/var/lib/postgresql/annals-tls}/ca.crt"
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Chromium (headless console test)" >&2
   as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,7 +1,8 @@
 //! `shop`: the e-commerce order app on annals.
 //!
 //! - `shop demo [--db URL]`: a whole scenario, end to end, with the views printed.
-//! - `shop serve [--db URL] [--listen ADDR]`: the HTTP API and the web page.
+//! - `shop serve [--db URL] [--listen ADDR] [--tls-cert PEM --tls-key PEM]`: the HTTP
+//!   API and the web page, over HTTPS with a certificate.
 //! - `shop load --orders N [--db URL]`: concurrent orders, then commands/s and lag.
 
 use std::net::SocketAddr;
@@ -41,6 +42,12 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve HTTPS with this certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Places orders from concurrent customers and reports commands/s and lag.
     Load {
@@ -203,19 +210,28 @@ async fn load(db: String, orders: u64, tasks: u64) -> Result<(), ShopError> {
     Ok(())
 }
 
-async fn serve(db: String, listen: SocketAddr) -> Result<(), ShopError> {
+async fn serve(db: String, listen: SocketAddr, tls: Option<annals_server::TlsFiles>) -> Result<(), ShopError> {
     let shop = Shop::open(&db).await?;
     let workers = shop.start_workers().await?;
     scenario::catalogue(&shop).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(annals::Error::Io)?;
     println!(
-        "listening on http://{}",
+        "listening on {}://{}",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr().map_err(annals::Error::Io)?
     );
-    axum::serve(listener, shop::http::router(shop.clone()))
-        .with_graceful_shutdown(annals_server::shutdown_signal())
-        .await
-        .map_err(annals::Error::Io)?;
+    let transport = annals_server::Transport {
+        tls,
+        ..annals_server::Transport::default()
+    };
+    annals_server::serve_router(
+        shop::http::router(shop.clone()),
+        listener,
+        &transport,
+        annals_server::shutdown_signal(),
+    )
+    .await
+    .map_err(annals::Error::Io)?;
     workers.shutdown().await?;
     shop.store.close().await;
     Ok(())
@@ -229,7 +245,17 @@ async fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Demo { db, orders } => demo(db, orders).await,
-        Command::Serve { db, listen } => serve(db, listen).await,
+        Command::Serve {
+            db,
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| annals_server::TlsFiles { cert, key });
+            serve(db, listen, tls).await
+        }
         Command::Load { db, orders, tasks } => load(db, orders, tasks).await,
     };
     match result {

@@ -35,6 +35,10 @@ struct Cli {
     /// The server's bearer token (with --server).
     #[arg(long, global = true, env = "ANNALS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// With an https:// --server whose certificate comes from a private authority: that
+    /// authority's certificate (PEM), the only one trusted.
+    #[arg(long, global = true, env = "ANNALS_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,7 +83,14 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         ))),
         None => Ok(()),
     };
-    let target = || target::Target::open(&cli.db, cli.server.as_deref(), cli.token.clone());
+    let target = || {
+        target::Target::open(
+            &cli.db,
+            cli.server.as_deref(),
+            cli.token.clone(),
+            cli.ca_file.as_deref(),
+        )
+    };
     match cli.command {
         Command::Init(args) => {
             direct("init")?;

@@ -52,9 +52,16 @@ impl From<ClientError> for CliError {
 }
 
 impl Target {
-    pub(crate) async fn open(db: &str, server: Option<&str>, token: Option<String>) -> CliResult<Target> {
+    pub(crate) async fn open(
+        db: &str,
+        server: Option<&str>,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> CliResult<Target> {
         Ok(match server {
-            Some(server) => Target::Server(Client::new(server, token)),
+            Some(server) => Target::Server(
+                Client::trusting(server, token, ca_file).map_err(|error| CliError::Usage(error.to_string()))?,
+            ),
             None => Target::Store(crate::commands::open_existing(db).await?),
         })
     }

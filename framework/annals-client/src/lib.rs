@@ -12,6 +12,8 @@
 
 pub mod wire;
 
+use std::path::Path;
+
 use annals::group::admin::{DeadLetter, GroupDescription, GroupSummary, ResetTo};
 use annals::{AppendOutcome, Offset, Partition, StreamId, StreamInfo, Version};
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -22,9 +24,35 @@ use wire::{
     AppendBody, DeadLettersPage, ErrorBody, GroupsPage, PartitionEvents, PartitionsInfo, StreamEvents, StreamsPage,
 };
 
+/// An HTTP client builder (rustls) trusting the platform's certificate authorities, or
+/// only those of the PEM file `ca_file` when one is given: a private authority's, for
+/// servers with certificates of their own.
+pub fn http_trusting(ca_file: Option<&Path>) -> Result<reqwest::ClientBuilder, ClientError> {
+    let builder = reqwest::Client::builder();
+    let Some(path) = ca_file else { return Ok(builder) };
+    let invalid = |reason: String| ClientError::Certificate {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|error| invalid(error.to_string()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| invalid(error.to_string()))?;
+    if certificates.is_empty() {
+        return Err(invalid("no certificate in it".into()));
+    }
+    Ok(builder.tls_certs_only(certificates))
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A certificate authority file could not be read.
+    #[error("cannot use the certificate authority file {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The server could not be reached, or the connection broke.
     #[error("cannot reach {url}: {source}")]
     Unreachable {
@@ -59,7 +87,7 @@ impl ClientError {
     /// The HTTP status of an answer, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Unreachable { .. } => None,
+            ClientError::Unreachable { .. } | ClientError::Certificate { .. } => None,
             ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => Some(*status),
         }
     }
@@ -92,10 +120,22 @@ fn segment(text: &str) -> String {
 }
 
 impl Client {
-    /// A client of the server at `base` (`http://host:port`), with its bearer token if
-    /// it needs one.
+    /// A client of the server at `base` (`http://host:port` or `https://…`), with its
+    /// bearer token if it needs one.
     pub fn new(base: &str, token: Option<String>) -> Client {
         Client::with_http(base, token, reqwest::Client::new())
+    }
+
+    /// As [`new`](Client::new), trusting only the certificate authorities of the PEM
+    /// file `ca_file`, if given.
+    pub fn trusting(base: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Client, ClientError> {
+        let http = http_trusting(ca_file)?
+            .build()
+            .map_err(|error| ClientError::Certificate {
+                path: ca_file.map(|path| path.display().to_string()).unwrap_or_default(),
+                reason: error.to_string(),
+            })?;
+        Ok(Client::with_http(base, token, http))
     }
 
     /// As [`new`](Client::new), with an HTTP client of the caller's (timeouts, TLS).

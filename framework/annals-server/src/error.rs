@@ -54,6 +54,15 @@ impl ApiError {
         .with("role_needed", needed.as_str())
     }
 
+    /// 408 `request_timeout`: the body did not arrive in time.
+    pub(crate) fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {limit:?}"),
+        )
+    }
+
     /// 413 `payload_too_large`.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

@@ -31,7 +31,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -58,6 +57,45 @@ pub struct ServerOptions {
     /// shown by `GET /v1/partitions` (lag per partition, state, errors) and the
     /// console.
     pub follower: Option<follower::FollowerHandle>,
+    /// How connections are served: TLS and the time a client may take.
+    pub transport: Transport,
+    /// Most long polls (fetches waiting for records) at once (default 256). Past it, a
+    /// fetch answers at once with what there is, so that waiting clients cannot take
+    /// every connection the process can hold.
+    pub max_long_polls: usize,
+}
+
+/// How a server's connections are served.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// Serve HTTPS with this certificate chain and key; plain HTTP without.
+    pub tls: Option<TlsFiles>,
+    /// How long a client may take to send a request's headers, and how long a new
+    /// connection may stay silent before its first request (default 10 s); then the
+    /// connection is closed.
+    pub header_timeout: std::time::Duration,
+    /// How long a client may take to send a request's body (default 30 s); then the
+    /// request is answered `408 request_timeout`.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            tls: None,
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A certificate chain and its private key, PEM files, for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: std::path::PathBuf,
+    /// The private key.
+    pub key: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -69,6 +107,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("min_insync_followers", &self.min_insync_followers)
             .field("ack_timeout", &self.ack_timeout)
             .field("follower", &self.follower.is_some())
+            .field("transport", &self.transport)
+            .field("max_long_polls", &self.max_long_polls)
             .finish()
     }
 }
@@ -82,6 +122,8 @@ impl Default for ServerOptions {
             min_insync_followers: 0,
             ack_timeout: std::time::Duration::from_secs(5),
             follower: None,
+            transport: Transport::default(),
+            max_long_polls: 256,
         }
     }
 }
@@ -98,6 +140,10 @@ pub(crate) struct AppState {
     pub(crate) follower: Option<follower::FollowerHandle>,
     /// Set once the server is shutting down: long polls answer at once.
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// One permit per long poll that may wait.
+    pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
+    pub(crate) max_long_polls: usize,
+    pub(crate) body_timeout: std::time::Duration,
 }
 
 /// The process's Prometheus recorder, installed on first use. If the embedding program
@@ -133,6 +179,9 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         ack_timeout: options.ack_timeout,
         follower: options.follower.clone(),
         stopping,
+        long_polls: Arc::new(tokio::sync::Semaphore::new(options.max_long_polls)),
+        max_long_polls: options.max_long_polls,
+        body_timeout: options.transport.body_timeout,
     };
     let role = |needed: Role| middleware::from_fn_with_state((options.tokens.clone(), needed), auth::require);
     let read = Router::new()
@@ -203,14 +252,57 @@ pub async fn serve(
         shutdown.await;
         stopping.send_replace(true);
     };
-    tracing::info!(address = %listener.local_addr()?, "annals serving");
-    // Answers are small and latency-bound: send them at once, not after Nagle's wait.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set");
+    serve_router(app, listener, &options.transport, shutdown).await
+}
+
+/// Serves `router` on `listener` as [`serve`] serves the API, over plain HTTP or HTTPS
+/// and with the timeouts of `transport`, until `shutdown` completes; then answers the
+/// requests in flight (for up to 30 seconds) and returns.
+pub async fn serve_router(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    transport: &Transport,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let scheme = if transport.tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "annals serving");
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.await;
+            handle.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let mut server = axum_server::from_tcp(listener.into_std()?)?
+        .handle(handle)
+        .first_request_timeout(transport.header_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(transport.header_timeout);
+    // Answers are small and latency-bound: send them at once, not after Nagle's wait.
+    let tcp = axum_server::accept::NoDelayAcceptor::new();
+    let app = router.into_make_service();
+    match &transport.tls {
+        None => server.acceptor(tcp).serve(app).await,
+        Some(files) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .map_err(|error| {
+                    std::io::Error::new(
+                        error.kind(),
+                        format!(
+                            "cannot use the certificate {} and key {}: {error}",
+                            files.cert.display(),
+                            files.key.display()
+                        ),
+                    )
+                })?;
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(tcp);
+            server.acceptor(tls).serve(app).await
+        }
+    }
 }
 
 /// A server running on a task of its own, on a loopback port the system chose: what
@@ -233,7 +325,12 @@ impl Spawned {
     /// Serves `store` on `127.0.0.1` at a free port.
     pub async fn start(store: Store, options: ServerOptions) -> std::io::Result<Spawned> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let scheme = if options.transport.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(store, listener, options, async {
             let _ = stopped.await;
@@ -245,7 +342,7 @@ impl Spawned {
         })
     }
 
-    /// Its base URL, `http://127.0.0.1:PORT`.
+    /// Its base URL, `http://127.0.0.1:PORT` (`https://…` with TLS).
     pub fn url(&self) -> &str {
         &self.url
     }

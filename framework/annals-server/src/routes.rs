@@ -44,9 +44,14 @@ fn stream_id(text: String) -> ApiResult<StreamId> {
     Ok(StreamId::new(text).map_err(annals::Error::from)?)
 }
 
-/// Reads the whole body, refusing more than the limit with 413.
-async fn body_bytes(body: Body, limit: usize) -> ApiResult<axum::body::Bytes> {
-    to_bytes(body, limit).await.map_err(|error| {
+/// Reads the whole body, refusing more than the limit with 413, and a body still
+/// coming after the server's body timeout with 408.
+async fn body_bytes(state: &AppState, body: Body) -> ApiResult<axum::body::Bytes> {
+    let limit = state.max_body_bytes;
+    let read = tokio::time::timeout(state.body_timeout, to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::request_timeout(state.body_timeout))?;
+    read.map_err(|error| {
         let over_limit =
             std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if over_limit {
@@ -77,7 +82,7 @@ pub(crate) async fn append(
         }
     }
     let stream = stream_id(path(stream)?)?;
-    let bytes = body_bytes(body, state.max_body_bytes).await?;
+    let bytes = body_bytes(&state, body).await?;
     let body: AppendBody = parse(&bytes)?;
     let mut request = AppendRequest::new(stream, body.expected_version);
     if let Some(command_id) = body.command_id {
@@ -245,7 +250,19 @@ pub(crate) async fn fetch(
         }
         state.followers.report(follower, partition, params.from_offset);
     }
-    let wait = Duration::from_millis(params.wait_ms).min(MAX_WAIT);
+    // A long poll holds its connection; past the cap, answer at once instead.
+    let permit = (params.wait_ms > 0)
+        .then(|| state.long_polls.clone().try_acquire_owned().ok())
+        .flatten();
+    let wait = match permit {
+        Some(_) => Duration::from_millis(params.wait_ms).min(MAX_WAIT),
+        None => Duration::ZERO,
+    };
+    let long_polls = |state: &AppState| {
+        let waiting = state.max_long_polls - state.long_polls.available_permits();
+        metrics::gauge!("annals_long_polls_waiting").set(waiting as f64);
+    };
+    long_polls(&state);
     let limit = params.limit.clamp(1, MAX_LIMIT);
     let mut stopping = state.stopping.subscribe();
     let waited = tokio::select! {
@@ -262,6 +279,8 @@ pub(crate) async fn fetch(
                 .await?
         }
     };
+    drop(permit);
+    long_polls(&state);
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
     let high_watermark = state.store.high_watermark(partition).await?;
@@ -303,7 +322,7 @@ pub(crate) async fn reset(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let group = path(group)?;
-    let bytes = body_bytes(body, state.max_body_bytes).await?;
+    let bytes = body_bytes(&state, body).await?;
     let body: ResetBody = parse(&bytes)?;
     admin::reset(&state.store, &group, body.to).await?;
     Ok(Json(json!(admin::describe(&state.store, &group).await?)))
@@ -319,7 +338,7 @@ struct PauseBody {
 /// `POST /v1/groups/{group}/pause` and `/resume`: body `{"partitions": [p…]}` or none
 /// (every partition).
 async fn set_paused(state: AppState, group: String, body: Body, paused: bool) -> ApiResult<Json<Value>> {
-    let bytes = body_bytes(body, state.max_body_bytes).await?;
+    let bytes = body_bytes(&state, body).await?;
     let body: PauseBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         PauseBody::default()
     } else {

@@ -55,6 +55,7 @@ async fn appends_wait_for_a_follower() {
         Leader {
             url: url.clone(),
             token: None,
+            ca_file: None,
         },
         FollowOptions::default(),
     );

@@ -44,6 +44,7 @@ fn leader(url: &str) -> Leader {
     Leader {
         url: url.to_owned(),
         token: None,
+        ca_file: None,
     }
 }
 

@@ -56,7 +56,15 @@ async fn appends_longer_than_a_fetch_arrive_whole() {
 
     let server = serve(leader.clone()).await;
     let url = server.url().to_owned();
-    let running = Follower::start(follower.clone(), Leader { url, token: None }, FollowOptions::default());
+    let running = Follower::start(
+        follower.clone(),
+        Leader {
+            url,
+            token: None,
+            ca_file: None,
+        },
+        FollowOptions::default(),
+    );
     // While it catches up, the follower's log ends on an append's end whenever looked at.
     let mut seen = Vec::new();
     loop {
@@ -99,6 +107,7 @@ fn public_futures_are_send() {
     let leader = Leader {
         url: "http://127.0.0.1:1".into(),
         token: None,
+        ca_file: None,
     };
     spawnable({
         let leader = leader.clone();
@@ -175,6 +184,7 @@ async fn transient_failures_are_retried() {
         Leader {
             url: leader_url,
             token: None,
+            ca_file: None,
         },
         FollowOptions::default(),
     );
@@ -254,6 +264,7 @@ async fn a_starting_follower_refuses_appends() {
     let leader = Leader {
         url: "http://127.0.0.1:9".into(),
         token: None,
+        ca_file: None,
     };
     let follower = Follower::start(store.clone(), leader, FollowOptions::default());
     let options = ServerOptions {

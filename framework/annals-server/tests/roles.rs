@@ -136,6 +136,7 @@ async fn a_follower_replicates_with_a_read_token() {
     let read_only = Leader {
         url: server.url().to_owned(),
         token: Some("r-token".into()),
+        ca_file: None,
     };
     let follower = Follower::start(replica.clone(), read_only, FollowOptions::default());
     for n in 0..20 {
@@ -200,6 +201,7 @@ async fn readiness_follows_the_store_and_the_leader() {
         Leader {
             url: format!("http://{address}"),
             token: None,
+            ca_file: None,
         },
         FollowOptions::default(),
     );

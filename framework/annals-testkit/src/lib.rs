@@ -20,6 +20,7 @@ pub mod conformance;
 pub mod given;
 pub mod postgres;
 pub mod tally;
+pub mod tls;
 
 use annals::{Store, StoreOptions};
 use tempfile::TempDir;

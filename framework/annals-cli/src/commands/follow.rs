@@ -15,14 +15,20 @@ pub(crate) struct Args {
     /// The leader's base URL, e.g. http://10.0.0.5:7070.
     #[arg(long)]
     leader: String,
-    /// The leader's bearer token.
+    /// The leader's bearer token (the read role is enough).
     #[arg(long, env = "ANNALS_LEADER_TOKEN", hide_env_values = true)]
     leader_token: Option<String>,
+    /// For an https:// leader whose certificate comes from a private authority: that
+    /// authority's certificate (PEM), the only one trusted.
+    #[arg(long)]
+    leader_ca_file: Option<PathBuf>,
     /// Address to serve reads on.
     #[arg(long, default_value = "127.0.0.1:7071")]
     listen: SocketAddr,
     #[command(flatten)]
     tokens: super::serve::TokenArgs,
+    #[command(flatten)]
+    transport: super::serve::TransportArgs,
     /// When this store holds records the leader lacks, cut it back to the last record
     /// the two share (at most --max-truncate records), instead of stopping.
     #[arg(long, requires = "max_truncate")]
@@ -41,6 +47,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let leader = Leader {
         url: args.leader.trim_end_matches('/').to_owned(),
         token: args.leader_token,
+        ca_file: args.leader_ca_file,
     };
     let options = FollowOptions {
         truncate_diverged: args.max_truncate.map(|max_records| Truncation {
@@ -61,10 +68,11 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     };
     let mut follower = Follower::start(store.clone(), leader, options);
 
-    let listener = super::serve::listen(args.listen).await?;
+    let listener = super::serve::listen(args.listen, args.transport.scheme()).await?;
     let server_options = ServerOptions {
         listen: args.listen,
         tokens,
+        transport: args.transport.transport(),
         follower: Some(follower.handle()),
         ..ServerOptions::default()
     };

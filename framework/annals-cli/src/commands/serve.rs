@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use annals_server::{Role, ServerOptions, Tokens};
+use annals_server::{Role, ServerOptions, TlsFiles, Tokens, Transport};
 
 use crate::output::{CliError, CliResult};
 
@@ -14,6 +14,8 @@ pub(crate) struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     tokens: TokenArgs,
+    #[command(flatten)]
+    transport: TransportArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -30,20 +32,62 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     // Like every command but init, serve never creates a store: a mistyped --db is an
     // error, not a new empty store.
     let store = super::open_existing(db).await?;
-    let listener = listen(args.listen).await?;
+    let listener = listen(args.listen, args.transport.scheme()).await?;
     let options = ServerOptions {
         listen: args.listen,
         tokens,
         max_body_bytes: args.max_body_bytes,
         min_insync_followers: args.min_insync_followers,
         ack_timeout: std::time::Duration::from_millis(args.ack_timeout_ms),
-        follower: None,
+        transport: args.transport.transport(),
+        ..ServerOptions::default()
     };
     annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal())
         .await
         .map_err(annals::Error::Io)?;
     store.close().await;
     Ok(())
+}
+
+/// How a served API's connections are served.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TransportArgs {
+    /// Serve HTTPS with this certificate chain (PEM), the server's certificate first.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Longest a client may take to send a request's headers, or stay silent on a new
+    /// connection, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Longest a client may take to send a request's body, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
+}
+
+impl TransportArgs {
+    pub(crate) fn transport(&self) -> Transport {
+        Transport {
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(self.body_timeout_ms),
+        }
+    }
+
+    /// The scheme the server is reached by.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// The bearer tokens a served API accepts. With none, every route is open.
@@ -90,12 +134,12 @@ impl TokenArgs {
 
 /// Binds `address` and says where it listens: scripts read the address (useful with
 /// port 0) from that line.
-pub(crate) async fn listen(address: SocketAddr) -> CliResult<tokio::net::TcpListener> {
+pub(crate) async fn listen(address: SocketAddr, scheme: &str) -> CliResult<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| CliError::Usage(format!("cannot listen on {address}: {error}")))?;
     println!(
-        "listening on http://{}",
+        "listening on {scheme}://{}",
         listener.local_addr().map_err(annals::Error::Io)?
     );
     Ok(listener)

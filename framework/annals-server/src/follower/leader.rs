@@ -19,21 +19,40 @@ pub(super) const WAIT_MS: u64 = 5_000;
 pub struct Leader {
     /// Its base URL.
     pub url: String,
-    /// Its bearer token, if it needs one.
+    /// Its bearer token, if it needs one (the `read` role is enough).
     pub token: Option<String>,
+    /// For an `https://` leader with a certificate from a private authority: that
+    /// authority's certificate (PEM), the only one trusted. `None`: the platform's.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Leader {
+    /// The leader at `url`, with no token, trusting the platform's authorities.
+    pub fn at(url: impl Into<String>) -> Leader {
+        Leader {
+            url: url.into(),
+            token: None,
+            ca_file: None,
+        }
+    }
 }
 
 impl Leader {
     /// A client for this leader. A fetch waits at most [`WAIT_MS`] at the leader; a
     /// leader that stops answering (packets dropped, not refused) is given up on well
     /// after that.
-    pub(super) fn client(&self) -> Client {
-        let http = reqwest::Client::builder()
+    pub(super) fn client(&self) -> Result<Client, FollowError> {
+        let certificate = |reason: String| FollowError::Certificate {
+            path: self.ca_file.clone().unwrap_or_default(),
+            reason,
+        };
+        let http = annals_client::http_trusting(self.ca_file.as_deref())
+            .map_err(|error| certificate(error.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10))
             .build()
-            .unwrap_or_default();
-        Client::with_http(&self.url, self.token.clone(), http)
+            .map_err(|error| certificate(error.to_string()))?;
+        Ok(Client::with_http(&self.url, self.token.clone(), http))
     }
 
     /// The follower's error for a failed call: a refused token is final, anything else
@@ -60,7 +79,7 @@ impl Leader {
 
     /// The leader's partition count, which a new follower's store is created with.
     pub async fn partition_count(&self) -> Result<u32, FollowError> {
-        Ok(self.partitions(&self.client()).await?.partition_count)
+        Ok(self.partitions(&self.client()?).await?.partition_count)
     }
 
     pub(super) async fn partitions(&self, client: &Client) -> Result<PartitionsInfo, FollowError> {

@@ -117,6 +117,14 @@ pub enum FollowError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The leader's certificate authority file could not be used.
+    #[error("cannot use the certificate authority file {}: {reason}", path.display())]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl FollowError {
@@ -151,6 +159,7 @@ impl FollowError {
             FollowError::PartitionCount { .. } => "partition_count_mismatch",
             FollowError::LeaderTooOld { .. } => "leader_too_old",
             FollowError::TruncationFile { .. } => "truncation_file",
+            FollowError::Certificate { .. } => "certificate",
         }
     }
 }
@@ -314,7 +323,7 @@ async fn supervise(
     tracker: Arc<Tracker>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), FollowError> {
-    let http = leader.client();
+    let http = leader.client()?;
     let mut backoff = Backoff(0);
     loop {
         match diverge::start(&store, &leader, &http, &options).await {

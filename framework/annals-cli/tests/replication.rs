@@ -584,3 +584,113 @@ macro_rules! on_every_pair {
 }
 
 on_every_pair!(kills_on_both_sides, failover_with_acks);
+
+/// A PostgreSQL store reached over TLS with `verify-full`: a fresh schema's URL, by the
+/// name on the test cluster's certificate, trusting its authority.
+async fn verified_postgres_url() -> Option<String> {
+    let ca =
+        std::env::var("ANNALS_TEST_POSTGRES_CA").unwrap_or_else(|_| "/var/lib/postgresql/annals-tls/ca.crt".to_owned());
+    if !std::path::Path::new(&ca).exists() {
+        assert!(
+            !annals_testkit::postgres::required(),
+            "PostgreSQL is required but its TLS authority {ca} is missing"
+        );
+        return None;
+    }
+    let url = annals_testkit::postgres::fresh_schema_url().await?;
+    let (credentials, rest) = url.split_once('@').expect("credentials in the test URL");
+    let (_, port_and_path) = rest.split_once(':').expect("a port in the test URL");
+    Some(format!(
+        "{credentials}@localhost:{port_and_path}&sslmode=verify-full&sslrootcert={ca}"
+    ))
+}
+
+/// As deployed across machines: the leader serves HTTPS with a certificate from the
+/// run's own authority and tokens with roles; the follower replicates with a read
+/// token, trusting only that authority; both stores are PostgreSQL reached with
+/// `verify-full`. Appends go through the CLI with a write token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_follower_with_a_read_token_on_verified_postgres() {
+    let Some(leader_db) = verified_postgres_url().await else {
+        return;
+    };
+    let Some(follower_db) = verified_postgres_url().await else {
+        return;
+    };
+    let authority = annals_testkit::tls::Authority::new("annals test authority");
+    let files = authority.issue("leader", &["localhost", "127.0.0.1"]);
+    let (cert, key, ca) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+        authority.cert().display().to_string(),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    init(&leader_db);
+    let mut args = serve_args(&leader_db, "127.0.0.1:0");
+    args.extend([
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tokens",
+        "read:r3ad,write:wr1te",
+    ]);
+    let leader = Node::start(&args, dir.path().join("leader.log"));
+    assert!(leader.url.starts_with("https://"), "{}", leader.url);
+    let mut args = follow_args(&follower_db, &leader.url);
+    args.extend(["--leader-token", "r3ad", "--leader-ca-file", &ca]);
+    let follower = Node::start(&args, dir.path().join("follower.log"));
+
+    let through_leader = |token: &str, ca_file: Option<&str>, args: &[&str]| {
+        let mut command = annals();
+        command.args(["--server", &leader.url, "--token", token, "--json"]);
+        if let Some(ca_file) = ca_file {
+            command.args(["--ca-file", ca_file]);
+        }
+        command.args(args).output().expect("annals")
+    };
+    for n in 0..5 {
+        let stream = format!("order-{n}");
+        let appended = through_leader(
+            "wr1te",
+            Some(&ca),
+            &["append", &stream, "--type", "Placed", "--data", "{}"],
+        );
+        assert!(
+            appended.status.success(),
+            "{}",
+            String::from_utf8_lossy(&appended.stdout)
+        );
+    }
+    let untrusted = through_leader("wr1te", None, &["stats"]);
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "a client that does not trust the authority got an answer"
+    );
+    let forbidden = through_leader(
+        "r3ad",
+        Some(&ca),
+        &["append", "order-9", "--type", "Placed", "--data", "{}"],
+    );
+    let body: Value = serde_json::from_slice(&forbidden.stdout).expect("JSON");
+    assert_eq!(body["error"], "forbidden", "{body}");
+
+    let records = |db: &str| -> u64 {
+        let stats = annals().args(["--db", db, "--json", "stats"]).output().expect("stats");
+        let stats: Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+        stats["records"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while records(&follower_db) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not catch up over HTTPS:\n{}",
+            std::fs::read_to_string(dir.path().join("follower.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(records(&leader_db), 5);
+    follower.stop();
+    leader.stop();
+}

@@ -23,7 +23,8 @@ const TABLE: &str = "annals_bench_baseline";
 /// The connection and durability settings both phases ran with.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Settings {
-    /// Whether connections use TLS (this build connects without).
+    /// Whether connections use TLS (PostgreSQL: as the server reports the connection,
+    /// from the URL's `sslmode`, by default `prefer`).
     tls: bool,
     /// Whether statements are prepared once per connection and reused.
     prepared_statements: bool,
@@ -34,20 +35,23 @@ pub(crate) struct Settings {
 impl Settings {
     /// The settings the store at `db` runs with, asking the server where it decides.
     pub(crate) async fn detect(db: &str, options: &StoreOptions) -> CliResult<Self> {
-        let synchronous = match options.backend_name() {
-            "sqlite" => options.synchronous_setting().pragma().to_ascii_lowercase(),
+        let (synchronous, tls) = match options.backend_name() {
+            "sqlite" => (options.synchronous_setting().pragma().to_ascii_lowercase(), false),
             "postgres" => {
                 let mut conn = PgConnectOptions::from_str(db)?.connect().await?;
                 let value: String = sqlx::query_scalar("SHOW synchronous_commit")
                     .fetch_one(&mut conn)
                     .await?;
+                let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_one(&mut conn)
+                    .await?;
                 let _ = conn.close().await;
-                value
+                (value, tls)
             }
-            _ => "none (in memory)".to_owned(),
+            _ => ("none (in memory)".to_owned(), false),
         };
         Ok(Settings {
-            tls: false,
+            tls,
             prepared_statements: true,
             synchronous,
         })

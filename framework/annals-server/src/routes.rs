@@ -66,12 +66,19 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request(format!("invalid request body: {error}")))
 }
 
-/// `POST /v1/streams/{stream}/events`.
+/// `POST /v1/streams/{stream}/events`. A W3C `traceparent` header goes into the
+/// metadata of every event that does not carry one of its own (an invalid one is
+/// ignored, as the W3C recommendation says).
 pub(crate) async fn append(
     State(state): State<AppState>,
     stream: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult {
+    let traceparent: Option<annals::TraceParent> = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse().ok());
     if let Some(follower) = &state.follower {
         // Served by `annals follow`: a replica until it is promoted, also while it is
         // still checking its log against the leader's (its stored role may be a
@@ -90,7 +97,11 @@ pub(crate) async fn append(
     }
     for event in body.events {
         let mut new = NewEvent::raw(event.event_type, event.data);
-        if let Some(metadata) = event.metadata {
+        let mut metadata = event.metadata.unwrap_or_default();
+        if metadata.traceparent.is_none() {
+            metadata.traceparent = traceparent;
+        }
+        if metadata != annals::Metadata::default() {
             new = new.with_metadata(metadata);
         }
         if let Some(id) = event.id {

@@ -58,6 +58,7 @@ pub mod snapshot;
 mod store;
 mod stream;
 mod telemetry;
+pub mod trace;
 
 /// The attribute the [`group::Projection`] and [`group::Consumer`] traits are written with.
 pub use async_trait::async_trait;
@@ -69,6 +70,7 @@ pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{AppendRequest, EventStore, Store};
 pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
+pub use trace::{InvalidTraceParent, TraceParent};
 
 /// The names most programs need: `use annals::prelude::*;`.
 pub mod prelude {

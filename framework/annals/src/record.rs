@@ -34,6 +34,9 @@ pub struct Metadata {
     /// The idempotency key of the append that wrote this record (set by the store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<Uuid>,
+    /// The W3C trace context of the command that wrote this record, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<crate::trace::TraceParent>,
     /// The user's own keys.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -57,8 +60,14 @@ impl Metadata {
         self
     }
 
+    /// Sets the W3C trace context.
+    pub fn with_traceparent(mut self, traceparent: crate::trace::TraceParent) -> Self {
+        self.traceparent = Some(traceparent);
+        self
+    }
+
     /// The keys the store owns, which [`Metadata::extra`] may not hold.
-    pub const RESERVED_KEYS: [&'static str; 3] = ["correlation_id", "causation_id", "command_id"];
+    pub const RESERVED_KEYS: [&'static str; 4] = ["correlation_id", "causation_id", "command_id", "traceparent"];
 
     /// Adds one user key. A reserved key (see [`Metadata::RESERVED_KEYS`]) makes the
     /// append fail with [`Error::ReservedMetadataKey`]; set those through their fields.
@@ -94,6 +103,18 @@ impl<'de> serde::de::Visitor<'de> for MetadataVisitor {
                 "correlation_id" => ("correlation_id", &mut metadata.correlation_id),
                 "causation_id" => ("causation_id", &mut metadata.causation_id),
                 "command_id" => ("command_id", &mut metadata.command_id),
+                // Read leniently: a record written before annals knew the key may hold
+                // anything there, which stays a user key rather than failing the read.
+                "traceparent" if metadata.traceparent.is_none() => {
+                    let value: Value = map.next_value()?;
+                    match value.as_str().and_then(|text| text.parse().ok()) {
+                        Some(traceparent) => metadata.traceparent = Some(traceparent),
+                        None => {
+                            metadata.extra.insert(key, value);
+                        }
+                    }
+                    continue;
+                }
                 _ => {
                     let value = map.next_value()?;
                     metadata.extra.insert(key, value);

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::record::{Metadata, RecordedEvent};
+use crate::trace::TraceParent;
 
 /// The context of one command: its idempotency key (command id), the conversation it
 /// belongs to (correlation id), what caused it (causation id), and user metadata. All
@@ -19,6 +20,8 @@ pub struct CommandContext {
     pub causation_id: Option<Uuid>,
     /// Keys of the caller's own (user, tenant, …).
     pub metadata: Map<String, Value>,
+    /// The W3C trace context the command runs in, written into its events' metadata.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Default for CommandContext {
@@ -36,6 +39,7 @@ impl CommandContext {
             correlation_id: id,
             causation_id: None,
             metadata: Map::new(),
+            traceparent: None,
         }
     }
 
@@ -46,20 +50,30 @@ impl CommandContext {
             correlation_id: command_id,
             causation_id: None,
             metadata: Map::new(),
+            traceparent: None,
         }
     }
 
     /// The context of a command issued in reaction to `event` (a saga's next step):
     /// same correlation, caused by the event, and a command id derived from the event
     /// id and `step`. A redelivered event therefore issues the same command id, and the
-    /// store applies it only once. The event's user metadata is not carried over.
+    /// store applies it only once. The event's trace continues, in a span of its own;
+    /// its user metadata is not carried over.
     pub fn caused_by(event: &RecordedEvent, step: &str) -> Self {
         CommandContext {
             command_id: Uuid::new_v5(&event.event_id, step.as_bytes()),
             correlation_id: event.metadata.correlation_id.unwrap_or(event.event_id),
             causation_id: Some(event.event_id),
             metadata: Map::new(),
+            traceparent: event.metadata.traceparent.map(|parent| parent.child()),
         }
+    }
+
+    /// Runs the command in the W3C trace `traceparent` (from an incoming request's
+    /// header, say): its events carry it.
+    pub fn with_traceparent(mut self, traceparent: TraceParent) -> Self {
+        self.traceparent = Some(traceparent);
+        self
     }
 
     /// Adds one user metadata key. `schema_version` is set by the repository from the
@@ -75,6 +89,7 @@ impl CommandContext {
             correlation_id: Some(self.correlation_id),
             causation_id: self.causation_id,
             command_id: None,
+            traceparent: self.traceparent,
             extra: self.metadata.clone(),
         };
         metadata

@@ -160,10 +160,37 @@ pub trait Projection: Send + Sync + 'static {
     /// [`handle`]: Projection::handle
     async fn handle_batch(&self, records: &[&RecordedEvent], tx: &mut Tx) -> Result<()> {
         for record in records {
-            self.handle(record, tx).await?;
+            tracing::Instrument::instrument(self.handle(record, tx), handling_span(None, record)).await?;
         }
         Ok(())
     }
+}
+
+/// The span a record is handled in: `annals.handle`, naming the group (when known
+/// here), the record's position and type, and the W3C trace the record was written in
+/// (`traceparent`, and its `trace_id` and `parent_span_id`), so that a tracing layer
+/// exporting to OpenTelemetry can join the handler to the command's trace.
+pub(crate) fn handling_span(group: Option<&str>, record: &RecordedEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "annals.handle",
+        group = tracing::field::Empty,
+        stream = %record.stream,
+        partition = %record.partition,
+        offset = %record.offset,
+        event_type = %record.event_type,
+        traceparent = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(group) = group {
+        span.record("group", group);
+    }
+    if let Some(parent) = record.metadata.traceparent {
+        span.record("traceparent", parent.to_string());
+        span.record("trace_id", parent.trace_id());
+        span.record("parent_span_id", parent.span_id());
+    }
+    span
 }
 
 /// A handler with side effects outside the store's database, committed after it runs:

@@ -5,7 +5,10 @@ use std::collections::HashSet;
 
 use super::Member;
 use crate::coordination::{DeadLetterStatus, Owned};
+use tracing::Instrument;
+
 use crate::error::Result;
+use crate::group::handling_span;
 use crate::group::Handler;
 use crate::record::RecordedEvent;
 
@@ -65,17 +68,22 @@ impl Member {
                 match &self.handler {
                     Handler::Transactional(projection) => {
                         let (projection, record) = (projection.clone(), record.clone());
+                        let span = handling_span(Some(&self.group), &record);
                         self.db
                             .transaction(move |tx| {
                                 Box::pin(async move {
                                     commit.check_owner(tx).await?;
-                                    projection.handle(&record, tx).await?;
+                                    projection.handle(&record, tx).instrument(span).await?;
                                     commit.resolve(tx, id).await
                                 })
                             })
                             .await
                     }
-                    Handler::AtLeastOnce(consumer, processed) => match consumer.handle(record, processed).await {
+                    Handler::AtLeastOnce(consumer, processed) => match consumer
+                        .handle(record, processed)
+                        .instrument(handling_span(Some(&self.group), record))
+                        .await
+                    {
                         Ok(()) => {
                             self.db
                                 .transaction(move |tx| {

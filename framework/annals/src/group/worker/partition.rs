@@ -12,7 +12,10 @@ use tokio::task::JoinHandle;
 use super::commit::Commit;
 use super::Member;
 use crate::coordination::{DeadLetterStatus, Owned};
+use tracing::Instrument;
+
 use crate::error::{Error, Result};
+use crate::group::handling_span;
 use crate::group::{FailurePolicy, Filter, Handler};
 use crate::position::{Offset, Partition};
 use crate::record::RecordedEvent;
@@ -86,6 +89,7 @@ impl Member {
             Handler::Transactional(projection) => {
                 let (projection, commit) = (projection.clone(), self.commit_info(owned));
                 let all = plan.clone();
+                let batch_span = tracing::info_span!("annals.batch", group = %self.group, partition = %owned.partition, from = %from, to = %to);
                 let fast = self
                     .db
                     .transaction(move |tx| {
@@ -101,7 +105,7 @@ impl Member {
                                 }
                             }
                             if !handled.is_empty() {
-                                projection.handle_batch(&handled, tx).await?;
+                                projection.handle_batch(&handled, tx).instrument(batch_span).await?;
                             }
                             commit.commit(tx, from, to).await
                         })
@@ -217,16 +221,20 @@ impl Member {
             match &self.handler {
                 Handler::Transactional(projection) => {
                     let (projection, commit, record) = (projection.clone(), self.commit_info(owned), record.clone());
+                    let span = handling_span(Some(&self.group), &record);
                     self.db
                         .transaction(move |tx| {
                             Box::pin(async move {
-                                projection.handle(&record, tx).await?;
+                                projection.handle(&record, tx).instrument(span).await?;
                                 commit.commit(tx, cursor, record.offset + 1).await
                             })
                         })
                         .await
                 }
-                Handler::AtLeastOnce(consumer, processed) => consumer.handle(record, processed).await,
+                Handler::AtLeastOnce(consumer, processed) => {
+                    let span = handling_span(Some(&self.group), record);
+                    consumer.handle(record, processed).instrument(span).await
+                }
             }
         })
         .await

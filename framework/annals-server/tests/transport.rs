@@ -116,8 +116,9 @@ fn until_closed(stream: &mut std::net::TcpStream) -> String {
     }
 }
 
-/// A connection that sends nothing, or headers that never end, is closed; a body that
-/// never arrives is answered 408 and nothing is written.
+/// A connection that sends nothing, headers that never end, or a kept-alive connection
+/// left idle after its answer, is closed; a body that never arrives is answered 408
+/// and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let store = Store::open("memory:").await.expect("store");
@@ -148,6 +149,10 @@ async fn slow_clients_are_cut_off() {
             )
             .expect("write");
         let slow_body_answer = until_closed(&mut slow_body);
+        let mut idle = std::net::TcpStream::connect(&address).expect("connect");
+        idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let idle_answer = until_closed(&mut idle);
+        assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
         (silent_answer, slow_headers_answer, slow_body_answer)
     })
     .await

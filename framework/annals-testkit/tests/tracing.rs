@@ -16,9 +16,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
-/// Every span seen: its name and its fields, by span id.
+/// A span's name and fields.
+type Seen = (String, BTreeMap<String, String>);
+
+/// Every span seen, by span id.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<BTreeMap<u64, (String, BTreeMap<String, String>)>>>);
+struct Spans(Arc<Mutex<BTreeMap<u64, Seen>>>);
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -118,10 +121,10 @@ impl Consumer for Billing {
 }
 
 /// A read model of everything.
-struct Seen;
+struct Everything;
 
 #[async_trait]
-impl Projection for Seen {
+impl Projection for Everything {
     async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
         tx.execute("CREATE TABLE IF NOT EXISTS seen (stream TEXT NOT NULL)", &[])
             .await?;
@@ -148,7 +151,7 @@ async fn a_trace_runs_from_a_command_through_a_saga_into_the_handlers() {
     )
     .await
     .expect("saga");
-    let views = GroupMember::projection(&store, "views", Seen, GroupOptions::default())
+    let views = GroupMember::projection(&store, "views", Everything, GroupOptions::default())
         .await
         .expect("views");
 

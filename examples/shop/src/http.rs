@@ -19,6 +19,9 @@ use serde_json::json;
 
 use crate::{Shop, ShopError};
 
+/// How long placing an order waits for the views to show it.
+const VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An error as JSON `{"error", "message"}`.
 struct Failure(StatusCode, &'static str, String);
 
@@ -81,9 +84,16 @@ async fn place(State(shop): State<Shop>, bytes: axum::body::Bytes) -> Answer {
     let order: NewOrder = body(&bytes)?;
     let id = format!("w{}", uuid::Uuid::now_v7().simple());
     let lines: Vec<(String, u64)> = order.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
-    shop.place_order(&id, &order.customer, &lines, order.payment_method.as_deref())
+    let placed = shop
+        .place_order(&id, &order.customer, &lines, order.payment_method.as_deref())
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "order_id": id }))).into_response())
+    // Read-your-writes: answer once the views show the order, so that the client's
+    // next GET finds it; `visible` says whether they did within the wait.
+    let visible = match placed {
+        Some(position) => shop.views_show(position, VISIBLE_WITHIN).await?,
+        None => true,
+    };
+    Ok((StatusCode::CREATED, Json(json!({ "order_id": id, "visible": visible }))).into_response())
 }
 
 #[derive(Deserialize)]

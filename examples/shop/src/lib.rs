@@ -152,7 +152,7 @@ impl Shop {
         customer: &str,
         lines: &[(String, u64)],
         payment_method: Option<&str>,
-    ) -> Result<(), ShopError> {
+    ) -> Result<Option<annals::Position>, ShopError> {
         // Everything is checked before the order exists, so a refusal leaves nothing.
         if lines.is_empty() {
             return Err(ShopError::Order(OrderError::Empty));
@@ -190,12 +190,26 @@ impl Shop {
         self.order(order, place, &CommandContext::new()).await
     }
 
-    async fn order(&self, order: &str, command: OrderCommand, context: &CommandContext) -> Result<(), ShopError> {
+    /// Runs `command` on `order`; where its last event went, if it wrote one.
+    async fn order(
+        &self,
+        order: &str,
+        command: OrderCommand,
+        context: &CommandContext,
+    ) -> Result<Option<annals::Position>, ShopError> {
         match self.orders.execute(order, command, context).await {
-            Ok(_) => Ok(()),
+            Ok(executed) => Ok(executed.position()),
             Err(CommandError::Rejected(error)) => Err(ShopError::Order(error)),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Waits until the views show what was written at `position` (read-your-writes), at
+    /// most `timeout`; whether they do.
+    pub async fn views_show(&self, position: annals::Position, timeout: Duration) -> Result<bool, ShopError> {
+        Ok(admin::wait_until(&self.store, VIEWS_GROUP, position, timeout)
+            .await?
+            .reached)
     }
 
     /// Pays a placed order (the saga marks it paid, or undoes it if declined).
@@ -226,7 +240,9 @@ impl Shop {
 
     /// Ships a paid order.
     pub async fn ship(&self, order: &str) -> Result<(), ShopError> {
-        self.order(order, OrderCommand::Ship, &CommandContext::new()).await
+        self.order(order, OrderCommand::Ship, &CommandContext::new())
+            .await
+            .map(drop)
     }
 
     /// Cancels an order not shipped yet; the saga gives its stock back.
@@ -234,7 +250,7 @@ impl Shop {
         let cancel = OrderCommand::Cancel {
             reason: reason.to_owned(),
         };
-        self.order(order, cancel, &CommandContext::new()).await
+        self.order(order, cancel, &CommandContext::new()).await.map(drop)
     }
 
     /// Waits until the saga and the views have handled everything in the log, and

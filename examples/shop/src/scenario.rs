@@ -102,7 +102,7 @@ pub async fn place_orders(
                         .place_order(&format!("{run}-{i:05}"), &customer, &lines, Some(card))
                         .await
                     {
-                        Ok(()) => ran.placed += 1,
+                        Ok(_) => ran.placed += 1,
                         Err(ShopError::Order(_) | ShopError::Product { .. }) => ran.refused += 1,
                         Err(error) => return Err(error),
                     }

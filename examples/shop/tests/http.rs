@@ -47,6 +47,21 @@ async fn orders_through_the_api_and_the_page() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{placed}");
     let paid_order = placed["order_id"].as_str().expect("id").to_owned();
+    // Read-your-writes: the order is in the views as soon as placing it is answered,
+    // with no wait for the group to catch up.
+    assert_eq!(placed["visible"], true, "{placed}");
+    let listed: Value = http
+        .get(format!("{base}/customers/ann/orders"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        listed.to_string().contains(&paid_order),
+        "the views did not show the order just placed: {listed}"
+    );
     let (_, waiting) = post(
         format!("{base}/orders"),
         json!({"customer": "bob", "lines": [{"sku": "sku-tea", "quantity": 1}]}),

@@ -191,6 +191,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/v1/partitions/{partition}/events", get(routes::fetch))
         .route("/v1/groups", get(routes::groups))
         .route("/v1/groups/{group}", get(routes::group))
+        .route("/v1/groups/{group}/wait", get(routes::wait))
         .route("/v1/dead-letters", get(routes::dead_letters))
         .route("/metrics", get(routes::metrics))
         .route_layer(role(Role::Read));

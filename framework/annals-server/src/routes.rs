@@ -311,6 +311,50 @@ pub(crate) async fn groups(State(state): State<AppState>) -> ApiResult<Json<Grou
     }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitParams {
+    partition: Partition,
+    offset: Offset,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// `GET /v1/groups/{group}/wait?partition=&offset=&timeout_ms=`: read-your-writes. Answers
+/// as soon as the group has committed past the position, or when the timeout (at most
+/// 30 s) runs out: `{"group", "partition", "offset", "reached", "committed"}`, with
+/// `reached` saying which.
+pub(crate) async fn wait(
+    State(state): State<AppState>,
+    group: Result<Path<String>, PathRejection>,
+    params: Result<Query<WaitParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let group = path(group)?;
+    let params = query(params)?;
+    let position = annals::Position {
+        partition: params.partition,
+        offset: params.offset,
+    };
+    let timeout = Duration::from_millis(params.timeout_ms).min(MAX_WAIT);
+    let mut stopping = state.stopping.subscribe();
+    let waited = tokio::select! {
+        waited = admin::wait_until(&state.store, &group, position, timeout) => Some(waited?),
+        Ok(_) = stopping.wait_for(|stopping| *stopping) => None,
+    };
+    let waited = match waited {
+        Some(waited) => waited,
+        // Shutting down: answer with where the group stands now.
+        None => admin::wait_until(&state.store, &group, position, Duration::ZERO).await?,
+    };
+    Ok(Json(json!({
+        "group": group,
+        "partition": position.partition,
+        "offset": position.offset,
+        "reached": waited.reached,
+        "committed": waited.committed,
+    })))
+}
+
 /// `GET /v1/groups/{group}`.
 pub(crate) async fn group(
     State(state): State<AppState>,

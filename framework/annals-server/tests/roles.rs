@@ -24,6 +24,12 @@ const ROUTES: &[(&str, &str, &str, Option<Role>)] = &[
     ("GET", "/v1/groups", "", Some(Role::Read)),
     ("GET", "/v1/groups/tally", "", Some(Role::Read)),
     (
+        "GET",
+        "/v1/groups/tally/wait?partition=0&offset=0",
+        "",
+        Some(Role::Read),
+    ),
+    (
         "POST",
         "/v1/groups/tally/reset",
         r#"{"to":"earliest"}"#,

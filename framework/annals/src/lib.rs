@@ -66,7 +66,7 @@ pub use error::{EngineFailure, Error, Result};
 pub use log::{AppendOutcome, Replica, StreamInfo, Visitor};
 pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS, DEFAULT_TRANSACTION_AWAIT_LIMIT};
 pub use partitioner::{murmur2, partition_for};
-pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Version};
+pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Position, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{AppendRequest, EventStore, Store};
 pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};

@@ -28,6 +28,17 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
+impl AppendOutcome {
+    /// Where the append's last event is: a group has seen the whole append once it has
+    /// committed past this position.
+    pub fn position(&self) -> crate::position::Position {
+        crate::position::Position {
+            partition: self.partition,
+            offset: self.last_offset,
+        }
+    }
+}
+
 /// A stream as listed by [`EventStore::list_streams`](crate::EventStore::list_streams).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamInfo {

@@ -197,6 +197,22 @@ impl Partition {
     }
 }
 
+/// A record's place in the log: its partition and its offset there. What a reader
+/// waits for to see a write ([`admin::wait_until`](crate::group::admin::wait_until)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    /// The partition.
+    pub partition: Partition,
+    /// The offset in it.
+    pub offset: Offset,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.partition, self.offset)
+    }
+}
+
 /// The version a stream must have for an append to go ahead (optimistic concurrency).
 ///
 /// On the wire (HTTP, CLI) it is written `"any"`, `"no_stream"`, `"exists"` or a number.

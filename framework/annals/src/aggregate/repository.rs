@@ -74,6 +74,14 @@ pub struct Executed {
     pub attempts: u32,
 }
 
+impl Executed {
+    /// Where the command's last event is (see [`AppendOutcome::position`]); `None`
+    /// when it wrote nothing.
+    pub fn position(&self) -> Option<crate::position::Position> {
+        self.outcome.as_ref().map(AppendOutcome::position)
+    }
+}
+
 /// Why a command did not go through.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

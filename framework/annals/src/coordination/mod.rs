@@ -5,6 +5,7 @@
 //! [`group`](crate::group) runs members on top.
 
 mod assign;
+mod commits;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use assign::assign;
+pub(crate) use commits::Commits;
 
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition};

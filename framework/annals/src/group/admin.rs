@@ -318,3 +318,80 @@ pub async fn retry_dead_letter(store: &Store, id: i64) -> Result<DeadLetter> {
 pub async fn skip_dead_letter(store: &Store, id: i64) -> Result<DeadLetter> {
     store.groups()?.skip_dead_letter(id).await
 }
+
+/// How a [`wait_until`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waited {
+    /// Whether the group committed past the position in time.
+    pub reached: bool,
+    /// Where the group's commit on the position's partition stood when the wait ended.
+    pub committed: Offset,
+}
+
+/// Waits until `group` has committed past `position` (handled the record there and
+/// everything before it in its partition), or until `timeout` runs out: read-your-
+/// writes for a caller that appended and wants the group's read model to show it.
+///
+/// A commit by a member in this process wakes the wait at once; one by a member in
+/// another process is seen at the store's next poll (250 ms on SQLite, 1 s on
+/// PostgreSQL). A group nobody has joined is [`Error::GroupNotFound`], and a partition
+/// outside the store [`Error::PartitionOutOfRange`].
+///
+/// ```no_run
+/// # async fn demo(store: annals::Store, outcome: annals::AppendOutcome) -> annals::Result<()> {
+/// use annals::group::admin;
+/// let waited = admin::wait_until(&store, "order-views", outcome.position(), std::time::Duration::from_secs(5)).await?;
+/// if !waited.reached {
+///     // The view may not show the order yet: say so, or answer from the command.
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn wait_until(
+    store: &Store,
+    group: &str,
+    position: crate::position::Position,
+    timeout: std::time::Duration,
+) -> Result<Waited> {
+    validate_group(group)?;
+    if position.partition.0 >= store.partition_count() {
+        return Err(Error::PartitionOutOfRange {
+            partition: position.partition,
+            partition_count: store.partition_count(),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut commits = store.commits().watch(group, position.partition);
+    loop {
+        commits.borrow_and_update();
+        let record = store
+            .groups()?
+            .describe(group)
+            .await?
+            .ok_or_else(|| Error::GroupNotFound {
+                group: group.to_owned(),
+            })?;
+        let committed = record
+            .partitions
+            .iter()
+            .find(|row| row.partition == position.partition)
+            .map_or(Offset(0), |row| row.committed);
+        if committed > position.offset {
+            return Ok(Waited {
+                reached: true,
+                committed,
+            });
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Waited {
+                reached: false,
+                committed,
+            });
+        }
+        let next_look = (now + store.poll_interval()).min(deadline);
+        tokio::select! {
+            _ = commits.changed() => {}
+            () = tokio::time::sleep_until(next_look) => {}
+        }
+    }
+}

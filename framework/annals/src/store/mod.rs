@@ -156,6 +156,8 @@ struct Inner {
     limits: Limits,
     partition_count: u32,
     replica: std::sync::RwLock<Replica>,
+    /// Where this process's group members committed to, for readers waiting on them.
+    commits: crate::coordination::Commits,
 }
 
 impl std::fmt::Debug for Store {
@@ -181,6 +183,7 @@ impl Store {
                 limits,
                 partition_count,
                 replica: std::sync::RwLock::new(Replica::default()),
+                commits: crate::coordination::Commits::default(),
             }),
         }
     }
@@ -241,6 +244,16 @@ impl Store {
     /// Finishes in-flight appends and closes the store's connections.
     pub async fn close(&self) {
         self.inner.backend.close().await;
+    }
+
+    /// Group commits made in this process.
+    pub(crate) fn commits(&self) -> &crate::coordination::Commits {
+        &self.inner.commits
+    }
+
+    /// How often a wait on something another process writes looks again.
+    pub(crate) fn poll_interval(&self) -> std::time::Duration {
+        self.inner.backend.poll_interval()
     }
 
     /// The end of `partition` as this process last heard of it, without asking the

@@ -52,6 +52,7 @@ impl Member {
                     let known_end = self.store.known_end(owned.partition);
                     let lag = known_end.0.saturating_sub(committed.0);
                     crate::telemetry::group_progress(&self.group, owned.partition, (committed - next) as usize, lag);
+                    self.store.commits().publish(&self.group, owned.partition, committed);
                     next = committed;
                 }
                 None => return Ok(()), // stopped by the failure policy

@@ -15,13 +15,14 @@ pub mod wire;
 use std::path::Path;
 
 use annals::group::admin::{DeadLetter, GroupDescription, GroupSummary, ResetTo};
-use annals::{AppendOutcome, Offset, Partition, StreamId, StreamInfo, Version};
+use annals::{AppendOutcome, Offset, Partition, Position, StreamId, StreamInfo, Version};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use serde_json::json;
 
 use wire::{
-    AppendBody, DeadLettersPage, ErrorBody, GroupsPage, PartitionEvents, PartitionsInfo, StreamEvents, StreamsPage,
+    AppendBody, DeadLettersPage, ErrorBody, GroupWait, GroupsPage, PartitionEvents, PartitionsInfo, StreamEvents,
+    StreamsPage,
 };
 
 /// An HTTP client builder (rustls) trusting the platform's certificate authorities, or
@@ -274,6 +275,18 @@ impl Client {
     /// `GET /v1/groups/{group}`.
     pub async fn group(&self, group: &str) -> Result<GroupDescription, ClientError> {
         self.get(&format!("/v1/groups/{}", segment(group))).await
+    }
+
+    /// `GET /v1/groups/{group}/wait`: waits until `group` has committed past
+    /// `position`, at most `timeout_ms` (the server caps it at 30 s).
+    pub async fn wait_until(&self, group: &str, position: Position, timeout_ms: u64) -> Result<GroupWait, ClientError> {
+        self.get(&format!(
+            "/v1/groups/{}/wait?partition={}&offset={}&timeout_ms={timeout_ms}",
+            segment(group),
+            position.partition,
+            position.offset
+        ))
+        .await
     }
 
     /// `POST /v1/groups/{group}/reset`.

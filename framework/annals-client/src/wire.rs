@@ -118,6 +118,21 @@ pub struct DeadLettersPage {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// The answer of `GET /v1/groups/{group}/wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupWait {
+    /// The group.
+    pub group: String,
+    /// The position waited for.
+    pub partition: Partition,
+    /// The position waited for.
+    pub offset: Offset,
+    /// Whether the group committed past it in time.
+    pub reached: bool,
+    /// Where the group's commit on the partition stood when the wait ended.
+    pub committed: Offset,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

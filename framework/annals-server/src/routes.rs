@@ -2,7 +2,8 @@
 
 use crate::follower::FollowerState;
 use annals_client::wire::{
-    AppendBody, DeadLettersPage, GroupsPage, PartitionEvents, PartitionInfo, PartitionsInfo, StreamEvents, StreamsPage,
+    AppendBody, DeadLettersPage, GroupWait, GroupsPage, PartitionEvents, PartitionInfo, PartitionsInfo, StreamEvents,
+    StreamsPage,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -328,7 +329,7 @@ pub(crate) async fn wait(
     State(state): State<AppState>,
     group: Result<Path<String>, PathRejection>,
     params: Result<Query<WaitParams>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<GroupWait>> {
     let group = path(group)?;
     let params = query(params)?;
     let position = annals::Position {
@@ -346,13 +347,13 @@ pub(crate) async fn wait(
         // Shutting down: answer with where the group stands now.
         None => admin::wait_until(&state.store, &group, position, Duration::ZERO).await?,
     };
-    Ok(Json(json!({
-        "group": group,
-        "partition": position.partition,
-        "offset": position.offset,
-        "reached": waited.reached,
-        "committed": waited.committed,
-    })))
+    Ok(Json(GroupWait {
+        group,
+        partition: position.partition,
+        offset: position.offset,
+        reached: waited.reached,
+        committed: waited.committed,
+    }))
 }
 
 /// `GET /v1/groups/{group}`.

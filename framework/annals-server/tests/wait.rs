@@ -72,6 +72,14 @@ async fn a_client_waits_for_a_group_to_see_its_append() {
         (404, Some("not_found")),
         "{unknown}"
     );
+    // The typed client gives the same answers.
+    let client = annals_client::Client::new(server.url(), None);
+    let position = annals::Position {
+        partition: serde_json::from_value(partition.clone()).expect("partition"),
+        offset: serde_json::from_value(offset.clone()).expect("offset"),
+    };
+    let waited = client.wait_until("views", position, 30_000).await.expect("wait");
+    assert!(waited.reached && waited.committed > position.offset, "{waited:?}");
     server.stop().await.expect("stop");
     member.shutdown().await.expect("leave");
 }

@@ -137,3 +137,57 @@ async fn a_wait_sees_the_member_that_replaced_a_dead_one(t: TestStore) {
     replacement.shutdown().await.expect("leave");
     drop(dying);
 }
+
+/// Lets each record through only when told.
+#[derive(Clone)]
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl Consumer for Gated {
+    async fn handle(&self, _: &RecordedEvent, _: &Processed) -> annals::Result<()> {
+        self.gate.acquire().await.expect("gate").forget();
+        Ok(())
+    }
+}
+
+/// On PostgreSQL a commit made by a member in another process wakes the wait: the
+/// waiting store here never polls (an hour between looks), so only the commit's
+/// notification can end the wait before its timeout. Checked by removing the
+/// notification: the wait then ran to its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_commit_in_another_process_wakes_the_wait() {
+    let Some(t) = TestStore::postgres().await else { return };
+    let members_side = t.open().await;
+    let readers_side = t
+        .open_with(|options| options.poll_interval(Duration::from_secs(3600)))
+        .await
+        .expect("open");
+    let gated = Gated {
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let member = GroupMember::consumer(&members_side, "views", gated.clone(), fast())
+        .await
+        .expect("join");
+    let position = append(&members_side).await;
+    let waiting = tokio::spawn({
+        let store = readers_side.clone();
+        async move { admin::wait_until(&store, "views", position, Duration::from_secs(120)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the wait ended before the record was handled");
+    gated.gate.add_permits(1);
+    // Woken by the notification, the wait ends within moments of the commit; without
+    // it, it would look again only at its two-minute timeout.
+    let waited = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the other process's commit did not wake the wait")
+        .expect("join")
+        .expect("wait");
+    assert!(
+        waited.reached,
+        "the other process's commit did not wake the wait: {waited:?}"
+    );
+    member.shutdown().await.expect("leave");
+}

@@ -111,6 +111,7 @@ pub struct StoreOptions {
     pub(crate) busy_timeout: Duration,
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) transaction_await_limit: Duration,
+    pub(crate) poll_interval: Option<Duration>,
     pub(crate) create_if_missing: bool,
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) redacted_url: String,
@@ -133,6 +134,7 @@ impl StoreOptions {
             writers: 1,
             busy_timeout: Duration::from_secs(10),
             transaction_await_limit: DEFAULT_TRANSACTION_AWAIT_LIMIT,
+            poll_interval: None,
             create_if_missing: true,
             redacted_url: redact(url),
         };
@@ -232,6 +234,14 @@ impl StoreOptions {
     /// ignore this.
     pub fn transaction_await_limit(mut self, limit: Duration) -> Self {
         self.transaction_await_limit = limit;
+        self
+    }
+
+    /// How often a subscriber or a wait for a group looks for what another process
+    /// wrote, when no notification came (default: 250 ms on SQLite, 1 s on PostgreSQL,
+    /// whose notifications wake them first).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = Some(interval);
         self
     }
 

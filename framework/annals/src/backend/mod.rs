@@ -124,6 +124,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
+
+    /// Group commits made in this process and, where the engine can tell, in others:
+    /// what readers waiting to see their writes wake on.
+    fn commits(&self) -> &crate::coordination::Commits;
     /// The store's role and epoch as stored.
     async fn replica(&self) -> Result<Replica>;
     /// Changes the store's role; returns the new one.

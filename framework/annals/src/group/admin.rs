@@ -332,9 +332,10 @@ pub struct Waited {
 /// everything before it in its partition), or until `timeout` runs out: read-your-
 /// writes for a caller that appended and wants the group's read model to show it.
 ///
-/// A commit by a member in this process wakes the wait at once; one by a member in
-/// another process is seen at the store's next poll (250 ms on SQLite, 1 s on
-/// PostgreSQL). A group nobody has joined is [`Error::GroupNotFound`], and a partition
+/// A commit by a member in this process wakes the wait at once, and so does one in
+/// another process on PostgreSQL (the commit's transaction notifies); on SQLite a
+/// commit in another process is seen at the store's next poll (250 ms,
+/// [`StoreOptions::poll_interval`](crate::StoreOptions::poll_interval)). A group nobody has joined is [`Error::GroupNotFound`], and a partition
 /// outside the store [`Error::PartitionOutOfRange`].
 ///
 /// ```no_run

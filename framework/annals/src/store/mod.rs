@@ -156,8 +156,8 @@ struct Inner {
     limits: Limits,
     partition_count: u32,
     replica: std::sync::RwLock<Replica>,
-    /// Where this process's group members committed to, for readers waiting on them.
-    commits: crate::coordination::Commits,
+    /// `StoreOptions::poll_interval`, if set.
+    poll_interval: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,7 +175,11 @@ impl Store {
         StoreOptions::from_url(url)?.open().await
     }
 
-    pub(crate) fn from_backend(backend: Box<dyn Backend>, limits: Limits) -> Store {
+    pub(crate) fn from_backend(
+        backend: Box<dyn Backend>,
+        limits: Limits,
+        poll_interval: Option<std::time::Duration>,
+    ) -> Store {
         let partition_count = backend.partition_count();
         Store {
             inner: Arc::new(Inner {
@@ -183,7 +187,7 @@ impl Store {
                 limits,
                 partition_count,
                 replica: std::sync::RwLock::new(Replica::default()),
-                commits: crate::coordination::Commits::default(),
+                poll_interval,
             }),
         }
     }
@@ -246,14 +250,16 @@ impl Store {
         self.inner.backend.close().await;
     }
 
-    /// Group commits made in this process.
+    /// Group commits made in this process, and those the engine hears of from others.
     pub(crate) fn commits(&self) -> &crate::coordination::Commits {
-        &self.inner.commits
+        self.inner.backend.commits()
     }
 
     /// How often a wait on something another process writes looks again.
     pub(crate) fn poll_interval(&self) -> std::time::Duration {
-        self.inner.backend.poll_interval()
+        self.inner
+            .poll_interval
+            .unwrap_or_else(|| self.inner.backend.poll_interval())
     }
 
     /// The end of `partition` as this process last heard of it, without asking the
@@ -548,7 +554,7 @@ impl StoreOptions {
         if self.partitions == Some(0) {
             return Err(Error::InvalidPartitionCount);
         }
-        let store = Store::from_backend(crate::backend::open(&self).await?, self.limits);
+        let store = Store::from_backend(crate::backend::open(&self).await?, self.limits, self.poll_interval);
         store.refresh_replica().await?;
         Ok(store)
     }

@@ -51,7 +51,7 @@ pub(super) fn records(store: Store, partition: Partition, from: Offset) -> BoxSt
             match cursor.store.read_partition(cursor.partition, cursor.next, BATCH).await {
                 Ok(records) if !records.is_empty() => cursor.buffered.extend(records),
                 Ok(_) => {
-                    let poll = cursor.store.inner.backend.poll_interval();
+                    let poll = cursor.store.poll_interval();
                     // Either a wake-up or the poll interval; both lead to a fresh read.
                     let _ = tokio::time::timeout(poll, cursor.wakeups.changed()).await;
                 }

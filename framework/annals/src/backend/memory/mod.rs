@@ -24,6 +24,7 @@ pub(crate) struct MemoryBackend {
     groups: groups::MemoryGroups,
     snapshots: snapshots::MemorySnapshots,
     wakeups: Wakeups,
+    commits: crate::coordination::Commits,
     partition_count: u32,
 }
 
@@ -65,6 +66,7 @@ impl MemoryBackend {
             groups: groups::MemoryGroups::new(log),
             snapshots: snapshots::MemorySnapshots::default(),
             wakeups: Wakeups::new(partition_count),
+            commits: crate::coordination::Commits::default(),
             partition_count,
         }
     }
@@ -222,6 +224,10 @@ impl Backend for MemoryBackend {
                 },
             )
         }))
+    }
+
+    fn commits(&self) -> &crate::coordination::Commits {
+        &self.commits
     }
 
     fn wakeups(&self) -> &Wakeups {

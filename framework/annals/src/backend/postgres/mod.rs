@@ -23,6 +23,7 @@ use super::batch::{self, Pending, QUEUE_DEPTH};
 use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
 use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
+use crate::coordination::Commits;
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
 use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
@@ -38,6 +39,8 @@ pub(crate) struct PgBackend {
     background: Mutex<Vec<JoinHandle<()>>>,
     wakeups: Arc<Wakeups>,
     notifier: Arc<notify::Notifier>,
+    /// Group commits made here, or announced by other processes.
+    commits: Arc<Commits>,
     partition_count: u32,
     /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
     lock_space: i32,
@@ -75,10 +78,17 @@ impl PgBackend {
 
         let wakeups = Arc::new(Wakeups::new(partition_count));
         let channel = format!("annals_{}", store_id.simple());
+        let commits_channel = format!("{channel}_commits");
+        let commits = Arc::new(Commits::default());
         let notifier = Arc::new(notify::Notifier::default());
         let background = vec![
             tokio::spawn(notify::send(pool.clone(), channel.clone(), notifier.clone())),
-            tokio::spawn(notify::listen(pool.clone(), channel, wakeups.clone())),
+            tokio::spawn(notify::listen(
+                pool.clone(),
+                [channel, commits_channel.clone()],
+                wakeups.clone(),
+                commits.clone(),
+            )),
         ];
         let lock_space = store_id.as_u128() as i32;
         let shared = Arc::new(writer::Shared {
@@ -97,13 +107,14 @@ impl PgBackend {
         let read_models = readmodel::database(pool.clone());
         Ok(PgBackend {
             snapshots: SqlSnapshots::new(read_models.clone()),
-            groups: SqlGroups::new(read_models.clone(), &DIALECT),
+            groups: SqlGroups::new(read_models.clone(), &DIALECT).announcing_commits(commits_channel),
             read_models,
             pool,
             queues: Mutex::new(queues),
             writers: Mutex::new(writers),
             background: Mutex::new(background),
             wakeups,
+            commits,
             notifier,
             partition_count,
             lock_space,
@@ -172,6 +183,7 @@ static DIALECT: Dialect = Dialect::new(
     " FOR UPDATE",
     " FOR SHARE",
     "recorded_at >= to_timestamp($2 / 1000000.0)",
+    Some(include_str!("sql/notify_commit.sql")),
 );
 
 #[async_trait]
@@ -306,6 +318,10 @@ impl Backend for PgBackend {
 
     fn read_models(&self) -> Option<crate::readmodel::Db> {
         Some(self.read_models.clone())
+    }
+
+    fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     fn wakeups(&self) -> &Wakeups {

@@ -1,4 +1,4 @@
-//! Cross-process wake-ups over `LISTEN/NOTIFY`.
+//! Cross-process wake-ups over `LISTEN/NOTIFY`: new records, and group commits.
 //!
 //! A `NOTIFY` inside an append's transaction would serialise every commit in the
 //! database behind PostgreSQL's notification queue lock, defeating group commit. So
@@ -16,6 +16,7 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 
 use crate::backend::Wakeups;
+use crate::coordination::Commits;
 use crate::position::{Offset, Partition};
 
 /// PostgreSQL refuses payloads of 8,000 bytes or more.
@@ -78,8 +79,15 @@ fn payloads(watermarks: &BTreeMap<Partition, Offset>) -> Vec<String> {
     payloads
 }
 
-/// Turns notifications on the store's channel into wake-ups, reconnecting as needed.
-pub(super) async fn listen(pool: PgPool, channel: String, wakeups: Arc<Wakeups>) {
+/// Turns notifications on the store's channels into wake-ups, reconnecting as needed:
+/// on the first, new high watermarks (`partition:next_offset` pairs); on the second,
+/// group commits (`group`, partition and committed offset, separated by tabs).
+pub(super) async fn listen(
+    pool: PgPool,
+    [log, commits_channel]: [String; 2],
+    wakeups: Arc<Wakeups>,
+    commits: Arc<Commits>,
+) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
@@ -89,13 +97,22 @@ pub(super) async fn listen(pool: PgPool, channel: String, wakeups: Arc<Wakeups>)
                 continue;
             }
         };
-        if let Err(error) = listener.listen(&channel).await {
+        if let Err(error) = listener.listen_all([log.as_str(), commits_channel.as_str()]).await {
             tracing::debug!(%error, "LISTEN failed");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         loop {
             match listener.recv().await {
+                Ok(notification) if notification.channel() == commits_channel => {
+                    let mut fields = notification.payload().split('\t');
+                    if let (Some(group), Some(partition), Some(offset)) = (fields.next(), fields.next(), fields.next())
+                    {
+                        if let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) {
+                            commits.publish(group, partition, offset);
+                        }
+                    }
+                }
                 Ok(notification) => {
                     for pair in notification.payload().split(' ') {
                         if let Some((partition, offset)) = pair.split_once(':') {

@@ -38,6 +38,7 @@ pub(crate) struct SqliteBackend {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
+    commits: crate::coordination::Commits,
     partition_count: u32,
     read_models: crate::readmodel::Db,
     snapshots: SqlSnapshots,
@@ -100,6 +101,7 @@ impl SqliteBackend {
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
+            commits: crate::coordination::Commits::default(),
             partition_count,
             snapshots: SqlSnapshots::new(read_models.clone()),
             groups: SqlGroups::new(read_models.clone(), &DIALECT),
@@ -184,6 +186,7 @@ static DIALECT: Dialect = Dialect::new(
     "",
     "",
     "recorded_at >= $2",
+    None,
 );
 
 #[async_trait]
@@ -315,6 +318,10 @@ impl Backend for SqliteBackend {
 
     fn read_models(&self) -> Option<crate::readmodel::Db> {
         Some(self.read_models.clone())
+    }
+
+    fn commits(&self) -> &crate::coordination::Commits {
+        &self.commits
     }
 
     fn wakeups(&self) -> &Wakeups {

@@ -275,8 +275,11 @@ pub async fn serve_router(
             handle.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
         }
     });
+    // HTTP/1.1 only: its header timeout is what closes idle connections, and no
+    // client of the API needs HTTP/2.
     let mut server = axum_server::from_tcp(listener.into_std()?)?
         .handle(handle)
+        .http1_only()
         .first_request_timeout(transport.header_timeout);
     server
         .http_builder()

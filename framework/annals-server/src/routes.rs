@@ -244,6 +244,43 @@ fn five_hundred() -> usize {
     500
 }
 
+/// A request that may wait (a long poll, a wait for a group), holding one of the
+/// server's `max_long_polls` permits; the gauge of waiting requests follows it, also
+/// when the request fails or its client goes away.
+struct LongPoll {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    state: AppState,
+}
+
+impl LongPoll {
+    /// A permit to wait, if the request asks to wait and one is free; past the cap the
+    /// request answers at once instead.
+    fn try_start(state: &AppState, wait_ms: u64) -> Option<LongPoll> {
+        if wait_ms == 0 {
+            return None;
+        }
+        let permit = state.long_polls.clone().try_acquire_owned().ok()?;
+        let started = LongPoll {
+            _permit: permit,
+            state: state.clone(),
+        };
+        started.report(1);
+        Some(started)
+    }
+
+    fn report(&self, held_here: usize) {
+        let waiting = self.state.max_long_polls - self.state.long_polls.available_permits();
+        // Within the drop the permit is still counted as taken.
+        metrics::gauge!("annals_long_polls_waiting").set(waiting.saturating_sub(1 - held_here) as f64);
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        self.report(0);
+    }
+}
+
 /// `GET /v1/partitions/{p}/events`: fetch, long-polling up to `wait_ms`.
 pub(crate) async fn fetch(
     State(state): State<AppState>,
@@ -260,21 +297,16 @@ pub(crate) async fn fetch(
             }
             .into());
         }
-        state.followers.report(follower, partition, params.from_offset);
+        // A follower can hold no more than the partition: a report past its end (a
+        // bad or hostile client) would acknowledge appends nobody holds.
+        let end = state.store.high_watermark(partition).await?;
+        state.followers.report(follower, partition, params.from_offset.min(end));
     }
-    // A long poll holds its connection; past the cap, answer at once instead.
-    let permit = (params.wait_ms > 0)
-        .then(|| state.long_polls.clone().try_acquire_owned().ok())
-        .flatten();
+    let permit = LongPoll::try_start(&state, params.wait_ms);
     let wait = match permit {
         Some(_) => Duration::from_millis(params.wait_ms).min(MAX_WAIT),
         None => Duration::ZERO,
     };
-    let long_polls = |state: &AppState| {
-        let waiting = state.max_long_polls - state.long_polls.available_permits();
-        metrics::gauge!("annals_long_polls_waiting").set(waiting as f64);
-    };
-    long_polls(&state);
     let limit = params.limit.clamp(1, MAX_LIMIT);
     let mut stopping = state.stopping.subscribe();
     let waited = tokio::select! {
@@ -292,7 +324,6 @@ pub(crate) async fn fetch(
         }
     };
     drop(permit);
-    long_polls(&state);
     metrics::counter!("annals_fetches_total").increment(1);
     let next_offset = events.last().map_or(params.from_offset, |r| r.offset + 1);
     let high_watermark = state.store.high_watermark(partition).await?;
@@ -336,7 +367,11 @@ pub(crate) async fn wait(
         partition: params.partition,
         offset: params.offset,
     };
-    let timeout = Duration::from_millis(params.timeout_ms).min(MAX_WAIT);
+    let permit = LongPoll::try_start(&state, params.timeout_ms);
+    let timeout = match permit {
+        Some(_) => Duration::from_millis(params.timeout_ms).min(MAX_WAIT),
+        None => Duration::ZERO,
+    };
     let mut stopping = state.stopping.subscribe();
     let waited = tokio::select! {
         waited = admin::wait_until(&state.store, &group, position, timeout) => Some(waited?),
@@ -347,6 +382,7 @@ pub(crate) async fn wait(
         // Shutting down: answer with where the group stands now.
         None => admin::wait_until(&state.store, &group, position, Duration::ZERO).await?,
     };
+    drop(permit);
     Ok(Json(GroupWait {
         group,
         partition: position.partition,

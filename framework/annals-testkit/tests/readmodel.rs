@@ -195,6 +195,43 @@ async fn sqlite_a_transaction_that_awaits_too_long_holds_nobody_up() {
     );
 }
 
+/// An append made from inside a write transaction waits for the store's one writer,
+/// which is running that transaction: the transaction is rolled back at the await
+/// limit, and the append it left queued is not written afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_append_left_by_a_rolled_back_transaction_does_not_land() {
+    let Some(t) = TestStore::sqlite().await else { return };
+    let store = t
+        .open_with(|options| options.transaction_await_limit(Duration::from_millis(100)))
+        .await
+        .expect("open");
+    let db = store.read_models().expect("sql");
+    let orphan = StreamId::new("order-orphan").expect("id");
+    let failed = db
+        .transaction({
+            let (store, orphan) = (store.clone(), orphan.clone());
+            move |_tx| {
+                Box::pin(async move {
+                    let append = AppendRequest::new(orphan, ExpectedVersion::Any)
+                        .event(NewEvent::json("Placed", &serde_json::json!({})).expect("event"));
+                    store.append(append).await.map(drop)
+                })
+            }
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::TransactionAwaited { .. })), "{failed:?}");
+    // The writer takes its queue in order: once this append is answered, the one the
+    // transaction left behind has been dealt with.
+    let after = AppendRequest::new(StreamId::new("order-after").expect("id"), ExpectedVersion::Any)
+        .event(NewEvent::json("Placed", &serde_json::json!({})).expect("event"));
+    store.append(after).await.expect("append");
+    assert_eq!(
+        store.stream_version(&orphan).await.expect("version"),
+        annals::Version(0),
+        "the append of a rolled-back transaction landed"
+    );
+}
+
 /// Awaits that end well within the limit (a short timer, a yield) are fine: the work is
 /// polled again when woken and commits whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,7 +78,7 @@ pub enum Error {
         limit: usize,
     },
     /// One event's payload or metadata nests arrays and objects deeper than the limit.
-    #[error("event {index} has {what} nested deeper than {limit} levels")]
+    #[error("event {index} has {what} nested {limit} or more levels deep; it must stay below {limit}")]
     JsonTooDeep {
         /// Position of the event in the append.
         index: usize,

@@ -27,9 +27,9 @@ pub struct Limits {
     pub max_events_per_append: usize,
     /// Largest append, payloads and metadata together, in bytes (default 4 MiB).
     pub max_append_bytes: usize,
-    /// Deepest nesting of arrays and objects in a payload or in metadata (default
-    /// 128, the depth past which `serde_json` refuses to read a value: deeper events
-    /// could be stored but not decoded by consumers).
+    /// The nesting of arrays and objects a payload or metadata must stay below
+    /// (default 128, `serde_json`'s recursion limit: it reads at most 127 levels, so a
+    /// deeper event could be stored but not decoded by consumers).
     pub max_json_depth: usize,
 }
 

@@ -333,7 +333,7 @@ pub struct Waited {
 /// writes for a caller that appended and wants the group's read model to show it.
 ///
 /// A commit by a member in this process wakes the wait at once, and so does one in
-/// another process on PostgreSQL (the commit's transaction notifies); on SQLite a
+/// another process on PostgreSQL (announced with `pg_notify` once committed); on SQLite a
 /// commit in another process is seen at the store's next poll (250 ms,
 /// [`StoreOptions::poll_interval`](crate::StoreOptions::poll_interval)). A group nobody has joined is [`Error::GroupNotFound`], and a partition
 /// outside the store [`Error::PartitionOutOfRange`].
@@ -361,6 +361,13 @@ pub async fn wait_until(
         });
     }
     let deadline = tokio::time::Instant::now() + timeout;
+    // Only a group that exists gets a watch: a wait on any other name must not leave
+    // one behind.
+    if store.groups()?.describe(group).await?.is_none() {
+        return Err(Error::GroupNotFound {
+            group: group.to_owned(),
+        });
+    }
     let mut commits = store.commits().watch(group, position.partition);
     loop {
         commits.borrow_and_update();

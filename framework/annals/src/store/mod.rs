@@ -360,7 +360,8 @@ impl Store {
     }
 }
 
-/// Whether the JSON `text` nests arrays and objects more than `limit` deep. The text is
+/// Whether the JSON `text` nests arrays and objects `limit` deep or deeper (serde_json's
+/// recursion limit of 128 lets a reader decode at most 127 levels). The text is
 /// valid JSON, so brackets count unless inside a string, whose end is the first quote
 /// not escaped by a backslash.
 fn nesting_exceeds(text: &str, limit: usize) -> bool {
@@ -379,7 +380,7 @@ fn nesting_exceeds(text: &str, limit: usize) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > limit {
+                if depth >= limit {
                     return true;
                 }
             }
@@ -580,11 +581,14 @@ mod tests {
 
     #[test]
     fn nesting_counts_arrays_and_objects_outside_strings() {
-        assert!(!nesting_exceeds(&nested(128), 128));
-        assert!(nesting_exceeds(&nested(129), 128));
-        assert!(!nesting_exceeds(r#"{"a": "[[[[[[", "b": {"c": "\"{{{{"}}"#, 2));
-        assert!(nesting_exceeds(r#"{"a": "\\", "b": {"c": [1]}}"#, 2));
-        assert!(!nesting_exceeds("12", 0));
-        assert!(nesting_exceeds("{}", 0));
+        // What serde_json reads back, and where it stops.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(127)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(128)).is_err());
+        assert!(!nesting_exceeds(&nested(127), 128));
+        assert!(nesting_exceeds(&nested(128), 128));
+        assert!(!nesting_exceeds(r#"{"a": "[[[[[[", "b": {"c": "\"{{{{"}}"#, 3));
+        assert!(nesting_exceeds(r#"{"a": "\\", "b": {"c": [1]}}"#, 3));
+        assert!(!nesting_exceeds("12", 1));
+        assert!(nesting_exceeds("{}", 1));
     }
 }

@@ -79,10 +79,15 @@ impl PgBackend {
         let wakeups = Arc::new(Wakeups::new(partition_count));
         let channel = format!("annals_{}", store_id.simple());
         let commits_channel = format!("{channel}_commits");
-        let commits = Arc::new(Commits::default());
+        let announced = Arc::new(notify::Notifier::default());
+        let commits = Arc::new(Commits::announcing({
+            let announced = announced.clone();
+            move |group, partition, committed| announced.publish_commit(group, partition, committed)
+        }));
         let notifier = Arc::new(notify::Notifier::default());
         let background = vec![
             tokio::spawn(notify::send(pool.clone(), channel.clone(), notifier.clone())),
+            tokio::spawn(notify::send(pool.clone(), commits_channel.clone(), announced)),
             tokio::spawn(notify::listen(
                 pool.clone(),
                 [channel, commits_channel.clone()],
@@ -107,7 +112,7 @@ impl PgBackend {
         let read_models = readmodel::database(pool.clone());
         Ok(PgBackend {
             snapshots: SqlSnapshots::new(read_models.clone()),
-            groups: SqlGroups::new(read_models.clone(), &DIALECT).announcing_commits(commits_channel),
+            groups: SqlGroups::new(read_models.clone(), &DIALECT),
             read_models,
             pool,
             queues: Mutex::new(queues),
@@ -183,7 +188,6 @@ static DIALECT: Dialect = Dialect::new(
     " FOR UPDATE",
     " FOR SHARE",
     "recorded_at >= to_timestamp($2 / 1000000.0)",
-    Some(include_str!("sql/notify_commit.sql")),
 );
 
 #[async_trait]

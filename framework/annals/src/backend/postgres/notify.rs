@@ -22,33 +22,47 @@ use crate::position::{Offset, Partition};
 /// PostgreSQL refuses payloads of 8,000 bytes or more.
 const MAX_PAYLOAD: usize = 7_000;
 
-/// New high watermarks waiting to be announced.
+/// What waits to be announced on one channel: new high watermarks (by partition) or
+/// group commits (by group and partition), the newest offset of each.
 #[derive(Default)]
 pub(super) struct Notifier {
-    pending: Mutex<BTreeMap<Partition, Offset>>,
+    pending: Mutex<BTreeMap<(String, Partition), Offset>>,
     wake: Notify,
 }
 
 impl Notifier {
+    /// `partition` now holds offsets below `next_offset`.
     pub(super) fn publish(&self, partition: Partition, next_offset: Offset) {
+        self.note(String::new(), partition, next_offset);
+    }
+
+    /// `group` committed `partition` up to `committed`.
+    pub(super) fn publish_commit(&self, group: &str, partition: Partition, committed: Offset) {
+        self.note(group.to_owned(), partition, committed);
+    }
+
+    fn note(&self, group: String, partition: Partition, offset: Offset) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let known = pending.entry(partition).or_default();
-        *known = (*known).max(next_offset);
+        let known = pending.entry((group, partition)).or_default();
+        *known = (*known).max(offset);
         drop(pending);
         self.wake.notify_one();
     }
 
-    fn take(&self) -> BTreeMap<Partition, Offset> {
+    fn take(&self) -> BTreeMap<(String, Partition), Offset> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-/// Announces pending watermarks as `partition:next_offset` pairs separated by spaces.
+/// Announces what is pending, outside any other transaction and with an asynchronous
+/// commit, coalesced into as few notifications as fit: watermarks as
+/// `partition:next_offset` pairs separated by spaces, group commits as
+/// `group<TAB>partition<TAB>committed` lines.
 pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>) {
     loop {
         notifier.wake.notified().await;
         for payload in payloads(&notifier.take()) {
-            // Losing a notification only delays remote subscribers until their next poll.
+            // Losing a notification only delays remote readers until their next poll.
             let sent = sqlx::query(include_str!("sql/notify.sql"))
                 .bind(&channel)
                 .bind(&payload)
@@ -61,19 +75,27 @@ pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>)
     }
 }
 
-fn payloads(watermarks: &BTreeMap<Partition, Offset>) -> Vec<String> {
+fn payloads(pending: &BTreeMap<(String, Partition), Offset>) -> Vec<String> {
     let mut payloads = vec![String::new()];
-    for (partition, offset) in watermarks {
+    for ((group, partition), offset) in pending {
         let current = payloads.last_mut().expect("never empty");
         if current.len() > MAX_PAYLOAD {
             payloads.push(String::new());
         }
         let current = payloads.last_mut().expect("never empty");
-        let _ = write!(
-            current,
-            "{}{partition}:{offset}",
-            if current.is_empty() { "" } else { " " }
-        );
+        let _ = if group.is_empty() {
+            write!(
+                current,
+                "{}{partition}:{offset}",
+                if current.is_empty() { "" } else { " " }
+            )
+        } else {
+            write!(
+                current,
+                "{}{group}\t{partition}\t{offset}",
+                if current.is_empty() { "" } else { "\n" }
+            )
+        };
     }
     payloads.retain(|payload| !payload.is_empty());
     payloads
@@ -105,11 +127,14 @@ pub(super) async fn listen(
         loop {
             match listener.recv().await {
                 Ok(notification) if notification.channel() == commits_channel => {
-                    let mut fields = notification.payload().split('\t');
-                    if let (Some(group), Some(partition), Some(offset)) = (fields.next(), fields.next(), fields.next())
-                    {
-                        if let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) {
-                            commits.publish(group, partition, offset);
+                    for line in notification.payload().lines() {
+                        let mut fields = line.split('\t');
+                        if let (Some(group), Some(partition), Some(offset)) =
+                            (fields.next(), fields.next(), fields.next())
+                        {
+                            if let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) {
+                                commits.heard(group, partition, offset);
+                            }
                         }
                     }
                 }
@@ -137,7 +162,9 @@ mod tests {
 
     #[test]
     fn payloads_stay_under_the_limit() {
-        let many: BTreeMap<Partition, Offset> = Partition::all(5_000).map(|p| (p, Offset(u64::MAX))).collect();
+        let many: BTreeMap<(String, Partition), Offset> = Partition::all(5_000)
+            .map(|p| ((String::new(), p), Offset(u64::MAX)))
+            .collect();
         let split = payloads(&many);
         assert!(split.len() > 1);
         assert!(split.iter().all(|p| p.len() < 8_000));

@@ -38,9 +38,6 @@ pub(crate) struct Dialect {
     for_share: &'static str,
     /// `annals_events.recorded_at` at or after `$2`, in µs since the epoch.
     recorded_since: &'static str,
-    /// A statement that tells other processes of a commit (`$1` channel, `$2`
-    /// payload), run in the commit's transaction; `None` where there is none.
-    commit_notice: Option<&'static str>,
     /// Statements with their holes filled, each once for the life of the process (a
     /// fixed few dozen): the commit of every batch reads one.
     filled: Mutex<Vec<(&'static str, &'static str)>>,
@@ -52,14 +49,12 @@ impl Dialect {
         for_update: &'static str,
         for_share: &'static str,
         recorded_since: &'static str,
-        commit_notice: Option<&'static str>,
     ) -> Self {
         Dialect {
             now_ms,
             for_update,
             for_share,
             recorded_since,
-            commit_notice,
             filled: Mutex::new(Vec::new()),
         }
     }
@@ -97,25 +92,11 @@ macro_rules! statement {
 pub(crate) struct SqlGroups {
     db: Db,
     dialect: &'static Dialect,
-    /// Where commits are announced to other processes, with the dialect's notice.
-    commit_channel: Option<String>,
 }
 
 impl SqlGroups {
     pub(crate) fn new(db: Db, dialect: &'static Dialect) -> Self {
-        SqlGroups {
-            db,
-            dialect,
-            commit_channel: None,
-        }
-    }
-
-    /// Announces every commit on `channel` (`group`, partition and committed offset,
-    /// separated by tabs), for readers waiting in other processes.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn announcing_commits(mut self, channel: String) -> Self {
-        self.commit_channel = Some(channel);
-        self
+        SqlGroups { db, dialect }
     }
 
     /// `statement` with this engine's words in its holes.
@@ -334,14 +315,11 @@ impl Groups for SqlGroups {
                 params![group, partition, member, generation, to.0 as i64, from.0 as i64],
             )
             .await?;
-        if updated != 1 {
-            return Err(fence.fenced());
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(fence.fenced())
         }
-        if let (Some(notice), Some(channel)) = (self.dialect.commit_notice, &self.commit_channel) {
-            let payload = format!("{group}\t{partition}\t{to}");
-            tx.execute(notice, params![channel.as_str(), payload]).await?;
-        }
-        Ok(())
     }
 
     async fn stop(&self, tx: &mut Tx, group: &str, partition: Partition, reason: &str) -> Result<()> {

@@ -186,7 +186,6 @@ static DIALECT: Dialect = Dialect::new(
     "",
     "",
     "recorded_at >= $2",
-    None,
 );
 
 #[async_trait]

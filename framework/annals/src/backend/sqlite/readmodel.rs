@@ -72,6 +72,11 @@ impl Job {
         ok
     }
 
+    /// Whether the caller stopped waiting before the work began.
+    pub(super) fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
     /// Tells the caller how it ended, once the group's commit (or its failure) is known.
     fn answer(self, committed: Result<()>) {
         let outcome = match self.ran {

@@ -207,6 +207,11 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         let mut transactions = Vec::new();
         for job in jobs {
             match job {
+                // A caller that went away before its write began does not get it: an
+                // append made from inside a read-model transaction that was then rolled
+                // back (or a cancelled request) must not land afterwards.
+                Job::Append(pending) if pending.reply.is_closed() => {}
+                Job::Transaction(job) if job.abandoned() => {}
                 Job::Append(pending) => appends.push(pending),
                 Job::Replicate(records, reply) => replicated.push((records, reply)),
                 Job::Alone(work) => alone.push(work),

@@ -507,17 +507,21 @@ pub(crate) async fn live(State(state): State<AppState>) -> Json<Value> {
 /// `200 {"status":"ready"}`, or `503 {"status":"not_ready","reason":…}`.
 pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let role = state.store.replica().role();
+    // The probe needs no token: it says what is wrong in general terms only, and the
+    // details (the store's error, the leader, the follower's last error) go to the log
+    // and to `GET /v1/partitions`.
     let reason = match state.store.high_watermarks().await {
-        Err(error) => Some(format!("the store does not answer: {error}")),
+        Err(error) => {
+            tracing::warn!(%error, "not ready: the store does not answer");
+            Some("the store does not answer".to_owned())
+        }
         Ok(_) => state.follower.as_ref().and_then(|follower| {
             let status = follower.status();
             match status.state {
                 FollowerState::Following | FollowerState::Promoted => None,
                 state => Some(format!(
-                    "the follower is {} on {}{}",
-                    json!(state).as_str().unwrap_or_default(),
-                    status.leader,
-                    status.last_error.map(|error| format!(": {error}")).unwrap_or_default()
+                    "the follower is {}, not fetching from its leader",
+                    json!(state).as_str().unwrap_or_default()
                 )),
             }
         }),

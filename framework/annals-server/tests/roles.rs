@@ -227,6 +227,10 @@ async fn readiness_follows_the_store_and_the_leader() {
         body["reason"].as_str().is_some_and(|r| r.contains("follower")),
         "{body}"
     );
+    assert!(
+        !body.to_string().contains(&address.to_string()),
+        "the probe, open to anyone, named the leader: {body}"
+    );
 
     let leader = leader_t.open_with(|o| o.partitions(4)).await.expect("leader");
     let listener = tokio::net::TcpListener::bind(address).await.expect("the leader's port");

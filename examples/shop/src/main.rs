@@ -215,15 +215,15 @@ async fn serve(db: String, listen: SocketAddr, tls: Option<annals_server::TlsFil
     let workers = shop.start_workers().await?;
     scenario::catalogue(&shop).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(annals::Error::Io)?;
-    println!(
-        "listening on {}://{}",
-        if tls.is_some() { "https" } else { "http" },
-        listener.local_addr().map_err(annals::Error::Io)?
-    );
     let transport = annals_server::Transport {
         tls,
         ..annals_server::Transport::default()
     };
+    println!(
+        "listening on {}://{}",
+        transport.scheme(),
+        listener.local_addr().map_err(annals::Error::Io)?
+    );
     annals_server::serve_router(
         shop::http::router(shop.clone()),
         listener,

@@ -40,6 +40,14 @@ async fn orders_through_the_api_and_the_page() {
         }
     };
 
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(path).send().await.expect("GET");
+            response.json::<Value>().await.expect("JSON")
+        }
+    };
+
     let (status, placed) = post(
         format!("{base}/orders"),
         json!({"customer": "ann", "lines": [{"sku": "sku-mug", "quantity": 2}], "payment_method": "card-4242"}),
@@ -50,14 +58,7 @@ async fn orders_through_the_api_and_the_page() {
     // Read-your-writes: the order is in the views as soon as placing it is answered,
     // with no wait for the group to catch up.
     assert_eq!(placed["visible"], true, "{placed}");
-    let listed: Value = http
-        .get(format!("{base}/customers/ann/orders"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = get(format!("{base}/customers/ann/orders")).await;
     assert!(
         listed.to_string().contains(&paid_order),
         "the views did not show the order just placed: {listed}"
@@ -99,14 +100,7 @@ async fn orders_through_the_api_and_the_page() {
         (StatusCode::BAD_REQUEST, Some("bad_request"))
     );
 
-    let order: Value = http
-        .get(format!("{base}/orders/{paid_order}"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let order = get(format!("{base}/orders/{paid_order}")).await;
     let types: Vec<&str> = order["events"]
         .as_array()
         .expect("events")
@@ -120,23 +114,9 @@ async fn orders_through_the_api_and_the_page() {
     assert_eq!(order["summary"]["status"], "shipped");
     let missing = http.get(format!("{base}/orders/nope")).send().await.expect("GET");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let history: Value = http
-        .get(format!("{base}/customers/bob/orders"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let history = get(format!("{base}/customers/bob/orders")).await;
     assert_eq!(history["orders"][0]["status"], "cancelled");
-    let stock: Value = http
-        .get(format!("{base}/stock"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let stock = get(format!("{base}/stock")).await;
     assert!(stock["stock"]
         .as_array()
         .is_some_and(|s| s.len() == scenario::CATALOGUE.len()));

@@ -547,3 +547,46 @@ fn served_tokens_carry_roles() {
     assert!(said.contains("unknown role") && !said.contains("listening"), "{said}");
     assert!(!said.contains("s3cret"), "the error shows the token: {said}");
 }
+
+/// The binary's transport flags and the wait route: `annals serve
+/// --header-timeout-ms` closes a connection that stays silent, and
+/// `GET /v1/groups/{group}/wait` answers through it.
+#[test]
+fn served_timeouts_and_the_wait_route() {
+    use std::io::{Read, Write};
+
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let (mut server, url) = serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
+        "--db",
+        &cli.db,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--header-timeout-ms",
+        "300",
+    ]));
+    let address = url.trim_start_matches("http://");
+    let mut silent = std::net::TcpStream::connect(address).expect("connect");
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let closed = silent.read_to_end(&mut answer);
+    assert!(closed.is_ok(), "a silent connection was kept open: {closed:?}");
+
+    let mut wait = std::net::TcpStream::connect(address).expect("connect");
+    wait.write_all(b"GET /v1/groups/nobody/wait?partition=0&offset=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    wait.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("not_found"), "{answer}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(server.wait().expect("wait").success());
+}

@@ -79,6 +79,17 @@ pub struct Transport {
     pub body_timeout: std::time::Duration,
 }
 
+impl Transport {
+    /// The scheme the server is reached by: `https` with TLS, `http` without.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 impl Default for Transport {
     fn default() -> Self {
         Transport {
@@ -265,8 +276,7 @@ pub async fn serve_router(
     transport: &Transport,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let scheme = if transport.tls.is_some() { "https" } else { "http" };
-    tracing::info!(address = %listener.local_addr()?, scheme, "annals serving");
+    tracing::info!(address = %listener.local_addr()?, scheme = transport.scheme(), "annals serving");
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();
@@ -329,12 +339,7 @@ impl Spawned {
     /// Serves `store` on `127.0.0.1` at a free port.
     pub async fn start(store: Store, options: ServerOptions) -> std::io::Result<Spawned> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let scheme = if options.transport.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let url = format!("{scheme}://{}", listener.local_addr()?);
+        let url = format!("{}://{}", options.transport.scheme(), listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(store, listener, options, async {
             let _ = stopped.await;

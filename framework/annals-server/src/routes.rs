@@ -264,20 +264,21 @@ impl LongPoll {
             _permit: permit,
             state: state.clone(),
         };
-        started.report(1);
+        started.report(0);
         Some(started)
     }
 
-    fn report(&self, held_here: usize) {
-        let waiting = self.state.max_long_polls - self.state.long_polls.available_permits();
-        // Within the drop the permit is still counted as taken.
-        metrics::gauge!("annals_long_polls_waiting").set(waiting.saturating_sub(1 - held_here) as f64);
+    /// Sets the gauge to the permits taken, less `leaving` of them about to be given
+    /// back (this one's, from its drop, where it is still held).
+    fn report(&self, leaving: usize) {
+        let taken = self.state.max_long_polls - self.state.long_polls.available_permits();
+        metrics::gauge!("annals_long_polls_waiting").set(taken.saturating_sub(leaving) as f64);
     }
 }
 
 impl Drop for LongPoll {
     fn drop(&mut self) {
-        self.report(0);
+        self.report(1);
     }
 }
 

@@ -68,11 +68,12 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     };
     let mut follower = Follower::start(store.clone(), leader, options);
 
-    let listener = super::serve::listen(args.listen, args.transport.scheme()).await?;
+    let transport = args.transport.transport();
+    let listener = super::serve::listen(args.listen, transport.scheme()).await?;
     let server_options = ServerOptions {
         listen: args.listen,
         tokens,
-        transport: args.transport.transport(),
+        transport,
         follower: Some(follower.handle()),
         ..ServerOptions::default()
     };

@@ -32,14 +32,15 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     // Like every command but init, serve never creates a store: a mistyped --db is an
     // error, not a new empty store.
     let store = super::open_existing(db).await?;
-    let listener = listen(args.listen, args.transport.scheme()).await?;
+    let transport = args.transport.transport();
+    let listener = listen(args.listen, transport.scheme()).await?;
     let options = ServerOptions {
         listen: args.listen,
         tokens,
         max_body_bytes: args.max_body_bytes,
         min_insync_followers: args.min_insync_followers,
         ack_timeout: std::time::Duration::from_millis(args.ack_timeout_ms),
-        transport: args.transport.transport(),
+        transport,
         ..ServerOptions::default()
     };
     annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal())
@@ -77,15 +78,6 @@ impl TransportArgs {
                 .map(|(cert, key)| TlsFiles { cert, key }),
             header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
             body_timeout: std::time::Duration::from_millis(self.body_timeout_ms),
-        }
-    }
-
-    /// The scheme the server is reached by.
-    pub(crate) fn scheme(&self) -> &'static str {
-        if self.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
         }
     }
 }

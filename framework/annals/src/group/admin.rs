@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::coordination::{validate_group, CommitMode, Mirrored, PartitionRow, ResetTargets};
+use crate::coordination::{validate_group, CommitMode, GroupRecord, Mirrored, PartitionRow, ResetTargets};
 pub use crate::coordination::{DeadLetter, DeadLetterStatus};
 use crate::error::{Error, Result};
 use crate::position::{Offset, Partition};
@@ -133,13 +133,7 @@ fn lag(watermarks: &[Offset], committed: &BTreeMap<Partition, Offset>) -> u64 {
 pub async fn describe(store: &Store, group: &str) -> Result<GroupDescription> {
     validate_group(group)?;
     let watermarks = store.high_watermarks().await?;
-    let record = store
-        .groups()?
-        .describe(group)
-        .await?
-        .ok_or_else(|| Error::GroupNotFound {
-            group: group.to_owned(),
-        })?;
+    let record = group_record(store, group).await?;
     let live: Vec<&str> = record.members.iter().map(|m| m.member_id.as_str()).collect();
     let states: Vec<PartitionState> = record
         .partitions
@@ -319,6 +313,17 @@ pub async fn skip_dead_letter(store: &Store, id: i64) -> Result<DeadLetter> {
     store.groups()?.skip_dead_letter(id).await
 }
 
+/// The stored state of `group`, or [`Error::GroupNotFound`].
+async fn group_record(store: &Store, group: &str) -> Result<GroupRecord> {
+    store
+        .groups()?
+        .describe(group)
+        .await?
+        .ok_or_else(|| Error::GroupNotFound {
+            group: group.to_owned(),
+        })
+}
+
 /// How a [`wait_until`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waited {
@@ -361,28 +366,18 @@ pub async fn wait_until(
         });
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    // Only a group that exists gets a watch: a wait on any other name must not leave
-    // one behind.
-    if store.groups()?.describe(group).await?.is_none() {
-        return Err(Error::GroupNotFound {
-            group: group.to_owned(),
-        });
-    }
+    let committed_now = async || {
+        let record = group_record(store, group).await?;
+        let row = record.partitions.iter().find(|row| row.partition == position.partition);
+        Ok::<_, Error>(row.map_or(Offset(0), |row| row.committed))
+    };
+    // Only a group that exists gets a watch (a wait on any other name must leave none
+    // behind), and the watch is made before each read, so no commit is missed between.
+    committed_now().await?;
     let mut commits = store.commits().watch(group, position.partition);
     loop {
         commits.borrow_and_update();
-        let record = store
-            .groups()?
-            .describe(group)
-            .await?
-            .ok_or_else(|| Error::GroupNotFound {
-                group: group.to_owned(),
-            })?;
-        let committed = record
-            .partitions
-            .iter()
-            .find(|row| row.partition == position.partition)
-            .map_or(Offset(0), |row| row.committed);
+        let committed = committed_now().await?;
         if committed > position.offset {
             return Ok(Waited {
                 reached: true,

@@ -216,6 +216,12 @@ pub enum Error {
         /// The feature.
         what: &'static str,
     },
+    /// A timer that cannot be scheduled (see [`schedule`](crate::schedule)).
+    #[error("invalid timer: {reason}")]
+    InvalidTimer {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// An append to a follower: only its leader takes writes.
     #[error("this store is a read-only replica of {leader}: append there")]
     ReadOnlyReplica {
@@ -383,6 +389,7 @@ impl Error {
             | Error::InvalidPartitionCount
             | Error::InvalidUrl { .. }
             | Error::InvalidGroupName { .. }
+            | Error::InvalidTimer { .. }
             | Error::OffsetOutOfRange { .. } => "bad_request",
             Error::Migration(_) | Error::Engine { .. } | Error::Io(_) => "internal",
             Error::Closed => "unavailable",

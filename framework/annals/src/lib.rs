@@ -54,6 +54,7 @@ mod partitioner;
 mod position;
 pub mod readmodel;
 mod record;
+pub mod schedule;
 pub mod snapshot;
 mod store;
 mod stream;

@@ -124,6 +124,13 @@ impl fmt::Display for StreamId {
     }
 }
 
+/// Ids compare as their text, so maps keyed by stream id can be searched by `&str`.
+impl std::borrow::Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for StreamId {
     fn as_ref(&self) -> &str {
         &self.0

@@ -122,6 +122,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>>;
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<(StreamId, AppendOutcome)>>;
+    /// The pending timers of `partition` (streams of the timer category whose only
+    /// record is `TimerScheduled`) due by `until` (µs since the Unix epoch), soonest
+    /// first, at most `limit`: stream ids and due times. The engine keeps them indexed
+    /// as it writes the log (see `migrations/*/0007_timers.sql`).
+    async fn due_timers(&self, partition: Partition, until: i64, limit: usize) -> Result<Vec<(StreamId, i64)>>;
+    /// When the soonest pending timer of `partition` is due.
+    async fn next_timer(&self, partition: Partition) -> Result<Option<i64>>;
     /// Wake-ups for subscribers, fed by this engine's commits.
     fn wakeups(&self) -> &Wakeups;
 
@@ -327,6 +334,15 @@ impl Wakeups {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn sql_int(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
+}
+
+/// Pending timers as an engine's index gives them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn timer_rows(rows: Vec<(String, i64)>) -> Result<Vec<(StreamId, i64)>> {
+    Ok(rows
+        .into_iter()
+        .map(|(stream, due)| (StreamId::trusted(stream), due))
+        .collect())
 }
 
 /// The current time, truncated to the microsecond precision every engine stores.

@@ -397,6 +397,11 @@ impl GroupMember {
         self.assignment.borrow().clone()
     }
 
+    /// The partitions this member works on, as they change.
+    pub(crate) fn watch_assignment(&self) -> watch::Receiver<Vec<Partition>> {
+        self.assignment.clone()
+    }
+
     /// Waits until the assignment changes.
     pub async fn assignment_changed(&mut self) -> Result<Vec<Partition>> {
         self.assignment.changed().await.map_err(|_| Error::Closed)?;

@@ -262,6 +262,23 @@ impl Store {
             .unwrap_or_else(|| self.inner.backend.poll_interval())
     }
 
+    /// The pending timers of `partition` due by `until` (µs), soonest first.
+    pub(crate) async fn due_timers(
+        &self,
+        partition: Partition,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<(StreamId, i64)>> {
+        self.check_partition(partition)?;
+        self.inner.backend.due_timers(partition, until, limit).await
+    }
+
+    /// When the soonest pending timer of `partition` is due (µs).
+    pub(crate) async fn next_timer(&self, partition: Partition) -> Result<Option<i64>> {
+        self.check_partition(partition)?;
+        self.inner.backend.next_timer(partition).await
+    }
+
     /// The end of `partition` as this process last heard of it, without asking the
     /// engine: what its writers committed, or a notification or poll reported.
     pub(crate) fn known_end(&self, partition: Partition) -> Offset {

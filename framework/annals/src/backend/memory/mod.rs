@@ -71,6 +71,24 @@ impl MemoryBackend {
         }
     }
 
+    /// The pending timers of `partition`: streams of the timer category whose only
+    /// record is a `TimerScheduled`. Found by a scan, where the SQL engines keep an index.
+    fn pending_timers(&self, partition: Partition) -> Vec<(StreamId, i64)> {
+        use std::ops::Bound;
+        let log = self.log();
+        let category = crate::schedule::CATEGORY;
+        let (from, to) = (format!("{category}-"), format!("{category}."));
+        let records = &log.partitions[partition.index()];
+        log.streams
+            .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
+            .filter(|(_, offsets)| offsets.len() == 1)
+            .filter_map(|(stream, offsets)| {
+                let record = records.get(offsets[0].0 as usize).filter(|r| &r.stream == stream)?;
+                Some((stream.clone(), crate::schedule::scheduled_due(record)?))
+            })
+            .collect()
+    }
+
     fn log(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock cannot leave the log half-written: every
         // append is fully decided before the first push.
@@ -224,6 +242,18 @@ impl Backend for MemoryBackend {
                 },
             )
         }))
+    }
+
+    async fn due_timers(&self, partition: Partition, until: i64, limit: usize) -> Result<Vec<(StreamId, i64)>> {
+        let mut due = self.pending_timers(partition);
+        due.retain(|(_, at)| *at <= until);
+        due.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn next_timer(&self, partition: Partition) -> Result<Option<i64>> {
+        Ok(self.pending_timers(partition).into_iter().map(|(_, at)| at).min())
     }
 
     fn commits(&self) -> &crate::coordination::Commits {

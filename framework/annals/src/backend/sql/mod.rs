@@ -35,6 +35,10 @@ pub(crate) const HIGH_WATERMARK: &str = statement!("high_watermark");
 pub(crate) const HIGH_WATERMARKS: &str = statement!("high_watermarks");
 /// `$1` command id: the outcome of the append made with it.
 pub(crate) const COMMAND_OUTCOME: &str = statement!("command_outcome");
+/// `$1` partition, `$2` due by (µs), `$3` limit: pending timers, soonest first.
+pub(crate) const DUE_TIMERS: &str = statement!("due_timers");
+/// `$1` partition: when its soonest pending timer is due.
+pub(crate) const NEXT_TIMER: &str = statement!("next_timer");
 /// The store's role.
 pub(crate) const REPLICA: &str = statement!("replica");
 /// `$1` leader URL, `$2` the leader's epoch.

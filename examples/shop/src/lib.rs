@@ -4,7 +4,9 @@
 //! shipped, or cancelled) and payments through a simulated gateway. An order saga
 //! ([`saga`]) runs as a consumer group: it reserves stock for a placed order, takes
 //! payment, marks the order paid, and undoes the reservations when stock runs out or
-//! the payment is declined. Read models ([`views`]) are SQL tables built by a
+//! the payment is declined. A placed order whose payment has not arrived within
+//! [`Shop::with_payment_timeout`] is cancelled by a timer ([`saga::PaymentDue`]), fired
+//! by a timer group. Read models ([`views`]) are SQL tables built by a
 //! transactional projection. [`http`] serves them with a small web page.
 
 pub mod domain;
@@ -13,11 +15,13 @@ pub mod saga;
 pub mod scenario;
 pub mod views;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::aggregate::{CommandContext, CommandError, Repository};
 use annals::group::{admin, GroupMember, GroupOptions};
 use annals::readmodel::Db;
+use annals::schedule::{Clock, Scheduler, SystemClock, TimerOptions, TimerWorker};
 use annals::{Store, StoreOptions};
 
 use domain::{Line, Order, OrderCommand, OrderError, Payment, Product, ProductCommand};
@@ -27,6 +31,10 @@ use views::ShopViews;
 pub const SAGA_GROUP: &str = "order-saga";
 /// The consumer group building the views.
 pub const VIEWS_GROUP: &str = "shop-views";
+/// The timer group firing the shop's deadlines.
+pub const TIMERS_GROUP: &str = "order-timers";
+/// How long a placed order waits for its payment by default.
+pub const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Why a shop operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,17 +76,25 @@ pub struct Shop {
     pub payments: Repository<Payment>,
     /// The live views.
     pub views: ShopViews,
+    /// Schedules and cancels the shop's deadlines.
+    pub scheduler: Scheduler,
+    /// How long a placed order waits for its payment before it is cancelled.
+    pub payment_timeout: Duration,
+    /// The clock deadlines fire by.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The shop's running consumer groups.
 pub struct Workers {
     saga: GroupMember,
     views: GroupMember,
+    timers: TimerWorker,
 }
 
 impl Workers {
-    /// Stops both, gracefully.
+    /// Stops them all, gracefully.
     pub async fn shutdown(self) -> annals::Result<()> {
+        self.timers.shutdown().await?;
         self.saga.shutdown().await?;
         self.views.shutdown().await
     }
@@ -115,15 +131,38 @@ impl Shop {
             orders: Repository::new(store.clone()),
             payments: Repository::new(store.clone()),
             views: ShopViews::new("shop_"),
+            scheduler: Scheduler::new(&store),
+            payment_timeout: DEFAULT_PAYMENT_TIMEOUT,
+            clock: Arc::new(SystemClock),
             store,
         })
     }
 
-    /// Starts a member of the saga group and one of the views group in this process.
+    /// The same shop, cancelling orders whose payment has not arrived within `timeout`
+    /// of being placed.
+    pub fn with_payment_timeout(mut self, timeout: Duration) -> Self {
+        self.payment_timeout = timeout;
+        self
+    }
+
+    /// The same shop, firing its deadlines by `clock` (a test's `ManualClock`).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Starts a member of the saga group, one of the views group and one of the timer
+    /// group in this process.
     pub async fn start_workers(&self) -> annals::Result<Workers> {
         let saga = GroupMember::consumer(&self.store, SAGA_GROUP, saga::OrderSaga::new(self), options()).await?;
         let views = GroupMember::projection(&self.store, VIEWS_GROUP, self.views.clone(), options()).await?;
-        Ok(Workers { saga, views })
+        let timer_options = TimerOptions {
+            group: options(),
+            clock: self.clock.clone(),
+            ..TimerOptions::default()
+        };
+        let timers = TimerWorker::start(&self.store, TIMERS_GROUP, saga::PaymentDue::new(self), timer_options).await?;
+        Ok(Workers { saga, views, timers })
     }
 
     /// Lists a product (nothing happens if it exists already).
@@ -253,8 +292,8 @@ impl Shop {
         self.order(order, cancel, &CommandContext::new()).await.map(drop)
     }
 
-    /// Waits until the saga and the views have handled everything in the log, and
-    /// nothing new was written meanwhile.
+    /// Waits until the saga, the views and the timer group have handled everything in
+    /// the log, and nothing new was written meanwhile.
     pub async fn settle(&self, timeout: Duration) -> Result<(), ShopError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = u64::MAX;
@@ -262,11 +301,15 @@ impl Shop {
             let written: u64 = self.store.record_count().await?;
             let saga = admin::describe(&self.store, SAGA_GROUP).await?.lag;
             let views = admin::describe(&self.store, VIEWS_GROUP).await?.lag;
-            if saga == 0 && views == 0 && written == last {
+            let timers = admin::describe(&self.store, TIMERS_GROUP).await?.lag;
+            if saga == 0 && views == 0 && timers == 0 && written == last {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(annals::Error::handler(format!("still busy: saga lag {saga}, views lag {views}")).into());
+                return Err(annals::Error::handler(format!(
+                    "still busy: saga lag {saga}, views lag {views}, timers lag {timers}"
+                ))
+                .into());
             }
             last = written;
             tokio::time::sleep(Duration::from_millis(50)).await;

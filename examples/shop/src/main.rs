@@ -48,6 +48,9 @@ enum Command {
         /// The private key (PEM) of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
+        /// Seconds a placed order waits for its payment before it is cancelled.
+        #[arg(long, default_value_t = 900.0, value_parser = seconds)]
+        payment_timeout: f64,
     },
     /// Places orders from concurrent customers and reports commands/s and lag.
     Load {
@@ -61,6 +64,14 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         tasks: u64,
     },
+}
+
+/// A number of seconds, positive and finite.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 && value < 1e9 => Ok(value),
+        _ => Err(format!("{text:?} is not a number of seconds above 0")),
+    }
 }
 
 fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
@@ -210,8 +221,13 @@ async fn load(db: String, orders: u64, tasks: u64) -> Result<(), ShopError> {
     Ok(())
 }
 
-async fn serve(db: String, listen: SocketAddr, tls: Option<annals_server::TlsFiles>) -> Result<(), ShopError> {
-    let shop = Shop::open(&db).await?;
+async fn serve(
+    db: String,
+    listen: SocketAddr,
+    tls: Option<annals_server::TlsFiles>,
+    payment_timeout: Duration,
+) -> Result<(), ShopError> {
+    let shop = Shop::open(&db).await?.with_payment_timeout(payment_timeout);
     let workers = shop.start_workers().await?;
     scenario::catalogue(&shop).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(annals::Error::Io)?;
@@ -250,11 +266,12 @@ async fn main() -> ExitCode {
             listen,
             tls_cert,
             tls_key,
+            payment_timeout,
         } => {
             let tls = tls_cert
                 .zip(tls_key)
                 .map(|(cert, key)| annals_server::TlsFiles { cert, key });
-            serve(db, listen, tls).await
+            serve(db, listen, tls, Duration::from_secs_f64(payment_timeout)).await
         }
         Command::Load { db, orders, tasks } => load(db, orders, tasks).await,
     };

@@ -5,13 +5,19 @@
 //! A cancelled order's stock is released here too, whoever cancelled it: the saga
 //! handles an order's events in order, so a release never precedes its reservation.
 //!
+//! A placed order gets a deadline: unless it is paid within the shop's payment timeout,
+//! a timer ([`PaymentDue`]) cancels it, and the saga then gives its stock back. A paid
+//! or cancelled order's deadline is cancelled.
+//!
 //! Every command it sends carries a command id derived from the event that caused it
 //! (`CommandContext::caused_by`), so a redelivered event sends the same commands again
 //! and the store applies each only once: stock is never reserved twice.
 
 use annals::aggregate::{decode_event, CommandContext, CommandError, Repository, Upcasters};
 use annals::group::{Consumer, Filter, Processed};
+use annals::schedule::{Scheduler, Timer, TimerHandler};
 use annals::{async_trait, Error, RecordedEvent, Result};
+use uuid::Uuid;
 
 use crate::domain::{
     Cents, Line, Order, OrderCommand, OrderError, OrderEvent, OrderStatus, Payment, PaymentCommand, PaymentError,
@@ -24,6 +30,8 @@ pub struct OrderSaga {
     products: Repository<Product>,
     orders: Repository<Order>,
     payments: Repository<Payment>,
+    scheduler: Scheduler,
+    payment_timeout: std::time::Duration,
 }
 
 impl OrderSaga {
@@ -33,6 +41,52 @@ impl OrderSaga {
             products: shop.products.clone(),
             orders: shop.orders.clone(),
             payments: shop.payments.clone(),
+            scheduler: shop.scheduler.clone(),
+            payment_timeout: shop.payment_timeout,
+        }
+    }
+}
+
+/// The target of an order's payment deadline.
+pub const PAYMENT_DUE: &str = "order.payment-due";
+
+/// The command id of `order`'s payment deadline: one per order, found again from the
+/// order id alone to cancel it.
+pub fn payment_deadline(order: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("shop:payment-due:{order}").as_bytes())
+}
+
+/// Fires an order's payment deadline: the order is cancelled unless it was paid,
+/// shipped or cancelled first (then the order refuses, and that is the answer).
+pub struct PaymentDue {
+    orders: Repository<Order>,
+}
+
+impl PaymentDue {
+    /// The handler, cancelling through the shop's orders.
+    pub fn new(shop: &Shop) -> Self {
+        PaymentDue {
+            orders: shop.orders.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl TimerHandler for PaymentDue {
+    async fn fire(&self, timer: &Timer) -> Result<()> {
+        if timer.target != PAYMENT_DUE {
+            return Ok(());
+        }
+        let order: String = timer.decode::<serde_json::Value>()?["order"]
+            .as_str()
+            .ok_or_else(|| Error::handler("a payment deadline names no order"))?
+            .to_owned();
+        let cancel = OrderCommand::Cancel {
+            reason: "payment not received in time".to_owned(),
+        };
+        match self.orders.execute(&order, cancel, &timer.context()).await {
+            Ok(_) | Err(CommandError::Rejected(OrderError::WrongStatus { .. } | OrderError::Unknown)) => Ok(()),
+            Err(error) => Err(store_failure(error)),
         }
     }
 }
@@ -60,6 +114,7 @@ impl OrderSaga {
         if self.orders.load(order).await?.state.status != OrderStatus::Placed {
             return Ok(());
         }
+        self.set_payment_deadline(record, order).await?;
         for line in lines {
             let context = CommandContext::caused_by(record, &format!("reserve:{}", line.sku));
             let reserve = ProductCommand::Reserve {
@@ -83,10 +138,27 @@ impl OrderSaga {
         Ok(())
     }
 
+    /// Schedules `order`'s payment deadline, the payment timeout after it was placed.
+    async fn set_payment_deadline(&self, placed: &RecordedEvent, order: &str) -> Result<()> {
+        let timeout = chrono::Duration::from_std(self.payment_timeout).unwrap_or(chrono::Duration::MAX);
+        let due = placed
+            .recorded_at
+            .checked_add_signed(timeout)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let mut context = CommandContext::caused_by(placed, "payment-due");
+        context.command_id = payment_deadline(order);
+        let payload = serde_json::json!({ "order": order });
+        self.scheduler
+            .schedule(due, &context, PAYMENT_DUE, &payload)
+            .await
+            .map(drop)
+    }
+
     /// A cancelled order's stock goes back, whoever cancelled it. Releasing what is
     /// not held does nothing, so this is safe after the saga's own undo.
     async fn cancelled(&self, record: &RecordedEvent) -> Result<()> {
         let order = record.stream.id();
+        self.scheduler.cancel(payment_deadline(order)).await?;
         let loaded = self.orders.load(order).await?;
         self.each_line(record, order, &loaded.state.lines, "release").await
     }
@@ -148,7 +220,7 @@ impl OrderSaga {
         };
         let context = CommandContext::caused_by(record, "mark-paid");
         match self.orders.execute(order, mark, &context).await {
-            Ok(_) => Ok(()),
+            Ok(_) => self.scheduler.cancel(payment_deadline(order)).await.map(drop),
             Err(CommandError::Rejected(error)) => {
                 // Cancelled meanwhile: a real shop would refund here.
                 tracing::warn!(order, %error, "payment captured for an order that cannot be paid");

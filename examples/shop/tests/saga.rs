@@ -1,9 +1,12 @@
 //! The shop at work on real stores: the saga's happy path and both compensations,
-//! redelivery, and views rebuilt by replay, on SQLite and PostgreSQL.
+//! payment deadlines, redelivery, and views rebuilt by replay, on SQLite and
+//! PostgreSQL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::group::{admin, GroupMember, GroupOptions};
+use annals::schedule::{ManualClock, Scheduler, TimerStatus};
 use annals_testkit::tally::caught_up;
 use annals_testkit::TestStore;
 use shop::domain::OrderStatus;
@@ -17,6 +20,7 @@ annals_testkit::on_sql_engines!(
     redelivered_events_never_reserve_twice,
     views_rebuilt_by_replay_equal_the_live_ones,
     cancels_give_stock_back_even_racing_the_saga,
+    an_unpaid_order_is_cancelled_when_its_payment_is_due,
 );
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -237,5 +241,58 @@ async fn cancels_give_stock_back_even_racing_the_saga(t: TestStore) {
         shop.pay("o97", "card-4242").await,
         Err(shop::ShopError::Order(shop::domain::OrderError::Unknown))
     ));
+    workers.shutdown().await.expect("stop");
+}
+
+/// A placed order waits for its payment for the payment timeout, by the shop's clock;
+/// then its deadline cancels it and its stock goes back. A paid order's deadline is
+/// cancelled, so it never fires.
+async fn an_unpaid_order_is_cancelled_when_its_payment_is_due(t: TestStore) {
+    let clock = ManualClock::starting_now();
+    let shop = shop(&t)
+        .await
+        .with_payment_timeout(Duration::from_secs(15 * 60))
+        .with_clock(Arc::new(clock.clone()));
+    let workers = shop.start_workers().await.expect("workers");
+    let lines = [("sku-mug".to_owned(), 2)];
+    shop.place_order("unpaid", "ann", &lines, None).await.expect("place");
+    shop.place_order("paid-late", "bob", &lines, None).await.expect("place");
+    shop.settle(SETTLE).await.expect("settle");
+    assert_eq!(shop.products.load("sku-mug").await.expect("load").state.available, 6);
+
+    clock.advance(Duration::from_secs(14 * 60));
+    shop.pay("paid-late", "card-4242").await.expect("pay");
+    shop.settle(SETTLE).await.expect("settle");
+    assert_eq!(status(&shop, "unpaid").await, OrderStatus::Placed, "cancelled early");
+    let scheduler = Scheduler::new(&shop.store);
+    let deadline = |order: &str| scheduler.status(shop::saga::payment_deadline(order));
+    assert!(matches!(
+        deadline("paid-late").await.expect("status"),
+        Some(TimerStatus::Cancelled { .. })
+    ));
+    assert!(matches!(
+        deadline("unpaid").await.expect("status"),
+        Some(TimerStatus::Pending { .. })
+    ));
+
+    clock.advance(Duration::from_secs(2 * 60));
+    annals_testkit::wait_for("the deadline", async || {
+        status(&shop, "unpaid").await == OrderStatus::Cancelled
+    })
+    .await;
+    shop.settle(SETTLE).await.expect("settle");
+    assert_eq!(status(&shop, "paid-late").await, OrderStatus::Paid);
+    assert!(matches!(
+        deadline("unpaid").await.expect("status"),
+        Some(TimerStatus::Fired { .. })
+    ));
+    let orders = shop.views.orders(&shop.db, Some("ann")).await.expect("orders");
+    assert_eq!(orders[0].reason.as_deref(), Some("payment not received in time"));
+    let mug = shop.products.load("sku-mug").await.expect("load").state;
+    assert_eq!(
+        (mug.available, mug.reserved.len()),
+        (8, 1),
+        "the unpaid order's mugs went back"
+    );
     workers.shutdown().await.expect("stop");
 }

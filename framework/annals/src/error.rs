@@ -216,6 +216,12 @@ pub enum Error {
         /// The feature.
         what: &'static str,
     },
+    /// A filter index name that is not `category` or `event-type`.
+    #[error("no filter index is named {name:?}: `category` or `event-type`")]
+    InvalidFilterIndex {
+        /// The name given.
+        name: String,
+    },
     /// A timer that cannot be scheduled (see [`schedule`](crate::schedule)).
     #[error("invalid timer: {reason}")]
     InvalidTimer {
@@ -390,6 +396,7 @@ impl Error {
             | Error::InvalidUrl { .. }
             | Error::InvalidGroupName { .. }
             | Error::InvalidTimer { .. }
+            | Error::InvalidFilterIndex { .. }
             | Error::OffsetOutOfRange { .. } => "bad_request",
             Error::Migration(_) | Error::Engine { .. } | Error::Io(_) => "internal",
             Error::Closed => "unavailable",

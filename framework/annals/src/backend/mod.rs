@@ -110,6 +110,21 @@ pub(crate) trait Backend: Send + Sync + 'static {
         from_offset: Offset,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
+    /// The records of `partition` in `range` that pass `read`'s filter, at most
+    /// `limit`, in offset order, and the offset up to which the answer covers the range:
+    /// every record below it that passes is in the answer. The SQL engines read them
+    /// through the filter index `read` names, so records that do not pass are not read.
+    async fn read_filtered(
+        &self,
+        partition: Partition,
+        range: std::ops::Range<Offset>,
+        limit: usize,
+        read: &FilteredRead,
+    ) -> Result<Filtered>;
+    /// The filter indexes the store has (see [`FilterIndex`](crate::group::FilterIndex)).
+    async fn filter_indexes(&self) -> Result<Vec<crate::group::FilterIndex>>;
+    /// Builds (`enabled`) or drops a filter index; nothing when it is so already.
+    async fn set_filter_index(&self, index: crate::group::FilterIndex, enabled: bool) -> Result<()>;
     async fn high_watermarks(&self) -> Result<Vec<Offset>>;
     /// One partition's next offset.
     async fn high_watermark(&self, partition: Partition) -> Result<Offset> {
@@ -334,6 +349,81 @@ impl Wakeups {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn sql_int(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
+}
+
+/// Records that pass a filter, and the offset up to which they are all of them.
+pub(crate) type Filtered = (Vec<RecordedEvent>, Offset);
+
+/// How a filtered group reads a partition through a filter index: by its categories
+/// (its event types then checked in the same statement), or by its event types (its
+/// categories then checked as rows come back); one statement per key, each reading
+/// its key's index entries in offset order, and the answers merged.
+#[derive(Debug, Clone)]
+pub(crate) struct FilteredRead {
+    pub(crate) filter: crate::group::Filter,
+    pub(crate) by_category: bool,
+}
+
+impl FilteredRead {
+    /// The read `filter` can make with the indexes the store has; `None` when it must
+    /// read the whole log (no filter, or no index for it).
+    pub(crate) fn plan(filter: &crate::group::Filter, indexes: &[crate::group::FilterIndex]) -> Option<Self> {
+        use crate::group::FilterIndex;
+        let by_category = if !filter.category_list().is_empty() && indexes.contains(&FilterIndex::Category) {
+            true
+        } else if !filter.event_type_list().is_empty() && indexes.contains(&FilterIndex::EventType) {
+            false
+        } else {
+            return None;
+        };
+        Some(FilteredRead {
+            filter: filter.clone(),
+            by_category,
+        })
+    }
+
+    /// The keys read one at a time.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn keys(&self) -> &[String] {
+        if self.by_category {
+            self.filter.category_list()
+        } else {
+            self.filter.event_type_list()
+        }
+    }
+
+    /// The statement, given the engine's category expression.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn sql(&self, category: &str) -> String {
+        sql::read_filtered(category, self.by_category, self.allowed_types().len())
+    }
+
+    /// The event types bound after the key, when reading by category.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn allowed_types(&self) -> &[String] {
+        if self.by_category {
+            self.filter.event_type_list()
+        } else {
+            &[]
+        }
+    }
+
+    /// The answers of every key for a read of a range ending at `end`, each at most
+    /// `limit` records: the first `limit` by offset, and the offset they cover. A key's
+    /// records below the last of those are all among its answer, so nothing is missed
+    /// there; past it they may be. Then what the statement did not check of the filter
+    /// (the categories, when reading by event type) is.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn merge(&self, mut records: Vec<RecordedEvent>, limit: usize, end: Offset) -> Filtered {
+        records.sort_unstable_by_key(|record| record.offset);
+        records.truncate(limit);
+        let covered = match records.last() {
+            Some(last) if records.len() >= limit => last.offset + 1,
+            _ => end,
+        };
+        records.retain(|record| self.filter.matches(record));
+        (records, covered)
+    }
 }
 
 /// Pending timers as an engine's index gives them.

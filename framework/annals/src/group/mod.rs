@@ -121,10 +121,83 @@ impl Filter {
         .events::<A::Event>()
     }
 
+    /// Whether every record passes.
+    pub fn is_all(&self) -> bool {
+        self.categories.is_empty() && self.event_types.is_empty()
+    }
+
+    pub(crate) fn category_list(&self) -> &[String] {
+        &self.categories
+    }
+
+    pub(crate) fn event_type_list(&self) -> &[String] {
+        &self.event_types
+    }
+
     /// Whether `record` passes.
     pub fn matches(&self, record: &RecordedEvent) -> bool {
         (self.categories.is_empty() || self.categories.iter().any(|c| c == record.stream.category()))
             && (self.event_types.is_empty() || self.event_types.contains(&record.event_type))
+    }
+}
+
+/// An index of the log that groups filtered by category or by event type read
+/// through, instead of reading the whole log: the records of one partition with one
+/// category (or one event type) in offset order. Like EventStoreDB's `$by_category`
+/// and `$by_event_type`, they are off until enabled, because each costs every append
+/// one more index entry (see [`Store::enable_filter_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterIndex {
+    /// By stream category.
+    Category,
+    /// By event type.
+    EventType,
+}
+
+impl FilterIndex {
+    /// Both indexes.
+    pub const ALL: [FilterIndex; 2] = [FilterIndex::Category, FilterIndex::EventType];
+
+    /// `category` or `event-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterIndex::Category => "category",
+            FilterIndex::EventType => "event-type",
+        }
+    }
+
+    /// The index's name in the database.
+    pub(crate) fn table_index(self) -> &'static str {
+        match self {
+            FilterIndex::Category => "annals_events_by_category",
+            FilterIndex::EventType => "annals_events_by_type",
+        }
+    }
+
+    /// The columns the index is built on, given the engine's category expression.
+    pub(crate) fn columns(self, category: &str) -> String {
+        match self {
+            FilterIndex::Category => format!("partition, {category}, \"offset\""),
+            FilterIndex::EventType => "partition, event_type, \"offset\"".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for FilterIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FilterIndex {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        FilterIndex::ALL
+            .into_iter()
+            .find(|index| index.as_str() == text)
+            .ok_or(Error::InvalidFilterIndex { name: text.to_owned() })
     }
 }
 

@@ -68,12 +68,6 @@ pub fn timer_stream(command_id: Uuid) -> StreamId {
     StreamId::new(format!("{CATEGORY}-{command_id}")).expect("a uuid makes a valid stream id")
 }
 
-/// The command id of the append that does `step` to the timer `command_id`: the
-/// timer's own command id is left to the command it fires.
-fn step_id(command_id: Uuid, step: &str) -> Uuid {
-    Uuid::new_v5(&command_id, format!("annals.timer:{step}").as_bytes())
-}
-
 /// What `TimerScheduled` holds. `due_at_us` is what the engines index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ScheduledData {
@@ -199,22 +193,40 @@ impl Scheduler {
             traceparent: context.traceparent,
             extra: context.metadata.clone(),
         };
-        let request = AppendRequest::new(timer_stream(command_id), ExpectedVersion::NoStream)
-            .command_id(step_id(command_id, "schedule"))
+        // The stream is named after the command id, so expecting no stream is what
+        // makes scheduling idempotent; the timer's records carry no command id of their
+        // own, which is left to the command the timer fires.
+        let stream = timer_stream(command_id);
+        let request = AppendRequest::new(stream.clone(), ExpectedVersion::NoStream)
             .event(NewEvent::json(TIMER_SCHEDULED, &data)?.with_metadata(metadata));
-        let outcome = self.store.append(request).await?;
-        Ok(Scheduled {
-            command_id,
-            position: outcome.position(),
-            duplicate: outcome.duplicate,
-        })
+        match self.store.append(request).await {
+            Ok(outcome) => Ok(Scheduled {
+                command_id,
+                position: outcome.position(),
+                duplicate: false,
+            }),
+            Err(Error::WrongExpectedVersion { .. }) => {
+                let first = self.store.read_stream(&stream, Version(1), 1).await?;
+                let first = first.first().ok_or(Error::InvalidTimer {
+                    reason: "the timer's stream changed while it was scheduled",
+                })?;
+                Ok(Scheduled {
+                    command_id,
+                    position: crate::position::Position {
+                        partition: first.partition,
+                        offset: first.offset,
+                    },
+                    duplicate: true,
+                })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Cancels the timer `command_id` unless it has fired. A cancel that comes before
     /// the timer fires always wins: firing is refused once the timer is cancelled.
     pub async fn cancel(&self, command_id: Uuid) -> Result<Cancel> {
         let request = AppendRequest::new(timer_stream(command_id), ExpectedVersion::Exact(Version(1)))
-            .command_id(step_id(command_id, "cancel"))
             .event(NewEvent::json(TIMER_CANCELLED, &EndedData { at: Utc::now() })?);
         match self.store.append(request).await {
             Ok(_) => Ok(Cancel::Cancelled),

@@ -12,10 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{
-    command_id_of, micros, step_id, Clock, EndedData, ScheduledData, SystemClock, CATEGORY, TIMER_FIRED,
-    TIMER_SCHEDULED,
-};
+use super::{micros, Clock, EndedData, ScheduledData, SystemClock, CATEGORY, TIMER_FIRED, TIMER_SCHEDULED};
 use crate::aggregate::CommandContext;
 use crate::error::{Error, Result};
 use crate::group::{Consumer, Filter, GroupMember, GroupOptions, Processed};
@@ -315,9 +312,7 @@ impl Firing {
     /// Appends `TimerFired` to a due timer, expecting it at version 1: refused when a
     /// cancel, or another member, got there first, and then there is nothing to do.
     async fn fire(&self, stream: StreamId, now: DateTime<Utc>) -> Result<()> {
-        let command_id = command_id_of(&stream)?;
         let request = AppendRequest::new(stream, ExpectedVersion::Exact(Version(1)))
-            .command_id(step_id(command_id, "fire"))
             .event(NewEvent::json(TIMER_FIRED, &EndedData { at: now })?);
         match self.store.append(request).await {
             Ok(_) | Err(Error::WrongExpectedVersion { .. }) => Ok(()),

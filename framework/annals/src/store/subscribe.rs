@@ -90,6 +90,41 @@ pub(super) async fn fetch(
     }
 }
 
+/// Up to `limit` records of `partition` from `from` on that pass `read`'s filter, read
+/// through the filter index it names, and the offset the read covered: every record between `from`
+/// and it that passes is in the answer. When the partition holds nothing at or after
+/// `from`, waits up to `wait` for an append, as [`fetch`] does.
+pub(crate) async fn fetch_filtered(
+    store: &Store,
+    partition: Partition,
+    from: Offset,
+    limit: usize,
+    read: &crate::backend::FilteredRead,
+    wait: std::time::Duration,
+) -> Result<(Vec<RecordedEvent>, Offset)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut wakeups = store.inner.backend.wakeups().watch(partition);
+    loop {
+        wakeups.borrow_and_update();
+        // The end first: every record below it is committed, and so in what the read
+        // below sees; one appended meanwhile is past it, and read next time.
+        let end = store.inner.backend.high_watermark(partition).await?;
+        if end > from {
+            return store
+                .inner
+                .backend
+                .read_filtered(partition, from..end, limit, read)
+                .await;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok((Vec::new(), from));
+        }
+        let poll = store.inner.backend.poll_interval().min(deadline - now);
+        let _ = tokio::time::timeout(poll, wakeups.changed()).await;
+    }
+}
+
 /// `records` cut after their last append's last record, or, when they hold none (one
 /// append longer than `limit`), read on to it. An append commits whole (I3), so its
 /// last record is in the log once any of its records is.

@@ -12,6 +12,7 @@ mod load;
 mod project;
 mod raw_commands;
 mod snapshots;
+mod timers;
 mod workloads;
 
 use std::time::Duration;
@@ -37,6 +38,8 @@ pub(crate) enum Bench {
     /// A consumer group catching up a SQL read model, beside the raw upserts; then
     /// append → handled latency at a steady rate.
     Project(project::ProjectArgs),
+    /// A backlog of due timers fired by a timer group, each running one command.
+    Timers(timers::TimersArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +94,7 @@ pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
         Bench::Follow(args) => follow::follow(db, args, out).await,
         Bench::Http(args) => http::http(db, args, out).await,
         Bench::Project(args) => project::project(db, args, out).await,
+        Bench::Timers(args) => timers::timers(db, args, out).await,
     }
 }
 

@@ -199,6 +199,38 @@ impl Backend for MemoryBackend {
         Ok(records[start..].iter().take(limit).cloned().collect())
     }
 
+    async fn read_filtered(
+        &self,
+        partition: Partition,
+        range: std::ops::Range<Offset>,
+        limit: usize,
+        read: &super::FilteredRead,
+    ) -> Result<super::Filtered> {
+        let log = self.log();
+        let records = &log.partitions[partition.index()];
+        let end = usize::try_from(range.end.0).unwrap_or(usize::MAX).min(records.len());
+        let start = usize::try_from(range.start.0).unwrap_or(usize::MAX).min(end);
+        let passing: Vec<RecordedEvent> = records[start..end]
+            .iter()
+            .filter(|record| read.filter.matches(record))
+            .take(limit)
+            .cloned()
+            .collect();
+        let covered = match passing.last() {
+            Some(last) if passing.len() >= limit => last.offset + 1,
+            _ => range.end,
+        };
+        Ok((passing, covered))
+    }
+
+    async fn filter_indexes(&self) -> Result<Vec<crate::group::FilterIndex>> {
+        Ok(crate::group::FilterIndex::ALL.to_vec())
+    }
+
+    async fn set_filter_index(&self, _index: crate::group::FilterIndex, _enabled: bool) -> Result<()> {
+        Ok(())
+    }
+
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {
         Ok(self
             .log()

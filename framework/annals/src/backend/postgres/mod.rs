@@ -31,6 +31,11 @@ use crate::position::{Offset, Partition, Version};
 use crate::record::{EventView, RecordedEvent};
 use crate::stream::StreamId;
 
+use crate::group::FilterIndex;
+
+/// A stream id's category as `annals_events_by_category` indexes it.
+const CATEGORY: &str = "split_part(stream_id, '-', 1)";
+
 pub(crate) struct PgBackend {
     pool: PgPool,
     /// One queue per writer; partition p goes to writer p % writers.
@@ -50,6 +55,16 @@ pub(crate) struct PgBackend {
 }
 
 impl PgBackend {
+    /// Whether a filter index exists and is valid (`None`: it does not exist).
+    async fn index_validity(&self, index: FilterIndex) -> Result<Option<bool>> {
+        Ok(
+            sqlx::query_scalar("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)")
+                .bind(index.table_index())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self> {
         let connect: PgConnectOptions = url.parse().map_err(|error: sqlx::Error| Error::InvalidUrl {
             url: crate::options::redact(url),
@@ -276,6 +291,58 @@ impl Backend for PgBackend {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(record).collect()
+    }
+
+    async fn read_filtered(
+        &self,
+        partition: Partition,
+        range: std::ops::Range<Offset>,
+        limit: usize,
+        read: &super::FilteredRead,
+    ) -> Result<super::Filtered> {
+        let statement = read.sql(CATEGORY);
+        let mut records = Vec::new();
+        for key in read.keys() {
+            let mut query = sqlx::query(&statement)
+                .bind(partition.0 as i32)
+                .bind(key.as_str())
+                .bind(sql_int(range.start))
+                .bind(sql_int(range.end));
+            for event_type in read.allowed_types() {
+                query = query.bind(event_type.as_str());
+            }
+            let rows = query.bind(sql_int(limit)).fetch_all(&self.pool).await?;
+            for row in &rows {
+                records.push(record(row)?);
+            }
+        }
+        Ok(read.merge(records, limit, range.end))
+    }
+
+    async fn filter_indexes(&self) -> Result<Vec<FilterIndex>> {
+        let mut enabled = Vec::new();
+        for index in FilterIndex::ALL {
+            if self.index_validity(index).await? == Some(true) {
+                enabled.push(index);
+            }
+        }
+        Ok(enabled)
+    }
+
+    async fn set_filter_index(&self, index: FilterIndex, enabled: bool) -> Result<()> {
+        let validity = self.index_validity(index).await?;
+        // A build that failed half-way leaves an invalid index behind: it goes first.
+        if validity == Some(false) || (!enabled && validity.is_some()) {
+            sqlx::raw_sql(&sql::drop_filter_index(index, true))
+                .execute(&self.pool)
+                .await?;
+        }
+        if enabled && validity != Some(true) {
+            sqlx::raw_sql(&sql::create_filter_index(index, CATEGORY, true))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {

@@ -54,6 +54,46 @@ pub(crate) fn list_streams(range: &super::StreamRange) -> String {
         .replace("{limit}", &(range.len() + 1).to_string())
 }
 
+/// Records of one partition in an offset range with one category (`by_category`) or
+/// one event type, read through the index on that key: `$1` partition, `$2` the
+/// category or event type, `$3` first offset, `$4` end offset (not included), then,
+/// for a category, `$5 …` the event types allowed (`types` of them, any when none),
+/// and the limit last. `category` is the engine's expression for a stream id's
+/// category, the one its index is built on.
+pub(crate) fn read_filtered(category: &str, by_category: bool, types: usize) -> String {
+    let key = if by_category { category } else { "event_type" };
+    let types = if by_category { types } else { 0 };
+    let allowed = if types == 0 {
+        String::new()
+    } else {
+        let placeholders: Vec<String> = (5..5 + types).map(|i| format!("${i}")).collect();
+        format!(" AND event_type IN ({})", placeholders.join(", "))
+    };
+    statement!("read_filtered")
+        .replace("{key}", key)
+        .replace("{types}", &allowed)
+        .replace("{limit}", &(5 + types).to_string())
+}
+
+/// Builds a filter index (SQLite; PostgreSQL adds `CONCURRENTLY`).
+pub(crate) fn create_filter_index(index: crate::group::FilterIndex, category: &str, concurrently: bool) -> String {
+    format!(
+        "CREATE INDEX {}IF NOT EXISTS {} ON annals_events ({})",
+        if concurrently { "CONCURRENTLY " } else { "" },
+        index.table_index(),
+        index.columns(category)
+    )
+}
+
+/// Drops a filter index.
+pub(crate) fn drop_filter_index(index: crate::group::FilterIndex, concurrently: bool) -> String {
+    format!(
+        "DROP INDEX {}IF EXISTS {}",
+        if concurrently { "CONCURRENTLY " } else { "" },
+        index.table_index()
+    )
+}
+
 /// `$1` partition, `$2` offset: the statements of a follower's truncation, in order, to
 /// run in one transaction (see `log/truncate.sql`).
 pub(crate) fn truncate() -> impl Iterator<Item = &'static str> {

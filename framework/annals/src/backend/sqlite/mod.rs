@@ -200,17 +200,25 @@ impl Backend for SqliteBackend {
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
         let queue = self.queue.sender()?;
+        let _appending = self.writer_conn.appending();
         // Appends coming one at a time and nothing waiting for the writer: commit here
         // if its connection is free, which saves handing the append to the writer
         // thread and the answer back. Under concurrent appends they go to the writer,
         // which commits them together. Only on a multi-threaded runtime, where blocking
         // this thread moves its other tasks elsewhere.
-        if reader::may_block() && queue.is_empty() && self.writer_conn.lone() {
-            let attempt = tokio::task::block_in_place(|| writer::append_now(&self.writer_conn, append, &self.wakeups));
-            return match attempt {
-                Ok(outcome) => outcome,
-                Err(append) => batch::submit(queue, append).await,
-            };
+        if reader::may_block() && self.writer_conn.lone() {
+            // Appends started together by one task (`join_all`, `buffer_unordered`)
+            // would each commit here in turn, one per commit, since blocking this thread
+            // blocks their task too. Yielding once lets them all start, and count.
+            tokio::task::yield_now().await;
+            if self.writer_conn.alone_appending() && queue.is_empty() {
+                let attempt =
+                    tokio::task::block_in_place(|| writer::append_now(&self.writer_conn, append, &self.wakeups));
+                return match attempt {
+                    Ok(outcome) => outcome,
+                    Err(append) => batch::submit(queue, append).await,
+                };
+            }
         }
         batch::submit(queue, append).await
     }
@@ -272,6 +280,36 @@ impl Backend for SqliteBackend {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         self.records.partition(partition, from_offset, limit).await
+    }
+
+    async fn read_filtered(
+        &self,
+        partition: Partition,
+        range: std::ops::Range<Offset>,
+        limit: usize,
+        read: &super::FilteredRead,
+    ) -> Result<super::Filtered> {
+        self.records.filtered(partition, range, limit, read.clone()).await
+    }
+
+    async fn filter_indexes(&self) -> Result<Vec<crate::group::FilterIndex>> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index'")
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(crate::group::FilterIndex::ALL
+            .into_iter()
+            .filter(|index| names.iter().any(|name| name == index.table_index()))
+            .collect())
+    }
+
+    async fn set_filter_index(&self, index: crate::group::FilterIndex, enabled: bool) -> Result<()> {
+        let statement = if enabled {
+            sql::create_filter_index(index, reader::CATEGORY, false)
+        } else {
+            sql::drop_filter_index(index, false)
+        };
+        self.write_alone(move |conn| conn.execute_batch(&statement).map_err(writer::engine))
+            .await
     }
 
     async fn high_watermarks(&self) -> Result<Vec<Offset>> {

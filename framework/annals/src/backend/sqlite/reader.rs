@@ -154,6 +154,47 @@ impl Readers {
     }
 }
 
+impl Readers {
+    /// The records of `partition` in `range` that pass `read`'s filter, through the
+    /// filter index it names (see [`Backend::read_filtered`]).
+    ///
+    /// [`Backend::read_filtered`]: crate::backend::Backend::read_filtered
+    pub(super) async fn filtered(
+        self: &Arc<Self>,
+        partition: Partition,
+        range: std::ops::Range<Offset>,
+        limit: usize,
+        read: crate::backend::FilteredRead,
+    ) -> Result<crate::backend::Filtered> {
+        self.run(move |conn| {
+            let statement = read.sql(CATEGORY);
+            let mut records = Vec::new();
+            for key in read.keys() {
+                let mut params: Vec<rusqlite::types::Value> = vec![
+                    i64::from(partition.0).into(),
+                    key.clone().into(),
+                    clamp(range.start).into(),
+                    clamp(range.end).into(),
+                ];
+                params.extend(
+                    read.allowed_types()
+                        .iter()
+                        .map(|t| rusqlite::types::Value::from(t.clone())),
+                );
+                params.push(clamp(limit).into());
+                records.extend(query(conn, &statement, rusqlite::params_from_iter(params), 0)?);
+            }
+            Ok(read.merge(records, limit, range.end))
+        })
+        .await
+    }
+}
+
+/// A stream id's category as `annals_events_by_category` indexes it: SQLite uses an
+/// index on an expression only for that very expression.
+pub(super) const CATEGORY: &str =
+    "(CASE WHEN instr(stream_id, '-') > 0 THEN substr(stream_id, 1, instr(stream_id, '-') - 1) ELSE stream_id END)";
+
 /// One event as a fold sees it, owned, to cross from a blocking thread.
 struct FoldRow {
     version: Version,

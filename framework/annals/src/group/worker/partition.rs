@@ -14,6 +14,7 @@ use super::Member;
 use crate::coordination::{DeadLetterStatus, Owned};
 use tracing::Instrument;
 
+use crate::backend::FilteredRead;
 use crate::error::{Error, Result};
 use crate::group::handling_span;
 use crate::group::{FailurePolicy, Filter, Handler};
@@ -34,7 +35,14 @@ impl Member {
         // The next batch is fetched while this one is handled: reading and writing
         // overlap, and at most three batches per partition are in memory (this one,
         // one waiting in the channel, one being read).
-        let mut records = Prefetch::start(&self.store, owned.partition, next, self.options.batch_size.max(1));
+        // A filtered group reads through a filter index when the store has one for it.
+        let indexes = if filter.is_all() {
+            Vec::new()
+        } else {
+            self.store.filter_indexes().await?
+        };
+        let read = FilteredRead::plan(&filter, &indexes);
+        let mut records = Prefetch::start(&self.store, owned.partition, next, self.options.batch_size.max(1), read);
         loop {
             let batch = tokio::select! {
                 biased;
@@ -46,8 +54,8 @@ impl Member {
                 batch = records.next() => batch,
             };
             let Some(batch) = batch else { return Err(Error::Closed) };
-            let batch = batch?;
-            match self.process(owned, next, batch, &filter, &mut parked).await? {
+            let (batch, covered) = batch?;
+            match self.process(owned, next, batch, covered, &filter, &mut parked).await? {
                 Some(committed) => {
                     let known_end = self.store.known_end(owned.partition);
                     let lag = known_end.0.saturating_sub(committed.0);
@@ -60,20 +68,21 @@ impl Member {
         }
     }
 
-    /// Handles one fetched batch and commits past it; `None` when the failure policy
-    /// stopped the partition.
+    /// Handles one fetched batch, which covers the offsets up to `to`, and commits
+    /// past it; `None` when the failure policy stopped the partition.
     async fn process(
         &self,
         owned: Owned,
         from: Offset,
         batch: Vec<RecordedEvent>,
+        to: Offset,
         filter: &Filter,
         parked: &mut HashSet<String>,
     ) -> Result<Option<Offset>> {
-        let Some(last) = batch.last() else {
-            return Ok(Some(from));
-        };
-        let to = last.offset + 1;
+        if batch.is_empty() {
+            // Nothing the group handles up to `to`: only the offset moves.
+            return self.flush(owned, Vec::new(), from, to).await.map(Some);
+        }
         let mut plan = Vec::with_capacity(batch.len());
         for record in batch {
             let step = if parked.contains(record.stream.as_str()) {
@@ -119,9 +128,9 @@ impl Member {
                         tracing::debug!(group = %self.group, %error, "batch failed; handling it record by record");
                     }
                 }
-                self.one_by_one(owned, from, &plan, parked).await
+                self.one_by_one(owned, from, to, &plan, parked).await
             }
-            Handler::AtLeastOnce(..) => self.one_by_one(owned, from, &plan, parked).await,
+            Handler::AtLeastOnce(..) => self.one_by_one(owned, from, to, &plan, parked).await,
         }
     }
 
@@ -132,6 +141,7 @@ impl Member {
         &self,
         owned: Owned,
         from: Offset,
+        end: Offset,
         plan: &Arc<Vec<(RecordedEvent, Step)>>,
         parked: &mut HashSet<String>,
     ) -> Result<Option<Offset>> {
@@ -187,7 +197,6 @@ impl Member {
                 }
             }
         }
-        let end = plan.last().map_or(cursor, |(record, _)| record.offset + 1);
         self.flush(owned, rows, cursor, end).await.map(Some)
     }
 
@@ -278,9 +287,15 @@ impl Member {
     }
 }
 
-/// Batches of a partition's records, read one batch ahead by a task of their own.
+/// A batch of a partition's records, and the offset up to which it covers the
+/// partition: past its last record when the records between were filtered out.
+type Fetched = (Vec<RecordedEvent>, Offset);
+
+/// Batches of a partition's records, read one batch ahead by a task of their own. A
+/// group reads the log, unless it is filtered and the store has a filter index for it:
+/// then it reads only the records that pass.
 struct Prefetch {
-    batches: mpsc::Receiver<Result<Vec<RecordedEvent>>>,
+    batches: mpsc::Receiver<Result<Fetched>>,
     task: JoinHandle<()>,
 }
 
@@ -288,17 +303,25 @@ impl Prefetch {
     /// How long one fetch waits at the head of the log before it asks again.
     const WAIT: Duration = Duration::from_secs(30);
 
-    fn start(store: &Store, partition: Partition, from: Offset, batch: usize) -> Self {
+    fn start(store: &Store, partition: Partition, from: Offset, batch: usize, read: Option<FilteredRead>) -> Self {
         let (send, batches) = mpsc::channel(1);
         let store = store.clone();
         let task = tokio::spawn(async move {
             // One read per batch, of the batch's size, woken by appends at the head.
             let mut next = from;
             loop {
-                let fetched = store.fetch(partition, next, batch, Self::WAIT).await;
-                if let Ok(records) = &fetched {
-                    let Some(last) = records.last() else { continue };
-                    next = last.offset + 1;
+                let fetched = match &read {
+                    Some(read) => store.fetch_filtered(partition, next, batch, read, Self::WAIT).await,
+                    None => store.fetch(partition, next, batch, Self::WAIT).await.map(|records| {
+                        let covered = records.last().map_or(next, |last| last.offset + 1);
+                        (records, covered)
+                    }),
+                };
+                if let Ok((_, covered)) = &fetched {
+                    if *covered == next {
+                        continue;
+                    }
+                    next = *covered;
                 }
                 let failed = fetched.is_err();
                 if send.send(fetched).await.is_err() || failed {
@@ -309,7 +332,7 @@ impl Prefetch {
         Prefetch { batches, task }
     }
 
-    async fn next(&mut self) -> Option<Result<Vec<RecordedEvent>>> {
+    async fn next(&mut self) -> Option<Result<Fetched>> {
         self.batches.recv().await
     }
 }

@@ -71,6 +71,9 @@ enum Command {
     Promote,
     /// Compacts the snapshot log: the newest snapshot per stream stays.
     Compact(commands::compact::Args),
+    /// Filter indexes, which groups filtered by category or event type read through.
+    #[command(subcommand)]
+    Indexes(commands::indexes::Indexes),
     /// Measure throughput and latency against the raw engine.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
@@ -111,6 +114,10 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         Command::Compact(args) => {
             direct("compact")?;
             commands::compact::run(&cli.db, args, out).await
+        }
+        Command::Indexes(command) => {
+            direct("indexes")?;
+            commands::indexes::run(&cli.db, command, out).await
         }
         Command::Bench(bench) => {
             direct("bench")?;

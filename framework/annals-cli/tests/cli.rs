@@ -375,6 +375,31 @@ fn compact_keeps_the_newest_snapshot_per_stream() {
     assert_eq!(refused.status.code(), Some(2), "clap refuses a bad number");
 }
 
+#[test]
+fn filter_indexes_from_the_command_line() {
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    assert_eq!(cli.json(&["indexes", "list"])["filter_indexes"], serde_json::json!([]));
+    assert_eq!(
+        cli.json(&["indexes", "enable", "category"])["filter_indexes"],
+        serde_json::json!(["category"])
+    );
+    assert_eq!(
+        cli.json(&["indexes", "enable", "event-type"])["filter_indexes"],
+        serde_json::json!(["category", "event-type"])
+    );
+    assert_eq!(
+        cli.json(&["indexes", "disable", "category"])["filter_indexes"],
+        serde_json::json!(["event-type"])
+    );
+    let refused = cli.json_error(&["indexes", "enable", "colour"]);
+    assert_eq!(refused["error"], "bad_request", "{refused}");
+    assert_eq!(
+        cli.json(&["indexes", "list"])["filter_indexes"],
+        serde_json::json!(["event-type"])
+    );
+}
+
 /// `annals serve` as a process, and every command that reads or writes the log run
 /// through it with `--server`: the same answers as with `--db`.
 #[test]

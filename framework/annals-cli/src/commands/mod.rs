@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod compact;
 pub(crate) mod follow;
 pub(crate) mod groups;
+pub(crate) mod indexes;
 pub(crate) mod init;
 pub(crate) mod read;
 pub(crate) mod serve;

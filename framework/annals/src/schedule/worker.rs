@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -293,14 +292,18 @@ impl Firing {
                 continue;
             }
             fired = true;
-            let claims = futures::stream::iter(due)
-                .map(|(stream, _)| self.fire(stream, now))
-                .buffer_unordered(self.options.in_flight.max(1));
-            claims
-                .collect::<Vec<Result<()>>>()
-                .await
-                .into_iter()
-                .collect::<Result<()>>()?;
+            // Each append in a task of its own, so that they share the store's commits
+            // (appends a single task runs together commit one by one on SQLite).
+            let mut claims = tokio::task::JoinSet::new();
+            for (stream, _) in due {
+                while claims.len() >= self.options.in_flight.max(1) {
+                    claimed(claims.join_next().await)?;
+                }
+                claims.spawn(fire(self.store.clone(), stream, now));
+            }
+            while let Some(claim) = claims.join_next().await {
+                claimed(Some(claim))?;
+            }
         }
         Ok(if fired {
             Round::Fired
@@ -308,16 +311,25 @@ impl Firing {
             Round::Idle(next.map(micros))
         })
     }
+}
 
-    /// Appends `TimerFired` to a due timer, expecting it at version 1: refused when a
-    /// cancel, or another member, got there first, and then there is nothing to do.
-    async fn fire(&self, stream: StreamId, now: DateTime<Utc>) -> Result<()> {
-        let request = AppendRequest::new(stream, ExpectedVersion::Exact(Version(1)))
-            .event(NewEvent::json(TIMER_FIRED, &EndedData { at: now })?);
-        match self.store.append(request).await {
-            Ok(_) | Err(Error::WrongExpectedVersion { .. }) => Ok(()),
-            Err(error) => Err(error),
-        }
+/// Appends `TimerFired` to a due timer, expecting it at version 1: refused when a
+/// cancel, or another member, got there first, and then there is nothing to do.
+async fn fire(store: Store, stream: StreamId, now: DateTime<Utc>) -> Result<()> {
+    let request = AppendRequest::new(stream, ExpectedVersion::Exact(Version(1)))
+        .event(NewEvent::json(TIMER_FIRED, &EndedData { at: now })?);
+    match store.append(request).await {
+        Ok(_) | Err(Error::WrongExpectedVersion { .. }) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// The outcome of a finished claim task.
+fn claimed(joined: Option<std::result::Result<Result<()>, tokio::task::JoinError>>) -> Result<()> {
+    match joined {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(_)) => Err(Error::Closed),
+        None => Ok(()),
     }
 }
 

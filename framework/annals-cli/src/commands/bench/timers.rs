@@ -10,7 +10,6 @@ use annals::aggregate::CommandContext;
 use annals::group::GroupOptions;
 use annals::schedule::{Scheduler, Timer, TimerHandler, TimerOptions, TimerWorker};
 use annals::{async_trait, AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
-use futures::StreamExt;
 use serde_json::json;
 
 use super::load::RssSampler;
@@ -69,20 +68,27 @@ pub(crate) async fn timers(db: &str, args: TimersArgs, out: &Output) -> CliResul
     let scheduler = Scheduler::new(&store);
     let due = chrono::Utc::now() - chrono::Duration::minutes(1);
     let started = Instant::now();
-    let scheduled = futures::stream::iter(0..args.timers)
-        .map(|n| {
-            let scheduler = scheduler.clone();
-            async move {
+    // Each scheduler a task of its own, as concurrent requests would be.
+    let next = Arc::new(AtomicU64::new(0));
+    let mut schedulers = tokio::task::JoinSet::new();
+    for _ in 0..args.schedulers {
+        let (scheduler, next, total) = (scheduler.clone(), next.clone(), args.timers);
+        schedulers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<_, annals::Error>(());
+                }
                 let context = CommandContext::new();
                 scheduler
                     .schedule(due, &context, "bench.expire", &json!({ "n": n }))
-                    .await
+                    .await?;
             }
-        })
-        .buffer_unordered(args.schedulers)
-        .collect::<Vec<_>>()
-        .await;
-    scheduled.into_iter().collect::<annals::Result<Vec<_>>>()?;
+        });
+    }
+    while let Some(done) = schedulers.join_next().await {
+        done.map_err(|e| CliError::Usage(e.to_string()))??;
+    }
     let schedule_seconds = started.elapsed().as_secs_f64();
 
     let applied = Arc::new(AtomicU64::new(0));

@@ -200,25 +200,19 @@ impl Backend for SqliteBackend {
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
         let queue = self.queue.sender()?;
-        let _appending = self.writer_conn.appending();
         // Appends coming one at a time and nothing waiting for the writer: commit here
         // if its connection is free, which saves handing the append to the writer
         // thread and the answer back. Under concurrent appends they go to the writer,
         // which commits them together. Only on a multi-threaded runtime, where blocking
-        // this thread moves its other tasks elsewhere.
-        if reader::may_block() && self.writer_conn.lone() {
-            // Appends started together by one task (`join_all`, `buffer_unordered`)
-            // would each commit here in turn, one per commit, since blocking this thread
-            // blocks their task too. Yielding once lets them all start, and count.
-            tokio::task::yield_now().await;
-            if self.writer_conn.alone_appending() && queue.is_empty() {
-                let attempt =
-                    tokio::task::block_in_place(|| writer::append_now(&self.writer_conn, append, &self.wakeups));
-                return match attempt {
-                    Ok(outcome) => outcome,
-                    Err(append) => batch::submit(queue, append).await,
-                };
-            }
+        // this thread moves its other tasks elsewhere. Appends started together by one
+        // task (`join_all`) look lone here, and commit one after another: concurrent
+        // appends share commits when they come from tasks of their own.
+        if reader::may_block() && queue.is_empty() && self.writer_conn.lone() {
+            let attempt = tokio::task::block_in_place(|| writer::append_now(&self.writer_conn, append, &self.wakeups));
+            return match attempt {
+                Ok(outcome) => outcome,
+                Err(append) => batch::submit(queue, append).await,
+            };
         }
         batch::submit(queue, append).await
     }

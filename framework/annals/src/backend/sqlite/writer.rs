@@ -17,7 +17,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -105,8 +105,6 @@ pub(super) struct Shared {
     /// How many of the writer's batches in a row held a single job: appends come one
     /// at a time, and there is nothing to gather into a group commit.
     singles: AtomicU32,
-    /// Appends under way in this process (see [`Shared::appending`]).
-    appending: AtomicUsize,
 }
 
 /// Single-job batches in a row after which appenders commit on their own threads.
@@ -117,7 +115,6 @@ impl Shared {
         Arc::new(Shared {
             conn: Mutex::new(Some(conn)),
             singles: AtomicU32::new(LONE_AFTER),
-            appending: AtomicUsize::new(0),
         })
     }
 
@@ -125,17 +122,6 @@ impl Shared {
     /// time, so waiting for the writer thread would gather nothing.
     pub(super) fn lone(&self) -> bool {
         self.singles.load(Ordering::Relaxed) >= LONE_AFTER
-    }
-
-    /// Counts an append as under way in this process until the guard is dropped.
-    pub(super) fn appending(&self) -> Appending<'_> {
-        self.appending.fetch_add(1, Ordering::Relaxed);
-        Appending(&self.appending)
-    }
-
-    /// Whether the caller's append is the only one under way in this process.
-    pub(super) fn alone_appending(&self) -> bool {
-        self.appending.load(Ordering::Relaxed) == 1
     }
 
     /// Runs `read` on the writer's connection if it is free. Every commit by another
@@ -169,15 +155,6 @@ impl Shared {
     /// holds it.
     pub(super) fn close(&self) {
         lock(&self.conn).take();
-    }
-}
-
-/// An append under way: counted by [`Shared::appending`] until dropped.
-pub(super) struct Appending<'a>(&'a AtomicUsize);
-
-impl Drop for Appending<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

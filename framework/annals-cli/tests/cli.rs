@@ -267,6 +267,33 @@ fn workloads_w1_and_w2_run_and_report() {
     assert!(w2["load_min_ms"].as_f64() <= w2["load_median_ms"].as_f64());
 }
 
+/// The timer and filtered-group benchmarks run and report what they measured.
+#[test]
+fn timer_and_filter_benchmarks_run_and_report() {
+    let cli = Cli::new();
+    let timers = cli.json(&["bench", "timers", "--timers", "300", "--schedulers", "8"]);
+    assert_eq!(
+        (timers["workload"].as_str(), timers["timers"].as_u64()),
+        (Some("timers"), Some(300))
+    );
+    assert!(timers["fired_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
+    // Each timer: its schedule and its firing, and the one command it ran.
+    assert_eq!(cli.json(&["stats"])["records"], 900);
+
+    let other = Cli::new();
+    let filtered = other.json(&["bench", "project", "--filter", "--events", "20000"]);
+    assert_eq!(filtered["workload"], "project-filter");
+    assert_eq!(
+        filtered["records_read"], 200,
+        "the group read the refunds only: {filtered}"
+    );
+    assert_eq!(filtered["refunds"], 200);
+    assert_eq!(
+        other.json(&["indexes", "list"])["filter_indexes"],
+        serde_json::json!(["category"])
+    );
+}
+
 /// Builds a group's state with a real member, then operates it from the CLI.
 #[test]
 fn groups_and_dead_letters_from_the_command_line() {

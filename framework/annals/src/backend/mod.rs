@@ -417,22 +417,20 @@ impl FilteredRead {
     pub(crate) fn merge(&self, mut records: Vec<RecordedEvent>, limit: usize, end: Offset) -> Filtered {
         records.sort_unstable_by_key(|record| record.offset);
         records.truncate(limit);
-        let covered = match records.last() {
-            Some(last) if records.len() >= limit => last.offset + 1,
-            _ => end,
-        };
+        let covered = Self::covered(&records, limit, end);
         records.retain(|record| self.filter.matches(record));
         (records, covered)
     }
-}
 
-/// Pending timers as an engine's index gives them.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn timer_rows(rows: Vec<(String, i64)>) -> Result<Vec<(StreamId, i64)>> {
-    Ok(rows
-        .into_iter()
-        .map(|(stream, due)| (StreamId::trusted(stream), due))
-        .collect())
+    /// Where an answer of `limit` records at most, read in offset order from a range
+    /// ending at `end`, covers the range to: past its last record when it is full (the
+    /// read stopped there), the range's end otherwise.
+    pub(crate) fn covered(records: &[RecordedEvent], limit: usize, end: Offset) -> Offset {
+        match records.last() {
+            Some(last) if records.len() >= limit => last.offset + 1,
+            _ => end,
+        }
+    }
 }
 
 /// The current time, truncated to the microsecond precision every engine stores.

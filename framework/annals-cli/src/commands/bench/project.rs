@@ -121,27 +121,30 @@ fn sale(i: u64) -> (String, NewEvent) {
 
 /// Appends `events` sales, 100 per append, to 1,000 order streams.
 async fn load(store: &Store, events: u64) -> CliResult {
-    let mut i = 0;
-    let mut pending = Vec::new();
-    while i < events {
-        let mut request = AppendRequest::new(
-            StreamId::new(format!("order-{}", i / 100 % 1_000))?,
-            ExpectedVersion::Any,
-        );
-        for _ in 0..100.min(events - i) {
-            request = request.event(sale(i).1);
-            i += 1;
-        }
-        let store = store.clone();
-        pending.push(tokio::spawn(async move { store.append(request).await }));
+    let requests = (0..events.div_ceil(100)).map(|append| {
+        let stream = StreamId::new(format!("order-{}", append % 1_000))?;
+        Ok((append * 100..(append * 100 + 100).min(events))
+            .fold(AppendRequest::new(stream, ExpectedVersion::Any), |request, i| {
+                request.event(sale(i).1)
+            }))
+    });
+    append_all(store, requests).await
+}
+
+/// Runs `requests`, 64 at a time, each in a task of its own.
+async fn append_all(store: &Store, requests: impl Iterator<Item = CliResult<AppendRequest>>) -> CliResult {
+    let mut pending = tokio::task::JoinSet::new();
+    for request in requests {
         if pending.len() == 64 {
-            for task in pending.drain(..) {
-                task.await.map_err(|e| CliError::Usage(e.to_string()))??;
+            if let Some(done) = pending.join_next().await {
+                done.map_err(|e| CliError::Usage(e.to_string()))??;
             }
         }
+        let (store, request) = (store.clone(), request?);
+        pending.spawn(async move { store.append(request).await });
     }
-    for task in pending {
-        task.await.map_err(|e| CliError::Usage(e.to_string()))??;
+    while let Some(done) = pending.join_next().await {
+        done.map_err(|e| CliError::Usage(e.to_string()))??;
     }
     Ok(())
 }
@@ -295,29 +298,18 @@ const REFUNDS: &str = "refund";
 /// Appends `events` sales, ten per append, to 1,000 order streams and, one append in a
 /// hundred, to 100 refund streams.
 async fn load_with_refunds(store: &Store, events: u64) -> CliResult {
-    let mut pending = Vec::new();
-    for append in 0..events.div_ceil(10) {
+    let requests = (0..events.div_ceil(10)).map(|append| {
         let stream = if append % 100 == 99 {
             format!("{REFUNDS}-{}", append / 100 % 100)
         } else {
             format!("order-{}", append % 1_000)
         };
-        let mut request = AppendRequest::new(StreamId::new(stream)?, ExpectedVersion::Any);
-        for i in append * 10..(append * 10 + 10).min(events) {
-            request = request.event(sale(i).1);
-        }
-        let store = store.clone();
-        pending.push(tokio::spawn(async move { store.append(request).await }));
-        if pending.len() == 64 {
-            for task in pending.drain(..) {
-                task.await.map_err(|e| CliError::Usage(e.to_string()))??;
-            }
-        }
-    }
-    for task in pending {
-        task.await.map_err(|e| CliError::Usage(e.to_string()))??;
-    }
-    Ok(())
+        Ok((append * 10..(append * 10 + 10).min(events)).fold(
+            AppendRequest::new(StreamId::new(stream)?, ExpectedVersion::Any),
+            |request, i| request.event(sale(i).1),
+        ))
+    });
+    append_all(store, requests).await
 }
 
 /// The refund read model, built by a group filtered to refunds; counts the records it

@@ -216,10 +216,7 @@ impl Backend for MemoryBackend {
             .take(limit)
             .cloned()
             .collect();
-        let covered = match passing.last() {
-            Some(last) if passing.len() >= limit => last.offset + 1,
-            _ => range.end,
-        };
+        let covered = super::FilteredRead::covered(&passing, limit, range.end);
         Ok((passing, covered))
     }
 

@@ -254,20 +254,11 @@ impl Backend for PgBackend {
     }
 
     async fn due_timers(&self, partition: Partition, until: i64, limit: usize) -> Result<Vec<(StreamId, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(sql::DUE_TIMERS)
-            .bind(partition.0 as i64)
-            .bind(until)
-            .bind(super::sql_int(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        super::timer_rows(rows)
+        sql::due_timers(&self.read_models, partition, until, limit).await
     }
 
     async fn next_timer(&self, partition: Partition) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(sql::NEXT_TIMER)
-            .bind(partition.0 as i64)
-            .fetch_one(&self.pool)
-            .await?)
+        sql::next_timer(&self.read_models, partition).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

@@ -36,9 +36,37 @@ pub(crate) const HIGH_WATERMARKS: &str = statement!("high_watermarks");
 /// `$1` command id: the outcome of the append made with it.
 pub(crate) const COMMAND_OUTCOME: &str = statement!("command_outcome");
 /// `$1` partition, `$2` due by (µs), `$3` limit: pending timers, soonest first.
-pub(crate) const DUE_TIMERS: &str = statement!("due_timers");
+const DUE_TIMERS: &str = statement!("due_timers");
 /// `$1` partition: when its soonest pending timer is due.
-pub(crate) const NEXT_TIMER: &str = statement!("next_timer");
+const NEXT_TIMER: &str = statement!("next_timer");
+
+/// The pending timers of `partition` due by `until` (µs), soonest first, as the
+/// engine's index `annals_timers` holds them (see `Backend::due_timers`).
+pub(crate) async fn due_timers(
+    db: &crate::readmodel::Db,
+    partition: crate::position::Partition,
+    until: i64,
+    limit: usize,
+) -> crate::error::Result<Vec<(crate::stream::StreamId, i64)>> {
+    let params = vec![
+        i64::from(partition.0).into(),
+        until.into(),
+        super::sql_int(limit).into(),
+    ];
+    let rows = db.query(DUE_TIMERS, params).await?;
+    rows.iter()
+        .map(|row| Ok((crate::stream::StreamId::trusted(row.get(0)?), row.get(1)?)))
+        .collect()
+}
+
+/// When the soonest pending timer of `partition` is due (µs).
+pub(crate) async fn next_timer(
+    db: &crate::readmodel::Db,
+    partition: crate::position::Partition,
+) -> crate::error::Result<Option<i64>> {
+    let rows = db.query(NEXT_TIMER, vec![i64::from(partition.0).into()]).await?;
+    Ok(rows.first().map(|row| row.get::<Option<i64>>(0)).transpose()?.flatten())
+}
 /// The store's role.
 pub(crate) const REPLICA: &str = statement!("replica");
 /// `$1` leader URL, `$2` the leader's epoch.

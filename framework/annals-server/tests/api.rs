@@ -459,10 +459,18 @@ async fn graceful_shutdown_finishes_in_flight_appends() {
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     let store = server.store.clone();
-    server.stop().await;
+    // Bounded, so that a shutdown that hangs fails here rather than holding up the run:
+    // the server gives requests in flight 30 s.
+    tokio::time::timeout(Duration::from_secs(90), server.stop())
+        .await
+        .expect("the server stopped within 90 s");
     let mut acknowledged = 0;
     for append in appends {
-        match append.await.expect("task") {
+        let answer = tokio::time::timeout(Duration::from_secs(90), append).await;
+        match answer
+            .expect("every request answered or refused within 90 s")
+            .expect("task")
+        {
             Ok(status) if status == StatusCode::CREATED => acknowledged += 1,
             Ok(status) => panic!("an append got {status}"),
             // Sent after the listener closed: refused at connect, never half-done.

@@ -57,6 +57,15 @@ async fn postgres_schema() {
     .fetch_all(&mut conn)
     .await
     .expect("functions");
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT regexp_replace(regexp_replace(pg_get_triggerdef(t.oid), ' ON [^ ]+\\.', ' ON '),
+                               'FUNCTION [^ ]+\\.', 'FUNCTION ')
+         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace ORDER BY t.tgname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("triggers");
     let mut text = String::new();
     for (table, column, kind, nullable) in columns {
         text.push_str(&format!(
@@ -65,7 +74,7 @@ async fn postgres_schema() {
         ));
     }
     text.push('\n');
-    for index in indexes.into_iter().chain(functions) {
+    for index in indexes.into_iter().chain(functions).chain(triggers) {
         text.push_str(&index);
         text.push('\n');
     }

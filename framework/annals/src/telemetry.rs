@@ -44,6 +44,11 @@ pub(crate) fn dead_lettered(group: &str) {
     counter!("annals_group_dead_letters_total", "group" => group.to_owned()).increment(1);
 }
 
+/// A member of timer group `group` fired `count` timers.
+pub(crate) fn timers_fired(group: &str, count: usize) {
+    counter!("annals_timers_fired_total", "group" => group.to_owned()).increment(count as u64);
+}
+
 /// A snapshot was written to the snapshot log.
 pub(crate) fn snapshot_written() {
     counter!("annals_snapshot_writes_total").increment(1);

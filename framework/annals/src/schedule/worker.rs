@@ -165,6 +165,7 @@ impl TimerWorker {
         let (stop, stopped) = watch::channel(false);
         let firing = Firing {
             store: store.clone(),
+            group: group.to_owned(),
             clock: options.clock.clone(),
             assignment: member.watch_assignment(),
             scheduled,
@@ -229,6 +230,7 @@ impl Consumer for Delivery {
 /// The firing half: appends `TimerFired` to the due timers of the owned partitions.
 struct Firing {
     store: Store,
+    group: String,
     clock: Arc<dyn Clock>,
     assignment: watch::Receiver<Vec<Partition>>,
     scheduled: Arc<Notify>,
@@ -295,15 +297,17 @@ impl Firing {
             // Each append in a task of its own, so that they share the store's commits
             // (appends a single task runs together commit one by one on SQLite).
             let mut claims = tokio::task::JoinSet::new();
+            let mut won = 0;
             for (stream, _) in due {
                 while claims.len() >= self.options.in_flight.max(1) {
-                    claimed(claims.join_next().await)?;
+                    won += usize::from(claimed(claims.join_next().await)?);
                 }
                 claims.spawn(fire(self.store.clone(), stream, now));
             }
             while let Some(claim) = claims.join_next().await {
-                claimed(Some(claim))?;
+                won += usize::from(claimed(Some(claim))?);
             }
+            crate::telemetry::timers_fired(&self.group, won);
         }
         Ok(if fired {
             Round::Fired
@@ -313,23 +317,24 @@ impl Firing {
     }
 }
 
-/// Appends `TimerFired` to a due timer, expecting it at version 1: refused when a
+/// Appends `TimerFired` to a due timer, expecting it at version 1; `false` when a
 /// cancel, or another member, got there first, and then there is nothing to do.
-async fn fire(store: Store, stream: StreamId, now: DateTime<Utc>) -> Result<()> {
+async fn fire(store: Store, stream: StreamId, now: DateTime<Utc>) -> Result<bool> {
     let request = AppendRequest::new(stream, ExpectedVersion::Exact(Version(1)))
         .event(NewEvent::json(TIMER_FIRED, &EndedData { at: now })?);
     match store.append(request).await {
-        Ok(_) | Err(Error::WrongExpectedVersion { .. }) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(Error::WrongExpectedVersion { .. }) => Ok(false),
         Err(error) => Err(error),
     }
 }
 
-/// The outcome of a finished claim task.
-fn claimed(joined: Option<std::result::Result<Result<()>, tokio::task::JoinError>>) -> Result<()> {
+/// Whether a finished claim task fired its timer.
+fn claimed(joined: Option<std::result::Result<Result<bool>, tokio::task::JoinError>>) -> Result<bool> {
     match joined {
         Some(Ok(outcome)) => outcome,
         Some(Err(_)) => Err(Error::Closed),
-        None => Ok(()),
+        None => Ok(false),
     }
 }
 

@@ -74,6 +74,9 @@ enum Command {
     /// Filter indexes, which groups filtered by category or event type read through.
     #[command(subcommand)]
     Indexes(commands::indexes::Indexes),
+    /// Timers (deadlines and scheduled commands): list, status, schedule, cancel.
+    #[command(subcommand)]
+    Timers(commands::timers::Timers),
     /// Measure throughput and latency against the raw engine.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
@@ -118,6 +121,10 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         Command::Indexes(command) => {
             direct("indexes")?;
             commands::indexes::run(&cli.db, command, out).await
+        }
+        Command::Timers(command) => {
+            direct("timers")?;
+            commands::timers::run(&cli.db, command, out).await
         }
         Command::Bench(bench) => {
             direct("bench")?;

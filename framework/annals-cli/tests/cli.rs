@@ -427,6 +427,56 @@ fn filter_indexes_from_the_command_line() {
     );
 }
 
+#[test]
+fn timers_from_the_command_line() {
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let id = "0192f0c4-0000-7000-8000-000000000001";
+    let schedule = [
+        "timers",
+        "schedule",
+        "--at",
+        "2030-01-01T00:00:00Z",
+        "--target",
+        "order.expire",
+        "--payload",
+        r#"{"order": "o-1"}"#,
+        "--command-id",
+        id,
+    ];
+    assert_eq!(cli.json(&schedule)["duplicate"], false);
+    assert_eq!(cli.json(&schedule)["duplicate"], true, "a command id schedules once");
+    let listed = cli.json(&["timers", "list"]);
+    assert_eq!(listed["timers"][0]["command_id"], id, "{listed}");
+    assert_eq!(listed["timers"][0]["due_at"], "2030-01-01T00:00:00Z");
+    let earlier = cli.json(&["timers", "list", "--until", "2029-12-31T23:59:59Z"]);
+    assert_eq!(earlier["timers"], serde_json::json!([]));
+    let status = cli.json(&["timers", "status", id]);
+    assert_eq!(
+        (status["status"].as_str(), status["target"].as_str()),
+        (Some("pending"), Some("order.expire"))
+    );
+    assert_eq!(cli.json(&["timers", "cancel", id])["cancel"], "cancelled");
+    assert_eq!(cli.json(&["timers", "status", id])["status"], "cancelled");
+    assert_eq!(cli.json(&["timers", "list"])["timers"], serde_json::json!([]));
+    let unknown = "0192f0c4-0000-7000-8000-000000000002";
+    assert_eq!(cli.json(&["timers", "cancel", unknown])["cancel"], "unknown");
+
+    // Bad input: a clear error, nothing written.
+    let records = cli.json(&["stats"])["records"].clone();
+    let no_target = ["timers", "schedule", "--at", "2030-01-01T00:00:00Z", "--target", ""];
+    assert_eq!(cli.json_error(&no_target)["error"], "bad_request");
+    let bad_payload = [&no_target[..5], &["x", "--payload", "{nope"]].concat();
+    assert_eq!(cli.json_error(&bad_payload)["error"], "bad_request");
+    let refused = cli.run(&["timers", "schedule", "--at", "tomorrow", "--target", "x"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "clap refuses a time that is not RFC 3339"
+    );
+    assert_eq!(cli.json(&["stats"])["records"], records);
+}
+
 /// `annals serve` as a process, and every command that reads or writes the log run
 /// through it with `--server`: the same answers as with `--db`.
 #[test]

@@ -12,6 +12,7 @@ pub(crate) mod serve;
 pub(crate) mod stats;
 pub(crate) mod streams;
 pub(crate) mod tail;
+pub(crate) mod timers;
 
 use annals::{RecordedEvent, Store, StoreOptions};
 

@@ -154,7 +154,7 @@ impl Shop {
     /// Starts a member of the saga group, one of the views group and one of the timer
     /// group in this process.
     pub async fn start_workers(&self) -> annals::Result<Workers> {
-        let saga = GroupMember::consumer(&self.store, SAGA_GROUP, saga::OrderSaga::new(self), options()).await?;
+        let saga = annals::process::start(&self.store, SAGA_GROUP, saga::OrderSaga::new(self), options()).await?;
         let views = GroupMember::projection(&self.store, VIEWS_GROUP, self.views.clone(), options()).await?;
         let timer_options = TimerOptions {
             group: options(),

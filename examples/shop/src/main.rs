@@ -228,6 +228,11 @@ async fn serve(
     payment_timeout: Duration,
 ) -> Result<(), ShopError> {
     let shop = Shop::open(&db).await?.with_payment_timeout(payment_timeout);
+    // The saga and the timer group are filtered to a few categories: with the index by
+    // category they read those, not the whole log.
+    shop.store
+        .enable_filter_index(annals::group::FilterIndex::Category)
+        .await?;
     let workers = shop.start_workers().await?;
     scenario::catalogue(&shop).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(annals::Error::Io)?;

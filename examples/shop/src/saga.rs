@@ -1,6 +1,12 @@
-//! The order saga: a consumer group that turns a placed order into reserved stock, a
-//! payment and a paid order, and undoes the reservations when stock runs out or the
-//! payment is declined.
+//! The order saga: a process manager (`annals::process`) that turns a placed order into
+//! reserved stock, a payment and a paid order, and undoes the reservations when stock
+//! runs out or the payment is declined.
+//!
+//! It keeps each order's workflow as a stream of its own, `order.workflow-ORDER`
+//! ([`Workflow`]): the lines it reserved, whether it undid them, whether the order was
+//! paid and closed. It reacts to the order's events and to its payment's, which live in
+//! another partition and may reach it first; what it remembers tells it what is left to
+//! do, so a redelivered or late event does nothing twice.
 //!
 //! A cancelled order's stock is released here too, whoever cancelled it: the saga
 //! handles an order's events in order, so a release never precedes its reservation.
@@ -13,10 +19,12 @@
 //! (`CommandContext::caused_by`), so a redelivered event sends the same commands again
 //! and the store applies each only once: stock is never reserved twice.
 
-use annals::aggregate::{decode_event, CommandContext, CommandError, Repository, Upcasters};
-use annals::group::{Consumer, Filter, Processed};
+use annals::aggregate::{decode_event, CommandContext, CommandError, DomainEvent, Repository, Upcasters};
+use annals::group::Filter;
+use annals::process::{ProcessManager, ProcessState, Step};
 use annals::schedule::{Scheduler, Timer, TimerHandler};
 use annals::{async_trait, Error, RecordedEvent, Result};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -24,6 +32,54 @@ use crate::domain::{
     PaymentEvent, Product, ProductCommand, ProductError,
 };
 use crate::Shop;
+
+/// What the saga records of one order's workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
+#[serde(tag = "type", content = "data")]
+pub enum WorkflowEvent {
+    /// The order's stock was reserved, line by line.
+    StockReserved {
+        /// The lines reserved.
+        lines: Vec<Line>,
+    },
+    /// Stock ran out or the payment was declined: what was reserved went back and the
+    /// order was cancelled.
+    Undone {
+        /// Why.
+        reason: String,
+    },
+    /// The payment was captured and the order marked paid.
+    Paid,
+    /// The order shipped, or was cancelled, and its stock left or went back.
+    Closed,
+}
+
+/// One order's workflow, as the saga remembers it.
+#[derive(Debug, Default)]
+pub struct Workflow {
+    /// The lines whose stock it reserved.
+    pub reserved: Vec<Line>,
+    /// Whether it undid the order.
+    pub undone: bool,
+    /// Whether the order was paid.
+    pub paid: bool,
+    /// Whether the order shipped or was cancelled.
+    pub closed: bool,
+}
+
+impl ProcessState for Workflow {
+    const CATEGORY: &'static str = "order.workflow";
+    type Event = WorkflowEvent;
+
+    fn apply(&mut self, event: &WorkflowEvent) {
+        match event {
+            WorkflowEvent::StockReserved { lines } => self.reserved = lines.clone(),
+            WorkflowEvent::Undone { .. } => self.undone = true,
+            WorkflowEvent::Paid => self.paid = true,
+            WorkflowEvent::Closed => self.closed = true,
+        }
+    }
+}
 
 /// The saga's handler.
 pub struct OrderSaga {
@@ -101,20 +157,22 @@ pub(crate) fn store_failure<E: std::error::Error + Send + Sync + 'static>(error:
 }
 
 impl OrderSaga {
+    /// Reserves the placed order's lines, sets its payment deadline and takes payment
+    /// if it came with a method; undoes it all if stock runs out.
     async fn placed(
         &self,
         record: &RecordedEvent,
         lines: &[Line],
         total: Cents,
         payment_method: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Vec<WorkflowEvent>> {
         let order = record.stream.id();
-        // Cancelled before the saga got here (or a redelivery after it was undone):
-        // nothing to reserve, nothing to charge.
+        // Cancelled before the saga got here: nothing to reserve, nothing to charge.
         if self.orders.load(order).await?.state.status != OrderStatus::Placed {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.set_payment_deadline(record, order).await?;
+        let reserved = WorkflowEvent::StockReserved { lines: lines.to_vec() };
         for line in lines {
             let context = CommandContext::caused_by(record, &format!("reserve:{}", line.sku));
             let reserve = ProductCommand::Reserve {
@@ -125,7 +183,8 @@ impl OrderSaga {
                 Ok(_) => {}
                 Err(CommandError::Rejected(ProductError::OutOfStock { .. } | ProductError::Unknown)) => {
                     let reason = format!("out of stock: {}", line.sku);
-                    return self.undo(record, order, lines, &reason).await;
+                    self.undo(record, order, lines, &reason).await?;
+                    return Ok(vec![reserved, WorkflowEvent::Undone { reason }]);
                 }
                 Err(error) => return Err(store_failure(error)),
             }
@@ -135,7 +194,7 @@ impl OrderSaga {
                 self.charge(record, order, total, method).await?;
             }
         }
-        Ok(())
+        Ok(vec![reserved])
     }
 
     /// Schedules `order`'s payment deadline, the payment timeout after it was placed.
@@ -154,18 +213,19 @@ impl OrderSaga {
             .map(drop)
     }
 
-    /// A cancelled order's stock goes back, whoever cancelled it. Releasing what is
-    /// not held does nothing, so this is safe after the saga's own undo.
-    async fn cancelled(&self, record: &RecordedEvent) -> Result<()> {
-        let order = record.stream.id();
-        self.scheduler.cancel(payment_deadline(order)).await?;
-        let loaded = self.orders.load(order).await?;
-        self.each_line(record, order, &loaded.state.lines, "release").await
+    /// The lines an order holds stock for: those the workflow reserved, or, when it
+    /// has not seen the order placed yet (its payment's partition ran ahead), the
+    /// order's own. Releasing or shipping what is not held does nothing.
+    async fn lines(&self, workflow: &Workflow, order: &str) -> Result<Vec<Line>> {
+        if workflow.reserved.is_empty() {
+            Ok(self.orders.load(order).await?.state.lines)
+        } else {
+            Ok(workflow.reserved.clone())
+        }
     }
 
     /// Releases (`step` "release") or ships (`step` "ship") the units every line of
     /// `order` holds, each with a command id derived from `cause` and the product.
-    /// Releasing or shipping what is not held does nothing.
     async fn each_line(&self, cause: &RecordedEvent, order: &str, lines: &[Line], step: &str) -> Result<()> {
         for line in lines {
             let context = CommandContext::caused_by(cause, &format!("{step}:{}", line.sku));
@@ -214,38 +274,31 @@ impl OrderSaga {
         }
     }
 
-    async fn captured(&self, record: &RecordedEvent, order: &str) -> Result<()> {
+    /// Marks the order paid and cancels its payment deadline.
+    async fn captured(&self, record: &RecordedEvent, order: &str) -> Result<Vec<WorkflowEvent>> {
         let mark = OrderCommand::MarkPaid {
             payment: record.stream.to_string(),
         };
         let context = CommandContext::caused_by(record, "mark-paid");
         match self.orders.execute(order, mark, &context).await {
-            Ok(_) => self.scheduler.cancel(payment_deadline(order)).await.map(drop),
+            Ok(_) => {
+                self.scheduler.cancel(payment_deadline(order)).await?;
+                Ok(vec![WorkflowEvent::Paid])
+            }
             Err(CommandError::Rejected(error)) => {
                 // Cancelled meanwhile: a real shop would refund here.
                 tracing::warn!(order, %error, "payment captured for an order that cannot be paid");
-                Ok(())
+                Ok(Vec::new())
             }
             Err(error) => Err(store_failure(error)),
         }
     }
-
-    /// The order's units leave the stock.
-    async fn shipped(&self, record: &RecordedEvent) -> Result<()> {
-        let order = record.stream.id();
-        let loaded = self.orders.load(order).await?;
-        self.each_line(record, order, &loaded.state.lines, "ship").await
-    }
-
-    async fn declined(&self, record: &RecordedEvent, order: &str, reason: &str) -> Result<()> {
-        let loaded = self.orders.load(order).await?;
-        let reason = format!("payment declined: {reason}");
-        self.undo(record, order, &loaded.state.lines, &reason).await
-    }
 }
 
 #[async_trait]
-impl Consumer for OrderSaga {
+impl ProcessManager for OrderSaga {
+    type State = Workflow;
+
     fn filter(&self) -> Filter {
         Filter::categories(["order", "payment"])
             .unwrap_or_default()
@@ -258,7 +311,17 @@ impl Consumer for OrderSaga {
             ])
     }
 
-    async fn handle(&self, record: &RecordedEvent, _processed: &Processed) -> Result<()> {
+    /// An order's events and its payment's belong to the order's workflow.
+    fn key(&self, record: &RecordedEvent) -> Option<String> {
+        match record.stream.category() {
+            "order" | "payment" => Some(record.stream.id().to_owned()),
+            _ => None,
+        }
+    }
+
+    async fn react(&self, workflow: &Workflow, step: &Step<'_>) -> Result<Vec<WorkflowEvent>> {
+        let record = step.record();
+        let order = record.stream.id();
         let none = Upcasters::new();
         match record.stream.category() {
             "order" => match decode_event(record, &none)? {
@@ -267,16 +330,33 @@ impl Consumer for OrderSaga {
                     total,
                     payment_method,
                     ..
-                } => self.placed(record, &lines, total, payment_method.as_deref()).await,
-                OrderEvent::OrderShipped => self.shipped(record).await,
-                OrderEvent::OrderCancelled { .. } => self.cancelled(record).await,
-                _ => Ok(()),
+                } if workflow.reserved.is_empty() && !workflow.undone => {
+                    self.placed(record, &lines, total, payment_method.as_deref()).await
+                }
+                // The order's stock leaves, or goes back, whoever cancelled it.
+                OrderEvent::OrderShipped | OrderEvent::OrderCancelled { .. } if !workflow.closed => {
+                    let lines = self.lines(workflow, order).await?;
+                    let shipped = record.event_type == "OrderShipped";
+                    if !shipped {
+                        self.scheduler.cancel(payment_deadline(order)).await?;
+                    }
+                    let step = if shipped { "ship" } else { "release" };
+                    self.each_line(record, order, &lines, step).await?;
+                    Ok(vec![WorkflowEvent::Closed])
+                }
+                _ => Ok(Vec::new()),
             },
             "payment" => match decode_event(record, &none)? {
-                PaymentEvent::PaymentCaptured { order, .. } => self.captured(record, &order).await,
-                PaymentEvent::PaymentDeclined { order, reason } => self.declined(record, &order, &reason).await,
+                PaymentEvent::PaymentCaptured { order, .. } if !workflow.paid => self.captured(record, &order).await,
+                PaymentEvent::PaymentDeclined { order, reason } if !workflow.undone => {
+                    let lines = self.lines(workflow, &order).await?;
+                    let reason = format!("payment declined: {reason}");
+                    self.undo(record, &order, &lines, &reason).await?;
+                    Ok(vec![WorkflowEvent::Undone { reason }])
+                }
+                _ => Ok(Vec::new()),
             },
-            _ => Ok(()),
+            _ => Ok(Vec::new()),
         }
     }
 }

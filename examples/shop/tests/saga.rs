@@ -53,6 +53,22 @@ async fn a_paid_order_ships_and_its_stock_leaves(t: TestStore) {
     shop.ship("o1").await.expect("ship");
     shop.settle(SETTLE).await.expect("settle");
     assert_eq!(status(&shop, "o1").await, OrderStatus::Shipped);
+    // What the saga remembers of the order: its own stream.
+    let (workflow, version) = annals::process::load::<shop::saga::Workflow>(&shop.store, "o1")
+        .await
+        .expect("workflow");
+    assert_eq!(
+        workflow.reserved,
+        [shop::domain::Line {
+            sku: "sku-mug".into(),
+            quantity: 3,
+            unit_price: 1_000
+        }]
+    );
+    assert_eq!(
+        (workflow.paid, workflow.closed, workflow.undone, version),
+        (true, true, false, annals::Version(3))
+    );
     let mug = shop.products.load("sku-mug").await.expect("load").state;
     assert_eq!(
         (mug.available, mug.reserved.len()),

@@ -52,6 +52,7 @@ mod log;
 mod options;
 mod partitioner;
 mod position;
+pub mod process;
 pub mod readmodel;
 mod record;
 pub mod schedule;

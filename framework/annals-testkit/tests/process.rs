@@ -144,26 +144,23 @@ async fn a_process_remembers_what_it_saw_and_acts_once(t: TestStore) {
     let process = |store: &Store| ShippingProcess { store: store.clone() };
     // Orders placed then paid, paid before placed (their records are in different
     // partitions, so the process may see them in either order), and placed only.
+    let pay = async |order: &str| {
+        append(
+            &store,
+            &format!("payment-{order}"),
+            "PaymentCaptured",
+            json!({"order": order}),
+        )
+        .await;
+    };
     for n in 0..12 {
         let order = format!("o{n}");
         if n % 3 == 1 {
-            append(
-                &store,
-                &format!("payment-{order}"),
-                "PaymentCaptured",
-                json!({"order": order}),
-            )
-            .await;
+            pay(&order).await;
         }
         append(&store, &format!("order-{order}"), "OrderPlaced", json!({})).await;
         if n % 3 == 0 {
-            append(
-                &store,
-                &format!("payment-{order}"),
-                "PaymentCaptured",
-                json!({"order": order}),
-            )
-            .await;
+            pay(&order).await;
         }
     }
     let member = process::start(&store, "shipping", process(&store), options())

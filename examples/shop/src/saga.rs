@@ -37,9 +37,10 @@ use crate::Shop;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, DomainEvent)]
 #[serde(tag = "type", content = "data")]
 pub enum WorkflowEvent {
-    /// The order's stock was reserved, line by line.
+    /// The order's lines were reserved, one by one: all of them, or up to one that ran
+    /// out, and then `Undone` follows in the same reaction.
     StockReserved {
-        /// The lines reserved.
+        /// The order's lines.
         lines: Vec<Line>,
     },
     /// Stock ran out or the payment was declined: what was reserved went back and the
@@ -57,7 +58,7 @@ pub enum WorkflowEvent {
 /// One order's workflow, as the saga remembers it.
 #[derive(Debug, Default)]
 pub struct Workflow {
-    /// The lines whose stock it reserved.
+    /// The lines it reserved stock for (releasing a line it did not reach does nothing).
     pub reserved: Vec<Line>,
     /// Whether it undid the order.
     pub undone: bool,

@@ -235,11 +235,13 @@ async fn serve(
         .await?;
     let workers = shop.start_workers().await?;
     scenario::catalogue(&shop).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(annals::Error::Io)?;
     let transport = annals_server::Transport {
         tls,
         ..annals_server::Transport::default()
     };
+    // Before the address is announced: a certificate that cannot be used stops here.
+    transport.check().await.map_err(annals::Error::Io)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(annals::Error::Io)?;
     println!(
         "listening on {}://{}",
         transport.scheme(),

@@ -335,14 +335,15 @@ impl ProcessManager for OrderSaga {
                     self.placed(record, &lines, total, payment_method.as_deref()).await
                 }
                 // The order's stock leaves, or goes back, whoever cancelled it.
-                OrderEvent::OrderShipped | OrderEvent::OrderCancelled { .. } if !workflow.closed => {
+                OrderEvent::OrderShipped if !workflow.closed => {
                     let lines = self.lines(workflow, order).await?;
-                    let shipped = record.event_type == "OrderShipped";
-                    if !shipped {
-                        self.scheduler.cancel(payment_deadline(order)).await?;
-                    }
-                    let step = if shipped { "ship" } else { "release" };
-                    self.each_line(record, order, &lines, step).await?;
+                    self.each_line(record, order, &lines, "ship").await?;
+                    Ok(vec![WorkflowEvent::Closed])
+                }
+                OrderEvent::OrderCancelled { .. } if !workflow.closed => {
+                    let lines = self.lines(workflow, order).await?;
+                    self.scheduler.cancel(payment_deadline(order)).await?;
+                    self.each_line(record, order, &lines, "release").await?;
                     Ok(vec![WorkflowEvent::Closed])
                 }
                 _ => Ok(Vec::new()),

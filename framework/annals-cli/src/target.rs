@@ -59,9 +59,7 @@ impl Target {
         ca_file: Option<&std::path::Path>,
     ) -> CliResult<Target> {
         Ok(match server {
-            Some(server) => Target::Server(
-                Client::trusting(server, token, ca_file).map_err(|error| CliError::Usage(error.to_string()))?,
-            ),
+            Some(server) => Target::Server(Client::trusting(server, token, ca_file)?),
             None => Target::Store(crate::commands::open_existing(db).await?),
         })
     }

@@ -477,6 +477,33 @@ fn timers_from_the_command_line() {
     assert_eq!(cli.json(&["stats"])["records"], records);
 }
 
+/// A certificate that cannot be used stops `annals serve` before it announces an
+/// address, and says which files.
+#[test]
+fn serve_refuses_a_certificate_it_cannot_use() {
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let missing = std::env::temp_dir().join("annals-no-such-certificate.pem");
+    let missing = missing.to_str().expect("path");
+    let refused = cli.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!said.contains("listening"), "announced an address: {said}");
+    assert!(said.contains("annals-no-such-certificate.pem"), "{said}");
+}
+
 /// `annals serve` as a process, and every command that reads or writes the log run
 /// through it with `--server`: the same answers as with `--db`.
 #[test]

@@ -88,6 +88,31 @@ impl Transport {
             "http"
         }
     }
+
+    /// Checks that the certificate and key can be used, so that a program can refuse
+    /// to start before it announces an address that will not answer.
+    pub async fn check(&self) -> std::io::Result<()> {
+        match &self.tls {
+            Some(files) => tls_config(files).await.map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The rustls configuration of `files`; an error names both files.
+async fn tls_config(files: &TlsFiles) -> std::io::Result<axum_server::tls_rustls::RustlsConfig> {
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!(
+                    "cannot use the certificate {} and key {}: {error}",
+                    files.cert.display(),
+                    files.key.display()
+                ),
+            )
+        })
 }
 
 impl Default for Transport {
@@ -153,7 +178,6 @@ pub(crate) struct AppState {
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// One permit per long poll that may wait.
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
-    pub(crate) max_long_polls: usize,
     pub(crate) body_timeout: std::time::Duration,
 }
 
@@ -191,7 +215,6 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         follower: options.follower.clone(),
         stopping,
         long_polls: Arc::new(tokio::sync::Semaphore::new(options.max_long_polls)),
-        max_long_polls: options.max_long_polls,
         body_timeout: options.transport.body_timeout,
     };
     let role = |needed: Role| middleware::from_fn_with_state((options.tokens.clone(), needed), auth::require);
@@ -301,18 +324,7 @@ pub async fn serve_router(
     match &transport.tls {
         None => server.acceptor(tcp).serve(app).await,
         Some(files) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                .await
-                .map_err(|error| {
-                    std::io::Error::new(
-                        error.kind(),
-                        format!(
-                            "cannot use the certificate {} and key {}: {error}",
-                            files.cert.display(),
-                            files.key.display()
-                        ),
-                    )
-                })?;
+            let config = tls_config(files).await?;
             let tls = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(tcp);
             server.acceptor(tls).serve(app).await
         }

@@ -245,11 +245,11 @@ fn five_hundred() -> usize {
 }
 
 /// A request that may wait (a long poll, a wait for a group), holding one of the
-/// server's `max_long_polls` permits; the gauge of waiting requests follows it, also
-/// when the request fails or its client goes away.
+/// server's `max_long_polls` permits; the gauge of waiting requests (process-wide, like
+/// every metric) counts it until it ends, also when the request fails or its client
+/// goes away.
 struct LongPoll {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    state: AppState,
 }
 
 impl LongPoll {
@@ -260,25 +260,14 @@ impl LongPoll {
             return None;
         }
         let permit = state.long_polls.clone().try_acquire_owned().ok()?;
-        let started = LongPoll {
-            _permit: permit,
-            state: state.clone(),
-        };
-        started.report(0);
-        Some(started)
-    }
-
-    /// Sets the gauge to the permits taken, less `leaving` of them about to be given
-    /// back (this one's, from its drop, where it is still held).
-    fn report(&self, leaving: usize) {
-        let taken = self.state.max_long_polls - self.state.long_polls.available_permits();
-        metrics::gauge!("annals_long_polls_waiting").set(taken.saturating_sub(leaving) as f64);
+        metrics::gauge!("annals_long_polls_waiting").increment(1.0);
+        Some(LongPoll { _permit: permit })
     }
 }
 
 impl Drop for LongPoll {
     fn drop(&mut self) {
-        self.report(1);
+        metrics::gauge!("annals_long_polls_waiting").decrement(1.0);
     }
 }
 

@@ -50,15 +50,7 @@ async fn appends_wait_for_a_follower() {
     assert_eq!(leader.stream_version(&order).await.expect("version"), 1);
 
     // With a follower: acknowledged only once the follower holds it.
-    let follower = Follower::start(
-        replica.clone(),
-        Leader {
-            url: url.clone(),
-            token: None,
-            ca_file: None,
-        },
-        FollowOptions::default(),
-    );
+    let follower = Follower::start(replica.clone(), Leader::at(url.clone()), FollowOptions::default());
     for _ in 0..5 {
         let (status, acked) = append().await;
         assert_eq!(status, 201, "{acked}");

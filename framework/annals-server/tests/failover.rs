@@ -41,11 +41,7 @@ async fn everything(store: &Store) -> Vec<RecordedEvent> {
 }
 
 fn leader(url: &str) -> Leader {
-    Leader {
-        url: url.to_owned(),
-        token: None,
-        ca_file: None,
-    }
+    Leader::at(url)
 }
 
 /// What a follower that stops by itself stopped on.

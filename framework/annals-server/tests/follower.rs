@@ -56,15 +56,7 @@ async fn appends_longer_than_a_fetch_arrive_whole() {
 
     let server = serve(leader.clone()).await;
     let url = server.url().to_owned();
-    let running = Follower::start(
-        follower.clone(),
-        Leader {
-            url,
-            token: None,
-            ca_file: None,
-        },
-        FollowOptions::default(),
-    );
+    let running = Follower::start(follower.clone(), Leader::at(url), FollowOptions::default());
     // While it catches up, the follower's log ends on an append's end whenever looked at.
     let mut seen = Vec::new();
     loop {
@@ -104,11 +96,7 @@ fn public_futures_are_send() {
     fn spawnable<F: std::future::Future + Send + 'static>(future: F) {
         drop(future);
     }
-    let leader = Leader {
-        url: "http://127.0.0.1:1".into(),
-        token: None,
-        ca_file: None,
-    };
+    let leader = Leader::at("http://127.0.0.1:1");
     spawnable({
         let leader = leader.clone();
         async move { leader.partition_count().await }
@@ -179,15 +167,7 @@ async fn transient_failures_are_retried() {
     let leader_url = format!("http://{}", listener.local_addr().expect("address"));
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let mut running = Follower::start(
-        follower.clone(),
-        Leader {
-            url: leader_url,
-            token: None,
-            ca_file: None,
-        },
-        FollowOptions::default(),
-    );
+    let mut running = Follower::start(follower.clone(), Leader::at(leader_url), FollowOptions::default());
     let append = |i: u64| {
         let leader = leader.clone();
         async move {
@@ -261,11 +241,7 @@ async fn transient_failures_are_retried() {
 async fn a_starting_follower_refuses_appends() {
     let t = TestStore::sqlite().await.expect("sqlite");
     let store = t.open().await;
-    let leader = Leader {
-        url: "http://127.0.0.1:9".into(),
-        token: None,
-        ca_file: None,
-    };
+    let leader = Leader::at("http://127.0.0.1:9");
     let follower = Follower::start(store.clone(), leader, FollowOptions::default());
     let options = ServerOptions {
         follower: Some(follower.handle()),

@@ -140,9 +140,8 @@ async fn a_follower_replicates_with_a_read_token() {
     };
     let server = Spawned::start(leader.clone(), options).await.expect("serve");
     let read_only = Leader {
-        url: server.url().to_owned(),
         token: Some("r-token".into()),
-        ca_file: None,
+        ..Leader::at(server.url())
     };
     let follower = Follower::start(replica.clone(), read_only, FollowOptions::default());
     for n in 0..20 {
@@ -204,11 +203,7 @@ async fn readiness_follows_the_store_and_the_leader() {
     let replica = follower_t.open_with(|o| o.partitions(4)).await.expect("follower");
     let follower = Follower::start(
         replica.clone(),
-        Leader {
-            url: format!("http://{address}"),
-            token: None,
-            ca_file: None,
-        },
+        Leader::at(format!("http://{address}")),
         FollowOptions::default(),
     );
     let options = ServerOptions {

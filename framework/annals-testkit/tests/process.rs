@@ -10,7 +10,8 @@ use annals::group::{admin, Filter, GroupOptions};
 use annals::process::{self, ProcessManager, ProcessState, Step};
 use annals::schedule::{Scheduler, TimerStatus};
 use annals::{async_trait, AppendRequest, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId, Version};
-use annals_testkit::{wait_for, TestStore};
+use annals_testkit::tally::caught_up;
+use annals_testkit::TestStore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -166,8 +167,7 @@ async fn a_process_remembers_what_it_saw_and_acts_once(t: TestStore) {
     let member = process::start(&store, "shipping", process(&store), options())
         .await
         .expect("start");
-    let caught_up = async |store: &Store| admin::describe(store, "shipping").await.expect("describe").lag == 0;
-    wait_for("the process", async || caught_up(&store).await).await;
+    caught_up(&store, "shipping").await;
     member.shutdown().await.expect("stop");
 
     let scheduler = Scheduler::new(&store);
@@ -216,7 +216,7 @@ async fn a_process_remembers_what_it_saw_and_acts_once(t: TestStore) {
     let member = process::start(&store, "shipping", process(&store), options())
         .await
         .expect("start again");
-    wait_for("the redelivery", async || caught_up(&store).await).await;
+    caught_up(&store, "shipping").await;
     member.shutdown().await.expect("stop");
     assert_eq!(
         store.record_count().await.expect("count"),

@@ -126,7 +126,6 @@ pub async fn start<P: ProcessManager>(
         manager: Arc::new(manager),
         store: store.clone(),
         scheduler: Scheduler::new(store),
-        upcasters: Upcasters::new(),
     };
     GroupMember::consumer(store, group, runner, options).await
 }
@@ -159,7 +158,6 @@ struct Runner<P> {
     manager: Arc<P>,
     store: Store,
     scheduler: Scheduler,
-    upcasters: Upcasters,
 }
 
 #[async_trait]
@@ -188,7 +186,7 @@ impl<P: ProcessManager> Consumer for Runner<P> {
         let context = step.command("annals.process");
         let schema = <<P::State as ProcessState>::Event as DomainEvent>::SCHEMA_VERSION;
         for _ in 0..MAX_REACTIONS {
-            let (state, version) = fold::<P::State>(&self.store, &stream, &self.upcasters).await?;
+            let (state, version) = fold::<P::State>(&self.store, &stream, &Upcasters::new()).await?;
             let events = self.manager.react(&state, &step).await?;
             if events.is_empty() {
                 return Ok(());

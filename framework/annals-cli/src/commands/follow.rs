@@ -69,7 +69,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     let mut follower = Follower::start(store.clone(), leader, options);
 
     let transport = args.transport.transport();
-    let listener = super::serve::listen(args.listen, transport.scheme()).await?;
+    let listener = super::serve::listen(args.listen, &transport).await?;
     let server_options = ServerOptions {
         listen: args.listen,
         tokens,

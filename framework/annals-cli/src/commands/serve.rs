@@ -33,7 +33,7 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     // error, not a new empty store.
     let store = super::open_existing(db).await?;
     let transport = args.transport.transport();
-    let listener = listen(args.listen, transport.scheme()).await?;
+    let listener = listen(args.listen, &transport).await?;
     let options = ServerOptions {
         listen: args.listen,
         tokens,
@@ -124,9 +124,15 @@ impl TokenArgs {
     }
 }
 
-/// Binds `address` and says where it listens: scripts read the address (useful with
-/// port 0) from that line.
-pub(crate) async fn listen(address: SocketAddr, scheme: &str) -> CliResult<tokio::net::TcpListener> {
+/// Checks the transport's certificate, binds `address` and says where it listens:
+/// scripts read the address (useful with port 0) from that line, so it is printed only
+/// once the server can serve there.
+pub(crate) async fn listen(
+    address: SocketAddr,
+    transport: &annals_server::Transport,
+) -> CliResult<tokio::net::TcpListener> {
+    transport.check().await.map_err(annals::Error::Io)?;
+    let scheme = transport.scheme();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| CliError::Usage(format!("cannot listen on {address}: {error}")))?;

@@ -47,7 +47,11 @@ impl Leader {
             reason,
         };
         let http = annals_client::http_trusting(self.ca_file.as_deref())
-            .map_err(|error| certificate(error.to_string()))?
+            .map_err(|error| match error {
+                // The client's error names the file too: only its reason is added.
+                annals_client::ClientError::Certificate { reason, .. } => certificate(reason),
+                other => certificate(other.to_string()),
+            })?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_millis(WAIT_MS) + Duration::from_secs(10))
             .build()

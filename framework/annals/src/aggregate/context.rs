@@ -83,15 +83,22 @@ impl CommandContext {
         self
     }
 
-    /// The metadata of the events this command writes (the store adds the command id).
-    pub(crate) fn event_metadata(&self, schema_version: u32) -> Metadata {
-        let mut metadata = Metadata {
+    /// The metadata of records written in this context: its correlation, causation,
+    /// trace and keys (the store adds the command id).
+    pub(crate) fn metadata(&self) -> Metadata {
+        Metadata {
             correlation_id: Some(self.correlation_id),
             causation_id: self.causation_id,
             command_id: None,
             traceparent: self.traceparent,
             extra: self.metadata.clone(),
-        };
+        }
+    }
+
+    /// The metadata of the events this command writes: [`metadata`](Self::metadata)
+    /// and the schema version of their JSON.
+    pub(crate) fn event_metadata(&self, schema_version: u32) -> Metadata {
+        let mut metadata = self.metadata();
         metadata
             .extra
             .insert(super::event::SCHEMA_VERSION_KEY.into(), schema_version.into());

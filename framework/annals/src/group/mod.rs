@@ -55,7 +55,7 @@ impl Filter {
 
     /// Only records of these stream categories (`order` for `order-42`).
     pub fn categories<I: IntoIterator<Item = S>, S: Into<String>>(categories: I) -> Result<Self> {
-        let categories: Vec<String> = categories.into_iter().map(Into::into).collect();
+        let categories = distinct(categories);
         for category in &categories {
             validate_category(category)?;
         }
@@ -67,7 +67,7 @@ impl Filter {
 
     /// Also require one of these event types.
     pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
-        self.event_types = types.into_iter().map(Into::into).collect();
+        self.event_types = distinct(types);
         self
     }
 
@@ -199,6 +199,18 @@ impl std::str::FromStr for FilterIndex {
             .find(|index| index.as_str() == text)
             .ok_or(Error::InvalidFilterIndex { name: text.to_owned() })
     }
+}
+
+/// `names` in their first order, each once: a filtered read queries each name's index
+/// entries, and a name given twice must not hand its records over twice.
+fn distinct<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Vec<String> {
+    let mut distinct: Vec<String> = Vec::new();
+    for name in names.into_iter().map(Into::into) {
+        if !distinct.contains(&name) {
+            distinct.push(name);
+        }
+    }
+    distinct
 }
 
 /// A SQL read model built in the store's database. Its writes in [`handle`] and the

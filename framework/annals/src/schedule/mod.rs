@@ -45,7 +45,7 @@ use uuid::Uuid;
 use crate::aggregate::CommandContext;
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
-use crate::record::{Metadata, NewEvent, RecordedEvent};
+use crate::record::{NewEvent, RecordedEvent};
 use crate::store::{AppendRequest, Store};
 use crate::stream::StreamId;
 
@@ -186,13 +186,7 @@ impl Scheduler {
             due_at_us: at.timestamp_micros(),
             payload: payload.clone(),
         };
-        let metadata = Metadata {
-            correlation_id: Some(context.correlation_id),
-            causation_id: context.causation_id,
-            command_id: None,
-            traceparent: context.traceparent,
-            extra: context.metadata.clone(),
-        };
+        let metadata = context.metadata();
         // The stream is named after the command id, so expecting no stream is what
         // makes scheduling idempotent; the timer's records carry no command id of their
         // own, which is left to the command the timer fires.
@@ -268,7 +262,12 @@ impl Scheduler {
                 .due_timers(partition, until.timestamp_micros(), limit)
                 .await?
             {
-                due.push((command_id_of(&stream)?, micros(at)));
+                // A stream of the category not named after a command id was not written
+                // by a scheduler: it is left out, rather than failing the list.
+                match command_id_of(&stream) {
+                    Ok(id) => due.push((id, micros(at))),
+                    Err(_) => tracing::warn!(%stream, "a timer stream not named after a command id"),
+                }
             }
         }
         due.sort_by_key(|(id, at)| (*at, *id));

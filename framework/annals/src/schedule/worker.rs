@@ -133,7 +133,7 @@ impl std::fmt::Debug for TimerOptions {
 pub struct TimerWorker {
     member: GroupMember,
     stop: watch::Sender<bool>,
-    firing: JoinHandle<()>,
+    firing: FiringTask,
 }
 
 impl std::fmt::Debug for TimerWorker {
@@ -172,7 +172,7 @@ impl TimerWorker {
             stopped,
             options,
         };
-        let firing = tokio::spawn(firing.run());
+        let firing = FiringTask(tokio::spawn(firing.run()));
         Ok(TimerWorker { member, stop, firing })
     }
 
@@ -187,10 +187,20 @@ impl TimerWorker {
     }
 
     /// Stops firing, then stops the member gracefully (see [`GroupMember::shutdown`]).
-    pub async fn shutdown(self) -> Result<()> {
+    /// Dropping the worker stops both too, without waiting.
+    pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.stop.send(true);
-        let _ = self.firing.await;
+        let _ = (&mut self.firing.0).await;
         self.member.shutdown().await
+    }
+}
+
+/// The firing task, stopped when the worker is dropped without `shutdown`.
+struct FiringTask(JoinHandle<()>);
+
+impl Drop for FiringTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -267,12 +277,17 @@ impl Firing {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                _ = due => {}
-                _ = idle => {}
-                _ = self.scheduled.notified() => {}
-                _ = self.assignment.changed() => {}
-                _ = self.stopped.changed() => {}
+            // A closed channel means the member, or the worker, is gone: so is the
+            // firing.
+            let gone = tokio::select! {
+                _ = due => false,
+                _ = idle => false,
+                _ = self.scheduled.notified() => false,
+                changed = self.assignment.changed() => changed.is_err(),
+                changed = self.stopped.changed() => changed.is_err(),
+            };
+            if gone {
+                return;
             }
         }
     }

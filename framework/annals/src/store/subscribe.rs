@@ -76,24 +76,18 @@ pub(super) async fn fetch(
     limit: usize,
     wait: std::time::Duration,
 ) -> Result<Vec<RecordedEvent>> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut wakeups = store.inner.backend.wakeups().watch(partition);
-    loop {
-        wakeups.borrow_and_update();
+    let records = long_poll(store, partition, wait, Vec::new, || async move {
         let records = store.read_partition(partition, from, limit).await?;
-        let now = tokio::time::Instant::now();
-        if !records.is_empty() || now >= deadline {
-            return whole_appends(store, records, limit).await;
-        }
-        let poll = store.inner.backend.poll_interval().min(deadline - now);
-        let _ = tokio::time::timeout(poll, wakeups.changed()).await;
-    }
+        Ok((!records.is_empty()).then_some(records))
+    })
+    .await?;
+    whole_appends(store, records, limit).await
 }
 
 /// Up to `limit` records of `partition` from `from` on that pass `read`'s filter, read
-/// through the filter index it names, and the offset the read covered: every record between `from`
-/// and it that passes is in the answer. When the partition holds nothing at or after
-/// `from`, waits up to `wait` for an append, as [`fetch`] does.
+/// through the filter index it names, and the offset the read covered: every record
+/// between `from` and it that passes is in the answer. When the partition holds
+/// nothing at or after `from`, waits up to `wait` for an append, as [`fetch`] does.
 pub(crate) async fn fetch_filtered(
     store: &Store,
     partition: Partition,
@@ -102,25 +96,53 @@ pub(crate) async fn fetch_filtered(
     read: &crate::backend::FilteredRead,
     wait: std::time::Duration,
 ) -> Result<(Vec<RecordedEvent>, Offset)> {
+    let nothing = || (Vec::new(), from);
+    long_poll(store, partition, wait, nothing, || async move {
+        // The end first: every record below it is committed, and so in what the read
+        // below sees; one appended meanwhile is past it, and read next time.
+        let end = store.inner.backend.high_watermark(partition).await?;
+        if end <= from {
+            return Ok(None);
+        }
+        let filtered = store
+            .inner
+            .backend
+            .read_filtered(partition, from..end, limit, read)
+            .await?;
+        Ok(Some(filtered))
+    })
+    .await
+}
+
+/// Runs `look` until it finds something, or for up to `wait` (then answers `nothing`):
+/// again whenever `partition` is appended to in this process or heard of from others,
+/// and at the store's poll interval in any case.
+///
+/// (`look` is a closure returning a future rather than an async closure: the futures
+/// of async closures are not known to be `Send` for every lifetime, and a group's
+/// fetches run on spawned tasks.)
+async fn long_poll<T, F>(
+    store: &Store,
+    partition: Partition,
+    wait: std::time::Duration,
+    nothing: impl FnOnce() -> T,
+    mut look: impl FnMut() -> F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<Option<T>>>,
+{
     let deadline = tokio::time::Instant::now() + wait;
     let mut wakeups = store.inner.backend.wakeups().watch(partition);
     loop {
         wakeups.borrow_and_update();
-        // The end first: every record below it is committed, and so in what the read
-        // below sees; one appended meanwhile is past it, and read next time.
-        let end = store.inner.backend.high_watermark(partition).await?;
-        if end > from {
-            return store
-                .inner
-                .backend
-                .read_filtered(partition, from..end, limit, read)
-                .await;
+        if let Some(found) = look().await? {
+            return Ok(found);
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Ok((Vec::new(), from));
+            return Ok(nothing());
         }
-        let poll = store.inner.backend.poll_interval().min(deadline - now);
+        let poll = store.poll_interval().min(deadline - now);
         let _ = tokio::time::timeout(poll, wakeups.changed()).await;
     }
 }

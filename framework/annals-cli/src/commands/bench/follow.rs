@@ -72,15 +72,7 @@ pub(crate) async fn follow(db: &str, args: FollowArgs, out: &Output) -> CliResul
     // Shipping: from offset 0 until the follower holds everything.
     let target = leader.high_watermarks().await?;
     let started = Instant::now();
-    let follower = Follower::start(
-        replica.clone(),
-        Leader {
-            url,
-            token: None,
-            ca_file: None,
-        },
-        FollowOptions::default(),
-    );
+    let follower = Follower::start(replica.clone(), Leader::at(url), FollowOptions::default());
     caught_up(&replica, &follower, &target).await.map_err(follow_error)?;
     let shipping = started.elapsed().as_secs_f64();
     let shipped: u64 = target.iter().map(|next| next.0).sum();

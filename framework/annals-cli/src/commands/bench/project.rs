@@ -296,9 +296,14 @@ pub(crate) async fn project(db: &str, args: ProjectArgs, out: &Output) -> CliRes
 const REFUNDS: &str = "refund";
 
 /// Appends `events` sales, ten per append, to 1,000 order streams and, one append in a
-/// hundred, to 100 refund streams.
-async fn load_with_refunds(store: &Store, events: u64) -> CliResult {
-    let requests = (0..events.div_ceil(10)).map(|append| {
+/// hundred, to 100 refund streams; returns how many went to refunds.
+async fn load_with_refunds(store: &Store, events: u64) -> CliResult<u64> {
+    let appends = events.div_ceil(10);
+    let refunds = (0..appends)
+        .filter(|append| append % 100 == 99)
+        .map(|append| (events - append * 10).min(10))
+        .sum();
+    let requests = (0..appends).map(|append| {
         let stream = if append % 100 == 99 {
             format!("{REFUNDS}-{}", append / 100 % 100)
         } else {
@@ -309,7 +314,8 @@ async fn load_with_refunds(store: &Store, events: u64) -> CliResult {
             |request, i| request.event(sale(i).1),
         ))
     });
-    append_all(store, requests).await
+    append_all(store, requests).await?;
+    Ok(refunds)
 }
 
 /// The refund read model, built by a group filtered to refunds; counts the records it
@@ -322,7 +328,7 @@ struct Refunds {
 #[async_trait]
 impl Projection for Refunds {
     fn filter(&self) -> annals::group::Filter {
-        annals::group::Filter::categories([REFUNDS]).unwrap_or_default()
+        annals::group::Filter::categories([REFUNDS]).expect("a valid category")
     }
 
     async fn setup(&self, tx: &mut Tx) -> annals::Result<()> {
@@ -395,7 +401,7 @@ async fn filtered(db: &str, args: ProjectArgs, out: &Output) -> CliResult {
     if !out.is_json() {
         eprintln!("loading {} events, 1% of them refunds", args.events);
     }
-    load_with_refunds(&store, args.events).await?;
+    let refunds = load_with_refunds(&store, args.events).await?;
     // As before filter indexes: the group reads the whole log and skips what is not a
     // refund.
     let (scan_seconds, _) = catch_up_refunds(&store, "bench-refunds-scan", "bench_refunds_scan", args.batch).await?;
@@ -404,7 +410,6 @@ async fn filtered(db: &str, args: ProjectArgs, out: &Output) -> CliResult {
     let build_seconds = started.elapsed().as_secs_f64();
     let (seconds, handed) = catch_up_refunds(&store, "bench-refunds", "bench_refunds", args.batch).await?;
     store.close().await;
-    let refunds = args.events.div_ceil(1_000) * 10;
     let report = json!({
         "workload": "project-filter", "backend": backend, "events": args.events, "refunds": refunds,
         "batch": args.batch, "seconds": seconds, "records_read": handed,

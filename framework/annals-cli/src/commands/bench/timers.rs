@@ -110,7 +110,16 @@ pub(crate) async fn timers(db: &str, args: TimersArgs, out: &Output) -> CliResul
         };
         workers.push(TimerWorker::start(&store, "bench-timers", handler, options.clone()).await?);
     }
+    // Bounded: a handler that keeps failing (dead-lettered timers) would never finish.
+    let give_up = Instant::now() + Duration::from_secs(600);
     while applied.load(Ordering::Relaxed) < args.timers {
+        if Instant::now() > give_up {
+            return Err(CliError::Usage(format!(
+                "only {} of {} timers fired within 600 s",
+                applied.load(Ordering::Relaxed),
+                args.timers
+            )));
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();

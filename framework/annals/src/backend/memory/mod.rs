@@ -81,9 +81,11 @@ impl MemoryBackend {
         let records = &log.partitions[partition.index()];
         log.streams
             .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
-            .filter(|(_, offsets)| offsets.len() == 1)
+            .filter(|(stream, offsets)| {
+                offsets.len() == 1 && crate::partition_for(stream, self.partition_count) == partition
+            })
             .filter_map(|(stream, offsets)| {
-                let record = records.get(offsets[0].0 as usize).filter(|r| &r.stream == stream)?;
+                let record = records.get(offsets[0].0 as usize)?;
                 Some((stream.clone(), crate::schedule::scheduled_due(record)?))
             })
             .collect()

@@ -19,6 +19,8 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 export ANNALS_REQUIRE_CHROMIUM=1
 export CARGO_TERM_COLOR=never
+# A fresh clone gains nothing from incremental caches; they only take disk.
+export CARGO_INCREMENTAL=0
 
 echo "== format"
 cargo fmt --all -- --check

@@ -4,10 +4,10 @@
 
 use annals::group::admin::{self, DeadLetter, GroupDescription, GroupSummary, ResetTo};
 use annals::{
-    AppendOutcome, AppendRequest, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId, StreamInfo,
-    Version,
+    AppendOutcome, AppendRequest, Deletion, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId,
+    StreamInfo, Version,
 };
-use annals_client::wire::{AppendBody, EventBody};
+use annals_client::wire::{AppendBody, EventBody, StreamDeleted};
 use annals_client::{Client, ClientError};
 use serde_json::value::RawValue;
 
@@ -153,6 +153,24 @@ impl Target {
         match self {
             Target::Store(store) => Ok(store.list_streams(category, limit, after).await?),
             Target::Server(remote) => Ok(remote.streams(category, limit, after).await?),
+        }
+    }
+
+    /// Deletes `stream` (soft, or hard for good).
+    pub(crate) async fn delete_stream(&self, stream: &StreamId, hard: bool) -> CliResult<StreamDeleted> {
+        match self {
+            Target::Store(store) => {
+                let deletion = if hard { Deletion::Hard } else { Deletion::Soft };
+                let outcome = store.delete_stream(stream, deletion).await?;
+                Ok(StreamDeleted {
+                    stream: stream.clone(),
+                    partition: outcome.partition,
+                    offset: outcome.first_offset,
+                    version: outcome.first_version,
+                    hard,
+                })
+            }
+            Target::Server(remote) => Ok(remote.delete_stream(stream, hard).await?),
         }
     }
 

@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use wire::{
-    AppendBody, DeadLettersPage, ErrorBody, GroupWait, GroupsPage, PartitionEvents, PartitionsInfo, StreamEvents,
-    StreamsPage,
+    AppendBody, DeadLettersPage, ErrorBody, GroupWait, GroupsPage, PartitionEvents, PartitionsInfo, StreamDeleted,
+    StreamEvents, StreamsPage,
 };
 
 /// An HTTP client builder (rustls) trusting the platform's certificate authorities, or
@@ -322,6 +322,12 @@ impl Client {
     /// `POST /v1/dead-letters/{id}/retry`.
     pub async fn retry_dead_letter(&self, id: i64) -> Result<DeadLetter, ClientError> {
         self.post(&format!("/v1/dead-letters/{id}/retry"), &json!({})).await
+    }
+
+    /// `DELETE /v1/streams/{stream}?hard=`: deletes a stream (see [`annals::Deletion`]).
+    pub async fn delete_stream(&self, stream: &StreamId, hard: bool) -> Result<StreamDeleted, ClientError> {
+        let url = format!("{}/v1/streams/{}?hard={hard}", self.base, segment(stream.as_str()));
+        self.send(self.http.delete(url)).await
     }
 
     /// `POST /v1/dead-letters/{id}/skip`.

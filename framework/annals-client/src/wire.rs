@@ -97,6 +97,21 @@ pub struct PartitionInfo {
     pub replication_lag: Option<u64>,
 }
 
+/// The answer of `DELETE /v1/streams/{stream}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamDeleted {
+    /// The stream.
+    pub stream: StreamId,
+    /// The partition holding it.
+    pub partition: Partition,
+    /// The deletion record's offset.
+    pub offset: Offset,
+    /// The deletion record's version.
+    pub version: Version,
+    /// Whether the deletion was hard.
+    pub hard: bool,
+}
+
 /// The answer of `GET /v1/streams`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamsPage {

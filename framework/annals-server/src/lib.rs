@@ -30,7 +30,7 @@ use annals::Store;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -238,6 +238,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/v1/groups/{group}/resume", post(routes::resume))
         .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
         .route("/v1/dead-letters/{id}/skip", post(routes::skip_dead_letter))
+        .route("/v1/streams/{stream}", delete(routes::delete_stream))
         .route_layer(role(Role::Admin));
     Router::new()
         .merge(read)

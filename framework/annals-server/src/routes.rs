@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use annals::group::admin::{self, ResetTo};
-use annals::{AppendRequest, NewEvent, Offset, Partition, StreamId, Version};
+use annals::{AppendOutcome, AppendRequest, Deletion, NewEvent, Offset, Partition, StreamId, Version};
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -112,27 +112,62 @@ pub(crate) async fn append(
     }
     // The store counts the append (annals_appends_total and the others).
     let outcome = state.store.append(request).await?;
-    if state.min_insync_followers > 0 {
-        let needed = state.min_insync_followers;
-        let holding = state.followers.wait(&outcome, needed, state.ack_timeout).await;
-        if holding < needed {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "replication_timeout",
-                format!(
-                    "the append is durable on the leader, but only {holding} of the {needed} followers required held it within {} ms",
-                    state.ack_timeout.as_millis()
-                ),
-            )
-            .with_outcome(&outcome));
-        }
-    }
+    insync(&state, &outcome).await?;
     let status = if outcome.duplicate {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
     Ok((status, Json(outcome)).into_response())
+}
+
+/// Waits, when the server requires it, for enough followers to hold `outcome`.
+async fn insync(state: &AppState, outcome: &AppendOutcome) -> Result<(), ApiError> {
+    let needed = state.min_insync_followers;
+    if needed == 0 {
+        return Ok(());
+    }
+    let holding = state.followers.wait(outcome, needed, state.ack_timeout).await;
+    if holding < needed {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replication_timeout",
+            format!(
+                "the append is durable on the leader, but only {holding} of the {needed} followers required held it within {} ms",
+                state.ack_timeout.as_millis()
+            ),
+        )
+        .with_outcome(outcome));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteParams {
+    #[serde(default)]
+    hard: bool,
+}
+
+/// `DELETE /v1/streams/{stream}?hard=false`: appends the stream's deletion record,
+/// which redacts its earlier records. 200 with the record's position and the mode.
+pub(crate) async fn delete_stream(
+    State(state): State<AppState>,
+    stream: Result<Path<String>, PathRejection>,
+    params: Result<Query<DeleteParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let stream = stream_id(path(stream)?)?;
+    let params = query(params)?;
+    let deletion = if params.hard { Deletion::Hard } else { Deletion::Soft };
+    let outcome = state.store.delete_stream(&stream, deletion).await?;
+    insync(&state, &outcome).await?;
+    Ok(Json(json!({
+        "stream": stream,
+        "partition": outcome.partition,
+        "offset": outcome.first_offset,
+        "version": outcome.first_version,
+        "hard": params.hard,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -161,8 +196,8 @@ pub(crate) async fn read_stream(
     let stream = stream_id(path(stream)?)?;
     let params = query(params)?;
     let version = state.store.stream_version(&stream).await?;
-    if version == 0 {
-        return Err(ApiError::not_found(format!("stream {stream} does not exist")));
+    if !state.store.stream_exists(&stream).await? {
+        return Err(annals::Error::StreamNotFound { stream }.into());
     }
     let events = state
         .store

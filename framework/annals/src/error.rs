@@ -50,6 +50,25 @@ pub enum Error {
         /// The stream the command id was applied to.
         existing_stream: StreamId,
     },
+    /// The stream was hard-deleted: it can never be read or written again.
+    #[error("stream {stream} was deleted for good")]
+    StreamDeleted {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The stream has no records to read or delete (it was never written, or it was
+    /// deleted and not written since).
+    #[error("stream {stream} does not exist")]
+    StreamNotFound {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// An event type the store keeps for its own records (`annals.…`).
+    #[error("event type {event_type:?} is reserved: types starting with \"annals.\" are the store's own")]
+    ReservedEventType {
+        /// The rejected type.
+        event_type: String,
+    },
     /// An event id that the store (or the same append) already holds.
     #[error("duplicate event id {event_id}")]
     DuplicateEventId {
@@ -364,10 +383,12 @@ impl Error {
         match self {
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
             Error::CommandIdConflict { .. } => "command_id_conflict",
+            Error::StreamDeleted { .. } => "stream_deleted",
             Error::PayloadTooLarge { .. } | Error::AppendTooLarge { .. } => "payload_too_large",
             Error::JsonTooDeep { .. } => "json_too_deep",
             Error::PartitionOutOfRange { .. }
             | Error::StoreNotFound { .. }
+            | Error::StreamNotFound { .. }
             | Error::GroupNotFound { .. }
             | Error::DeadLetterNotFound { .. } => "not_found",
             Error::GroupHasMembers { .. } => "group_has_members",
@@ -388,6 +409,7 @@ impl Error {
             | Error::EmptyAppend
             | Error::TooManyEvents { .. }
             | Error::InvalidEventType { .. }
+            | Error::ReservedEventType { .. }
             | Error::ReservedMetadataKey { .. }
             | Error::InvalidDomainEvent { .. }
             | Error::InvalidJson(_)

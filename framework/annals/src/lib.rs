@@ -70,7 +70,7 @@ pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS, DEFAULT
 pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Position, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
-pub use store::{AppendRequest, EventStore, Store};
+pub use store::{AppendRequest, Deletion, EventStore, Store, STREAM_DELETED};
 pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
 pub use trace::{InvalidTraceParent, TraceParent};
 

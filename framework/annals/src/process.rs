@@ -145,7 +145,11 @@ async fn fold<S: ProcessState>(store: &Store, stream: &StreamId, upcasters: &Upc
     let mut decoder = Decoder::new(upcasters);
     store
         .fold_stream(stream, Version(1), &mut |event| {
-            state.apply(&decoder.decode::<S::Event>(event)?);
+            if crate::store::starts_over(stream, &event)? {
+                state = S::default();
+            } else {
+                state.apply(&decoder.decode::<S::Event>(event)?);
+            }
             version = event.version;
             Ok(())
         })

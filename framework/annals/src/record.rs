@@ -241,6 +241,11 @@ pub struct RecordedEvent {
     /// appends; a record without it is the last of its append.
     #[serde(default = "last_in_append_by_default", skip_serializing_if = "is_true")]
     pub last_in_append: bool,
+    /// Whether the record was redacted (its stream was deleted): it keeps its position,
+    /// stream, version, id, type and time, but its payload is JSON `null` and its
+    /// metadata empty but for its command id. In JSON, `"redacted": true` appears only on redacted records.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub redacted: bool,
 }
 
 fn last_in_append_by_default() -> bool {
@@ -249,6 +254,10 @@ fn last_in_append_by_default() -> bool {
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl RecordedEvent {
@@ -322,6 +331,7 @@ impl PartialEq for RecordedEvent {
             && self.metadata == other.metadata
             && self.recorded_at == other.recorded_at
             && self.last_in_append == other.last_in_append
+            && self.redacted == other.redacted
     }
 }
 

@@ -49,6 +49,16 @@ pub(crate) fn timers_fired(group: &str, count: usize) {
     counter!("annals_timers_fired_total", "group" => group.to_owned()).increment(count as u64);
 }
 
+/// A stream was deleted, soft or hard.
+pub(crate) fn stream_deleted(hard: bool) {
+    counter!("annals_streams_deleted_total", "mode" => if hard { "hard" } else { "soft" }).increment(1);
+}
+
+/// `count` records were redacted.
+pub(crate) fn records_redacted(count: u64) {
+    counter!("annals_records_redacted_total").increment(count);
+}
+
 /// A snapshot was written to the snapshot log.
 pub(crate) fn snapshot_written() {
     counter!("annals_snapshot_writes_total").increment(1);

@@ -319,7 +319,11 @@ impl<A: Aggregate> Repository<A> {
         let mut decoder = Decoder::new(&self.upcasters);
         self.store
             .fold_stream(stream, loaded.version + 1, &mut |event| {
-                loaded.state.apply(&decoder.decode::<A::Event>(event)?);
+                if crate::store::starts_over(stream, &event)? {
+                    loaded.state = A::default();
+                } else {
+                    loaded.state.apply(&decoder.decode::<A::Event>(event)?);
+                }
                 loaded.version = event.version;
                 Ok(())
             })

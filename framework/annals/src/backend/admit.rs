@@ -20,6 +20,8 @@ pub(crate) trait LogView {
     fn next_offset(&self, partition: Partition) -> Offset;
     fn command(&self, command_id: &Uuid) -> Option<CommandRecord>;
     fn holds_event(&self, event_id: &Uuid) -> bool;
+    /// Whether `stream` was hard-deleted (it takes no more records).
+    fn hard_deleted(&self, stream: &StreamId) -> bool;
 }
 
 /// The stored result of an append made with a command id.
@@ -36,6 +38,8 @@ pub(crate) struct Admission<'v, V> {
     next_offsets: HashMap<Partition, Offset>,
     commands: HashMap<Uuid, CommandRecord>,
     event_ids: HashSet<Uuid>,
+    /// Streams hard-deleted by earlier appends of the batch.
+    hard_deleted: HashSet<StreamId>,
 }
 
 /// The decision for one append.
@@ -54,6 +58,7 @@ impl<'v, V: LogView> Admission<'v, V> {
             next_offsets: HashMap::new(),
             commands: HashMap::new(),
             event_ids: HashSet::new(),
+            hard_deleted: HashSet::new(),
         }
     }
 
@@ -84,6 +89,11 @@ impl<'v, V: LogView> Admission<'v, V> {
             Some(version) => *version,
             None => self.view.stream_version(&append.stream),
         };
+        if self.hard_deleted.contains(&append.stream) || self.view.hard_deleted(&append.stream) {
+            return Err(Error::StreamDeleted {
+                stream: append.stream.clone(),
+            });
+        }
         if !append.expected.admits(actual) {
             return Err(Error::WrongExpectedVersion {
                 stream: append.stream.clone(),
@@ -115,6 +125,13 @@ impl<'v, V: LogView> Admission<'v, V> {
         self.versions.insert(append.stream.clone(), outcome.last_version);
         self.next_offsets.insert(append.partition, outcome.last_offset + 1);
         self.event_ids.extend(append.events.iter().map(|event| event.event_id));
+        if append
+            .events
+            .iter()
+            .any(|event| crate::store::lifecycle::is_hard_deletion(&event.event_type, event.payload.get()))
+        {
+            self.hard_deleted.insert(append.stream.clone());
+        }
         if let Some(command_id) = append.command_id {
             self.commands.insert(
                 command_id,

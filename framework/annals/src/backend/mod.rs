@@ -104,6 +104,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()>;
     async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
+    /// The version of `stream`'s latest deletion record, and whether it was hard.
+    async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>>;
+    /// Makes the bytes that redactions freed unreadable in the engine's files, where the
+    /// engine can (SQLite: a `TRUNCATE` checkpoint empties the WAL, whose older frames
+    /// still held them). The default does nothing.
+    async fn reclaim(&self) -> Result<()> {
+        Ok(())
+    }
     async fn read_partition(
         &self,
         partition: Partition,

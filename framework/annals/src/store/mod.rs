@@ -19,8 +19,12 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod lifecycle;
 mod replica;
 mod subscribe;
+
+pub(crate) use lifecycle::starts_over;
+pub use lifecycle::{Deletion, STREAM_DELETED};
 
 use std::sync::Arc;
 
@@ -87,7 +91,8 @@ pub trait EventStore: Send + Sync {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
 
     /// Up to `limit` events of `stream` from version `from_version` (1-based) on.
-    /// An unknown stream reads as empty.
+    /// An unknown stream reads as empty; a deleted one from after its deletion record
+    /// on, and a hard-deleted one answers [`Error::StreamDeleted`].
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Calls `visit` with each event of `stream` from version `from_version` on, in
@@ -336,7 +341,7 @@ impl Store {
 
     /// Checks an append against the limits and turns it into what engines store:
     /// partition chosen, event ids assigned, metadata encoded once.
-    fn prepare(&self, request: AppendRequest) -> Result<PreparedAppend> {
+    fn prepare(&self, request: AppendRequest, own: bool) -> Result<PreparedAppend> {
         let limits = &self.inner.limits;
         let count = request.events.len();
         if count == 0 {
@@ -353,6 +358,11 @@ impl Store {
         for (index, event) in request.events.into_iter().enumerate() {
             if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
                 return Err(Error::InvalidEventType {
+                    event_type: event.event_type,
+                });
+            }
+            if !own && event.event_type.starts_with(lifecycle::RESERVED_TYPE_PREFIX) {
+                return Err(Error::ReservedEventType {
                     event_type: event.event_type,
                 });
             }
@@ -457,11 +467,20 @@ impl Store {
 
     /// See [`EventStore::append`].
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        self.append_checked(request, false).await
+    }
+
+    /// An append of the store's own records (types `annals.…`).
+    pub(crate) async fn append_own(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        self.append_checked(request, true).await
+    }
+
+    async fn append_checked(&self, request: AppendRequest, own: bool) -> Result<AppendOutcome> {
         if let Some(leader) = self.replica().leader {
             return Err(Error::ReadOnlyReplica { leader });
         }
         let started = std::time::Instant::now();
-        let prepared = self.prepare(request)?;
+        let prepared = self.prepare(request, own)?;
         let events = prepared.events.len();
         let result = self.inner.backend.append(prepared).await;
         crate::telemetry::append(self.inner.backend.name(), started, &result, events);
@@ -475,7 +494,7 @@ impl Store {
         from_version: impl Into<Version>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let from_version = from_version.into().max(Version(1));
+        let from_version = self.readable_from(stream, from_version.into().max(Version(1))).await?;
         self.inner.backend.read_stream(stream, from_version, limit).await
     }
 

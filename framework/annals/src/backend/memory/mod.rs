@@ -35,7 +35,67 @@ struct Log {
     streams: BTreeMap<StreamId, Vec<Offset>>,
     commands: HashMap<Uuid, CommandRecord>,
     event_ids: HashSet<Uuid>,
+    /// Each deleted stream's latest deletion record: its version, and whether it was hard.
+    deleted: HashMap<StreamId, (Version, bool)>,
     replica: Replica,
+}
+
+impl Log {
+    /// Applies the deletion records among the records of `partition` from `from` on,
+    /// as the SQL engines' triggers do: each redacts the earlier records of its stream.
+    /// Returns the deleted streams, whose snapshots go too.
+    fn apply_deletions(&mut self, partition: Partition, from: usize) -> Vec<StreamId> {
+        let deletions: Vec<(StreamId, Version, bool)> = self.partitions[partition.index()][from..]
+            .iter()
+            .filter(|record| record.event_type == crate::store::lifecycle::STREAM_DELETED)
+            .map(|record| {
+                let hard = crate::store::lifecycle::is_hard_deletion(&record.event_type, record.payload.get());
+                (record.stream.clone(), record.version, hard)
+            })
+            .collect();
+        for (stream, version, hard) in &deletions {
+            let offsets = self.streams.get(stream).cloned().unwrap_or_default();
+            let records = &mut self.partitions[partition.index()];
+            for offset in offsets.iter().take(version.0.saturating_sub(1) as usize) {
+                let record = &mut records[offset.0 as usize];
+                if !record.redacted {
+                    record.payload = crate::store::lifecycle::redacted_payload();
+                    record.metadata = crate::record::Metadata {
+                        command_id: record.metadata.command_id,
+                        ..crate::record::Metadata::default()
+                    };
+                    record.redacted = true;
+                }
+            }
+            self.deleted.insert(stream.clone(), (*version, *hard));
+        }
+        deletions.into_iter().map(|(stream, ..)| stream).collect()
+    }
+
+    /// After a truncation removed deletion records of `streams`: each one's latest
+    /// remaining deletion becomes its latest again.
+    fn recount_deletions(&mut self, streams: &HashSet<StreamId>) {
+        for stream in streams {
+            let partition = &self.partitions[crate::partition_for(stream, self.partitions.len() as u32).index()];
+            let latest = self.streams.get(stream).and_then(|offsets| {
+                offsets
+                    .iter()
+                    .rev()
+                    .map(|offset| &partition[offset.0 as usize])
+                    .find_map(|record| {
+                        (record.event_type == crate::store::lifecycle::STREAM_DELETED).then(|| {
+                            let hard =
+                                crate::store::lifecycle::is_hard_deletion(&record.event_type, record.payload.get());
+                            (record.version, hard)
+                        })
+                    })
+            });
+            match latest {
+                Some(latest) => self.deleted.insert(stream.clone(), latest),
+                None => self.deleted.remove(stream),
+            };
+        }
+    }
 }
 
 impl LogView for Log {
@@ -52,6 +112,9 @@ impl LogView for Log {
     }
     fn holds_event(&self, event_id: &Uuid) -> bool {
         self.event_ids.contains(event_id)
+    }
+    fn hard_deleted(&self, stream: &StreamId) -> bool {
+        self.deleted.get(stream).is_some_and(|(_, hard)| *hard)
     }
 }
 
@@ -138,15 +201,20 @@ impl Backend for MemoryBackend {
                         metadata: serde_json::from_str(&event.metadata).map_err(Error::InvalidJson)?,
                         recorded_at,
                         last_in_append: i == last,
+                        redacted: false,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
             log.event_ids.extend(records.iter().map(|record| record.event_id));
+            let from = log.partitions[partition].len();
             log.partitions[partition].extend(records);
             log.streams
                 .entry(append.stream.clone())
                 .or_default()
                 .extend((outcome.first_offset.0..=outcome.last_offset.0).map(Offset));
+            for stream in log.apply_deletions(append.partition, from) {
+                self.snapshots.forget(&stream);
+            }
             if let Some(command_id) = append.command_id {
                 log.commands.insert(
                     command_id,
@@ -180,13 +248,19 @@ impl Backend for MemoryBackend {
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         // Copied out first: `visit` runs user code, which must not run under the lock.
         for record in self.read_stream(stream, from_version, usize::MAX).await? {
-            record.view(&mut *visit)?;
+            if !record.redacted {
+                record.view(&mut *visit)?;
+            }
         }
         Ok(())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         Ok(self.log().stream_version(stream))
+    }
+
+    async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>> {
+        Ok(self.log().deleted.get(stream).copied())
     }
 
     async fn read_partition(
@@ -252,6 +326,11 @@ impl Backend for MemoryBackend {
             .streams
             .range::<StreamId, _>((start, Bound::Unbounded))
             .filter(|(stream, _)| category.is_none_or(|category| stream.category() == category))
+            .filter(|(stream, offsets)| {
+                log.deleted
+                    .get(*stream)
+                    .is_none_or(|(version, _)| version.0 != offsets.len() as u64)
+            })
             .take(limit)
             .map(|(stream, offsets)| StreamInfo {
                 stream: stream.clone(),
@@ -341,7 +420,11 @@ impl Backend for MemoryBackend {
                 log.event_ids.insert(record.event_id);
             }
             log.commands.extend(replicated.commands);
+            let from = log.partitions[partition.index()].len();
             log.partitions[partition.index()].extend(replicated.records);
+            for stream in log.apply_deletions(partition, from) {
+                self.snapshots.forget(&stream);
+            }
         }
         self.wakeups.publish(replicated.partition, next);
         Ok(())
@@ -373,6 +456,10 @@ impl Backend for MemoryBackend {
         }
         self.snapshots.forget_from(&first_removed);
         groups.truncate(partition, from_offset);
+        let undeleted: HashSet<StreamId> = (removed.iter())
+            .filter(|record| record.event_type == crate::store::lifecycle::STREAM_DELETED)
+            .map(|record| record.stream.clone())
+            .collect();
         for record in &removed {
             log.event_ids.remove(&record.event_id);
             if let Some(offsets) = log.streams.get_mut(&record.stream) {
@@ -384,6 +471,7 @@ impl Backend for MemoryBackend {
         }
         log.commands
             .retain(|_, command| command.outcome.partition != partition || command.outcome.first_offset < from_offset);
+        log.recount_deletions(&undeleted);
         drop(log);
         self.wakeups.rewind(partition, from_offset);
         Ok(())

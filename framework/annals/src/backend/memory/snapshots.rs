@@ -52,6 +52,11 @@ impl MemorySnapshots {
 
     /// Removes the snapshots of each stream at or after the version given for it: they
     /// folded records a truncation removed.
+    /// Drops every snapshot of `stream` (it was deleted).
+    pub(super) fn forget(&self, stream: &StreamId) {
+        self.rows().rows.retain(|row| row.stream != *stream);
+    }
+
     pub(super) fn forget_from(&self, first_removed: &HashMap<&StreamId, Version>) {
         self.rows().rows.retain(|row| {
             first_removed

@@ -194,6 +194,7 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
         metadata: serde_json::from_str(row.try_get(7)?).map_err(Error::InvalidJson)?,
         recorded_at: row.try_get(8)?,
         last_in_append: row.try_get(9)?,
+        redacted: row.try_get(10)?,
     })
 }
 
@@ -259,6 +260,14 @@ impl Backend for PgBackend {
 
     async fn next_timer(&self, partition: Partition) -> Result<Option<i64>> {
         sql::next_timer(&self.read_models, partition).await
+    }
+
+    async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>> {
+        let row: Option<(i64, bool)> = sqlx::query_as(sql::DELETION)
+            .bind(stream.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(version, hard)| (Version(version as u64), hard)))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

@@ -10,7 +10,33 @@ use crate::backend::{sql_int, Replicated};
 use crate::error::{Error, Result};
 
 /// Calls `annals_replicate`; returns its status and the partition's next offset.
+/// Records the leader had already redacted are marked so in the same transaction.
 pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated) -> Result<(i16, i64)> {
+    let redacted: Vec<i64> = (replicated.records.iter())
+        .filter(|record| record.redacted)
+        .map(|record| sql_int(record.offset))
+        .collect();
+    if redacted.is_empty() {
+        return write(pool, lock_space, replicated).await;
+    }
+    let mut tx = pool.begin().await?;
+    let (status, next) = write(&mut *tx, lock_space, replicated).await?;
+    if status == 0 {
+        sqlx::query(include_str!("sql/mark_redacted.sql"))
+            .bind(replicated.partition.0 as i32)
+            .bind(&redacted)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((status, next))
+}
+
+async fn write<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    lock_space: i32,
+    replicated: &Replicated,
+) -> Result<(i16, i64)> {
     let records = &replicated.records;
     let mut stream = Vec::with_capacity(records.len());
     let mut version = Vec::with_capacity(records.len());
@@ -57,7 +83,7 @@ pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated
         .bind(outcome(|o| o.last_offset.0))
         .bind(outcome(|o| o.first_version.0))
         .bind(outcome(|o| o.last_version.0))
-        .fetch_one(pool)
+        .fetch_one(executor)
         .await?;
     Ok(row)
 }

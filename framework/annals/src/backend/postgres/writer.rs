@@ -167,6 +167,9 @@ async fn append_batch(
                     stream: append.stream.clone(),
                     existing_stream: StreamId::trusted(other()?),
                 }),
+                5 => Err(Error::StreamDeleted {
+                    stream: append.stream.clone(),
+                }),
                 _ => Err(Error::DuplicateEventId {
                     event_id: other()?.parse().unwrap_or(Uuid::nil()),
                 }),

@@ -26,6 +26,8 @@ pub(crate) const FOLD_STREAM: &str = statement!("fold_stream");
 pub(crate) const FOLD_STREAM_VERSIONED: &str = statement!("fold_stream_versioned");
 /// `$1` stream: its version.
 pub(crate) const STREAM_VERSION: &str = statement!("stream_version");
+/// `$1` stream: its latest deletion's version and whether it was hard.
+pub(crate) const DELETION: &str = statement!("deletion");
 /// The next offset of partition `p.partition`, as an expression over
 /// `annals_partitions p`: NULL when it is empty.
 pub(crate) const NEXT_OFFSET_OF_P: &str = statement!("next_offset_of_p");

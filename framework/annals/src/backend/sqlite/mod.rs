@@ -127,7 +127,9 @@ fn migrate(conn: &mut SqliteConnection) -> futures::future::BoxFuture<'_, Result
     })
 }
 
-/// The writer's own connection, with the same durability as the readers.
+/// The writer's own connection, with the same durability as the readers. It writes
+/// every redaction, and `secure_delete` makes it overwrite the bytes a redaction frees
+/// instead of leaving them in free space.
 fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -136,7 +138,8 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
     .map_err(Error::from)?;
     let synchronous = options.synchronous.pragma();
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -16384;"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -16384;
+         PRAGMA secure_delete = ON;"
     ))
     .map_err(Error::from)?;
     // Only another process's writer can hold the lock this one waits for.
@@ -248,6 +251,30 @@ impl Backend for SqliteBackend {
 
     async fn next_timer(&self, partition: Partition) -> Result<Option<i64>> {
         sql::next_timer(&self.read_models, partition).await
+    }
+
+    async fn reclaim(&self) -> Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = writer::Job::Alone(Box::new(move |conn| {
+            // Outside any transaction: a checkpoint cannot run inside one. It waits for
+            // readers up to the busy timeout; one still reading leaves the WAL to the
+            // next checkpoint that finds it idle.
+            let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
+            let _ = reply.send(busy.map_err(writer::engine));
+        }));
+        self.queue.send(job).await?;
+        if answer.await.map_err(|_| Error::Closed)?? != 0 {
+            tracing::debug!("a reader kept the WAL from being emptied after a redaction");
+        }
+        Ok(())
+    }
+
+    async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>> {
+        let row: Option<(i64, bool)> = sqlx::query_as(sql::DELETION)
+            .bind(stream.as_str())
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.map(|(version, hard)| (Version(version as u64), hard)))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

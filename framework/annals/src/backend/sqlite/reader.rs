@@ -308,5 +308,6 @@ fn record(row: &rusqlite::Row<'_>) -> Result<RecordedEvent> {
         metadata: serde_json::from_str(&text(7)?).map_err(Error::InvalidJson)?,
         recorded_at: chrono::DateTime::from_timestamp_micros(get_i64(8)?).unwrap_or_default(),
         last_in_append: get_i64(9)? != 0,
+        redacted: get_i64(10)? != 0,
     })
 }

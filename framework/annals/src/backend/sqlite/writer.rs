@@ -322,6 +322,7 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
                     serde_json::to_string(&record.metadata).map_err(Error::InvalidJson)?,
                     record.recorded_at.timestamp_micros(),
                     record.last_in_append,
+                    record.redacted,
                 ])
                 .map_err(engine)?;
         }
@@ -377,6 +378,7 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
                     event.metadata,
                     stamp,
                     i == last,
+                    false,
                 ])
                 .map_err(engine)?;
         }
@@ -408,6 +410,7 @@ struct BatchView {
     latest_stamp: i64,
     commands: HashMap<Uuid, CommandRecord>,
     held_event_ids: HashSet<Uuid>,
+    hard_deleted: HashSet<StreamId>,
 }
 
 impl BatchView {
@@ -426,11 +429,14 @@ impl BatchView {
 
         for append in appends {
             if !view.versions.contains_key(&append.stream) {
-                let current: Option<i64> = version
-                    .query_row([append.stream.as_str()], |row| row.get(0))
+                let (current, hard): (Option<i64>, Option<bool>) = version
+                    .query_row([append.stream.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
                     .map_err(engine)?;
                 view.versions
                     .insert(append.stream.clone(), Version(current.unwrap_or(0) as u64));
+                if hard == Some(true) {
+                    view.hard_deleted.insert(append.stream.clone());
+                }
             }
             if let Entry::Vacant(slot) = view.next_offsets.entry(append.partition) {
                 let newest: Option<(i64, i64)> = last
@@ -485,6 +491,9 @@ impl LogView for BatchView {
     }
     fn holds_event(&self, event_id: &Uuid) -> bool {
         self.held_event_ids.contains(event_id)
+    }
+    fn hard_deleted(&self, stream: &StreamId) -> bool {
+        self.hard_deleted.contains(stream)
     }
 }
 

@@ -1,0 +1,366 @@
+//! Stream deletion: a deleted stream's records are redacted in place (offsets gapless,
+//! versions contiguous), a soft-deleted stream reads as absent until written again, a
+//! hard-deleted one is closed for good, and a follower redacts what its leader did.
+
+use annals::{
+    AppendRequest, Deletion, Error, ExpectedVersion, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store,
+    StreamId, Version, STREAM_DELETED,
+};
+use annals_testkit::TestStore;
+use serde_json::json;
+use uuid::Uuid;
+
+annals_testkit::on_every_engine!(
+    a_soft_deleted_stream_is_redacted_and_reads_as_absent,
+    a_hard_deleted_stream_is_closed_for_good,
+    reserved_types_and_absent_streams_are_refused_and_change_nothing,
+);
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("stream id")
+}
+
+fn personal(n: u64) -> NewEvent {
+    NewEvent::json("AddressGiven", &json!({"street": format!("Secret Lane {n}")}))
+        .expect("event")
+        .with_metadata(Metadata {
+            correlation_id: Some(Uuid::now_v7()),
+            ..Metadata::default()
+        })
+}
+
+async fn write(store: &Store, id: &StreamId, count: u64) {
+    let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Any).command_id(Uuid::now_v7());
+    for n in 0..count {
+        request = request.event(personal(n));
+    }
+    store.append(request).await.expect("append");
+}
+
+/// Every record of every partition, in order.
+async fn whole_log(store: &Store) -> Vec<RecordedEvent> {
+    let mut records = Vec::new();
+    for p in Partition::all(store.partition_count()) {
+        records.extend(store.read_partition(p, Offset(0), 100_000).await.expect("read"));
+    }
+    records
+}
+
+fn of<'r>(records: &'r [RecordedEvent], id: &StreamId) -> Vec<&'r RecordedEvent> {
+    records.iter().filter(|record| record.stream == *id).collect()
+}
+
+async fn a_soft_deleted_stream_is_redacted_and_reads_as_absent(t: TestStore) {
+    let store = t.open().await;
+    let (customer, other) = (stream("customer-ann"), stream("customer-bob"));
+    write(&store, &customer, 3).await;
+    write(&store, &other, 2).await;
+    let before = whole_log(&store).await;
+
+    let deleted = store.delete_stream(&customer, Deletion::Soft).await.expect("delete");
+    assert_eq!(
+        deleted.first_version,
+        Version(4),
+        "the deletion record takes the next version"
+    );
+
+    // The log keeps its shape: same positions, ids and types; the records of the
+    // deleted stream lost their data and metadata (but for the command id).
+    let after = whole_log(&store).await;
+    assert_eq!(after.len(), before.len() + 1);
+    let kept = after.iter().filter(|record| record.event_type != STREAM_DELETED);
+    for (old, new) in before.iter().zip(kept) {
+        assert_eq!(
+            (
+                old.partition,
+                old.offset,
+                &old.stream,
+                old.version,
+                old.event_id,
+                &old.event_type,
+                old.recorded_at
+            ),
+            (
+                new.partition,
+                new.offset,
+                &new.stream,
+                new.version,
+                new.event_id,
+                &new.event_type,
+                new.recorded_at
+            )
+        );
+        if old.stream == customer {
+            assert!(new.redacted, "{new:?}");
+            assert_eq!(new.payload.get(), "null");
+            assert_eq!(new.metadata.correlation_id, None);
+            assert_eq!(new.metadata.command_id, old.metadata.command_id);
+        } else {
+            assert_eq!(new, old, "another stream's record changed");
+        }
+    }
+    let record = of(&after, &customer).last().copied().cloned().expect("deletion record");
+    assert_eq!((record.event_type.as_str(), record.redacted), (STREAM_DELETED, false));
+    let json = serde_json::to_value(after.iter().find(|r| r.redacted).expect("one redacted")).expect("json");
+    assert_eq!(
+        (json["redacted"].clone(), json["data"].clone()),
+        (json!(true), json!(null))
+    );
+
+    // It reads as absent, but keeps its version.
+    assert!(store.read_stream(&customer, 1, 100).await.expect("read").is_empty());
+    assert!(!store.stream_exists(&customer).await.expect("exists"));
+    assert_eq!(store.stream_version(&customer).await.expect("version"), Version(4));
+    let listed = store.list_streams(Some("customer"), 10, None).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|s| s.stream.clone()).collect::<Vec<_>>(),
+        vec![other.clone()]
+    );
+    let mut folded = Vec::new();
+    store
+        .fold_stream(&customer, 1, &mut |event| {
+            folded.push(event.event_type.to_owned());
+            Ok(())
+        })
+        .await
+        .expect("fold");
+    assert_eq!(
+        folded,
+        vec![STREAM_DELETED.to_owned()],
+        "a fold sees no redacted record"
+    );
+
+    // Written again, its versions go on.
+    let refused = store
+        .append(AppendRequest::new(customer.clone(), ExpectedVersion::NoStream).event(personal(9)))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::WrongExpectedVersion { actual: Version(4), .. })),
+        "{refused:?}"
+    );
+    write(&store, &customer, 1).await;
+    let again = store.read_stream(&customer, 1, 100).await.expect("read");
+    assert_eq!(again.iter().map(|r| r.version).collect::<Vec<_>>(), vec![Version(5)]);
+    assert!(store.stream_exists(&customer).await.expect("exists"));
+    assert_eq!(
+        store
+            .list_streams(Some("customer"), 10, None)
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+
+    // A second deletion redacts what came since, the first deletion record included.
+    store
+        .delete_stream(&customer, Deletion::Soft)
+        .await
+        .expect("delete again");
+    let records = whole_log(&store).await;
+    let redacted: Vec<bool> = of(&records, &customer).iter().map(|r| r.redacted).collect();
+    assert_eq!(redacted, vec![true, true, true, true, true, false]);
+}
+
+async fn a_hard_deleted_stream_is_closed_for_good(t: TestStore) {
+    let store = t.open().await;
+    let id = stream("customer-cid");
+    let command = Uuid::now_v7();
+    let first = store
+        .append(
+            AppendRequest::new(id.clone(), ExpectedVersion::NoStream)
+                .command_id(command)
+                .event(personal(1)),
+        )
+        .await
+        .expect("append");
+    store.delete_stream(&id, Deletion::Hard).await.expect("hard delete");
+
+    let closed = |error: Option<Error>| matches!(error, Some(Error::StreamDeleted { stream }) if stream == id);
+    let append = store
+        .append(AppendRequest::new(id.clone(), ExpectedVersion::Any).event(personal(2)))
+        .await;
+    assert!(closed(append.err()));
+    assert!(closed(store.read_stream(&id, 1, 10).await.err()));
+    assert!(closed(store.stream_exists(&id).await.err()));
+    assert!(closed(store.delete_stream(&id, Deletion::Soft).await.err()));
+    assert!(closed(store.delete_stream(&id, Deletion::Hard).await.err()));
+    // I5: the command applied before the deletion still answers its outcome.
+    let retried = store
+        .append(
+            AppendRequest::new(id.clone(), ExpectedVersion::NoStream)
+                .command_id(command)
+                .event(personal(1)),
+        )
+        .await
+        .expect("duplicate");
+    assert!(retried.duplicate);
+    assert_eq!(retried.first_offset, first.first_offset);
+
+    // Appends racing a hard deletion land before it or not at all, also when they
+    // share its group commit.
+    let raced = stream("customer-race");
+    write(&store, &raced, 1).await;
+    let appends = (0..24).map(|n| {
+        let store = store.clone();
+        let request = AppendRequest::new(raced.clone(), ExpectedVersion::Any).event(personal(n));
+        tokio::spawn(async move { store.append(request).await })
+    });
+    let deletion = {
+        let (store, raced) = (store.clone(), raced.clone());
+        tokio::spawn(async move { store.delete_stream(&raced, Deletion::Hard).await })
+    };
+    let results = futures::future::join_all(appends).await;
+    deletion.await.expect("join").expect("hard delete");
+    for result in results {
+        let result = result.expect("join");
+        assert!(
+            result.is_ok() || matches!(result, Err(Error::StreamDeleted { .. })),
+            "{result:?}"
+        );
+    }
+    let records = whole_log(&store).await;
+    let records = of(&records, &raced);
+    let last = records.last().expect("records");
+    assert_eq!(
+        last.event_type, STREAM_DELETED,
+        "a record landed after the hard deletion"
+    );
+    assert!(records[..records.len() - 1].iter().all(|r| r.redacted));
+}
+
+async fn reserved_types_and_absent_streams_are_refused_and_change_nothing(t: TestStore) {
+    let store = t.open().await;
+    let id = stream("customer-dee");
+    let reserved = store
+        .append(
+            AppendRequest::new(id.clone(), ExpectedVersion::Any)
+                .event(NewEvent::json(STREAM_DELETED, &json!({"hard": true})).expect("event")),
+        )
+        .await;
+    assert!(matches!(reserved, Err(Error::ReservedEventType { .. })), "{reserved:?}");
+    let absent = store.delete_stream(&id, Deletion::Soft).await;
+    assert!(matches!(absent, Err(Error::StreamNotFound { .. })), "{absent:?}");
+    assert!(whole_log(&store).await.is_empty(), "a refused call wrote something");
+    // A hard deletion of a never-written stream reserves the id.
+    store.delete_stream(&id, Deletion::Hard).await.expect("reserve");
+    let append = store
+        .append(AppendRequest::new(id.clone(), ExpectedVersion::NoStream).event(personal(1)))
+        .await;
+    assert!(matches!(append, Err(Error::StreamDeleted { .. })), "{append:?}");
+}
+
+/// A follower redacts what its leader redacted: records it copied before the deletion
+/// when the deletion record arrives, and records it copies afterwards as they come.
+async fn a_follower_redacts_what_its_leader_did(leader: TestStore, early: TestStore, late: TestStore) {
+    let (leader, early, late) = (leader.open().await, early.open().await, late.open().await);
+    let ids: Vec<StreamId> = (0..12).map(|i| stream(&format!("customer-{i}"))).collect();
+    for id in &ids {
+        write(&leader, id, 2).await;
+    }
+    let ship = async |follower: &Store| {
+        for p in Partition::all(leader.partition_count()) {
+            let from = follower.high_watermark(p).await.expect("hw");
+            let records = leader.read_partition(p, from, 100_000).await.expect("read");
+            if !records.is_empty() {
+                follower.apply_replicated(records).await.expect("apply");
+            }
+        }
+    };
+    early.follow("http://leader.example:7070", 0).await.expect("follow");
+    late.follow("http://leader.example:7070", 0).await.expect("follow");
+    ship(&early).await;
+    for (i, id) in ids.iter().enumerate() {
+        let deletion = if i % 3 == 0 { Deletion::Hard } else { Deletion::Soft };
+        if i % 2 == 0 {
+            leader.delete_stream(id, deletion).await.expect("delete");
+        }
+    }
+    write(&leader, &ids[1], 1).await;
+    ship(&early).await;
+    ship(&late).await;
+    let expected = whole_log(&leader).await;
+    assert_eq!(
+        expected.iter().filter(|r| r.redacted).count(),
+        12,
+        "six streams of two records"
+    );
+    assert_eq!(
+        whole_log(&early).await,
+        expected,
+        "the follower that copied before the deletions"
+    );
+    assert_eq!(whole_log(&late).await, expected, "the follower that copied after them");
+    // Promoted, the follower keeps the hard deletions.
+    late.promote().await.expect("promote");
+    let append = late
+        .append(AppendRequest::new(ids[0].clone(), ExpectedVersion::Any).event(personal(1)))
+        .await;
+    assert!(matches!(append, Err(Error::StreamDeleted { .. })), "{append:?}");
+    assert!(late.read_stream(&ids[2], 1, 10).await.expect("read").is_empty());
+}
+
+macro_rules! pair {
+    ($name:ident, $leader:ident, $follower:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (Some(leader), Some(early), Some(late)) = (
+                TestStore::$leader().await,
+                TestStore::$follower().await,
+                TestStore::$follower().await,
+            ) else {
+                return;
+            };
+            a_follower_redacts_what_its_leader_did(leader, early, late).await;
+        }
+    };
+}
+
+pair!(deletions_replicate_memory_to_memory, memory, memory);
+pair!(deletions_replicate_sqlite_to_sqlite, sqlite, sqlite);
+pair!(deletions_replicate_sqlite_to_postgres, sqlite, postgres);
+pair!(deletions_replicate_postgres_to_postgres, postgres, postgres);
+pair!(deletions_replicate_postgres_to_sqlite, postgres, sqlite);
+
+/// On SQLite the deleted text is gone from the files: the database and the WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_text_is_not_in_the_sqlite_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("store.db");
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    let id = stream("customer-zed");
+    let secret = "Zanzibar-Quokka-7731";
+    for n in 0..50 {
+        let event = NewEvent::json("AddressGiven", &json!({"street": format!("{secret} #{n}")})).expect("event");
+        store
+            .append(AppendRequest::new(id.clone(), ExpectedVersion::Any).event(event))
+            .await
+            .expect("append");
+    }
+    write(&store, &stream("customer-keep"), 3).await;
+    let files = || {
+        ["store.db", "store.db-wal"]
+            .iter()
+            .filter_map(|name| std::fs::read(dir.path().join(name)).ok())
+            .collect::<Vec<_>>()
+    };
+    let holds = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert!(
+        files().iter().any(|bytes| holds(bytes)),
+        "the test never wrote the secret to disk"
+    );
+    store.delete_stream(&id, Deletion::Soft).await.expect("delete");
+    for (name, bytes) in ["store.db", "store.db-wal"].iter().zip(files()) {
+        assert!(!holds(&bytes), "{name} still holds the deleted text");
+    }
+    assert_eq!(
+        store
+            .read_stream(&stream("customer-keep"), 1, 10)
+            .await
+            .expect("read")
+            .len(),
+        3
+    );
+    store.close().await;
+}

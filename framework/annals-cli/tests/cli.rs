@@ -67,6 +67,32 @@ fn serve(command: &mut Command) -> (std::process::Child, String) {
     (server, url)
 }
 
+impl Cli {
+    /// Starts `annals serve` on this store, on a free loopback port, with one token.
+    fn serve_with_token(&self, token: &str) -> (std::process::Child, String) {
+        serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
+            "--db",
+            &self.db,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            token,
+        ]))
+    }
+}
+
+/// Runs `annals --server URL --token TOKEN --json ARGS`: its exit code and document.
+fn through(url: &str, token: &str, args: &[&str]) -> (Option<i32>, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args(["--server", url, "--token", token, "--json"])
+        .args(args)
+        .output()
+        .expect("run annals");
+    let body: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    (output.status.code(), body)
+}
+
 const COMMAND: &str = "0193a4d2-7c1e-7000-8000-00000000c0de";
 
 #[test]
@@ -510,24 +536,8 @@ fn serve_refuses_a_certificate_it_cannot_use() {
 fn commands_through_a_server_answer_as_the_store_does() {
     let cli = Cli::new();
     cli.json(&["init"]);
-    let (mut server, url) = serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
-        "--db",
-        &cli.db,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        "t0ken",
-    ]));
-    let remote = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(["--server", &url, "--token", "t0ken", "--json"])
-            .args(args)
-            .output()
-            .expect("run annals");
-        let body: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
-        (output.status.code(), body)
-    };
+    let (mut server, url) = cli.serve_with_token("t0ken");
+    let remote = |args: &[&str]| through(&url, "t0ken", args);
 
     let (code, appended) = remote(&[
         "append",
@@ -631,15 +641,7 @@ fn served_tokens_carry_roles() {
             .arg(&file)
             .env("ANNALS_TOKENS", "write:wr1te"),
     );
-    let remote = |token: &str, args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(["--server", &url, "--token", token, "--json"])
-            .args(args)
-            .output()
-            .expect("run annals");
-        let body: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
-        (output.status.code(), body)
-    };
+    let remote = |token: &str, args: &[&str]| through(&url, token, args);
     let append = ["append", "order-1", "--type", "Placed", "--data", "{}"];
     let (code, refused) = remote("r3ad", &append);
     assert_eq!(
@@ -741,24 +743,8 @@ fn streams_are_deleted_from_the_command_line_and_through_a_server() {
     let absent = cli.json_error(&["streams", "delete", "customer-1"]);
     assert_eq!(absent["error"], "not_found", "{absent}");
 
-    let (mut server, url) = serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
-        "--db",
-        &cli.db,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        "t0ken",
-    ]));
-    let remote = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(["--server", &url, "--token", "t0ken", "--json"])
-            .args(args)
-            .output()
-            .expect("run annals");
-        let body: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
-        (output.status.code(), body)
-    };
+    let (mut server, url) = cli.serve_with_token("t0ken");
+    let remote = |args: &[&str]| through(&url, "t0ken", args);
     let (code, deleted) = remote(&["streams", "delete", "customer-2", "--hard"]);
     assert_eq!((code, deleted["hard"].as_bool()), (Some(0), Some(true)), "{deleted}");
     let (code, refused) = remote(&["append", "customer-2", "--type", "Named", "--data", "{}"]);

@@ -17,6 +17,8 @@
 //!   duplicate on retry; the log has no gap; the old leader, which holds a record the
 //!   new one lacks, refuses to follow it (exit code 3) until allowed to cut that record
 //!   back, within a bound, and then follows.
+//! - [`deletions_reach_the_follower`]: streams deleted on the leader over HTTP are
+//!   redacted on the follower, which reads them as its leader does.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -301,19 +303,30 @@ async fn load_with_retries(url: &str, until: Instant) -> Vec<Acked> {
     acked
 }
 
+/// A leader serving a fresh store and a follower of it, each logging to `NAME.log` in
+/// `dir`, with their stores' URLs; `None` when PostgreSQL is wanted and not there.
+async fn leader_and_follower(
+    leader_engine: Engine,
+    follower_engine: Engine,
+    dir: &std::path::Path,
+) -> Option<(Node, Node, String, String)> {
+    let leader_db = store_url(leader_engine, dir, "leader").await?;
+    let follower_db = store_url(follower_engine, dir, "follower").await?;
+    init(&leader_db);
+    let leader = Node::start(&serve_args(&leader_db, "127.0.0.1:0"), dir.join("leader.log"));
+    let follower = Node::start(&follow_args(&follower_db, &leader.url), dir.join("follower.log"));
+    Some((leader, follower, leader_db, follower_db))
+}
+
 async fn kills_on_both_sides(leader_engine: Engine, follower_engine: Engine) {
     let dir = tempfile::tempdir().expect("dir");
     let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let (Some(leader_db), Some(follower_db)) = (
-        store_url(leader_engine, dir.path(), "leader").await,
-        store_url(follower_engine, dir.path(), "follower").await,
-    ) else {
+    let Some((leader, follower, leader_db, follower_db)) =
+        leader_and_follower(leader_engine, follower_engine, dir.path()).await
+    else {
         return;
     };
-    init(&leader_db);
-    let leader = Node::start(&serve_args(&leader_db, "127.0.0.1:0"), log("leader"));
     let (leader_url, leader_listen) = (leader.url.clone(), leader.address());
-    let follower = Node::start(&follow_args(&follower_db, &leader_url), log("follower"));
 
     let started = Instant::now();
     let load = tokio::spawn({
@@ -555,6 +568,58 @@ async fn failover_with_acks(leader_engine: Engine, follower_engine: Engine) {
     new.stop();
 }
 
+/// A deletion made on the leader reaches a running `annals follow`: the follower holds
+/// the leader's log record for record, the deleted streams' records redacted, and reads
+/// the soft-deleted stream as absent and the hard-deleted one as gone.
+async fn deletions_reach_the_follower(leader_engine: Engine, follower_engine: Engine) {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some((leader, follower, ..)) = leader_and_follower(leader_engine, follower_engine, dir.path()).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    for stream in ["customer-1", "customer-2", "customer-3"] {
+        let (status, _) = append(&http, &leader.url, stream, Uuid::now_v7())
+            .await
+            .expect("append");
+        assert_eq!(status, 201);
+    }
+    caught_up(&http, &leader, &follower).await;
+    for (stream, hard) in [("customer-1", false), ("customer-2", true)] {
+        let response = http
+            .delete(format!("{}/v1/streams/{stream}?hard={hard}", leader.url))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(response.status().as_u16(), 200, "deleting {stream}");
+    }
+    caught_up(&http, &leader, &follower).await;
+    let (ours, theirs) = (
+        everything(&http, &follower.url).await,
+        everything(&http, &leader.url).await,
+    );
+    assert!(ours == theirs, "the follower's log is not the leader's");
+    let redacted: Vec<String> = (ours.iter().flatten())
+        .filter(|record| record.redacted)
+        .map(|record| record.stream.to_string())
+        .collect();
+    assert_eq!(
+        redacted,
+        ["customer-1", "customer-1", "customer-2", "customer-2"]
+            .map(String::from)
+            .to_vec()
+    );
+    for (stream, status) in [("customer-1", 404), ("customer-2", 410), ("customer-3", 200)] {
+        let response = http
+            .get(format!("{}/v1/streams/{stream}/events", follower.url))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status().as_u16(), status, "reading {stream} on the follower");
+    }
+    follower.stop();
+    leader.stop();
+}
+
 macro_rules! on_every_pair {
     ($($scenario:ident),*) => {$(
         mod $scenario {
@@ -583,7 +648,7 @@ macro_rules! on_every_pair {
     )*};
 }
 
-on_every_pair!(kills_on_both_sides, failover_with_acks);
+on_every_pair!(kills_on_both_sides, failover_with_acks, deletions_reach_the_follower);
 
 /// A PostgreSQL store reached over TLS with `verify-full`: a fresh schema's URL, by the
 /// name on the test cluster's certificate, trusting its authority.

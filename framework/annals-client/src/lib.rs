@@ -196,6 +196,10 @@ impl Client {
             .await
     }
 
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
     /// `POST /v1/streams/{stream}/events`.
     pub async fn append(&self, stream: &StreamId, body: &AppendBody) -> Result<AppendOutcome, ClientError> {
         self.post(&format!("/v1/streams/{}/events", segment(stream.as_str())), body)
@@ -326,8 +330,8 @@ impl Client {
 
     /// `DELETE /v1/streams/{stream}?hard=`: deletes a stream (see [`annals::Deletion`]).
     pub async fn delete_stream(&self, stream: &StreamId, hard: bool) -> Result<StreamDeleted, ClientError> {
-        let url = format!("{}/v1/streams/{}?hard={hard}", self.base, segment(stream.as_str()));
-        self.send(self.http.delete(url)).await
+        self.delete(&format!("/v1/streams/{}?hard={hard}", segment(stream.as_str())))
+            .await
     }
 
     /// `POST /v1/dead-letters/{id}/skip`.

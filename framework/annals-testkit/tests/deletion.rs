@@ -29,12 +29,15 @@ fn personal(n: u64) -> NewEvent {
         })
 }
 
-async fn write(store: &Store, id: &StreamId, count: u64) {
+/// Appends `count` events to `id` under a new command id; returns the request, which
+/// a retry sends again.
+async fn write(store: &Store, id: &StreamId, count: u64) -> AppendRequest {
     let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Any).command_id(Uuid::now_v7());
     for n in 0..count {
         request = request.event(personal(n));
     }
-    store.append(request).await.expect("append");
+    store.append(request.clone()).await.expect("append");
+    request
 }
 
 /// Every record of every partition, in order.
@@ -254,8 +257,9 @@ async fn reserved_types_and_absent_streams_are_refused_and_change_nothing(t: Tes
 async fn a_follower_redacts_what_its_leader_did(leader: TestStore, early: TestStore, late: TestStore) {
     let (leader, early, late) = (leader.open().await, early.open().await, late.open().await);
     let ids: Vec<StreamId> = (0..12).map(|i| stream(&format!("customer-{i}"))).collect();
+    let mut commands = Vec::new();
     for id in &ids {
-        write(&leader, id, 2).await;
+        commands.push(write(&leader, id, 2).await);
     }
     let ship = async |follower: &Store| {
         for p in Partition::all(leader.partition_count()) {
@@ -297,6 +301,16 @@ async fn a_follower_redacts_what_its_leader_did(leader: TestStore, early: TestSt
         .await;
     assert!(matches!(append, Err(Error::StreamDeleted { .. })), "{append:?}");
     assert!(late.read_stream(&ids[2], 1, 10).await.expect("read").is_empty());
+    // I5 after the failover: the follower copied the deleted streams' records redacted,
+    // and still knows the commands that wrote them.
+    for retry in commands {
+        let outcome = late.append(retry).await.expect("retry");
+        assert!(
+            outcome.duplicate,
+            "a command on {} was applied twice",
+            outcome.partition
+        );
+    }
 }
 
 macro_rules! pair {
@@ -321,46 +335,84 @@ pair!(deletions_replicate_sqlite_to_postgres, sqlite, postgres);
 pair!(deletions_replicate_postgres_to_postgres, postgres, postgres);
 pair!(deletions_replicate_postgres_to_sqlite, postgres, sqlite);
 
-/// On SQLite the deleted text is gone from the files: the database and the WAL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erased_text_is_not_in_the_sqlite_files() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("store.db");
-    let store = Store::open(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("open");
-    let id = stream("customer-zed");
-    let secret = "Zanzibar-Quokka-7731";
+const SECRET: &str = "Zanzibar-Quokka-7731";
+
+/// The files of the SQLite store in `dir` (`store.db` and its WAL) that hold [`SECRET`].
+fn files_holding_the_secret(dir: &std::path::Path) -> Vec<&'static str> {
+    ["store.db", "store.db-wal"]
+        .into_iter()
+        .filter(|name| {
+            std::fs::read(dir.join(name)).is_ok_and(|bytes| bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()))
+        })
+        .collect()
+}
+
+async fn write_secrets(store: &Store, id: &StreamId) {
     for n in 0..50 {
-        let event = NewEvent::json("AddressGiven", &json!({"street": format!("{secret} #{n}")})).expect("event");
+        let event = NewEvent::json("AddressGiven", &json!({"street": format!("{SECRET} #{n}")})).expect("event");
         store
             .append(AppendRequest::new(id.clone(), ExpectedVersion::Any).event(event))
             .await
             .expect("append");
     }
+}
+
+async fn open_sqlite(dir: &std::path::Path) -> Store {
+    Store::open(&format!("sqlite://{}", dir.join("store.db").display()))
+        .await
+        .expect("open")
+}
+
+/// On SQLite the deleted text is gone from the files: the database and the WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_text_is_not_in_the_sqlite_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_sqlite(dir.path()).await;
+    let id = stream("customer-zed");
+    write_secrets(&store, &id).await;
     write(&store, &stream("customer-keep"), 3).await;
-    let files = || {
-        ["store.db", "store.db-wal"]
-            .iter()
-            .filter_map(|name| std::fs::read(dir.path().join(name)).ok())
-            .collect::<Vec<_>>()
-    };
-    let holds = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
     assert!(
-        files().iter().any(|bytes| holds(bytes)),
+        !files_holding_the_secret(dir.path()).is_empty(),
         "the test never wrote the secret to disk"
     );
     store.delete_stream(&id, Deletion::Soft).await.expect("delete");
-    for (name, bytes) in ["store.db", "store.db-wal"].iter().zip(files()) {
-        assert!(!holds(&bytes), "{name} still holds the deleted text");
-    }
     assert_eq!(
-        store
-            .read_stream(&stream("customer-keep"), 1, 10)
-            .await
-            .expect("read")
-            .len(),
-        3
+        files_holding_the_secret(dir.path()),
+        Vec::<&str>::new(),
+        "files still holding the deleted text"
     );
+    let kept = store.read_stream(&stream("customer-keep"), 1, 10).await.expect("read");
+    assert_eq!(kept.len(), 3);
     store.close().await;
+}
+
+/// A SQLite follower that copied the text before the deletion holds it in none of its
+/// files once it has copied the deletion record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_text_is_not_in_a_sqlite_followers_files() {
+    let leader = TestStore::memory().await.expect("memory").open().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let follower = open_sqlite(dir.path()).await;
+    follower.follow("http://leader.example:7070", 0).await.expect("follow");
+    let id = stream("customer-zed");
+    write_secrets(&leader, &id).await;
+    let partition = annals::partition_for(&id, leader.partition_count());
+    let ship = async || {
+        let from = follower.high_watermark(partition).await.expect("hw");
+        let records = leader.read_partition(partition, from, 1_000).await.expect("read");
+        follower.apply_replicated(records).await.expect("apply");
+    };
+    ship().await;
+    assert!(
+        !files_holding_the_secret(dir.path()).is_empty(),
+        "the follower never wrote the secret to disk"
+    );
+    leader.delete_stream(&id, Deletion::Soft).await.expect("delete");
+    ship().await;
+    assert_eq!(
+        files_holding_the_secret(dir.path()),
+        Vec::<&str>::new(),
+        "the follower's files still hold it"
+    );
+    follower.close().await;
 }

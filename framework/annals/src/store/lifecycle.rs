@@ -4,7 +4,8 @@
 //!
 //! A redacted record keeps its partition, offset, stream, version, id, type and time, so
 //! offsets stay gapless (I1) and versions contiguous (I2); its payload becomes JSON
-//! `null` and its metadata empty. A soft-deleted stream reads as absent until it is
+//! `null` and its metadata keeps only the command id (a follower rebuilds command
+//! outcomes from it, so I5 survives a failover). A soft-deleted stream reads as absent until it is
 //! written again, and its versions go on from the deletion record's. A hard-deleted
 //! stream can never be written or read again.
 
@@ -13,8 +14,8 @@ use serde_json::value::RawValue;
 use super::{AppendRequest, Store};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
-use crate::position::ExpectedVersion;
-use crate::record::NewEvent;
+use crate::position::{ExpectedVersion, Version};
+use crate::record::{Metadata, NewEvent, RecordedEvent};
 use crate::stream::StreamId;
 
 /// The type of the record that deletes its stream.
@@ -54,9 +55,24 @@ pub(crate) fn starts_over(stream: &StreamId, event: &crate::record::EventView<'_
     Ok(true)
 }
 
-/// What a redacted record's payload reads as.
-pub(crate) fn redacted_payload() -> Box<RawValue> {
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+/// Redacts `record` in place, as the SQL engines' triggers do: its payload becomes JSON
+/// `null` and its metadata keeps only the command id.
+pub(crate) fn redact(record: &mut RecordedEvent) {
+    if record.redacted {
+        return;
+    }
+    record.payload = RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"));
+    record.metadata = Metadata {
+        command_id: record.metadata.command_id,
+        ..Metadata::default()
+    };
+    record.redacted = true;
+}
+
+/// Whether a stream at `version` whose latest deletion record is at `deleted` has
+/// records to read.
+fn readable(version: Version, deleted: Option<Version>) -> bool {
+    deleted.map_or(version.0 > 0, |deleted| deleted < version)
 }
 
 impl Store {
@@ -70,30 +86,22 @@ impl Store {
     /// [`Error::StreamDeleted`].
     pub async fn delete_stream(&self, stream: &StreamId, deletion: Deletion) -> Result<AppendOutcome> {
         let version = self.stream_version(stream).await?;
-        match self.inner.backend.deletion(stream).await? {
-            Some((_, true)) => return Err(Error::StreamDeleted { stream: stream.clone() }),
-            Some((deleted, false)) if deleted == version && deletion == Deletion::Soft => {
-                return Err(Error::StreamNotFound { stream: stream.clone() })
-            }
-            _ if version.0 == 0 && deletion == Deletion::Soft => {
-                return Err(Error::StreamNotFound { stream: stream.clone() })
-            }
-            _ => {}
+        let deleted = self.soft_deletion(stream).await?;
+        if deletion == Deletion::Soft && !readable(version, deleted) {
+            return Err(Error::StreamNotFound { stream: stream.clone() });
         }
         let record = NewEvent::json(
             STREAM_DELETED,
             &serde_json::json!({ "hard": deletion == Deletion::Hard }),
         )?;
         // Whatever was appended since the version was read is deleted with the rest.
-        let mut request = AppendRequest::new(stream.clone(), ExpectedVersion::Any);
-        request.events.push(record);
-        let previous = self.inner.backend.deletion(stream).await?;
+        let request = AppendRequest::new(stream.clone(), ExpectedVersion::Any).event(record);
         let outcome = self.append_own(request).await?;
         self.inner.backend.reclaim().await?;
         crate::telemetry::stream_deleted(deletion == Deletion::Hard);
         // The records before the deletion record, back to the previous one (itself
-        // included), are the ones this deletion redacted.
-        let since = previous.map_or(1, |(version, _)| version.0);
+        // included), are the ones this deletion redacted, as this process saw them.
+        let since = deleted.map_or(1, |version| version.0);
         crate::telemetry::records_redacted(outcome.first_version.0.saturating_sub(since));
         Ok(outcome)
     }
@@ -102,25 +110,24 @@ impl Store {
     /// written again since. A hard-deleted stream answers [`Error::StreamDeleted`].
     pub async fn stream_exists(&self, stream: &StreamId) -> Result<bool> {
         let version = self.stream_version(stream).await?;
-        Ok(match self.inner.backend.deletion(stream).await? {
-            Some((_, true)) => return Err(Error::StreamDeleted { stream: stream.clone() }),
-            Some((deleted, false)) => deleted < version,
-            None => version.0 > 0,
-        })
+        Ok(readable(version, self.soft_deletion(stream).await?))
     }
 
     /// Where reading `stream` from `from_version` starts once deletions are counted:
     /// after its latest deletion record. A hard-deleted stream answers
     /// [`Error::StreamDeleted`].
-    pub(super) async fn readable_from(
-        &self,
-        stream: &StreamId,
-        from_version: crate::position::Version,
-    ) -> Result<crate::position::Version> {
+    pub(super) async fn readable_from(&self, stream: &StreamId, from_version: Version) -> Result<Version> {
+        let deleted = self.soft_deletion(stream).await?;
+        Ok(deleted.map_or(from_version, |deleted| from_version.max(deleted + 1)))
+    }
+
+    /// The version of `stream`'s latest deletion record, when it has one; a hard-deleted
+    /// stream answers [`Error::StreamDeleted`].
+    async fn soft_deletion(&self, stream: &StreamId) -> Result<Option<Version>> {
         match self.inner.backend.deletion(stream).await? {
             Some((_, true)) => Err(Error::StreamDeleted { stream: stream.clone() }),
-            Some((deleted, false)) => Ok(from_version.max(deleted + 1)),
-            None => Ok(from_version),
+            Some((version, false)) => Ok(Some(version)),
+            None => Ok(None),
         }
     }
 }

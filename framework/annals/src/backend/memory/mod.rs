@@ -45,31 +45,19 @@ impl Log {
     /// as the SQL engines' triggers do: each redacts the earlier records of its stream.
     /// Returns the deleted streams, whose snapshots go too.
     fn apply_deletions(&mut self, partition: Partition, from: usize) -> Vec<StreamId> {
-        let deletions: Vec<(StreamId, Version, bool)> = self.partitions[partition.index()][from..]
+        let records = &mut self.partitions[partition.index()];
+        let deletions: Vec<(StreamId, (Version, bool))> = records[from..]
             .iter()
-            .filter(|record| record.event_type == crate::store::lifecycle::STREAM_DELETED)
-            .map(|record| {
-                let hard = crate::store::lifecycle::is_hard_deletion(&record.event_type, record.payload.get());
-                (record.stream.clone(), record.version, hard)
-            })
+            .filter_map(|record| Some((record.stream.clone(), deletion_of(record)?)))
             .collect();
-        for (stream, version, hard) in &deletions {
-            let offsets = self.streams.get(stream).cloned().unwrap_or_default();
-            let records = &mut self.partitions[partition.index()];
-            for offset in offsets.iter().take(version.0.saturating_sub(1) as usize) {
-                let record = &mut records[offset.0 as usize];
-                if !record.redacted {
-                    record.payload = crate::store::lifecycle::redacted_payload();
-                    record.metadata = crate::record::Metadata {
-                        command_id: record.metadata.command_id,
-                        ..crate::record::Metadata::default()
-                    };
-                    record.redacted = true;
-                }
+        for (stream, (version, hard)) in &deletions {
+            let earlier = self.streams.get(stream).map_or(&[][..], |offsets| offsets.as_slice());
+            for offset in &earlier[..(version.0 - 1) as usize] {
+                crate::store::lifecycle::redact(&mut records[offset.0 as usize]);
             }
             self.deleted.insert(stream.clone(), (*version, *hard));
         }
-        deletions.into_iter().map(|(stream, ..)| stream).collect()
+        deletions.into_iter().map(|(stream, _)| stream).collect()
     }
 
     /// After a truncation removed deletion records of `streams`: each one's latest
@@ -77,25 +65,22 @@ impl Log {
     fn recount_deletions(&mut self, streams: &HashSet<StreamId>) {
         for stream in streams {
             let partition = &self.partitions[crate::partition_for(stream, self.partitions.len() as u32).index()];
-            let latest = self.streams.get(stream).and_then(|offsets| {
-                offsets
-                    .iter()
-                    .rev()
-                    .map(|offset| &partition[offset.0 as usize])
-                    .find_map(|record| {
-                        (record.event_type == crate::store::lifecycle::STREAM_DELETED).then(|| {
-                            let hard =
-                                crate::store::lifecycle::is_hard_deletion(&record.event_type, record.payload.get());
-                            (record.version, hard)
-                        })
-                    })
-            });
+            let offsets = self.streams.get(stream).map_or(&[][..], |offsets| offsets.as_slice());
+            let latest = (offsets.iter().rev()).find_map(|offset| deletion_of(&partition[offset.0 as usize]));
             match latest {
                 Some(latest) => self.deleted.insert(stream.clone(), latest),
                 None => self.deleted.remove(stream),
             };
         }
     }
+}
+
+/// The version of `record` and whether it deletes hard, when it is a deletion record.
+fn deletion_of(record: &RecordedEvent) -> Option<(Version, bool)> {
+    (record.event_type == crate::store::lifecycle::STREAM_DELETED).then(|| {
+        let hard = crate::store::lifecycle::is_hard_deletion(&record.event_type, record.payload.get());
+        (record.version, hard)
+    })
 }
 
 impl LogView for Log {
@@ -457,7 +442,7 @@ impl Backend for MemoryBackend {
         self.snapshots.forget_from(&first_removed);
         groups.truncate(partition, from_offset);
         let undeleted: HashSet<StreamId> = (removed.iter())
-            .filter(|record| record.event_type == crate::store::lifecycle::STREAM_DELETED)
+            .filter(|record| deletion_of(record).is_some())
             .map(|record| record.stream.clone())
             .collect();
         for record in &removed {

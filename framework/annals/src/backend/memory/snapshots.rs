@@ -50,13 +50,13 @@ impl MemorySnapshots {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes the snapshots of each stream at or after the version given for it: they
-    /// folded records a truncation removed.
     /// Drops every snapshot of `stream` (it was deleted).
     pub(super) fn forget(&self, stream: &StreamId) {
         self.rows().rows.retain(|row| row.stream != *stream);
     }
 
+    /// Removes the snapshots of each stream at or after the version given for it: they
+    /// folded records a truncation removed.
     pub(super) fn forget_from(&self, first_removed: &HashMap<&StreamId, Version>) {
         self.rows().rows.retain(|row| {
             first_removed

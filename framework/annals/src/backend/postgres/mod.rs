@@ -263,11 +263,7 @@ impl Backend for PgBackend {
     }
 
     async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>> {
-        let row: Option<(i64, bool)> = sqlx::query_as(sql::DELETION)
-            .bind(stream.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(version, hard)| (Version(version as u64), hard)))
+        sql::deletion(&self.read_models, stream).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {

@@ -26,8 +26,6 @@ pub(crate) const FOLD_STREAM: &str = statement!("fold_stream");
 pub(crate) const FOLD_STREAM_VERSIONED: &str = statement!("fold_stream_versioned");
 /// `$1` stream: its version.
 pub(crate) const STREAM_VERSION: &str = statement!("stream_version");
-/// `$1` stream: its latest deletion's version and whether it was hard.
-pub(crate) const DELETION: &str = statement!("deletion");
 /// The next offset of partition `p.partition`, as an expression over
 /// `annals_partitions p`: NULL when it is empty.
 pub(crate) const NEXT_OFFSET_OF_P: &str = statement!("next_offset_of_p");
@@ -69,6 +67,20 @@ pub(crate) async fn next_timer(
     let rows = db.query(NEXT_TIMER, vec![i64::from(partition.0).into()]).await?;
     Ok(rows.first().map(|row| row.get::<Option<i64>>(0)).transpose()?.flatten())
 }
+
+/// The version of `stream`'s latest deletion record, and whether it was hard.
+pub(crate) async fn deletion(
+    db: &crate::readmodel::Db,
+    stream: &crate::stream::StreamId,
+) -> crate::error::Result<Option<(crate::position::Version, bool)>> {
+    let rows = db.query(statement!("deletion"), vec![stream.as_str().into()]).await?;
+    let Some(row) = rows.first() else { return Ok(None) };
+    Ok(Some((
+        crate::position::Version(row.get::<u64>(0)?),
+        row.get::<bool>(1)?,
+    )))
+}
+
 /// The store's role.
 pub(crate) const REPLICA: &str = statement!("replica");
 /// `$1` leader URL, `$2` the leader's epoch.

@@ -52,9 +52,18 @@ impl SqliteBackend {
         &self,
         work: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.on_writer(move |conn| writer::commit(conn, work)).await
+    }
+
+    /// Runs `work` on the writer's connection between two batches, outside any
+    /// transaction.
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = writer::Job::Alone(Box::new(move |conn| {
-            let _ = reply.send(writer::commit(conn, work));
+            let _ = reply.send(work(conn));
         }));
         self.queue.send(job).await?;
         answer.await.map_err(|_| Error::Closed)?
@@ -254,27 +263,22 @@ impl Backend for SqliteBackend {
     }
 
     async fn reclaim(&self) -> Result<()> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = writer::Job::Alone(Box::new(move |conn| {
-            // Outside any transaction: a checkpoint cannot run inside one. It waits for
-            // readers up to the busy timeout; one still reading leaves the WAL to the
-            // next checkpoint that finds it idle.
-            let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
-            let _ = reply.send(busy.map_err(writer::engine));
-        }));
-        self.queue.send(job).await?;
-        if answer.await.map_err(|_| Error::Closed)?? != 0 {
+        // A checkpoint cannot run inside a transaction. It waits for readers up to the
+        // busy timeout; one still reading keeps the WAL from being emptied.
+        let busy = self
+            .on_writer(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+                    .map_err(writer::engine)
+            })
+            .await?;
+        if busy != 0 {
             tracing::debug!("a reader kept the WAL from being emptied after a redaction");
         }
         Ok(())
     }
 
     async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>> {
-        let row: Option<(i64, bool)> = sqlx::query_as(sql::DELETION)
-            .bind(stream.as_str())
-            .fetch_optional(&self.readers)
-            .await?;
-        Ok(row.map(|(version, hard)| (Version(version as u64), hard)))
+        sql::deletion(&self.read_models, stream).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
@@ -414,9 +418,16 @@ impl Backend for SqliteBackend {
     }
 
     async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
+        let deletes =
+            (replicated.records.iter()).any(|record| record.event_type == crate::store::lifecycle::STREAM_DELETED);
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue.send(writer::Job::Replicate(replicated, reply)).await?;
-        answer.await.map_err(|_| Error::Closed)?
+        answer.await.map_err(|_| Error::Closed)??;
+        // A follower empties its WAL after a redaction as its leader did.
+        if deletes {
+            self.reclaim().await?;
+        }
+        Ok(())
     }
 
     async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {

@@ -74,6 +74,12 @@ enum Command {
     /// Filter indexes, which groups filtered by category or event type read through.
     #[command(subcommand)]
     Indexes(commands::indexes::Indexes),
+    /// Retention rules per category or stream, which `annals scavenge` applies.
+    #[command(subcommand)]
+    Retention(commands::retention::Rules),
+    /// Redacts the records that retention rules expire (they keep their offsets and
+    /// versions), once.
+    Scavenge(commands::retention::ScavengeArgs),
     /// Timers (deadlines and scheduled commands): list, status, schedule, cancel.
     #[command(subcommand)]
     Timers(commands::timers::Timers),
@@ -121,6 +127,14 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         Command::Indexes(command) => {
             direct("indexes")?;
             commands::indexes::run(&cli.db, command, out).await
+        }
+        Command::Retention(command) => {
+            direct("retention")?;
+            commands::retention::rules(&cli.db, command, out).await
+        }
+        Command::Scavenge(args) => {
+            direct("scavenge")?;
+            commands::retention::scavenge(&cli.db, args, out).await
         }
         Command::Timers(command) => {
             direct("timers")?;

@@ -68,17 +68,14 @@ fn serve(command: &mut Command) -> (std::process::Child, String) {
 }
 
 impl Cli {
-    /// Starts `annals serve` on this store, on a free loopback port, with one token.
-    fn serve_with_token(&self, token: &str) -> (std::process::Child, String) {
-        serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
-            "--db",
-            &self.db,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            token,
-        ]))
+    /// Starts `annals serve` on this store, on a free loopback port, with one token and
+    /// the `extra` arguments.
+    fn serve_with_token(&self, token: &str, extra: &[&str]) -> (std::process::Child, String) {
+        serve(
+            Command::new(env!("CARGO_BIN_EXE_annals"))
+                .args(["--db", &self.db, "serve", "--listen", "127.0.0.1:0", "--token", token])
+                .args(extra),
+        )
     }
 }
 
@@ -320,6 +317,31 @@ fn timer_and_filter_benchmarks_run_and_report() {
     );
 }
 
+#[test]
+fn the_scavenge_benchmark_runs_and_checks_the_log() {
+    let cli = Cli::new();
+    let args = [
+        "bench",
+        "scavenge",
+        "--records",
+        "5000",
+        "--streams",
+        "100",
+        "--keep",
+        "5",
+    ];
+    let report = cli.json(&[&args[..], &["--alone-seconds", "1", "--writers", "2"]].concat());
+    assert_eq!(
+        (report["workload"].as_str(), report["records_redacted"].as_u64()),
+        (Some("scavenge"), Some(4_500)),
+        "{report}"
+    );
+    assert!(
+        report["live_records_checked"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+}
+
 /// Builds a group's state with a real member, then operates it from the CLI.
 #[test]
 fn groups_and_dead_letters_from_the_command_line() {
@@ -536,7 +558,7 @@ fn serve_refuses_a_certificate_it_cannot_use() {
 fn commands_through_a_server_answer_as_the_store_does() {
     let cli = Cli::new();
     cli.json(&["init"]);
-    let (mut server, url) = cli.serve_with_token("t0ken");
+    let (mut server, url) = cli.serve_with_token("t0ken", &[]);
     let remote = |args: &[&str]| through(&url, "t0ken", args);
 
     let (code, appended) = remote(&[
@@ -743,7 +765,7 @@ fn streams_are_deleted_from_the_command_line_and_through_a_server() {
     let absent = cli.json_error(&["streams", "delete", "customer-1"]);
     assert_eq!(absent["error"], "not_found", "{absent}");
 
-    let (mut server, url) = cli.serve_with_token("t0ken");
+    let (mut server, url) = cli.serve_with_token("t0ken", &[]);
     let remote = |args: &[&str]| through(&url, "t0ken", args);
     let (code, deleted) = remote(&["streams", "delete", "customer-2", "--hard"]);
     assert_eq!((code, deleted["hard"].as_bool()), (Some(0), Some(true)), "{deleted}");
@@ -780,6 +802,60 @@ fn streams_are_deleted_from_the_command_line_and_through_a_server() {
         [(1, true, true), (2, true, true), (3, false, false)],
         "{fetched}"
     );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn retention_and_the_scavenger_from_the_command_line() {
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    for _ in 0..4 {
+        for stream in ["reading-1", "reading-2"] {
+            cli.json(&["append", stream, "--type", "Measured", "--data", r#"{"c":21}"#]);
+        }
+    }
+    let set = cli.json(&["retention", "set", "--category", "reading", "--max-count", "1"]);
+    assert_eq!(set["retention"]["max_count"], 1, "{set}");
+    let refused = cli.json_error(&["retention", "set", "--category", "reading", "--truncate-before", "2"]);
+    assert_eq!(refused["error"], "bad_request", "{refused}");
+    let listed = cli.json(&["retention", "list"]);
+    assert_eq!(listed["rules"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["rules"][0]["scope"], serde_json::json!({"category": "reading"}));
+
+    let dry = cli.json(&["scavenge", "--dry-run"]);
+    assert_eq!(dry["scavenged"]["records_redacted"], 6, "{dry}");
+    let done = cli.json(&["scavenge"]);
+    assert_eq!(done["scavenged"], dry["scavenged"], "{done}");
+    assert_eq!(cli.json(&["scavenge"])["scavenged"]["streams_truncated"], 0);
+    let read = cli.json(&["read", "reading-1"]);
+    let flags: Vec<bool> = (read["events"].as_array().expect("events").iter())
+        .map(|r| r["redacted"] == true)
+        .collect();
+    assert_eq!(flags, [true, true, true, false], "{read}");
+
+    // `serve --scavenge-every` applies a rule in the background.
+    cli.json(&["retention", "set", "--stream", "reading-2", "--max-count", "1"]);
+    for _ in 0..2 {
+        cli.json(&["append", "reading-2", "--type", "Measured", "--data", "{}"]);
+    }
+    let (mut server, url) = cli.serve_with_token("t0ken", &["--scavenge-every", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, read) = through(&url, "t0ken", &["read", "reading-2"]);
+        assert_eq!(code, Some(0), "{read}");
+        let redacted = (read["events"].as_array().expect("events").iter())
+            .filter(|r| r["redacted"] == true)
+            .count();
+        if redacted == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never scavenged: {read}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let _ = server.kill();
     let _ = server.wait();
 }

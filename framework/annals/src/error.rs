@@ -69,6 +69,12 @@ pub enum Error {
         /// The rejected type.
         event_type: String,
     },
+    /// A retention rule the store cannot apply.
+    #[error("invalid retention rule: {reason}")]
+    InvalidRetention {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An event id that the store (or the same append) already holds.
     #[error("duplicate event id {event_id}")]
     DuplicateEventId {
@@ -410,6 +416,7 @@ impl Error {
             | Error::TooManyEvents { .. }
             | Error::InvalidEventType { .. }
             | Error::ReservedEventType { .. }
+            | Error::InvalidRetention { .. }
             | Error::ReservedMetadataKey { .. }
             | Error::InvalidDomainEvent { .. }
             | Error::InvalidJson(_)

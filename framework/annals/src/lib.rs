@@ -70,7 +70,10 @@ pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS, DEFAULT
 pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Position, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
-pub use store::{AppendRequest, Deletion, EventStore, Store, STREAM_DELETED};
+pub use store::{
+    AppendRequest, Deletion, EventStore, Retention, RetentionScope, ScavengeOptions, Scavenged, Scavenger, Store,
+    RETENTION_SET, STREAM_DELETED, STREAM_TRUNCATED,
+};
 pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
 pub use trace::{InvalidTraceParent, TraceParent};
 

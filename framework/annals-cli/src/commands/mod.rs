@@ -8,6 +8,7 @@ pub(crate) mod groups;
 pub(crate) mod indexes;
 pub(crate) mod init;
 pub(crate) mod read;
+pub(crate) mod retention;
 pub(crate) mod serve;
 pub(crate) mod stats;
 pub(crate) mod streams;

@@ -25,6 +25,13 @@ pub(crate) struct Args {
     /// How long an append waits for them, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     ack_timeout_ms: u64,
+    /// Apply the retention rules every this many seconds (see `annals scavenge`); off
+    /// unless given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    scavenge_every: Option<u64>,
+    /// With --scavenge-every: redact at most this many records per second.
+    #[arg(long, requires = "scavenge_every")]
+    scavenge_max_records_per_sec: Option<u64>,
 }
 
 pub(crate) async fn run(db: &str, args: Args) -> CliResult {
@@ -43,9 +50,15 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
         transport,
         ..ServerOptions::default()
     };
-    annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal())
-        .await
-        .map_err(annals::Error::Io)?;
+    let scavenger = (args.scavenge_every).map(|seconds| {
+        let every = std::time::Duration::from_secs(seconds);
+        annals::Scavenger::start(&store, every, args.scavenge_max_records_per_sec)
+    });
+    let served = annals_server::serve(store.clone(), listener, options, annals_server::shutdown_signal()).await;
+    if let Some(scavenger) = scavenger {
+        scavenger.shutdown().await;
+    }
+    served.map_err(annals::Error::Io)?;
     store.close().await;
     Ok(())
 }

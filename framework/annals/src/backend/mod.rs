@@ -112,6 +112,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn reclaim(&self) -> Result<()> {
         Ok(())
     }
+    /// The version below which the scavenger truncated `stream`.
+    async fn truncated_before(&self, stream: &StreamId) -> Result<Option<Version>>;
+    /// The first version of `stream` written at or after `since_us` (µs since the epoch).
+    async fn first_version_since(&self, stream: &StreamId, since_us: i64) -> Result<Option<Version>>;
     async fn read_partition(
         &self,
         partition: Partition,

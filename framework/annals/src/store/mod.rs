@@ -21,10 +21,15 @@
 
 pub(crate) mod lifecycle;
 mod replica;
+mod retention;
 mod subscribe;
 
 pub(crate) use lifecycle::starts_over;
 pub use lifecycle::{Deletion, STREAM_DELETED};
+pub(crate) use retention::truncation_of;
+pub use retention::{
+    Retention, RetentionScope, ScavengeOptions, Scavenged, Scavenger, RETENTION_SET, STREAM_TRUNCATED,
+};
 
 use std::sync::Arc;
 

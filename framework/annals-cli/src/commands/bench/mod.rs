@@ -11,6 +11,7 @@ mod http;
 mod load;
 mod project;
 mod raw_commands;
+mod scavenge;
 mod snapshots;
 mod timers;
 mod workloads;
@@ -40,6 +41,9 @@ pub(crate) enum Bench {
     Project(project::ProjectArgs),
     /// A backlog of due timers fired by a timer group, each running one command.
     Timers(timers::TimersArgs),
+    /// Scavenging a store whose retention rule expires most records, while writers
+    /// append to other streams; then the log is checked whole.
+    Scavenge(scavenge::ScavengeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +99,7 @@ pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
         Bench::Http(args) => http::http(db, args, out).await,
         Bench::Project(args) => project::project(db, args, out).await,
         Bench::Timers(args) => timers::timers(db, args, out).await,
+        Bench::Scavenge(args) => scavenge::scavenge(db, args, out).await,
     }
 }
 

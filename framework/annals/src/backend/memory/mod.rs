@@ -37,27 +37,55 @@ struct Log {
     event_ids: HashSet<Uuid>,
     /// Each deleted stream's latest deletion record: its version, and whether it was hard.
     deleted: HashMap<StreamId, (Version, bool)>,
+    /// How far the scavenger truncated each stream: the version its records are
+    /// redacted below.
+    truncated: HashMap<StreamId, Version>,
     replica: Replica,
 }
 
 impl Log {
-    /// Applies the deletion records among the records of `partition` from `from` on,
-    /// as the SQL engines' triggers do: each redacts the earlier records of its stream.
-    /// Returns the deleted streams, whose snapshots go too.
-    fn apply_deletions(&mut self, partition: Partition, from: usize) -> Vec<StreamId> {
-        let records = &mut self.partitions[partition.index()];
-        let deletions: Vec<(StreamId, (Version, bool))> = records[from..]
-            .iter()
-            .filter_map(|record| Some((record.stream.clone(), deletion_of(record)?)))
-            .collect();
-        for (stream, (version, hard)) in &deletions {
-            let earlier = self.streams.get(stream).map_or(&[][..], |offsets| offsets.as_slice());
-            for offset in &earlier[..(version.0 - 1) as usize] {
-                crate::store::lifecycle::redact(&mut records[offset.0 as usize]);
-            }
-            self.deleted.insert(stream.clone(), (*version, *hard));
+    /// Applies the deletion and truncation records among the records of `partition`
+    /// from `from` on, as the SQL engines' triggers do: a deletion redacts the earlier
+    /// records of its stream, a truncation those of the stream it names below its
+    /// version. Returns the deleted streams, whose snapshots go too.
+    fn apply_redactions(&mut self, partition: Partition, from: usize) -> Vec<StreamId> {
+        enum Written {
+            Deletion(StreamId, (Version, bool)),
+            Truncation(StreamId, Version),
         }
-        deletions.into_iter().map(|(stream, _)| stream).collect()
+        let written: Vec<Written> = self.partitions[partition.index()][from..]
+            .iter()
+            .filter_map(|record| match deletion_of(record) {
+                Some(deletion) => Some(Written::Deletion(record.stream.clone(), deletion)),
+                None => crate::store::truncation_of(record).map(|(stream, before)| Written::Truncation(stream, before)),
+            })
+            .collect();
+        let mut deleted = Vec::new();
+        for written in written {
+            match written {
+                Written::Deletion(stream, (version, hard)) => {
+                    self.redact_below(&stream, version);
+                    self.deleted.insert(stream.clone(), (version, hard));
+                    deleted.push(stream);
+                }
+                Written::Truncation(stream, before) => {
+                    self.redact_below(&stream, before);
+                    let truncated = self.truncated.entry(stream).or_insert(before);
+                    *truncated = (*truncated).max(before);
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Redacts the records of `stream` below version `below`.
+    fn redact_below(&mut self, stream: &StreamId, below: Version) {
+        let partition = crate::partition_for(stream, self.partitions.len() as u32);
+        let offsets = self.streams.get(stream).map_or(&[][..], Vec::as_slice);
+        let records = &mut self.partitions[partition.index()];
+        for offset in offsets.iter().take(below.0.saturating_sub(1) as usize) {
+            crate::store::lifecycle::redact(&mut records[offset.0 as usize]);
+        }
     }
 
     /// After a truncation removed deletion records of `streams`: each one's latest
@@ -197,7 +225,7 @@ impl Backend for MemoryBackend {
                 .entry(append.stream.clone())
                 .or_default()
                 .extend((outcome.first_offset.0..=outcome.last_offset.0).map(Offset));
-            for stream in log.apply_deletions(append.partition, from) {
+            for stream in log.apply_redactions(append.partition, from) {
                 self.snapshots.forget(&stream);
             }
             if let Some(command_id) = append.command_id {
@@ -246,6 +274,24 @@ impl Backend for MemoryBackend {
 
     async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>> {
         Ok(self.log().deleted.get(stream).copied())
+    }
+
+    async fn truncated_before(&self, stream: &StreamId) -> Result<Option<Version>> {
+        Ok(self.log().truncated.get(stream).copied())
+    }
+
+    async fn first_version_since(&self, stream: &StreamId, since_us: i64) -> Result<Option<Version>> {
+        let since = chrono::DateTime::from_timestamp_micros(since_us).unwrap_or_default();
+        let log = self.log();
+        let Some(offsets) = log.streams.get(stream) else {
+            return Ok(None);
+        };
+        let partition = &log.partitions[crate::partition_for(stream, self.partition_count).index()];
+        Ok(offsets
+            .iter()
+            .map(|offset| &partition[offset.0 as usize])
+            .find(|record| record.recorded_at >= since)
+            .map(|record| record.version))
     }
 
     async fn read_partition(
@@ -407,7 +453,7 @@ impl Backend for MemoryBackend {
             log.commands.extend(replicated.commands);
             let from = log.partitions[partition.index()].len();
             log.partitions[partition.index()].extend(replicated.records);
-            for stream in log.apply_deletions(partition, from) {
+            for stream in log.apply_redactions(partition, from) {
                 self.snapshots.forget(&stream);
             }
         }

@@ -266,6 +266,14 @@ impl Backend for PgBackend {
         sql::deletion(&self.read_models, stream).await
     }
 
+    async fn truncated_before(&self, stream: &StreamId) -> Result<Option<Version>> {
+        sql::truncated_before(&self.read_models, stream).await
+    }
+
+    async fn first_version_since(&self, stream: &StreamId, since_us: i64) -> Result<Option<Version>> {
+        sql::first_version_since(&self.read_models, &DIALECT, stream, since_us).await
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         let version: Option<i64> = sqlx::query_scalar(sql::STREAM_VERSION)
             .bind(stream.as_str())

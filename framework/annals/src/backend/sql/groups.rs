@@ -60,7 +60,7 @@ impl Dialect {
     }
 
     /// `statement` with this dialect's words in its holes.
-    fn fill(&self, statement: &'static str) -> &'static str {
+    pub(crate) fn fill(&self, statement: &'static str) -> &'static str {
         if !statement.contains('{') {
             return statement;
         }

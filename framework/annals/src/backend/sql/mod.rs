@@ -81,6 +81,34 @@ pub(crate) async fn deletion(
     )))
 }
 
+/// The version below which the scavenger truncated `stream`.
+pub(crate) async fn truncated_before(
+    db: &crate::readmodel::Db,
+    stream: &crate::stream::StreamId,
+) -> crate::error::Result<Option<crate::position::Version>> {
+    let rows = db
+        .query(statement!("truncated_before"), vec![stream.as_str().into()])
+        .await?;
+    rows.first()
+        .map(|row| row.get::<u64>(0).map(crate::position::Version))
+        .transpose()
+}
+
+/// The first version of `stream` written at or after `since_us` (µs since the epoch).
+pub(crate) async fn first_version_since(
+    db: &crate::readmodel::Db,
+    dialect: &groups::Dialect,
+    stream: &crate::stream::StreamId,
+    since_us: i64,
+) -> crate::error::Result<Option<crate::position::Version>> {
+    let statement = dialect.fill(statement!("first_version_since"));
+    let rows = db
+        .query(statement, vec![stream.as_str().into(), since_us.into()])
+        .await?;
+    let first = rows.first().map(|row| row.get::<Option<u64>>(0)).transpose()?.flatten();
+    Ok(first.map(crate::position::Version))
+}
+
 /// The store's role.
 pub(crate) const REPLICA: &str = statement!("replica");
 /// `$1` leader URL, `$2` the leader's epoch.

@@ -1,10 +1,16 @@
-//! Stream deletion: a deleted stream's records are redacted in place (offsets gapless,
-//! versions contiguous), a soft-deleted stream reads as absent until written again, a
-//! hard-deleted one is closed for good, and a follower redacts what its leader did.
+//! The data lifecycle: a deleted stream's records are redacted in place (offsets
+//! gapless, versions contiguous), a soft-deleted stream reads as absent until written
+//! again, a hard-deleted one is closed for good; retention rules let the scavenger
+//! redact what expired; a follower redacts what its leader did, and a consumer group
+//! replaying the log sees every redacted record in its place.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use annals::group::{Consumer, GroupMember, GroupOptions, Processed};
 use annals::{
-    AppendRequest, Deletion, Error, ExpectedVersion, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store,
-    StreamId, Version, STREAM_DELETED,
+    async_trait, AppendRequest, Deletion, Error, ExpectedVersion, Metadata, NewEvent, Offset, Partition, RecordedEvent,
+    Retention, RetentionScope, ScavengeOptions, Scavenged, Store, StreamId, Version, STREAM_DELETED, STREAM_TRUNCATED,
 };
 use annals_testkit::TestStore;
 use serde_json::json;
@@ -14,6 +20,9 @@ annals_testkit::on_every_engine!(
     a_soft_deleted_stream_is_redacted_and_reads_as_absent,
     a_hard_deleted_stream_is_closed_for_good,
     reserved_types_and_absent_streams_are_refused_and_change_nothing,
+    the_scavenger_redacts_what_expired_and_nothing_else,
+    bad_retention_rules_are_refused_and_change_nothing,
+    a_replayed_group_sees_redacted_records_in_place,
 );
 
 fn stream(id: &str) -> StreamId {
@@ -261,6 +270,10 @@ async fn a_follower_redacts_what_its_leader_did(leader: TestStore, early: TestSt
     for id in &ids {
         commands.push(write(&leader, id, 2).await);
     }
+    let readings: Vec<StreamId> = (0..6).map(|i| stream(&format!("reading-{i}"))).collect();
+    for id in &readings {
+        write(&leader, id, 4).await;
+    }
     let ship = async |follower: &Store| {
         for p in Partition::all(leader.partition_count()) {
             let from = follower.high_watermark(p).await.expect("hw");
@@ -280,14 +293,25 @@ async fn a_follower_redacts_what_its_leader_did(leader: TestStore, early: TestSt
         }
     }
     write(&leader, &ids[1], 1).await;
+    let rule = Retention {
+        max_count: Some(1),
+        ..Retention::default()
+    };
+    leader
+        .set_retention(&RetentionScope::Category("reading".into()), rule)
+        .await
+        .expect("rule");
+    scavenge(&leader, false).await;
     ship(&early).await;
     ship(&late).await;
     let expected = whole_log(&leader).await;
-    assert_eq!(
-        expected.iter().filter(|r| r.redacted).count(),
-        12,
-        "six streams of two records"
-    );
+    let redacted = |category: &str| {
+        (expected.iter())
+            .filter(|r| r.redacted && r.stream.category() == category)
+            .count()
+    };
+    assert_eq!(redacted("customer"), 12, "six streams of two records");
+    assert_eq!(redacted("reading"), 18, "six streams of four records, one kept");
     assert_eq!(
         whole_log(&early).await,
         expected,
@@ -415,4 +439,227 @@ async fn erased_text_is_not_in_a_sqlite_followers_files() {
         "the follower's files still hold it"
     );
     follower.close().await;
+}
+
+async fn scavenge(store: &Store, dry_run: bool) -> Scavenged {
+    scavenge_at(store, dry_run, chrono::Utc::now()).await
+}
+
+async fn scavenge_at(store: &Store, dry_run: bool, now: chrono::DateTime<chrono::Utc>) -> Scavenged {
+    let mut reports = Vec::new();
+    let done = store
+        .scavenge(
+            ScavengeOptions {
+                dry_run,
+                now,
+                max_records_per_sec: None,
+            },
+            &mut |so_far| reports.push(*so_far),
+        )
+        .await
+        .expect("scavenge");
+    assert_eq!(reports.last(), Some(&done), "the last progress report is the result");
+    done
+}
+
+/// The redaction flags of `id`'s records, in version order.
+fn redacted_of(records: &[RecordedEvent], id: &str) -> Vec<bool> {
+    of(records, &stream(id)).iter().map(|record| record.redacted).collect()
+}
+
+async fn the_scavenger_redacts_what_expired_and_nothing_else(t: TestStore) {
+    let store = t.open().await;
+    for id in ["reading-a", "reading-b", "reading-c", "other-x"] {
+        write(&store, &stream(id), 5).await;
+    }
+    let count = |n| Retention {
+        max_count: Some(n),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Category("reading".into()), count(2))
+        .await
+        .expect("category rule");
+    // A stream's own rule replaces its category's.
+    store
+        .set_retention(&RetentionScope::Stream(stream("reading-b")), count(4))
+        .await
+        .expect("stream rule");
+    let before = Retention {
+        truncate_before: Some(Version(3)),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Stream(stream("reading-c")), before)
+        .await
+        .expect("truncate-before rule");
+    let rules = store.retention_rules().await.expect("rules");
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules[0], (RetentionScope::Category("reading".into()), count(2)));
+
+    let untouched = whole_log(&store).await;
+    let expected = Scavenged {
+        streams_examined: 3,
+        streams_truncated: 3,
+        records_redacted: 3 + 1 + 2,
+    };
+    assert_eq!(scavenge(&store, true).await, expected, "the dry run's report");
+    assert_eq!(whole_log(&store).await, untouched, "a dry run wrote something");
+
+    assert_eq!(scavenge(&store, false).await, expected);
+    let after = whole_log(&store).await;
+    assert_eq!(redacted_of(&after, "reading-a"), [true, true, true, false, false]);
+    assert_eq!(redacted_of(&after, "reading-b"), [true, false, false, false, false]);
+    assert_eq!(redacted_of(&after, "reading-c"), [true, true, false, false, false]);
+    assert_eq!(redacted_of(&after, "other-x"), [false; 5]);
+    // The log keeps its shape: every record before is at its place, with its id.
+    let kept = after.iter().filter(|r| !r.stream.as_str().starts_with("annals."));
+    for (old, new) in untouched
+        .iter()
+        .filter(|r| !r.stream.as_str().starts_with("annals."))
+        .zip(kept)
+    {
+        assert_eq!(
+            (old.partition, old.offset, old.event_id),
+            (new.partition, new.offset, new.event_id)
+        );
+    }
+    let truncations = after.iter().filter(|r| r.event_type == STREAM_TRUNCATED).count();
+    assert_eq!(truncations, 3, "one truncation record per stream");
+
+    // Nothing more to do until more is written.
+    assert_eq!(scavenge(&store, false).await.streams_truncated, 0);
+    assert_eq!(whole_log(&store).await, after);
+    write(&store, &stream("reading-a"), 2).await;
+    assert_eq!(scavenge(&store, false).await.records_redacted, 2);
+    assert_eq!(
+        redacted_of(&whole_log(&store).await, "reading-a"),
+        [true, true, true, true, true, false, false]
+    );
+
+    // Ages: an hour's limit expires nothing now, and everything two hours later.
+    let hour = Retention {
+        max_age: Some(Duration::from_secs(3_600)),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Category("other".into()), hour)
+        .await
+        .expect("age rule");
+    let now = chrono::Utc::now();
+    assert_eq!(scavenge_at(&store, false, now).await.streams_truncated, 0);
+    let later = now + chrono::Duration::hours(2);
+    assert_eq!(scavenge_at(&store, false, later).await.records_redacted, 5);
+    assert_eq!(redacted_of(&whole_log(&store).await, "other-x"), [true; 5]);
+
+    // A rule with no limit removes the rule.
+    store
+        .set_retention(&RetentionScope::Category("other".into()), Retention::default())
+        .await
+        .expect("remove");
+    assert_eq!(store.retention_rules().await.expect("rules").len(), 3);
+}
+
+async fn bad_retention_rules_are_refused_and_change_nothing(t: TestStore) {
+    let store = t.open().await;
+    let category = RetentionScope::Category("reading".into());
+    let refusals = [
+        (
+            category.clone(),
+            Retention {
+                truncate_before: Some(Version(2)),
+                ..Retention::default()
+            },
+        ),
+        (
+            category.clone(),
+            Retention {
+                max_count: Some(0),
+                ..Retention::default()
+            },
+        ),
+        (
+            RetentionScope::Category("not-a-category".into()),
+            Retention {
+                max_count: Some(1),
+                ..Retention::default()
+            },
+        ),
+        (
+            RetentionScope::Stream(stream(&format!("reading-{}", "x".repeat(190)))),
+            Retention {
+                max_count: Some(1),
+                ..Retention::default()
+            },
+        ),
+    ];
+    for (scope, rule) in refusals {
+        let refused = store.set_retention(&scope, rule).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::InvalidRetention { .. } | Error::InvalidCategory { .. })
+            ),
+            "{scope}: {refused:?}"
+        );
+    }
+    assert!(whole_log(&store).await.is_empty(), "a refused rule wrote something");
+    assert!(store.retention_rules().await.expect("rules").is_empty());
+}
+
+/// Hands every record over, noting its position and whether it was redacted.
+#[derive(Clone, Default)]
+struct Replay {
+    seen: Arc<Mutex<Vec<(Partition, Offset, bool)>>>,
+}
+
+#[async_trait]
+impl Consumer for Replay {
+    async fn handle(&self, record: &RecordedEvent, _: &Processed) -> annals::Result<()> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .push((record.partition, record.offset, record.redacted));
+        Ok(())
+    }
+}
+
+async fn a_replayed_group_sees_redacted_records_in_place(t: TestStore) {
+    let store = t.open().await;
+    for i in 0..8 {
+        write(&store, &stream(&format!("reading-{i}")), 3).await;
+    }
+    store
+        .delete_stream(&stream("reading-0"), Deletion::Soft)
+        .await
+        .expect("delete");
+    let rule = Retention {
+        max_count: Some(1),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Category("reading".into()), rule)
+        .await
+        .expect("rule");
+    scavenge(&store, false).await;
+    let log = whole_log(&store).await;
+
+    let replay = Replay::default();
+    let options = GroupOptions {
+        heartbeat_interval: Duration::from_millis(100),
+        ..GroupOptions::default()
+    };
+    let member = GroupMember::consumer(&store, "replay", replay.clone(), options)
+        .await
+        .expect("join");
+    annals_testkit::tally::caught_up(&store, "replay").await;
+    member.shutdown().await.expect("leave");
+    let mut seen = replay.seen.lock().expect("lock").clone();
+    seen.sort();
+    seen.dedup();
+    let mut expected: Vec<(Partition, Offset, bool)> =
+        log.iter().map(|r| (r.partition, r.offset, r.redacted)).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "the replay missed a record or saw one differently");
+    assert_eq!(expected.iter().filter(|(.., redacted)| *redacted).count(), 3 + 7 * 2);
 }

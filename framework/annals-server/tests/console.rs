@@ -112,3 +112,39 @@ async fn the_console_works_on_the_in_memory_store() {
     member.shutdown().await.expect("leave");
     server.stop().await.expect("serve");
 }
+
+/// A record that expired keeps its row in a stream's page, marked redacted, without data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_redacted_records_as_such() {
+    let Some(browser) = chromium() else { return };
+    let store = annals::Store::open("memory:").await.expect("memory store");
+    add(&store, "acct-4", 5).await;
+    add(&store, "acct-4", 7).await;
+    let expire = annals::Retention {
+        truncate_before: Some(annals::Version(2)),
+        ..annals::Retention::default()
+    };
+    let scope = annals::RetentionScope::Stream(annals::StreamId::new("acct-4").expect("id"));
+    store.set_retention(&scope, expire).await.expect("rule");
+    store
+        .scavenge(annals::ScavengeOptions::default(), &mut |_| {})
+        .await
+        .expect("scavenge");
+    let server = Spawned::start(store, ServerOptions::default()).await.expect("serve");
+    let page = {
+        let (b, url) = (browser.to_owned(), format!("{}/#stream=acct-4", server.url()));
+        tokio::task::spawn_blocking(move || render(&b, &url))
+            .await
+            .expect("chromium")
+    };
+    assert!(page.contains("acct-4 (version 2)"), "{page}");
+    assert!(
+        page.contains(r#"<td><em class="redacted">redacted</em></td>"#) && !page.contains(r#"{"amount":5}"#),
+        "the expired record is not shown as redacted:\n{page}"
+    );
+    assert!(
+        page.contains(r#"{"amount":7}"#),
+        "the kept record is not shown:\n{page}"
+    );
+    server.stop().await.expect("serve");
+}

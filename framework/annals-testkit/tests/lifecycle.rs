@@ -23,6 +23,9 @@ annals_testkit::on_every_engine!(
     the_scavenger_redacts_what_expired_and_nothing_else,
     bad_retention_rules_are_refused_and_change_nothing,
     a_replayed_group_sees_redacted_records_in_place,
+    retention_never_softens_a_hard_deletion,
+    a_long_backlog_is_truncated_in_steps,
+    a_follower_redacts_records_that_arrive_after_their_truncation,
 );
 
 fn stream(id: &str) -> StreamId {
@@ -293,14 +296,7 @@ async fn a_follower_redacts_what_its_leader_did(leader: TestStore, early: TestSt
         }
     }
     write(&leader, &ids[1], 1).await;
-    let rule = Retention {
-        max_count: Some(1),
-        ..Retention::default()
-    };
-    leader
-        .set_retention(&RetentionScope::Category("reading".into()), rule)
-        .await
-        .expect("rule");
+    keep_newest(&leader, "reading", 1).await;
     scavenge(&leader, false).await;
     ship(&early).await;
     ship(&late).await;
@@ -592,6 +588,20 @@ async fn bad_retention_rules_are_refused_and_change_nothing(t: TestStore) {
                 ..Retention::default()
             },
         ),
+        (
+            RetentionScope::Category("annals.timer".into()),
+            Retention {
+                max_count: Some(1),
+                ..Retention::default()
+            },
+        ),
+        (
+            RetentionScope::Stream(stream("annals.scavenge-1")),
+            Retention {
+                max_count: Some(1),
+                ..Retention::default()
+            },
+        ),
     ];
     for (scope, rule) in refusals {
         let refused = store.set_retention(&scope, rule).await;
@@ -605,6 +615,15 @@ async fn bad_retention_rules_are_refused_and_change_nothing(t: TestStore) {
     }
     assert!(whole_log(&store).await.is_empty(), "a refused rule wrote something");
     assert!(store.retention_rules().await.expect("rules").is_empty());
+    // The streams that tell followers what to redact cannot be deleted.
+    for id in ["annals.scavenge-1", "annals.retention-c:reading"] {
+        let refused = store.delete_stream(&stream(id), Deletion::Hard).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidStreamId { .. })),
+            "{id}: {refused:?}"
+        );
+    }
+    assert!(whole_log(&store).await.is_empty(), "a refused deletion wrote something");
 }
 
 /// Hands every record over, noting its position and whether it was redacted.
@@ -633,14 +652,7 @@ async fn a_replayed_group_sees_redacted_records_in_place(t: TestStore) {
         .delete_stream(&stream("reading-0"), Deletion::Soft)
         .await
         .expect("delete");
-    let rule = Retention {
-        max_count: Some(1),
-        ..Retention::default()
-    };
-    store
-        .set_retention(&RetentionScope::Category("reading".into()), rule)
-        .await
-        .expect("rule");
+    keep_newest(&store, "reading", 1).await;
     scavenge(&store, false).await;
     let log = whole_log(&store).await;
 
@@ -662,4 +674,121 @@ async fn a_replayed_group_sees_redacted_records_in_place(t: TestStore) {
     expected.sort();
     assert_eq!(seen, expected, "the replay missed a record or saw one differently");
     assert_eq!(expected.iter().filter(|(.., redacted)| *redacted).count(), 3 + 7 * 2);
+}
+
+/// A rule that expires every record of a hard-deleted stream leaves its deletion record
+/// whole, so the stream stays closed, here and on any follower that copies the log.
+async fn retention_never_softens_a_hard_deletion(t: TestStore) {
+    let store = t.open().await;
+    let id = stream("reading-gone");
+    write(&store, &id, 3).await;
+    store.delete_stream(&id, Deletion::Hard).await.expect("hard delete");
+    let everything = Retention {
+        max_age: Some(Duration::from_secs(60)),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Stream(id.clone()), everything)
+        .await
+        .expect("rule");
+    scavenge_at(&store, false, chrono::Utc::now() + chrono::Duration::hours(1)).await;
+    let log = whole_log(&store).await;
+    let records = of(&log, &id);
+    let last = records.last().expect("records");
+    assert_eq!((last.event_type.as_str(), last.redacted), (STREAM_DELETED, false));
+    let append = store
+        .append(AppendRequest::new(id.clone(), ExpectedVersion::Any).event(personal(1)))
+        .await;
+    assert!(matches!(append, Err(Error::StreamDeleted { .. })), "{append:?}");
+}
+
+/// A stream with a long backlog is truncated in steps, each a record of its own.
+async fn a_long_backlog_is_truncated_in_steps(t: TestStore) {
+    let store = t.open().await;
+    let id = stream("reading-long");
+    for _ in 0..11 {
+        let mut request = AppendRequest::new(id.clone(), ExpectedVersion::Any);
+        for n in 0..1_000 {
+            request = request.event(NewEvent::json("Measured", &json!({ "n": n })).expect("event"));
+        }
+        store.append(request).await.expect("append");
+    }
+    let rule = Retention {
+        max_count: Some(500),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Stream(id.clone()), rule)
+        .await
+        .expect("rule");
+    assert_eq!(scavenge(&store, false).await.records_redacted, 10_500);
+    let log = whole_log(&store).await;
+    let steps = log.iter().filter(|r| r.event_type == STREAM_TRUNCATED).count();
+    assert_eq!(steps, 2, "10,500 records in steps of at most 10,000");
+    let redacted = redacted_of(&log, "reading-long");
+    assert!(redacted[..10_500].iter().all(|r| *r) && !redacted[10_500..].iter().any(|r| *r));
+}
+
+/// A follower copies partitions independently: a truncation in one partition may
+/// arrive before the records it expires, which another partition ships later as they
+/// were read before it. They are redacted as they arrive, so the follower ends with
+/// its leader's log.
+async fn a_follower_redacts_records_that_arrive_after_their_truncation(t: TestStore) {
+    let leader = TestStore::memory().await.expect("memory").open().await;
+    let follower = t.open().await;
+    follower.follow("http://leader.example:7070", 0).await.expect("follow");
+    for i in 0..16 {
+        write(&leader, &stream(&format!("reading-{i}")), 3).await;
+    }
+    // What a follower's fetch read before the scavenge, partition by partition.
+    let mut stale = Vec::new();
+    for p in Partition::all(leader.partition_count()) {
+        stale.push(leader.read_partition(p, Offset(0), 1_000).await.expect("read"));
+    }
+    keep_newest(&leader, "reading", 1).await;
+    scavenge(&leader, false).await;
+    let log = whole_log(&leader).await;
+    let truncations: Vec<Partition> = (log.iter())
+        .filter(|r| r.event_type == STREAM_TRUNCATED)
+        .map(|r| r.partition)
+        .collect();
+    // The partitions holding truncations first, whole; then the others as read before.
+    let ship = async |p: Partition, records: Vec<RecordedEvent>| {
+        if !records.is_empty() {
+            follower.apply_replicated(records).await.expect("apply");
+        }
+        let from = follower.high_watermark(p).await.expect("hw");
+        let rest = leader.read_partition(p, from, 1_000).await.expect("read");
+        if !rest.is_empty() {
+            follower.apply_replicated(rest).await.expect("apply");
+        }
+    };
+    for p in Partition::all(leader.partition_count()) {
+        if truncations.contains(&p) {
+            ship(p, Vec::new()).await;
+        }
+    }
+    for p in Partition::all(leader.partition_count()) {
+        if !truncations.contains(&p) {
+            ship(p, stale[p.0 as usize].clone()).await;
+        }
+    }
+    assert_eq!(
+        whole_log(&follower).await,
+        log,
+        "the follower's log is not its leader's"
+    );
+    assert_eq!(log.iter().filter(|r| r.redacted).count(), 32);
+}
+
+/// Sets the rule of `category`: keep the newest `count` records of each stream.
+async fn keep_newest(store: &Store, category: &str, count: u64) {
+    let rule = Retention {
+        max_count: Some(count),
+        ..Retention::default()
+    };
+    store
+        .set_retention(&RetentionScope::Category(category.into()), rule)
+        .await
+        .expect("rule");
 }

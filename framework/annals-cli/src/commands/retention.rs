@@ -43,7 +43,7 @@ pub(crate) struct ScavengeArgs {
     #[arg(long)]
     dry_run: bool,
     /// Redact at most this many records per second, to leave the store to appenders.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_records_per_sec: Option<u64>,
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct Args {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     scavenge_every: Option<u64>,
     /// With --scavenge-every: redact at most this many records per second.
-    #[arg(long, requires = "scavenge_every")]
+    #[arg(long, requires = "scavenge_every", value_parser = clap::value_parser!(u64).range(1..))]
     scavenge_max_records_per_sec: Option<u64>,
 }
 

@@ -85,6 +85,12 @@ impl Store {
     /// which keeps its id from ever being used. A hard-deleted stream answers
     /// [`Error::StreamDeleted`].
     pub async fn delete_stream(&self, stream: &StreamId, deletion: Deletion) -> Result<AppendOutcome> {
+        if super::retention::BOOKKEEPING.contains(&stream.category()) {
+            return Err(Error::InvalidStreamId {
+                id: stream.to_string(),
+                reason: "the store's retention rules and scavenge runs cannot be deleted",
+            });
+        }
         let version = self.stream_version(stream).await?;
         let deleted = self.soft_deletion(stream).await?;
         if deletion == Deletion::Soft && !readable(version, deleted) {

@@ -28,8 +28,18 @@ pub const RETENTION_SET: &str = "annals.RetentionSet";
 pub const STREAM_TRUNCATED: &str = "annals.StreamTruncated";
 /// The category of the retention rules' streams.
 const RULES: &str = "annals.retention";
+/// The category of the scavenger's streams.
+const RUNS: &str = "annals.scavenge";
+/// The categories of the streams that tell every node what to redact: deleting them
+/// would leave a follower that has not copied them yet redacting less than its leader.
+pub(crate) const BOOKKEEPING: [&str; 2] = [RULES, RUNS];
 /// Truncations per append of a scavenge run.
 const TRUNCATIONS_PER_APPEND: usize = 50;
+/// Records one truncation redacts at most: a longer backlog is truncated in steps, so
+/// no append of the run holds the engine for long and a throttle stays smooth.
+const RECORDS_PER_TRUNCATION: u64 = 10_000;
+/// Records one append of the run redacts at most.
+const RECORDS_PER_APPEND: u64 = 20_000;
 /// Streams listed per page while scavenging a category.
 const PAGE: usize = 1_000;
 
@@ -189,6 +199,17 @@ impl Store {
                 reason: "truncate_before is set per stream, not per category".into(),
             });
         }
+        let category = match scope {
+            RetentionScope::Category(category) => category.as_str(),
+            RetentionScope::Stream(stream) => stream.category(),
+        };
+        if category.starts_with(super::lifecycle::RESERVED_TYPE_PREFIX) {
+            // Redacting them would leave followers without the records that tell them
+            // what to redact, and break pending timers.
+            return Err(Error::InvalidRetention {
+                reason: format!("the {category} streams are the store's own"),
+            });
+        }
         if retention.max_count == Some(0) || retention.max_age == Some(Duration::ZERO) {
             return Err(Error::InvalidRetention {
                 reason: "a limit of zero would expire every record: delete the stream instead".into(),
@@ -276,17 +297,24 @@ pub struct Scavenger {
 }
 
 impl Scavenger {
-    /// Starts scavenging `store` every `every`, the first time after one period, at
-    /// most `max_records_per_sec` records a second when given.
+    /// Starts scavenging `store` every `every` (at least a second), the first time after
+    /// one period, at most `max_records_per_sec` records a second when given.
     pub fn start(store: &Store, every: Duration, max_records_per_sec: Option<u64>) -> Scavenger {
         let store = store.clone();
+        let every = every.max(Duration::from_secs(1));
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                if store.replica().leader.is_some() {
-                    continue;
+                // Asked each time: another process may have promoted or demoted the store.
+                match store.refresh_replica().await {
+                    Ok(replica) if replica.leader.is_none() => {}
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the store's role failed; trying again next period");
+                        continue;
+                    }
                 }
                 let options = ScavengeOptions {
                     max_records_per_sec,
@@ -323,18 +351,21 @@ struct Run<'s> {
     options: ScavengeOptions,
     stream: StreamId,
     pending: Vec<NewEvent>,
+    /// Records the pending truncations redact.
+    pending_records: u64,
     totals: Scavenged,
     started: tokio::time::Instant,
 }
 
 impl<'s> Run<'s> {
     fn new(store: &'s Store, options: ScavengeOptions) -> Self {
-        let stream = StreamId::trusted(format!("annals.scavenge-{}", Uuid::now_v7().simple()));
+        let stream = StreamId::trusted(format!("{RUNS}-{}", Uuid::now_v7().simple()));
         Run {
             store,
             options,
             stream,
             pending: Vec::new(),
+            pending_records: 0,
             totals: Scavenged::default(),
             started: tokio::time::Instant::now(),
         }
@@ -354,29 +385,30 @@ impl<'s> Run<'s> {
         let first_since = match rule.max_age {
             Some(age) => {
                 let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-                let since = self
-                    .options
-                    .now
-                    .checked_sub_signed(age)
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                // No record is older than the epoch; a longer age expires nothing.
+                let since = (self.options.now.checked_sub_signed(age))
+                    .unwrap_or(DateTime::UNIX_EPOCH)
+                    .max(DateTime::UNIX_EPOCH);
                 backend.first_version_since(stream, since.timestamp_micros()).await?
             }
             None => None,
         };
         let below = rule.expired_below(version, first_since);
-        let done = backend.truncated_before(stream).await?.unwrap_or(Version(1));
+        let mut done = backend.truncated_before(stream).await?.unwrap_or(Version(1));
         if below <= done {
             return Ok(());
         }
         self.totals.streams_truncated += 1;
-        self.totals.records_redacted += below.0 - done.0;
-        let record = NewEvent::json(
-            STREAM_TRUNCATED,
-            &serde_json::json!({"stream": stream, "before": below}),
-        )?;
-        self.pending.push(record);
-        if self.pending.len() >= TRUNCATIONS_PER_APPEND {
-            self.flush(progress).await?;
+        while done < below {
+            let step = below.min(done + RECORDS_PER_TRUNCATION);
+            let record = NewEvent::json(STREAM_TRUNCATED, &serde_json::json!({"stream": stream, "before": step}))?;
+            self.pending.push(record);
+            self.pending_records += step.0 - done.0;
+            self.totals.records_redacted += step.0 - done.0;
+            done = step;
+            if self.pending.len() >= TRUNCATIONS_PER_APPEND || self.pending_records >= RECORDS_PER_APPEND {
+                self.flush(progress).await?;
+            }
         }
         Ok(())
     }
@@ -384,6 +416,7 @@ impl<'s> Run<'s> {
     /// Appends the queued truncations (unless this is a dry run).
     async fn flush(&mut self, progress: &mut (dyn FnMut(&Scavenged) + Send)) -> Result<()> {
         let events = std::mem::take(&mut self.pending);
+        self.pending_records = 0;
         if !events.is_empty() && !self.options.dry_run {
             let mut request = AppendRequest::new(self.stream.clone(), ExpectedVersion::Any);
             request.events = events;

@@ -35,7 +35,7 @@ pub(crate) struct ScavengeArgs {
     #[arg(long, default_value_t = 10)]
     alone_seconds: u64,
     /// Throttle the scavenger to this many records per second.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_records_per_sec: Option<u64>,
 }
 

@@ -64,12 +64,12 @@ impl Log {
         for written in written {
             match written {
                 Written::Deletion(stream, (version, hard)) => {
-                    self.redact_below(&stream, version);
+                    self.redact_below(&stream, version, true);
                     self.deleted.insert(stream.clone(), (version, hard));
                     deleted.push(stream);
                 }
                 Written::Truncation(stream, before) => {
-                    self.redact_below(&stream, before);
+                    self.redact_below(&stream, before, false);
                     let truncated = self.truncated.entry(stream).or_insert(before);
                     *truncated = (*truncated).max(before);
                 }
@@ -78,13 +78,32 @@ impl Log {
         deleted
     }
 
-    /// Redacts the records of `stream` below version `below`.
-    fn redact_below(&mut self, stream: &StreamId, below: Version) {
+    /// Redacts the records of `stream` below version `below`; a truncation leaves its
+    /// deletion records be (a hard deletion must stay hard).
+    fn redact_below(&mut self, stream: &StreamId, below: Version, deletions_too: bool) {
         let partition = crate::partition_for(stream, self.partitions.len() as u32);
         let offsets = self.streams.get(stream).map_or(&[][..], Vec::as_slice);
         let records = &mut self.partitions[partition.index()];
         for offset in offsets.iter().take(below.0.saturating_sub(1) as usize) {
-            crate::store::lifecycle::redact(&mut records[offset.0 as usize]);
+            let record = &mut records[offset.0 as usize];
+            if deletions_too || deletion_of(record).is_none() {
+                crate::store::lifecycle::redact(record);
+            }
+        }
+    }
+
+    /// Redacts the records of `partition` from `from` on (just copied from a leader)
+    /// whose stream was already truncated past them: the truncation, in another
+    /// partition, was copied first.
+    fn redact_truncated(&mut self, partition: Partition, from: usize) {
+        let Log {
+            partitions, truncated, ..
+        } = self;
+        for record in &mut partitions[partition.index()][from..] {
+            let below = truncated.get(&record.stream).copied().unwrap_or(Version(1));
+            if record.version < below && deletion_of(record).is_none() {
+                crate::store::lifecycle::redact(record);
+            }
         }
     }
 
@@ -456,6 +475,7 @@ impl Backend for MemoryBackend {
             for stream in log.apply_redactions(partition, from) {
                 self.snapshots.forget(&stream);
             }
+            log.redact_truncated(partition, from);
         }
         self.wakeups.publish(replicated.partition, next);
         Ok(())

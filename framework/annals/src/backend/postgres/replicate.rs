@@ -1,4 +1,4 @@
-//! Records shipped from a leader, written by `annals_replicate` (migration 0006) in one
+//! Records shipped from a leader, written by `annals_replicate` (migration 0009) in one
 //! round trip: the records and the command ids they carry go as arrays, and the
 //! function checks the role and the partition's next offset under the lock appends take.
 
@@ -10,33 +10,7 @@ use crate::backend::{sql_int, Replicated};
 use crate::error::{Error, Result};
 
 /// Calls `annals_replicate`; returns its status and the partition's next offset.
-/// Records the leader had already redacted are marked so in the same transaction.
 pub(super) async fn call(pool: &PgPool, lock_space: i32, replicated: &Replicated) -> Result<(i16, i64)> {
-    let redacted: Vec<i64> = (replicated.records.iter())
-        .filter(|record| record.redacted)
-        .map(|record| sql_int(record.offset))
-        .collect();
-    if redacted.is_empty() {
-        return write(pool, lock_space, replicated).await;
-    }
-    let mut tx = pool.begin().await?;
-    let (status, next) = write(&mut *tx, lock_space, replicated).await?;
-    if status == 0 {
-        sqlx::query(include_str!("sql/mark_redacted.sql"))
-            .bind(replicated.partition.0 as i32)
-            .bind(&redacted)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok((status, next))
-}
-
-async fn write<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    lock_space: i32,
-    replicated: &Replicated,
-) -> Result<(i16, i64)> {
     let records = &replicated.records;
     let mut stream = Vec::with_capacity(records.len());
     let mut version = Vec::with_capacity(records.len());
@@ -47,6 +21,7 @@ async fn write<'e>(
     let mut recorded_at: Vec<DateTime<Utc>> = Vec::with_capacity(records.len());
     let mut last = Vec::with_capacity(records.len());
     let mut schema = Vec::with_capacity(records.len());
+    let mut redacted = Vec::with_capacity(records.len());
     for record in records {
         stream.push(record.stream.as_str());
         version.push(sql_int(record.version));
@@ -57,6 +32,7 @@ async fn write<'e>(
         recorded_at.push(record.recorded_at);
         last.push(record.last_in_append);
         schema.push(record.schema_version().map(i64::from));
+        redacted.push(record.redacted);
     }
     let commands = &replicated.commands;
     let command_id: Vec<Uuid> = commands.iter().map(|(id, _)| *id).collect();
@@ -77,13 +53,14 @@ async fn write<'e>(
         .bind(&recorded_at)
         .bind(&last)
         .bind(&schema)
+        .bind(&redacted)
         .bind(&command_id)
         .bind(&command_stream)
         .bind(outcome(|o| o.first_offset.0))
         .bind(outcome(|o| o.last_offset.0))
         .bind(outcome(|o| o.first_version.0))
         .bind(outcome(|o| o.last_version.0))
-        .fetch_one(executor)
+        .fetch_one(pool)
         .await?;
     Ok(row)
 }

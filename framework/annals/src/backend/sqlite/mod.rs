@@ -426,13 +426,15 @@ impl Backend for SqliteBackend {
     }
 
     async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
-        let deletes =
-            (replicated.records.iter()).any(|record| record.event_type == crate::store::lifecycle::STREAM_DELETED);
+        let redacts = (replicated.records.iter()).any(|record| {
+            [crate::store::lifecycle::STREAM_DELETED, crate::store::STREAM_TRUNCATED]
+                .contains(&record.event_type.as_str())
+        });
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue.send(writer::Job::Replicate(replicated, reply)).await?;
         answer.await.map_err(|_| Error::Closed)??;
         // A follower empties its WAL after a redaction as its leader did.
-        if deletes {
+        if redacts {
             self.reclaim().await?;
         }
         Ok(())

@@ -295,6 +295,9 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
         .map_err(engine)?;
     let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
     let mut insert_command = conn.prepare_cached(INSERT_COMMAND).map_err(engine)?;
+    let mut redact_truncated = conn
+        .prepare_cached(include_str!("sql/redact_truncated.sql"))
+        .map_err(engine)?;
     let mut results = Vec::with_capacity(batches.len());
     for batch in batches {
         let next: Option<i64> = next_offset
@@ -326,6 +329,9 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
                 ])
                 .map_err(engine)?;
         }
+        redact_truncated
+            .execute(params![batch.partition, batch.first_offset.0 as i64])
+            .map_err(engine)?;
         for (command_id, command) in &batch.commands {
             insert_command
                 .execute(params![

@@ -224,9 +224,8 @@ impl Store {
     /// Every retention rule in force, categories first, each in name order.
     pub async fn retention_rules(&self) -> Result<Vec<(RetentionScope, Retention)>> {
         let mut rules = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.list_streams(Some(RULES), PAGE, after.as_ref()).await?;
+        let mut pages = Pages::of(RULES);
+        while let Some(page) = pages.next(self).await? {
             for info in &page {
                 let Some(scope) = RetentionScope::of_rule_stream(&info.stream) else {
                     continue;
@@ -237,10 +236,6 @@ impl Store {
                 if retention != Retention::default() {
                     rules.push((scope, retention));
                 }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.stream.clone()),
-                _ => break,
             }
         }
         rules.sort_by_key(|(scope, _)| matches!(scope, RetentionScope::Stream(_)));
@@ -271,21 +266,45 @@ impl Store {
                     run.examine(stream, version, rule, progress).await?;
                 }
                 RetentionScope::Category(category) => {
-                    let mut after = None;
-                    loop {
-                        let page = self.list_streams(Some(category), PAGE, after.as_ref()).await?;
+                    let mut pages = Pages::of(category);
+                    while let Some(page) = pages.next(self).await? {
                         for info in page.iter().filter(|info| !own.contains_key(&info.stream)) {
                             run.examine(&info.stream, info.version, rule, progress).await?;
-                        }
-                        match page.last() {
-                            Some(last) if page.len() == PAGE => after = Some(last.stream.clone()),
-                            _ => break,
                         }
                     }
                 }
             }
         }
         run.finish(progress).await
+    }
+}
+
+/// The streams of a category, a page at a time, in id order.
+struct Pages<'c> {
+    category: &'c str,
+    after: Option<StreamId>,
+    done: bool,
+}
+
+impl<'c> Pages<'c> {
+    fn of(category: &'c str) -> Self {
+        Pages {
+            category,
+            after: None,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self, store: &Store) -> Result<Option<Vec<crate::log::StreamInfo>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = store
+            .list_streams(Some(self.category), PAGE, self.after.as_ref())
+            .await?;
+        self.done = page.len() < PAGE;
+        self.after = page.last().map(|last| last.stream.clone());
+        Ok(Some(page))
     }
 }
 

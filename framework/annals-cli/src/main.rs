@@ -26,6 +26,10 @@ struct Cli {
         default_value = "sqlite://annals.db"
     )]
     db: String,
+    /// Keep subjects' keys (personal data) in this annals database instead of --db's
+    /// own; every process that opens the store must name the same one.
+    #[arg(long, global = true, env = "ANNALS_KEYS", hide_env_values = true)]
+    keys: Option<String>,
     /// Print one JSON document instead of human tables.
     #[arg(long, global = true)]
     json: bool,
@@ -80,6 +84,9 @@ enum Command {
     /// Redacts the records that retention rules expire (they keep their offsets and
     /// versions), once.
     Scavenge(commands::retention::ScavengeArgs),
+    /// Erases a subject's personal data: deletes its key, so that every field sealed
+    /// under it reads as erased, everywhere the log was copied.
+    Erase(commands::erase::Args),
     /// Timers (deadlines and scheduled commands): list, status, schedule, cancel.
     #[command(subcommand)]
     Timers(commands::timers::Timers),
@@ -89,6 +96,7 @@ enum Command {
 }
 
 async fn run(cli: Cli, out: &Output) -> output::CliResult {
+    commands::use_keys(cli.keys.clone());
     let direct = |command: &str| match &cli.server {
         Some(_) => Err(output::CliError::Usage(format!(
             "`annals {command}` works on --db only, not --server"
@@ -148,6 +156,7 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         Command::Read(args) => commands::read::run(target().await?, args, out).await,
         Command::Tail(args) => commands::tail::run(target().await?, args, out).await,
         Command::Streams(args) => commands::streams::run(target().await?, args, out).await,
+        Command::Erase(args) => commands::erase::run(target().await?, args, out).await,
         Command::Stats => commands::stats::run(target().await?, out).await,
         Command::Groups(command) => commands::groups::run(target().await?, command, out).await,
         Command::Dlq(command) => commands::groups::dlq(target().await?, command, out).await,

@@ -3,6 +3,7 @@
 //! way and print the same output.
 
 use annals::group::admin::{self, DeadLetter, GroupDescription, GroupSummary, ResetTo};
+use annals::personal::{Erasure, PersonalData, Subject};
 use annals::{
     AppendOutcome, AppendRequest, Deletion, Metadata, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId,
     StreamInfo, Version,
@@ -37,6 +38,7 @@ pub(crate) struct Append {
     pub(crate) data: String,
     pub(crate) metadata: Option<Metadata>,
     pub(crate) id: Option<uuid::Uuid>,
+    pub(crate) personal: Vec<PersonalData>,
 }
 
 impl From<ClientError> for CliError {
@@ -80,6 +82,9 @@ impl Target {
                 if let Some(id) = append.id {
                     event = event.with_id(id);
                 }
+                for data in append.personal {
+                    event = event.personal(data.subject, data.fields);
+                }
                 let mut request = AppendRequest::new(append.stream, append.expected).event(event);
                 request.command_id = append.command_id;
                 Ok(store.append(request).await?)
@@ -96,6 +101,7 @@ impl Target {
                         data,
                         metadata: append.metadata,
                         id: append.id,
+                        personal: append.personal,
                     }],
                 };
                 Ok(remote.append(&append.stream, &body).await?)
@@ -171,6 +177,14 @@ impl Target {
                 })
             }
             Target::Server(remote) => Ok(remote.delete_stream(stream, hard).await?),
+        }
+    }
+
+    /// Erases `subject`.
+    pub(crate) async fn erase_subject(&self, subject: &Subject) -> CliResult<Erasure> {
+        match self {
+            Target::Store(store) => Ok(store.erase_subject(subject).await?),
+            Target::Server(remote) => Ok(remote.erase_subject(subject).await?),
         }
     }
 

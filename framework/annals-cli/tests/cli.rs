@@ -807,6 +807,119 @@ fn streams_are_deleted_from_the_command_line_and_through_a_server() {
 }
 
 #[test]
+fn personal_data_is_sealed_and_erased_from_the_command_line() {
+    let cli = Cli::new();
+    cli.json(&["init"]);
+    let keys_dir = tempfile::tempdir().expect("dir");
+    let keys = format!("sqlite://{}", keys_dir.path().join("keys.db").display());
+    let with_keys = |args: &[&str]| cli.json(&[&["--keys", keys.as_str()], args].concat());
+    let data = r#"{"email":"ada@example.com","address":{"street":"1 Lane"},"total":3}"#;
+    with_keys(&[
+        "append",
+        "order-1",
+        "--type",
+        "OrderPlaced",
+        "--data",
+        data,
+        "--personal",
+        "customer-7=/email,/address/street",
+    ]);
+    with_keys(&[
+        "append",
+        "order-2",
+        "--type",
+        "OrderPlaced",
+        "--data",
+        r#"{"email":"bob@example.com"}"#,
+        "--personal",
+        "customer-8=/email",
+    ]);
+    let read = with_keys(&["read", "order-1"]);
+    assert_eq!(read["events"][0]["data"]["address"]["street"], "1 Lane", "{read}");
+    // Without the key database the fields cannot be revealed.
+    let blind = cli.json(&["read", "order-1"]);
+    assert_eq!(
+        blind["events"][0]["data"]["email"]["annals.erased"]["subject"], "customer-7",
+        "{blind}"
+    );
+    assert_eq!(blind["events"][0]["data"]["total"], 3);
+
+    let bad = cli.json_error(&[
+        "append",
+        "order-3",
+        "--type",
+        "T",
+        "--data",
+        "{}",
+        "--personal",
+        "customer-7=/nope",
+    ]);
+    assert_eq!(bad["error"], "bad_request", "{bad}");
+    let usage = cli.run(&[
+        "append",
+        "order-3",
+        "--type",
+        "T",
+        "--data",
+        "{}",
+        "--personal",
+        "customer-7",
+    ]);
+    assert_eq!(usage.status.code(), Some(2), "a malformed --personal is a usage error");
+
+    let erased = with_keys(&["erase", "--subject", "customer-7"]);
+    assert_eq!(
+        (erased["had_key"].as_bool(), erased["streams"].as_u64()),
+        (Some(true), Some(1)),
+        "{erased}"
+    );
+    let read = with_keys(&["read", "order-1"]);
+    assert_eq!(
+        read["events"][0]["data"]["email"],
+        serde_json::json!({"annals.erased": {"subject": "customer-7"}})
+    );
+    assert_eq!(
+        with_keys(&["read", "order-2"])["events"][0]["data"]["email"],
+        "bob@example.com"
+    );
+
+    // Through a server started with the same keys.
+    let (mut server, url) = serve(Command::new(env!("CARGO_BIN_EXE_annals")).args([
+        "--db",
+        &cli.db,
+        "--keys",
+        &keys,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        "t0ken",
+    ]));
+    let remote = |args: &[&str]| through(&url, "t0ken", args);
+    let (code, erased) = remote(&["erase", "--subject", "customer-8"]);
+    assert_eq!((code, erased["had_key"].as_bool()), (Some(0), Some(true)), "{erased}");
+    let (code, refused) = remote(&[
+        "append",
+        "order-9",
+        "--type",
+        "T",
+        "--data",
+        r#"{"e":1}"#,
+        "--personal",
+        "customer-8=/e",
+    ]);
+    assert_eq!(
+        (code, refused["error"].as_str()),
+        (Some(1), Some("subject_erased")),
+        "{refused}"
+    );
+    let (code, invalid) = remote(&["erase", "--subject", "\u{7}"]);
+    assert_eq!(code, Some(1), "{invalid}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
 fn retention_and_the_scavenger_from_the_command_line() {
     let cli = Cli::new();
     cli.json(&["init"]);

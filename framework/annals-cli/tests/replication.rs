@@ -19,6 +19,8 @@
 //!   back, within a bound, and then follows.
 //! - [`deletions_reach_the_follower`]: streams deleted on the leader over HTTP are
 //!   redacted on the follower, which reads them as its leader does.
+//! - [`erasures_reach_the_follower`]: personal data reaches the follower sealed, with
+//!   the keys to reveal it; a subject erased on the leader reads as erased there too.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -620,6 +622,129 @@ async fn deletions_reach_the_follower(leader_engine: Engine, follower_engine: En
     leader.stop();
 }
 
+/// Text that must reach no follower's files in the clear.
+const SECRET: &str = "Wombat-Kilimanjaro-5521";
+
+/// Personal data appended on the leader over HTTP reaches the follower sealed, and the
+/// follower reveals it as the leader does; a subject erased with `annals erase` on the
+/// leader reads as erased on the follower, which, promoted, refuses the subject.
+async fn erasures_reach_the_follower(leader_engine: Engine, follower_engine: Engine) {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some((leader, follower, _, follower_db)) =
+        leader_and_follower(leader_engine, follower_engine, dir.path()).await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    for (stream, subject) in [
+        ("order-1", "customer-7"),
+        ("order-2", "customer-8"),
+        ("order-3", "customer-7"),
+    ] {
+        let body = json!({
+            "expected_version": "any",
+            "events": [{
+                "type": "OrderPlaced",
+                "data": {"email": format!("{SECRET}@{subject}"), "total": 3},
+                "personal": [{"subject": subject, "fields": ["/email"]}],
+            }],
+        });
+        let response = http
+            .post(format!("{}/v1/streams/{stream}/events", leader.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status().as_u16(), 201, "appending to {stream}");
+    }
+    caught_up(&http, &leader, &follower).await;
+    let sealed = |url: String| {
+        let http = http.clone();
+        async move {
+            let mut all = Vec::new();
+            for p in 0..16 {
+                let page: Value = get(&http, &format!("{url}/v1/partitions/{p}/events?limit=5000&sealed=true")).await;
+                all.push(page["events"].clone());
+            }
+            all
+        }
+    };
+    let ours = sealed(follower.url.clone()).await;
+    assert_eq!(
+        ours,
+        sealed(leader.url.clone()).await,
+        "the follower holds the leader's records as stored"
+    );
+    assert!(!serde_json::to_string(&ours).expect("json").contains(SECRET));
+    // The follower copied the keys before the records that need them.
+    let revealed = everything(&http, &follower.url).await;
+    assert!(
+        revealed == everything(&http, &leader.url).await,
+        "the follower does not reveal as the leader does"
+    );
+    let emails: Vec<String> = (revealed.iter().flatten())
+        .map(|r| serde_json::from_str::<Value>(r.payload.get()).expect("json")["email"].to_string())
+        .collect();
+    assert_eq!(emails.len(), 3);
+    assert!(emails.iter().all(|email| email.contains(SECRET)), "{emails:?}");
+
+    let erased = annals()
+        .args(["--server", &leader.url, "--json", "erase", "--subject", "customer-7"])
+        .output()
+        .expect("annals erase");
+    assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stdout));
+    let erasure: Value = serde_json::from_slice(&erased.stdout).expect("json");
+    assert_eq!(
+        (erasure["had_key"].as_bool(), erasure["streams"].as_u64()),
+        (Some(true), Some(2)),
+        "{erasure}"
+    );
+    caught_up(&http, &leader, &follower).await;
+    for (stream, email) in [
+        ("order-1", json!({"annals.erased": {"subject": "customer-7"}})),
+        ("order-3", json!({"annals.erased": {"subject": "customer-7"}})),
+        ("order-2", json!(format!("{SECRET}@customer-8"))),
+    ] {
+        let page: Value = get(&http, &format!("{}/v1/streams/{stream}/events", follower.url)).await;
+        assert_eq!(page["events"][0]["data"]["email"], email, "{stream} on the follower");
+    }
+    follower.stop();
+    if let Some(path) = follower_db.strip_prefix("sqlite://") {
+        for file in [path.to_owned(), format!("{path}-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "{file} holds personal data"
+            );
+        }
+    }
+    let promoted = annals()
+        .args(["--db", &follower_db, "promote"])
+        .output()
+        .expect("promote");
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    let refused = annals()
+        .args([
+            "--db",
+            &follower_db,
+            "--json",
+            "append",
+            "order-4",
+            "--type",
+            "OrderPlaced",
+        ])
+        .args(["--data", r#"{"email":"x"}"#, "--personal", "customer-7=/email"])
+        .output()
+        .expect("append");
+    let refused: Value = serde_json::from_slice(&refused.stdout).expect("json");
+    assert_eq!(refused["error"], "subject_erased", "{refused}");
+    leader.stop();
+}
+
 macro_rules! on_every_pair {
     ($($scenario:ident),*) => {$(
         mod $scenario {
@@ -648,7 +773,12 @@ macro_rules! on_every_pair {
     )*};
 }
 
-on_every_pair!(kills_on_both_sides, failover_with_acks, deletions_reach_the_follower);
+on_every_pair!(
+    kills_on_both_sides,
+    failover_with_acks,
+    deletions_reach_the_follower,
+    erasures_reach_the_follower
+);
 
 /// A PostgreSQL store reached over TLS with `verify-full`: a fresh schema's URL, by the
 /// name on the test cluster's certificate, trusting its authority.

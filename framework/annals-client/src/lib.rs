@@ -20,9 +20,10 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use serde_json::json;
 
+use annals::personal::{Erasure, Subject};
 use wire::{
-    AppendBody, DeadLettersPage, ErrorBody, GroupWait, GroupsPage, PartitionEvents, PartitionsInfo, StreamDeleted,
-    StreamEvents, StreamsPage,
+    AppendBody, DeadLettersPage, ErrorBody, GroupWait, GroupsPage, KeyChanges, PartitionEvents, PartitionsInfo,
+    StreamDeleted, StreamEvents, StreamsPage,
 };
 
 /// An HTTP client builder (rustls) trusting the platform's certificate authorities, or
@@ -118,6 +119,26 @@ fn segment(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// The path of a fetch of `partition`.
+fn fetch_path(
+    partition: Partition,
+    from: Offset,
+    limit: usize,
+    wait_ms: u64,
+    follower: Option<&str>,
+    sealed: bool,
+) -> String {
+    let mut path = format!("/v1/partitions/{partition}/events?from_offset={from}&limit={limit}&wait_ms={wait_ms}");
+    if let Some(follower) = follower {
+        path.push_str("&follower=");
+        path.push_str(&segment(follower));
+    }
+    if sealed {
+        path.push_str("&sealed=true");
+    }
+    path
 }
 
 impl Client {
@@ -240,12 +261,33 @@ impl Client {
         wait_ms: u64,
         follower: Option<&str>,
     ) -> Result<PartitionEvents, ClientError> {
-        let mut path = format!("/v1/partitions/{partition}/events?from_offset={from}&limit={limit}&wait_ms={wait_ms}");
-        if let Some(follower) = follower {
-            path.push_str("&follower=");
-            path.push_str(&segment(follower));
-        }
-        self.get(&path).await
+        self.get(&fetch_path(partition, from, limit, wait_ms, follower, false))
+            .await
+    }
+
+    /// [`fetch`](Client::fetch) with `sealed=true`: records exactly as stored, their
+    /// personal data sealed, as a follower copies them.
+    pub async fn fetch_sealed(
+        &self,
+        partition: Partition,
+        from: Offset,
+        limit: usize,
+        wait_ms: u64,
+        follower: Option<&str>,
+    ) -> Result<PartitionEvents, ClientError> {
+        self.get(&fetch_path(partition, from, limit, wait_ms, follower, true))
+            .await
+    }
+
+    /// `GET /v1/keys`: the leader's key changes after `after`, at most `limit`.
+    pub async fn keys(&self, after: u64, limit: usize) -> Result<KeyChanges, ClientError> {
+        self.get(&format!("/v1/keys?after={after}&limit={limit}")).await
+    }
+
+    /// `DELETE /v1/subjects/{subject}`: erases the subject.
+    pub async fn erase_subject(&self, subject: &Subject) -> Result<Erasure, ClientError> {
+        self.delete(&format!("/v1/subjects/{}", segment(subject.as_str())))
+            .await
     }
 
     /// `GET /v1/partitions`.

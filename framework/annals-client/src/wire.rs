@@ -3,6 +3,7 @@
 //! [`RecordedEvent`]s, whose payloads keep the exact JSON text they were appended with.
 
 use annals::group::admin::{DeadLetter, GroupSummary};
+use annals::personal::{PersonalData, SubjectKey};
 use annals::{ExpectedVersion, Metadata, Offset, Partition, RecordedEvent, StreamId, StreamInfo, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -37,6 +38,17 @@ pub struct EventBody {
     /// A client-chosen event id (one is assigned otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
+    /// Fields of the payload holding personal data, sealed by the store (see
+    /// [`annals::personal`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<PersonalData>,
+}
+
+/// The answer of `GET /v1/keys`: changes of the key table, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyChanges {
+    /// Keys created and erased, in `seq` order.
+    pub keys: Vec<SubjectKey>,
 }
 
 /// The answer of `GET /v1/streams/{stream}/events`.

@@ -101,7 +101,7 @@ impl From<annals::Error> for ApiError {
             | "replication_gap"
             | "not_a_replica" => StatusCode::CONFLICT,
             "read_only_replica" => StatusCode::FORBIDDEN,
-            "stream_deleted" => StatusCode::GONE,
+            "stream_deleted" | "subject_erased" => StatusCode::GONE,
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported" => StatusCode::NOT_IMPLEMENTED,
             "unavailable" => StatusCode::SERVICE_UNAVAILABLE,

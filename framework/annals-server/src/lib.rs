@@ -227,6 +227,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/v1/groups/{group}", get(routes::group))
         .route("/v1/groups/{group}/wait", get(routes::wait))
         .route("/v1/dead-letters", get(routes::dead_letters))
+        .route("/v1/keys", get(routes::keys))
         .route("/metrics", get(routes::metrics))
         .route_layer(role(Role::Read));
     let write = Router::new()
@@ -239,6 +240,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/v1/dead-letters/{id}/retry", post(routes::retry_dead_letter))
         .route("/v1/dead-letters/{id}/skip", post(routes::skip_dead_letter))
         .route("/v1/streams/{stream}", delete(routes::delete_stream))
+        .route("/v1/subjects/{subject}", delete(routes::erase_subject))
         .route_layer(role(Role::Admin));
     Router::new()
         .merge(read)

@@ -2,8 +2,8 @@
 
 use crate::follower::FollowerState;
 use annals_client::wire::{
-    AppendBody, DeadLettersPage, GroupWait, GroupsPage, PartitionEvents, PartitionInfo, PartitionsInfo, StreamEvents,
-    StreamsPage,
+    AppendBody, DeadLettersPage, GroupWait, GroupsPage, KeyChanges, PartitionEvents, PartitionInfo, PartitionsInfo,
+    StreamEvents, StreamsPage,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -98,6 +98,9 @@ pub(crate) async fn append(
     }
     for event in body.events {
         let mut new = NewEvent::raw(event.event_type, event.data);
+        for data in event.personal {
+            new = new.personal(data.subject, data.fields);
+        }
         let mut metadata = event.metadata.unwrap_or_default();
         if metadata.traceparent.is_none() {
             metadata.traceparent = traceparent;
@@ -168,6 +171,41 @@ pub(crate) async fn delete_stream(
         "version": outcome.first_version,
         "hard": params.hard,
     })))
+}
+
+/// `DELETE /v1/subjects/{subject}`: erases the subject (deletes its key, so that its
+/// personal data reads as erased everywhere). 200 with the erasure.
+pub(crate) async fn erase_subject(
+    State(state): State<AppState>,
+    subject: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<annals::personal::Erasure>> {
+    let subject = annals::personal::Subject::new(path(subject)?)?;
+    let erasure = state.store.erase_subject(&subject).await?;
+    insync(&state, &erasure.outcome).await?;
+    Ok(Json(erasure))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeysParams {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "five_hundred")]
+    limit: usize,
+}
+
+/// `GET /v1/keys?after=SEQ&limit=N`: the key table's changes after `after`, for a
+/// follower to copy: `{"keys": [{"seq","subject","key"}]}`, `"key": null` for an erasure.
+pub(crate) async fn keys(
+    State(state): State<AppState>,
+    params: Result<Query<KeysParams>, QueryRejection>,
+) -> ApiResult<Json<KeyChanges>> {
+    let params = query(params)?;
+    let keys = state
+        .store
+        .keys_since(params.after, params.limit.clamp(1, MAX_LIMIT))
+        .await?;
+    Ok(Json(KeyChanges { keys }))
 }
 
 #[derive(Deserialize)]
@@ -273,6 +311,9 @@ pub(crate) struct FetchParams {
     /// A follower's id: the fetch reports that it holds everything below `from_offset`.
     #[serde(default)]
     follower: Option<String>,
+    /// Records exactly as stored, personal data sealed (what a follower copies).
+    #[serde(default)]
+    sealed: bool,
 }
 
 fn five_hundred() -> usize {
@@ -334,19 +375,24 @@ pub(crate) async fn fetch(
     };
     let limit = params.limit.clamp(1, MAX_LIMIT);
     let mut stopping = state.stopping.subscribe();
+    let fetch = async |wait| match params.sealed {
+        true => {
+            state
+                .store
+                .fetch_sealed(partition, params.from_offset, limit, wait)
+                .await
+        }
+        false => state.store.fetch(partition, params.from_offset, limit, wait).await,
+    };
     let waited = tokio::select! {
-        events = state.store.fetch(partition, params.from_offset, limit, wait) => Some(events?),
+        events = fetch(wait) => Some(events?),
         Ok(_) = stopping.wait_for(|stopping| *stopping) => None,
     };
     let events = match waited {
         Some(events) => events,
         // Shutting down: answer with what is there now, rather than hold the shutdown
         // for the rest of the wait.
-        None => {
-            (state.store)
-                .fetch(partition, params.from_offset, limit, Duration::ZERO)
-                .await?
-        }
+        None => fetch(Duration::ZERO).await?,
     };
     drop(permit);
     metrics::counter!("annals_fetches_total").increment(1);

@@ -117,6 +117,20 @@ fn public_futures_are_send() {
         let store = store();
         async move { store.close().await }
     });
+    spawnable({
+        let store = store();
+        async move {
+            let subject = annals::personal::Subject::new("customer-1")?;
+            store.fetch_sealed(0, 0, 10, Duration::ZERO).await?;
+            store.read_partition_sealed(0, 0, 10).await?;
+            let changes = store.keys_since(0, 10).await?;
+            store.import_keys(&changes).await?;
+            store.erase_subject(&subject).await?;
+            snapshot::seal(&store, &StreamId::new("counter-1")?, "{}")
+                .await
+                .map(drop)
+        }
+    });
 
     let repository = Repository::<Counter>::new(store());
     spawnable({

@@ -69,6 +69,34 @@ pub enum Error {
         /// The rejected type.
         event_type: String,
     },
+    /// A subject id that is empty, longer than 200 bytes or holds a control character.
+    #[error("invalid subject {subject:?}: {reason}")]
+    InvalidSubject {
+        /// The text.
+        subject: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Personal data marked on an event that the store cannot seal: a field the payload
+    /// does not have, the whole payload, or a payload holding the store's own
+    /// `"annals.sealed"` key.
+    #[error("invalid personal data: {reason}")]
+    InvalidPersonalData {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The subject was erased: its data can never be written again.
+    #[error("subject {subject} was erased")]
+    SubjectErased {
+        /// The subject.
+        subject: crate::personal::Subject,
+    },
+    /// Sealing or opening personal data failed in the crypto library.
+    #[error("crypto failure while {what}")]
+    Crypto {
+        /// What the store was doing.
+        what: &'static str,
+    },
     /// A retention rule the store cannot apply.
     #[error("invalid retention rule: {reason}")]
     InvalidRetention {
@@ -390,6 +418,7 @@ impl Error {
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
             Error::CommandIdConflict { .. } => "command_id_conflict",
             Error::StreamDeleted { .. } => "stream_deleted",
+            Error::SubjectErased { .. } => "subject_erased",
             Error::PayloadTooLarge { .. } | Error::AppendTooLarge { .. } => "payload_too_large",
             Error::JsonTooDeep { .. } => "json_too_deep",
             Error::PartitionOutOfRange { .. }
@@ -406,6 +435,7 @@ impl Error {
             Error::Fenced { .. } => "fenced",
             Error::Unsupported { .. } => "unsupported",
             Error::ColumnType { .. }
+            | Error::Crypto { .. }
             | Error::Handler(_)
             | Error::TransactionEnded
             | Error::TransactionAwaited { .. } => "internal",
@@ -416,6 +446,8 @@ impl Error {
             | Error::TooManyEvents { .. }
             | Error::InvalidEventType { .. }
             | Error::ReservedEventType { .. }
+            | Error::InvalidSubject { .. }
+            | Error::InvalidPersonalData { .. }
             | Error::InvalidRetention { .. }
             | Error::ReservedMetadataKey { .. }
             | Error::InvalidDomainEvent { .. }

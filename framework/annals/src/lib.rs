@@ -51,6 +51,7 @@ pub mod group;
 mod log;
 mod options;
 mod partitioner;
+pub mod personal;
 mod position;
 pub mod process;
 pub mod readmodel;
@@ -66,7 +67,9 @@ pub mod trace;
 pub use async_trait::async_trait;
 pub use error::{EngineFailure, Error, Result};
 pub use log::{AppendOutcome, Replica, StreamInfo, Visitor};
-pub use options::{Limits, StoreOptions, Synchronous, DEFAULT_PARTITIONS, DEFAULT_TRANSACTION_AWAIT_LIMIT};
+pub use options::{
+    Limits, StoreOptions, Synchronous, DEFAULT_KEY_CACHE_TTL, DEFAULT_PARTITIONS, DEFAULT_TRANSACTION_AWAIT_LIMIT,
+};
 pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Position, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};

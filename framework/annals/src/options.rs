@@ -18,6 +18,10 @@ pub const DEFAULT_PARTITIONS: u32 = 16;
 /// statements (see [`StoreOptions::transaction_await_limit`]).
 pub const DEFAULT_TRANSACTION_AWAIT_LIMIT: Duration = Duration::from_millis(50);
 
+/// How long, by default, a process seals with a subject's key before asking the key
+/// store again (see [`StoreOptions::key_cache_ttl`]).
+pub const DEFAULT_KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+
 /// Size limits every append is checked against before it reaches the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -115,6 +119,8 @@ pub struct StoreOptions {
     pub(crate) create_if_missing: bool,
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) redacted_url: String,
+    pub(crate) keys: Option<String>,
+    pub(crate) key_cache_ttl: Duration,
 }
 
 impl StoreOptions {
@@ -137,6 +143,8 @@ impl StoreOptions {
             poll_interval: None,
             create_if_missing: true,
             redacted_url: redact(url),
+            keys: None,
+            key_cache_ttl: DEFAULT_KEY_CACHE_TTL,
         };
         if url == "memory:" || url == "memory://" {
             return Ok(options);
@@ -242,6 +250,26 @@ impl StoreOptions {
     /// whose notifications wake them first).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = Some(interval);
+        self
+    }
+
+    /// Keeps subjects' keys (see [`personal`](crate::personal)) in the annals database at
+    /// `url` instead of the store's own. A backup of the store's database then holds
+    /// personal data only sealed, and an erasure reaches it even when the backup was
+    /// taken before; keep the key database's own backups short-lived. Every process that
+    /// opens the store (a server, a worker, the CLI) must name the same key database.
+    pub fn keys(mut self, url: impl Into<String>) -> Self {
+        self.keys = Some(url.into());
+        self
+    }
+
+    /// How long a process seals with a subject's key without asking the key store
+    /// again (default 1 s; zero asks on every append). An erasure made by another
+    /// process is refused here only once this has passed since the key was last asked
+    /// for; what is written meanwhile is sealed under the erased key, so it reads as
+    /// erased at once. Reads never use the cache: they ask the key store every time.
+    pub fn key_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.key_cache_ttl = ttl;
         self
     }
 

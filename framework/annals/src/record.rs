@@ -147,6 +147,8 @@ pub struct NewEvent {
     pub(crate) event_type: String,
     pub(crate) payload: Box<RawValue>,
     pub(crate) metadata: Metadata,
+    /// Fields holding personal data, sealed by the store before they are written.
+    pub(crate) personal: Vec<crate::personal::PersonalData>,
 }
 
 impl NewEvent {
@@ -169,6 +171,7 @@ impl NewEvent {
             event_type: event_type.into(),
             payload,
             metadata: Metadata::default(),
+            personal: Vec::new(),
         }
     }
 
@@ -183,6 +186,25 @@ impl NewEvent {
     pub fn with_id(mut self, id: Uuid) -> Self {
         self.id = Some(id);
         self
+    }
+
+    /// Marks the payload fields at `fields` (JSON pointers such as `/email`) as
+    /// `subject`'s personal data: the store seals them with the subject's key before
+    /// writing, and they read as erased once the subject is (see
+    /// [`personal`](crate::personal)). An event may hold several subjects' fields.
+    pub fn personal<F: Into<String>>(
+        mut self,
+        subject: crate::personal::Subject,
+        fields: impl IntoIterator<Item = F>,
+    ) -> Self {
+        let fields = fields.into_iter().map(Into::into).collect();
+        self.personal.push(crate::personal::PersonalData { subject, fields });
+        self
+    }
+
+    /// The personal data marked with [`NewEvent::personal`].
+    pub fn personal_data(&self) -> &[crate::personal::PersonalData] {
+        &self.personal
     }
 
     /// The event type.

@@ -59,6 +59,11 @@ pub(crate) fn records_redacted(count: u64) {
     counter!("annals_records_redacted_total").increment(count);
 }
 
+/// A subject was erased (its key deleted).
+pub(crate) fn subject_erased() {
+    counter!("annals_subjects_erased_total").increment(1);
+}
+
 /// A snapshot was written to the snapshot log.
 pub(crate) fn snapshot_written() {
     counter!("annals_snapshot_writes_total").increment(1);

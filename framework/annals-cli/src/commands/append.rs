@@ -1,5 +1,6 @@
 //! `annals append`: append one event to a stream.
 
+use annals::personal::{PersonalData, Subject};
 use annals::{ExpectedVersion, Metadata, StreamId};
 use uuid::Uuid;
 
@@ -28,6 +29,21 @@ pub(crate) struct Args {
     /// The event's own id (default: a new UUID v7).
     #[arg(long)]
     id: Option<Uuid>,
+    /// Payload fields holding a subject's personal data, sealed with the subject's key:
+    /// SUBJECT=/pointer[,/pointer…], e.g. customer-7=/email,/address. Repeat for more
+    /// subjects.
+    #[arg(long, value_parser = parse_personal)]
+    personal: Vec<PersonalData>,
+}
+
+/// `SUBJECT=/pointer,/pointer`: the subject is the text before the first `=/`.
+fn parse_personal(text: &str) -> Result<PersonalData, String> {
+    let (subject, fields) = text
+        .split_once("=/")
+        .ok_or_else(|| format!("expected SUBJECT=/pointer[,/pointer…], not {text:?}"))?;
+    let subject = Subject::new(subject).map_err(|error| error.to_string())?;
+    let fields = format!("/{fields}").split(',').map(str::to_owned).collect();
+    Ok(PersonalData { subject, fields })
 }
 
 pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
@@ -47,6 +63,7 @@ pub(crate) async fn run(target: Target, args: Args, out: &Output) -> CliResult {
         data: args.data,
         metadata,
         id: args.id,
+        personal: args.personal,
     };
     let outcome = target.append(append).await;
     target.close().await;

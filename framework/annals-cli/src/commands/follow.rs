@@ -62,9 +62,10 @@ pub(crate) async fn run(db: &str, args: Args) -> CliResult {
     };
     // One signal listener for the whole run, so a SIGTERM is never missed between two.
     let mut terminate = std::pin::pin!(annals_server::shutdown_signal());
+    let store_options = super::store_options(db)?;
     let store = tokio::select! {
         () = &mut terminate => return Ok(()),
-        store = follower::open_store(db, &leader) => store.map_err(CliError::Follow)?,
+        store = follower::open_store(&store_options, &leader) => store.map_err(CliError::Follow)?,
     };
     let mut follower = Follower::start(store.clone(), leader, options);
 

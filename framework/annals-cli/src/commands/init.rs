@@ -1,6 +1,5 @@
 //! `annals init`: create a store, or check an existing one's partition count.
 
-use annals::StoreOptions;
 use serde_json::json;
 
 use crate::output::{CliResult, Output};
@@ -13,7 +12,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(db: &str, args: Args, out: &Output) -> CliResult {
-    let mut options = StoreOptions::from_url(db)?;
+    let mut options = super::store_options(db)?;
     if let Some(partitions) = args.partitions {
         options = options.partitions(partitions);
     }

@@ -3,6 +3,7 @@
 pub(crate) mod append;
 pub(crate) mod bench;
 pub(crate) mod compact;
+pub(crate) mod erase;
 pub(crate) mod follow;
 pub(crate) mod groups;
 pub(crate) mod indexes;
@@ -19,10 +20,27 @@ use annals::{RecordedEvent, Store, StoreOptions};
 
 use crate::output::{clip, table};
 
+/// The key database `--keys` names, for every store this process opens.
+static KEYS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the key database (`--keys`), once, before any store is opened.
+pub(crate) fn use_keys(keys: Option<String>) {
+    let _ = KEYS.set(keys);
+}
+
+/// The options of the store at `db`, with the key database `--keys` names.
+pub(crate) fn store_options(db: &str) -> annals::Result<StoreOptions> {
+    let options = StoreOptions::from_url(db)?;
+    Ok(match KEYS.get().and_then(Option::as_deref) {
+        Some(keys) => options.keys(keys),
+        None => options,
+    })
+}
+
 /// Opens the store at `db`, which must exist: only `init` (and `bench`) create one, so
 /// a mistyped path is an error rather than a new empty store.
 pub(crate) async fn open_existing(db: &str) -> annals::Result<Store> {
-    StoreOptions::from_url(db)?.create_if_missing(false).open().await
+    store_options(db)?.create_if_missing(false).open().await
 }
 
 /// A stream's events as `--json` prints them. Records are serialised as they are, not

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::leader::Leader;
 use super::status::Tracker;
-use super::{stopped_during, FollowError};
+use super::{periodically, FollowError};
 
 /// How often the groups are copied: a consumer that resumes on a promoted store
 /// handles again at most what its group committed in this long before the failover.
@@ -30,25 +30,10 @@ pub(super) async fn copy(
     leader: Leader,
     client: Client,
     tracker: Arc<Tracker>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
-    loop {
-        let copied = tokio::select! {
-            _ = stopped.wait_for(|stop| *stop) => return,
-            copied = copy_once(&store, &leader, &client) => copied,
-        };
-        match copied {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(error) => {
-                tracker.retrying(None, &error);
-                tracing::warn!(%error, "copying the leader's consumer groups failed; retrying");
-            }
-        }
-        if stopped_during(EVERY, &mut stopped).await {
-            return;
-        }
-    }
+    let what = "copying the leader's consumer groups";
+    periodically(EVERY, what, &tracker, stopped, || copy_once(&store, &leader, &client)).await;
 }
 
 /// One copy; `false` when there is nothing to copy, ever.

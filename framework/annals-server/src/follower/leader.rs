@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use annals::group::admin::{DeadLetter, GroupDescription, GroupSummary};
+use annals::personal::SubjectKey;
 use annals::{Offset, Partition, RecordedEvent};
 use annals_client::wire::{PartitionEvents, PartitionsInfo};
 use annals_client::{Client, ClientError};
@@ -90,7 +91,8 @@ impl Leader {
         client.partitions().await.map_err(|error| self.failed(error))
     }
 
-    /// The leader's records of `partition` from `from`, whole appends, at most about
+    /// The leader's records of `partition` from `from`, as it stores them (personal data
+    /// sealed), whole appends, at most about
     /// `limit`; waits up to `wait_ms` for one. `follower` names this follower so the
     /// leader counts what it holds (for `min_insync_followers`).
     pub(super) async fn fetch(
@@ -103,9 +105,19 @@ impl Leader {
         follower: Option<&str>,
     ) -> Result<PartitionEvents, FollowError> {
         client
-            .fetch(partition, from, limit, wait_ms, follower)
+            .fetch_sealed(partition, from, limit, wait_ms, follower)
             .await
             .map_err(|error| self.failed(error))
+    }
+
+    /// The leader's key changes after `after`, at most `limit`; none from a leader that
+    /// predates them.
+    pub(super) async fn keys(&self, client: &Client, after: u64, limit: usize) -> Result<Vec<SubjectKey>, FollowError> {
+        match client.keys(after, limit).await {
+            Ok(changes) => Ok(changes.keys),
+            Err(error) if error.status() == Some(404) => Ok(Vec::new()),
+            Err(error) => Err(self.failed(error)),
+        }
     }
 
     /// The leader's record at `offset` of `partition`, if it has one.

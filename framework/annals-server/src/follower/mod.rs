@@ -11,6 +11,7 @@
 
 mod diverge;
 mod groups;
+mod keys;
 mod leader;
 mod status;
 
@@ -260,17 +261,18 @@ fn joined(result: Result<Result<(), FollowError>, tokio::task::JoinError>) -> Re
     }
 }
 
-/// Opens the store a follower writes into, creating it with the leader's partition
+/// Opens the store `options` name, which a follower writes into, creating it with the leader's partition
 /// count when there is none. Neither a leader that does not answer yet nor a database
 /// that is not up yet is an error: both are retried, with the follower's back-off,
 /// until they answer; the errors that will not pass are returned.
-pub async fn open_store(db: &str, leader: &Leader) -> Result<Store, FollowError> {
+pub async fn open_store(options: &StoreOptions, leader: &Leader) -> Result<Store, FollowError> {
     let mut backoff = Backoff(0);
     loop {
-        let existing = StoreOptions::from_url(db)?.create_if_missing(false).open().await;
+        let existing = options.clone().create_if_missing(false).open().await;
         let attempt = match existing {
             Err(annals::Error::StoreNotFound { .. }) => match leader.partition_count().await {
-                Ok(count) => StoreOptions::from_url(db)?
+                Ok(count) => options
+                    .clone()
                     .partitions(count)
                     .open()
                     .await
@@ -314,6 +316,38 @@ async fn stopped_during(wait: Duration, stopped: &mut watch::Receiver<bool>) -> 
     asked || *stopped.borrow()
 }
 
+/// Runs `step` every `every` until a stop is asked for, or until `step` answers
+/// `false` (there is nothing to do, ever). A failure is counted, logged as `what`
+/// failing, and retried at the next turn: it never stops the follower.
+async fn periodically<F, Fut>(
+    every: Duration,
+    what: &str,
+    tracker: &Tracker,
+    mut stopped: watch::Receiver<bool>,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, FollowError>>,
+{
+    loop {
+        let done = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            done = step() => done,
+        };
+        match done {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracker.retrying(None, &error);
+                tracing::warn!(%error, "{what} failed; retrying");
+            }
+        }
+        if stopped_during(every, &mut stopped).await {
+            return;
+        }
+    }
+}
+
 /// The follower's life: the start checks, then one fetch loop per partition until the
 /// store is promoted, a loop meets an error no retry cures, or a stop is asked for.
 async fn supervise(
@@ -348,6 +382,7 @@ async fn supervise(
     let (stop_loops, loops_stopped) = watch::channel(false);
     let id: Arc<str> = format!("follower-{}", uuid::Uuid::new_v4().simple()).into();
     let mut loops = JoinSet::new();
+    let keys = Arc::new(keys::KeyCopy::default());
     for partition in Partition::all(store.partition_count()) {
         let partition_loop = PartitionLoop {
             store: store.clone(),
@@ -356,9 +391,18 @@ async fn supervise(
             partition,
             id: id.clone(),
             tracker: tracker.clone(),
+            keys: keys.clone(),
         };
         loops.spawn(partition_loop.run(loops_stopped.clone()));
     }
+    let copying_keys = tokio::spawn(keys::copy(
+        keys,
+        store.clone(),
+        leader.clone(),
+        http.clone(),
+        tracker.clone(),
+        loops_stopped.clone(),
+    ));
     let copying = tokio::spawn(groups::copy(
         store.clone(),
         leader.clone(),
@@ -382,6 +426,7 @@ async fn supervise(
     // The copies of consumer groups stop with the loops; on a promoted store the
     // state says so already, so that appends are taken meanwhile.
     let _ = copying.await;
+    let _ = copying_keys.await;
     outcome
 }
 
@@ -405,6 +450,8 @@ struct PartitionLoop {
     /// How this follower names itself to the leader, which counts it for acks.
     id: Arc<str>,
     tracker: Arc<Tracker>,
+    /// The leader's keys, copied before records that need them.
+    keys: Arc<keys::KeyCopy>,
 }
 
 /// What a fetch loop knows between rounds: its partition's next offset (it alone
@@ -498,6 +545,9 @@ impl PartitionLoop {
         }
         let reached = fetched.events.last().map_or(next, |record| record.offset + 1);
         let idle = fetched.events.is_empty();
+        if keys::KeyCopy::needed_for(&fetched.events) {
+            self.keys.catch_up(&self.store, &self.leader, &self.http).await?;
+        }
         match self.store.apply_replicated(fetched.events).await {
             // Promoted while this fetch was in flight: its records are not taken.
             Err(annals::Error::NotAReplica) => {

@@ -286,8 +286,7 @@ impl<A: Aggregate> Repository<A> {
         if let Some(snapshots) = &self.snapshots {
             match snapshots
                 .store
-                .snapshot_log()
-                .newest(stream, Some(snapshots.schema_version))
+                .newest_snapshot(stream, Some(snapshots.schema_version))
                 .await?
             {
                 Some(found) if found.schema_version == snapshots.schema_version => {

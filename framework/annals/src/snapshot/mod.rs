@@ -48,7 +48,8 @@ pub struct SnapshotOptions {
 
 /// Appends a snapshot of `stream` at `version` within `tx`, a transaction of the
 /// store's read models: it commits with whatever else `tx` writes (a snapshotter's
-/// group offsets, say).
+/// group offsets, say). The state is written as given: for a stream that holds
+/// personal data, seal it first with [`seal()`] (the [`Snapshotter`] does).
 pub async fn write(
     tx: &mut Tx,
     stream: &StreamId,
@@ -67,7 +68,9 @@ pub async fn write(
     Ok(())
 }
 
-/// Appends a snapshot of `stream` at `version` in a transaction of its own.
+/// Appends a snapshot of `stream` at `version` in a transaction of its own. When the
+/// stream holds personal data (see [`personal`](crate::personal)), the state is sealed
+/// under its subjects' keys, and not written at all once one of them was erased.
 pub async fn save(
     store: &Store,
     stream: &StreamId,
@@ -75,11 +78,14 @@ pub async fn save(
     schema_version: u32,
     state: &str,
 ) -> Result<()> {
+    let Some(state) = store.seal_snapshot(stream, state).await? else {
+        return Ok(());
+    };
     let snapshot = NewSnapshot {
         stream,
         version: version.into(),
         schema_version,
-        state: Some(state),
+        state: Some(&state),
     };
     store.snapshot_log().write(snapshot).await?;
     crate::telemetry::snapshot_written();
@@ -98,9 +104,17 @@ pub async fn tombstone(store: &Store, stream: &StreamId) -> Result<()> {
     store.snapshot_log().write(tombstone).await
 }
 
-/// The newest live snapshot of `stream` (highest version, then latest written).
+/// The newest live snapshot of `stream` (highest version, then latest written), its
+/// state revealed; `None` also when it was sealed under a key since erased.
 pub async fn newest(store: &Store, stream: &StreamId) -> Result<Option<StoredSnapshot>> {
-    store.snapshot_log().newest(stream, None).await
+    store.newest_snapshot(stream, None).await
+}
+
+/// `state`, a snapshot of `stream`, as [`write()`] should store it: sealed under the keys
+/// of the subjects whose personal data the stream holds (as is when it holds none), or
+/// `None` when one of them was erased, and the snapshot should not be written.
+pub async fn seal(store: &Store, stream: &StreamId, state: &str) -> Result<Option<String>> {
+    store.seal_snapshot(stream, state).await
 }
 
 /// What compaction did.

@@ -51,7 +51,12 @@ impl<A: Snapshottable> Snapshotter<A> {
         let stream = &record.stream;
         let mut state = A::default();
         let mut version = Version(0);
-        if let Some(snapshot) = sql::snapshots::newest_at(tx, stream, record.version, A::SNAPSHOT_VERSION).await? {
+        let newest = sql::snapshots::newest_at(tx, stream, record.version, A::SNAPSHOT_VERSION).await?;
+        let newest = match newest {
+            Some(snapshot) => self.store.reveal_snapshot(snapshot).await?,
+            None => None,
+        };
+        if let Some(snapshot) = newest {
             version = snapshot.version;
             state = serde_json::from_str(&snapshot.state).map_err(Error::InvalidJson)?;
         }
@@ -83,6 +88,9 @@ impl<A: Snapshottable> Projection for Snapshotter<A> {
         }
         let state = self.state_at(tx, record).await?;
         let json = serde_json::to_string(&state).map_err(Error::InvalidJson)?;
-        super::write(tx, &record.stream, record.version, A::SNAPSHOT_VERSION, &json).await
+        match super::seal(&self.store, &record.stream, &json).await? {
+            Some(json) => super::write(tx, &record.stream, record.version, A::SNAPSHOT_VERSION, &json).await,
+            None => Ok(()),
+        }
     }
 }

@@ -20,6 +20,7 @@
 //! ```
 
 pub(crate) mod lifecycle;
+mod personal;
 mod replica;
 mod retention;
 mod subscribe;
@@ -163,6 +164,12 @@ pub struct Store {
 
 struct Inner {
     backend: Box<dyn Backend>,
+    /// Where subjects' keys are kept (see [`personal`](crate::personal)).
+    keys: Arc<dyn crate::personal::Keys>,
+    /// The store whose database holds the keys, when it is not this one.
+    keys_home: Option<Store>,
+    /// Keys this process sealed with lately.
+    write_keys: crate::personal::WriteCache,
     limits: Limits,
     partition_count: u32,
     replica: std::sync::RwLock<Replica>,
@@ -189,11 +196,20 @@ impl Store {
         backend: Box<dyn Backend>,
         limits: Limits,
         poll_interval: Option<std::time::Duration>,
+        keys_home: Option<Store>,
+        key_cache_ttl: std::time::Duration,
     ) -> Store {
         let partition_count = backend.partition_count();
+        let keys = crate::personal::open_keys(match &keys_home {
+            Some(home) => home.inner.backend.read_models(),
+            None => backend.read_models(),
+        });
         Store {
             inner: Arc::new(Inner {
                 backend,
+                keys,
+                keys_home,
+                write_keys: crate::personal::WriteCache::new(key_cache_ttl),
                 limits,
                 partition_count,
                 replica: std::sync::RwLock::new(Replica::default()),
@@ -206,6 +222,20 @@ impl Store {
     /// yet, waits up to `wait` for the first to be appended (a long poll, woken by the
     /// append itself: in-process, or by `LISTEN/NOTIFY` on PostgreSQL).
     pub async fn fetch(
+        &self,
+        partition: impl Into<Partition>,
+        from_offset: impl Into<Offset>,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut records = self.fetch_sealed(partition, from_offset, limit, wait).await?;
+        self.reveal(&mut records).await?;
+        Ok(records)
+    }
+
+    /// [`fetch`](Store::fetch) without revealing personal data: records exactly as
+    /// stored, their marked fields sealed. What a follower copies.
+    pub async fn fetch_sealed(
         &self,
         partition: impl Into<Partition>,
         from_offset: impl Into<Offset>,
@@ -228,7 +258,9 @@ impl Store {
         wait: std::time::Duration,
     ) -> Result<(Vec<RecordedEvent>, Offset)> {
         self.check_partition(partition)?;
-        subscribe::fetch_filtered(self, partition, from_offset, limit, read, wait).await
+        let (mut records, covered) = subscribe::fetch_filtered(self, partition, from_offset, limit, read, wait).await?;
+        self.reveal(&mut records).await?;
+        Ok((records, covered))
     }
 
     /// Builds a filter index, so that groups filtered by category (or by event type)
@@ -485,6 +517,8 @@ impl Store {
             return Err(Error::ReadOnlyReplica { leader });
         }
         let started = std::time::Instant::now();
+        let mut request = request;
+        self.seal(&mut request).await?;
         let prepared = self.prepare(request, own)?;
         let events = prepared.events.len();
         let result = self.inner.backend.append(prepared).await;
@@ -500,7 +534,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let from_version = self.readable_from(stream, from_version.into().max(Version(1))).await?;
-        self.inner.backend.read_stream(stream, from_version, limit).await
+        let mut records = self.inner.backend.read_stream(stream, from_version, limit).await?;
+        self.reveal(&mut records).await?;
+        Ok(records)
     }
 
     /// See [`EventStore::fold_stream`].
@@ -511,7 +547,7 @@ impl Store {
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
         let from_version = from_version.into().max(Version(1));
-        self.inner.backend.fold_stream(stream, from_version, visit).await
+        self.fold_revealed(stream, from_version, visit).await
     }
 
     /// See [`EventStore::stream_version`].
@@ -521,6 +557,19 @@ impl Store {
 
     /// See [`EventStore::read_partition`].
     pub async fn read_partition(
+        &self,
+        partition: impl Into<Partition>,
+        from_offset: impl Into<Offset>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut records = self.read_partition_sealed(partition, from_offset, limit).await?;
+        self.reveal(&mut records).await?;
+        Ok(records)
+    }
+
+    /// [`read_partition`](Store::read_partition) without revealing personal data:
+    /// records exactly as stored, their marked fields sealed.
+    pub async fn read_partition_sealed(
         &self,
         partition: impl Into<Partition>,
         from_offset: impl Into<Offset>,
@@ -635,7 +684,13 @@ impl StoreOptions {
         if self.partitions == Some(0) {
             return Err(Error::InvalidPartitionCount);
         }
-        let store = Store::from_backend(crate::backend::open(&self).await?, self.limits, self.poll_interval);
+        let keys_home = match &self.keys {
+            // Boxed: an open within an open.
+            Some(url) => Some(Box::pin(StoreOptions::from_url(url)?.open()).await?),
+            None => None,
+        };
+        let backend = crate::backend::open(&self).await?;
+        let store = Store::from_backend(backend, self.limits, self.poll_interval, keys_home, self.key_cache_ttl);
         store.refresh_replica().await?;
         Ok(store)
     }

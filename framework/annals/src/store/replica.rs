@@ -107,6 +107,9 @@ impl Store {
             let last = first_offset + records.len() as u64 - 1;
             return Err(invalid(last, "the records end inside an append"));
         }
+        // Before the records: a follower that stops between the two must not hold
+        // sealed records of a stream it does not know to seal snapshots of.
+        self.note_sealed(&records).await?;
         let replicated = Replicated {
             partition,
             first_offset,

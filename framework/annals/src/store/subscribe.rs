@@ -65,10 +65,10 @@ pub(super) fn records(store: Store, partition: Partition, from: Offset) -> BoxSt
     .boxed()
 }
 
-/// Records of `partition` from `from` on, ending on an append's last record; when there
-/// are none yet, waits up to `wait` for the first to be appended (woken by the append,
-/// not by polling). At most `limit` of them, unless the first append alone is longer:
-/// then all of it.
+/// Records of `partition` from `from` on, as stored (sealed fields sealed), ending on an
+/// append's last record; when there are none yet, waits up to `wait` for the first to
+/// be appended (woken by the append, not by polling). At most `limit` of them, unless
+/// the first append alone is longer: then all of it.
 pub(super) async fn fetch(
     store: &Store,
     partition: Partition,
@@ -77,7 +77,7 @@ pub(super) async fn fetch(
     wait: std::time::Duration,
 ) -> Result<Vec<RecordedEvent>> {
     let records = long_poll(store, partition, wait, Vec::new, || async move {
-        let records = store.read_partition(partition, from, limit).await?;
+        let records = store.read_partition_sealed(partition, from, limit).await?;
         Ok((!records.is_empty()).then_some(records))
     })
     .await?;
@@ -157,7 +157,7 @@ async fn whole_appends(store: &Store, mut records: Vec<RecordedEvent>, limit: us
     }
     while let Some(last) = records.last().filter(|record| !record.last_in_append) {
         let (partition, next) = (last.partition, last.offset + 1);
-        let more = store.read_partition(partition, next, limit.max(1)).await?;
+        let more = store.read_partition_sealed(partition, next, limit.max(1)).await?;
         let end = more.iter().position(|record| record.last_in_append);
         let read = more.len();
         records.extend(more.into_iter().take(end.map_or(read, |end| end + 1)));

@@ -9,6 +9,7 @@ mod baseline;
 mod follow;
 mod http;
 mod load;
+mod personal;
 mod project;
 mod raw_commands;
 mod scavenge;
@@ -44,6 +45,8 @@ pub(crate) enum Bench {
     /// Scavenging a store whose retention rule expires most records, while writers
     /// append to other streams; then the log is checked whole.
     Scavenge(scavenge::ScavengeArgs),
+    /// Appends and reads with personal data sealed beside the same without, and erasures.
+    Personal(personal::PersonalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +103,7 @@ pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
         Bench::Project(args) => project::project(db, args, out).await,
         Bench::Timers(args) => timers::timers(db, args, out).await,
         Bench::Scavenge(args) => scavenge::scavenge(db, args, out).await,
+        Bench::Personal(args) => personal::personal(db, args, out).await,
     }
 }
 

@@ -213,6 +213,8 @@ pub(crate) async fn keys(
 pub(crate) struct ReadParams {
     #[serde(default = "one")]
     from_version: Version,
+    /// Read from the first event written at or after this time instead.
+    from_time: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default = "hundred")]
     limit: usize,
 }
@@ -237,9 +239,13 @@ pub(crate) async fn read_stream(
     if !state.store.stream_exists(&stream).await? {
         return Err(annals::Error::StreamNotFound { stream }.into());
     }
+    let from_version = match params.from_time {
+        Some(time) => state.store.version_at(&stream, time).await?.unwrap_or(version + 1),
+        None => params.from_version,
+    };
     let events = state
         .store
-        .read_stream(&stream, params.from_version, params.limit.min(MAX_LIMIT))
+        .read_stream(&stream, from_version, params.limit.min(MAX_LIMIT))
         .await?;
     Ok(Json(StreamEvents {
         stream,
@@ -253,6 +259,8 @@ pub(crate) async fn read_stream(
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamsParams {
     category: Option<String>,
+    /// Streams whose id starts with this (not with `category`).
+    prefix: Option<String>,
     after: Option<String>,
     #[serde(default = "hundred")]
     limit: usize,
@@ -265,11 +273,30 @@ pub(crate) async fn list_streams(
 ) -> ApiResult<Json<StreamsPage>> {
     let params = query(params)?;
     let after = params.after.map(stream_id).transpose()?;
-    let streams = state
-        .store
-        .list_streams(params.category.as_deref(), params.limit.min(MAX_LIMIT), after.as_ref())
-        .await?;
+    let limit = params.limit.min(MAX_LIMIT);
+    let streams = match (&params.prefix, &params.category) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either prefix or category, not both")),
+        (Some(prefix), None) => state.store.streams_with_prefix(prefix, limit, after.as_ref()).await?,
+        (None, category) => {
+            state
+                .store
+                .list_streams(category.as_deref(), limit, after.as_ref())
+                .await?
+        }
+    };
     Ok(Json(StreamsPage { streams }))
+}
+
+/// `GET /v1/events/{id}`: the record with this event id.
+pub(crate) async fn event(
+    State(state): State<AppState>,
+    id: Result<Path<uuid::Uuid>, PathRejection>,
+) -> ApiResult<Json<annals::RecordedEvent>> {
+    let id = path(id)?;
+    match state.store.read_event(id).await? {
+        Some(record) => Ok(Json(record)),
+        None => Err(ApiError::not_found(format!("no record has the event id {id}"))),
+    }
 }
 
 /// `GET /v1/partitions`.
@@ -314,6 +341,11 @@ pub(crate) struct FetchParams {
     /// Records exactly as stored, personal data sealed (what a follower copies).
     #[serde(default)]
     sealed: bool,
+    /// Read from the first record written at or after this time instead.
+    from_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only records of these event types (comma-separated); answers at once.
+    #[serde(rename = "type")]
+    event_types: Option<String>,
 }
 
 fn five_hundred() -> usize {
@@ -354,7 +386,27 @@ pub(crate) async fn fetch(
     params: Result<Query<FetchParams>, QueryRejection>,
 ) -> ApiResult {
     let partition = path(partition)?;
-    let params = query(params)?;
+    let mut params = query(params)?;
+    if let Some(time) = params.from_time {
+        params.from_offset = state.store.offset_at(partition, time).await?;
+    }
+    if let Some(types) = &params.event_types {
+        if params.sealed || params.follower.is_some() {
+            return Err(ApiError::bad_request("type cannot be combined with sealed or follower"));
+        }
+        let types: Vec<String> = types.split(',').map(str::to_owned).collect();
+        let limit = params.limit.clamp(1, MAX_LIMIT);
+        let found = (state.store)
+            .read_partition_of_types(partition, params.from_offset, limit, &types)
+            .await?;
+        return Ok(Json(PartitionEvents {
+            partition,
+            events: found.records,
+            next_offset: found.next_offset,
+            high_watermark: state.store.high_watermark(partition).await?,
+        })
+        .into_response());
+    }
     if let Some(follower) = &params.follower {
         if partition >= state.store.partition_count() {
             return Err(annals::Error::PartitionOutOfRange {

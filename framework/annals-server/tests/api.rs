@@ -81,6 +81,7 @@ annals_testkit::on_sql_engines!(
     groups_and_dead_letters,
     bearer_tokens,
     metrics_and_health,
+    browsing_routes,
 );
 
 /// Ids, times and other run-dependent values, replaced for snapshots.
@@ -228,6 +229,94 @@ async fn every_error_is_json_and_writes_nothing(t: TestStore) {
     let order_2 = (annals::partition_for(&annals::StreamId::new("order-2").expect("id"), 16)).index();
     after[order_2] -= 1;
     assert_eq!(before, after, "an error wrote something");
+    server.stop().await;
+}
+
+/// The routes the console browses with: a record by event id, reads from a time,
+/// streams by prefix, a partition's records by type; and their bad input.
+async fn browsing_routes(t: TestStore) {
+    let server = Server::start(t.open().await, None, 1 << 20).await;
+    for (stream, kind) in [
+        ("acct-1", "Opened"),
+        ("acct-10", "Opened"),
+        ("acct-2", "Opened"),
+        ("acct-1", "Closed"),
+    ] {
+        let body = format!(r#"{{"expected_version":"any","events":[{{"type":"{kind}","data":{{}}}}]}}"#);
+        assert_eq!(
+            server.post(&format!("/v1/streams/{stream}/events"), &body).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (_, read) = server.get("/v1/streams/acct-1/events").await;
+    let closed = read["events"][1].clone();
+    let (status, found) = server
+        .get(&format!("/v1/events/{}", closed["id"].as_str().expect("id")))
+        .await;
+    assert_eq!((status, &found), (StatusCode::OK, &closed));
+    let time = closed["recorded_at"].as_str().expect("time");
+    let (_, from_time) = server.get(&format!("/v1/streams/acct-1/events?from_time={time}")).await;
+    assert_eq!(from_time["events"].as_array().map(Vec::len), Some(1), "{from_time}");
+    let partition = closed["partition"].as_u64().expect("partition");
+    let (_, at) = server
+        .get(&format!("/v1/partitions/{partition}/events?from_time={time}"))
+        .await;
+    assert_eq!(at["events"][0], closed, "{at}");
+    let (_, typed) = server
+        .get(&format!("/v1/partitions/{partition}/events?type=Closed,Gone"))
+        .await;
+    assert_eq!(typed["events"].as_array().map(Vec::len), Some(1), "{typed}");
+    let (_, prefixed) = server.get("/v1/streams?prefix=acct-1").await;
+    let ids: Vec<&str> = prefixed["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["stream"].as_str())
+        .collect();
+    assert_eq!(ids, ["acct-1", "acct-10"]);
+
+    let before = server.store.high_watermarks().await.expect("watermarks");
+    for (path, status, code) in [
+        ("/v1/events/not-a-uuid", StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            "/v1/events/0193a4d2-7c1e-7000-8000-0000000000aa",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/partitions/0/events?from_time=yesterday",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/v1/streams/acct-1/events?from_time=12",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/v1/streams?prefix=acct&category=acct",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/v1/partitions/0/events?type=Opened&sealed=true",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/v1/partitions/16/events?type=Opened",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let (answered, body) = server.get(path).await;
+        assert_eq!(
+            (answered, body["error"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(server.store.high_watermarks().await.expect("watermarks"), before);
     server.stop().await;
 }
 

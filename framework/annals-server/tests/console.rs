@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use annals::group::{GroupMember, GroupOptions};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
 use annals_server::{ServerOptions, Spawned};
 use annals_testkit::browser::{chromium, render};
 use annals_testkit::tally::{add, add_poison, caught_up, Tally};
@@ -147,4 +148,174 @@ async fn the_console_shows_redacted_records_as_such() {
         "the kept record is not shown:\n{page}"
     );
     server.stop().await.expect("serve");
+}
+
+/// Renders `fragments` of the console at `base` in Chromium, in order.
+async fn pages(browser: &str, base: &str, fragments: &[String]) -> Vec<String> {
+    let (browser, urls) = (
+        browser.to_owned(),
+        fragments.iter().map(|f| format!("{base}/{f}")).collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || urls.iter().map(|url| render(&browser, url)).collect())
+        .await
+        .expect("chromium")
+}
+
+/// The stream browser on a store with data: streams found by prefix, in pages; a
+/// stream and a partition paged from a version, an offset and a time; a partition's
+/// records by event type; a record opened whole, its causation id a link to the record
+/// it names; an id no record has.
+async fn the_console_finds_and_opens_records(t: TestStore) {
+    let Some(browser) = chromium() else { return };
+    let store = t.open().await;
+    for n in 0..60 {
+        add(&store, &format!("acct-{n}"), n).await;
+    }
+    for n in 1..=45 {
+        add(&store, "acct-7", 1000 + n).await;
+    }
+    let cause = store
+        .read_stream(&StreamId::new("acct-7").expect("id"), 1, 1)
+        .await
+        .expect("read")
+        .remove(0);
+    let caused = NewEvent::json(
+        "Noted",
+        &serde_json::json!({"note": "looked at", "nested": {"deep": true}}),
+    )
+    .expect("event")
+    .with_metadata(
+        annals::Metadata::new()
+            .with_causation_id(cause.event_id)
+            .with_correlation_id(cause.event_id),
+    );
+    store
+        .append(AppendRequest::new(StreamId::new("acct-7").expect("id"), ExpectedVersion::Any).event(caused))
+        .await
+        .expect("append");
+    let acct7 = store
+        .read_stream(&StreamId::new("acct-7").expect("id"), 1, 100)
+        .await
+        .expect("read");
+    let noted = acct7.last().expect("noted").clone();
+    let partition = noted.partition;
+    let at_v30 = acct7[29]
+        .recorded_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+
+    let server = Spawned::start(store.clone(), ServerOptions::default())
+        .await
+        .expect("serve");
+    let fragments = [
+        "#prefix=acct-1".to_owned(),
+        "#prefix=acct".to_owned(),
+        "#stream=acct-7&from=21".to_owned(),
+        format!("#stream=acct-7&time={at_v30}"),
+        format!("#partition={partition}&type=Noted"),
+        format!("#partition={partition}&time={at_v30}"),
+        format!("#record={}:{}", noted.partition, noted.offset),
+        format!("#event={}", cause.event_id),
+        format!("#event={}", uuid::Uuid::now_v7()),
+    ];
+    let rendered = pages(browser, server.url(), &fragments).await;
+    let [found, many, stream, stream_at, typed, partition_at, record, cause_page, unknown] = &rendered[..] else {
+        unreachable!()
+    };
+    let streams_table = |page: &str| {
+        page.split("<table id=\"streams\">")
+            .nth(1)
+            .and_then(|t| t.split("</table>").next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let listed = streams_table(found);
+    for id in ["acct-1<", "acct-10<", "acct-19<"] {
+        assert!(listed.contains(id), "{id} not found by prefix:\n{listed}");
+    }
+    assert!(!listed.contains("acct-2<") && !listed.contains("acct-7<"), "{listed}");
+    assert!(
+        many.contains(r#"<a id="streams-next">next</a>"#),
+        "60 streams fit no page of 50:\n{many}"
+    );
+    assert!(
+        stream.contains("acct-7 (version 47)") && stream.contains("<a href=\"#record="),
+        "{stream}"
+    );
+    let versions = |page: &str, table: &str| -> Vec<u64> {
+        let table = page
+            .split(&format!("<table id=\"{table}\">"))
+            .nth(1)
+            .unwrap_or("")
+            .split("</table>")
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        table
+            .split("<tr><td>")
+            .skip(1)
+            .filter_map(|row| row.split("</a>").next()?.rsplit('>').next()?.parse().ok())
+            .collect()
+    };
+    assert_eq!(
+        versions(stream, "events"),
+        (21..=40).collect::<Vec<_>>(),
+        "a page from version 21"
+    );
+    assert!(
+        stream.contains(">earlier</a>") && stream.contains(">later</a>"),
+        "{stream}"
+    );
+    assert_eq!(
+        versions(stream_at, "events").first(),
+        Some(&30),
+        "from the time of version 30"
+    );
+    let typed_rows = typed
+        .split("<table id=\"partition-records\">")
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        typed_rows.contains("Noted") && !typed_rows.contains("Added"),
+        "by type:\n{typed_rows}"
+    );
+    assert_eq!(
+        versions(partition_at, "partition-records").first(),
+        Some(&acct7[29].offset.0),
+        "from a time"
+    );
+    assert!(record.contains(r#"<h3 id="record-title">Noted "#), "{record}");
+    assert!(
+        record.contains("\"nested\": {\n    \"deep\": true"),
+        "the payload is not formatted:\n{record}"
+    );
+    let link = format!(r##"<a href="#event={}">{}</a>"##, cause.event_id, cause.event_id);
+    assert!(
+        record.contains(&format!(r#"<dd id="causation">{link}</dd>"#)),
+        "no causation link:\n{record}"
+    );
+    assert!(
+        record.contains(&format!(r#"<dd id="correlation">{link}</dd>"#)),
+        "no correlation link:\n{record}"
+    );
+    assert!(
+        cause_page.contains(&format!(r#"<h3 id="record-title">Added {}</h3>"#, cause.event_id)),
+        "{cause_page}"
+    );
+    assert!(
+        unknown.contains(r#"<p id="no-event">No record has the event id"#),
+        "{unknown}"
+    );
+    server.stop().await.expect("serve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_and_opens_records_on_sqlite() {
+    the_console_finds_and_opens_records(TestStore::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_and_opens_records_on_postgres() {
+    let Some(t) = TestStore::postgres().await else { return };
+    the_console_finds_and_opens_records(t).await;
 }

@@ -75,7 +75,7 @@ pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{
     AppendRequest, Deletion, EventStore, Retention, RetentionScope, ScavengeOptions, Scavenged, Scavenger, Store,
-    RETENTION_SET, STREAM_DELETED, STREAM_TRUNCATED,
+    TypedRecords, RETENTION_SET, STREAM_DELETED, STREAM_TRUNCATED,
 };
 pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
 pub use trace::{InvalidTraceParent, TraceParent};

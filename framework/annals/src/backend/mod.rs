@@ -106,6 +106,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn stream_version(&self, stream: &StreamId) -> Result<Version>;
     /// The version of `stream`'s latest deletion record, and whether it was hard.
     async fn deletion(&self, stream: &StreamId) -> Result<Option<(Version, bool)>>;
+    /// Where the record with event id `id` is, if there is one.
+    async fn position_of_event(&self, id: Uuid) -> Result<Option<(Partition, Offset)>>;
     /// Makes the bytes that redactions freed unreadable in the engine's files, where the
     /// engine can (SQLite: a `TRUNCATE` checkpoint empties the WAL, whose older frames
     /// still held them). The default does nothing.

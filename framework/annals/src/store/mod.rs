@@ -19,12 +19,14 @@
 //! # Ok(()) }
 //! ```
 
+mod browse;
 pub(crate) mod lifecycle;
 mod personal;
 mod replica;
 mod retention;
 mod subscribe;
 
+pub use browse::TypedRecords;
 pub(crate) use lifecycle::starts_over;
 pub use lifecycle::{Deletion, STREAM_DELETED};
 pub(crate) use retention::truncation_of;

@@ -295,6 +295,16 @@ impl Backend for MemoryBackend {
         Ok(self.log().deleted.get(stream).copied())
     }
 
+    async fn position_of_event(&self, id: Uuid) -> Result<Option<(Partition, Offset)>> {
+        let log = self.log();
+        Ok(log
+            .partitions
+            .iter()
+            .flatten()
+            .find(|record| record.event_id == id)
+            .map(|record| (record.partition, record.offset)))
+    }
+
     async fn truncated_before(&self, stream: &StreamId) -> Result<Option<Version>> {
         Ok(self.log().truncated.get(stream).copied())
     }

@@ -266,6 +266,10 @@ impl Backend for PgBackend {
         sql::deletion(&self.read_models, stream).await
     }
 
+    async fn position_of_event(&self, id: uuid::Uuid) -> Result<Option<(Partition, Offset)>> {
+        sql::position_of_event(&self.read_models, id).await
+    }
+
     async fn truncated_before(&self, stream: &StreamId) -> Result<Option<Version>> {
         sql::truncated_before(&self.read_models, stream).await
     }

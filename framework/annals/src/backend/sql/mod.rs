@@ -68,6 +68,30 @@ pub(crate) async fn next_timer(
     Ok(rows.first().map(|row| row.get::<Option<i64>>(0)).transpose()?.flatten())
 }
 
+/// Where the record with event id `id` is, if the store holds one.
+pub(crate) async fn position_of_event(
+    db: &crate::readmodel::Db,
+    id: uuid::Uuid,
+) -> crate::error::Result<Option<(crate::position::Partition, crate::position::Offset)>> {
+    // SQLite keeps event ids as 16 bytes, PostgreSQL as uuid.
+    let (sql, param) = match db.engine() {
+        crate::readmodel::Engine::Postgres => (
+            "SELECT partition, \"offset\" FROM annals_events WHERE event_id = CAST($1 AS uuid)",
+            id.to_string().into(),
+        ),
+        _ => (
+            "SELECT partition, \"offset\" FROM annals_events WHERE event_id = $1",
+            id.as_bytes().to_vec().into(),
+        ),
+    };
+    let rows = db.query(sql, vec![param]).await?;
+    let Some(row) = rows.first() else { return Ok(None) };
+    Ok(Some((
+        crate::position::Partition(row.get::<u32>(0)?),
+        crate::position::Offset(row.get::<u64>(1)?),
+    )))
+}
+
 /// The version of `stream`'s latest deletion record, and whether it was hard.
 pub(crate) async fn deletion(
     db: &crate::readmodel::Db,

@@ -229,6 +229,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/v1/dead-letters", get(routes::dead_letters))
         .route("/v1/keys", get(routes::keys))
         .route("/v1/events/{id}", get(routes::event))
+        .route("/v1/whoami", get(routes::whoami))
         .route("/metrics", get(routes::metrics))
         .route_layer(role(Role::Read));
     let write = Router::new()

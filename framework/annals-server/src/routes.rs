@@ -287,6 +287,12 @@ pub(crate) async fn list_streams(
     Ok(Json(StreamsPage { streams }))
 }
 
+/// `GET /v1/whoami`: the role of the caller's token (`admin` on a server without
+/// tokens), so that a client shows only what it may do.
+pub(crate) async fn whoami(axum::Extension(role): axum::Extension<crate::Role>) -> Json<Value> {
+    Json(json!({ "role": role }))
+}
+
 /// `GET /v1/events/{id}`: the record with this event id.
 pub(crate) async fn event(
     State(state): State<AppState>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use annals::group::{GroupMember, GroupOptions};
 use annals::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
 use annals_server::{ServerOptions, Spawned};
-use annals_testkit::browser::{chromium, render};
+use annals_testkit::browser::{chromium, render, Page};
 use annals_testkit::tally::{add, add_poison, caught_up, Tally};
 use annals_testkit::TestStore;
 
@@ -318,4 +318,172 @@ async fn the_console_finds_and_opens_records_on_sqlite() {
 async fn the_console_finds_and_opens_records_on_postgres() {
     let Some(t) = TestStore::postgres().await else { return };
     the_console_finds_and_opens_records(t).await;
+}
+
+/// Types `token` into the console's token field, as a user does.
+async fn use_token(page: &mut Page, token: &str) {
+    let js = format!(
+        "(() => {{ const input = document.getElementById('token'); input.value = {token:?}; input.dispatchEvent(new Event('change')); return true; }})()"
+    );
+    page.eval(&js).await;
+    page.wait_for(
+        "document.getElementById('whoami').textContent.includes('role: ')",
+        "the token's role",
+    )
+    .await;
+}
+
+/// Clicks the action `button`, then `confirm-yes`, and waits for the result line.
+async fn act(page: &mut Page, button: &str) -> (String, String) {
+    page.eval("document.getElementById('action-result').textContent = ''")
+        .await;
+    page.wait_for(&format!("document.querySelector('#{button}')"), button)
+        .await;
+    page.click(&format!("#{button}")).await;
+    page.wait_for("!document.getElementById('confirm').hidden", "the confirmation")
+        .await;
+    page.click("#confirm-yes").await;
+    page.wait_for(
+        "document.getElementById('action-result').textContent !== ''",
+        "the action's result",
+    )
+    .await;
+    let class = page.eval("document.getElementById('action-result').className").await;
+    let text = page.text("#action-result").await.unwrap_or_default();
+    (class.as_str().unwrap_or_default().to_owned(), text)
+}
+
+/// The console acts for an admin token, each action confirmed first: pause, resume and
+/// reset a group (refused, with the API's error, while it has live members), retry and
+/// skip a dead letter; each changes what the API then reports. A read token is shown
+/// no action, and the API refuses one sent with it.
+async fn the_console_acts_for_an_admin_and_only_for_one(t: TestStore) {
+    let Some(browser) = chromium() else { return };
+    let store = t.open().await;
+    add(&store, "acct-1", 5).await;
+    add_poison(&store, "acct-2").await;
+    add(&store, "acct-3", 7).await;
+    let options = GroupOptions {
+        max_attempts: 1,
+        heartbeat_interval: Duration::from_millis(50),
+        ..GroupOptions::default()
+    };
+    let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options)
+        .await
+        .expect("join");
+    caught_up(&store, "tally").await;
+    let tokens = annals_server::Tokens::none()
+        .with("adm1n", annals_server::Role::Admin)
+        .and_then(|tokens| tokens.with("r3ad", annals_server::Role::Read))
+        .expect("tokens");
+    let server = Spawned::start(
+        store.clone(),
+        ServerOptions {
+            tokens,
+            ..ServerOptions::default()
+        },
+    )
+    .await
+    .expect("serve");
+    let describe = || async { annals::group::admin::describe(&store, "tally").await.expect("describe") };
+
+    let mut page = Page::open(browser, &format!("{}/#group=tally", server.url())).await;
+    use_token(&mut page, "adm1n").await;
+    page.wait_for("document.querySelector('#group-actions')", "the group's actions")
+        .await;
+
+    // Cancelled, nothing happens.
+    page.click("#group-pause").await;
+    page.click("#confirm-no").await;
+    assert!(
+        describe().await.partitions.iter().all(|p| !p.paused),
+        "a cancelled pause paused"
+    );
+
+    assert_eq!(
+        act(&mut page, "group-pause").await,
+        ("done".into(), "paused tally".into())
+    );
+    assert!(describe().await.partitions.iter().all(|p| p.paused), "not paused");
+    assert_eq!(
+        act(&mut page, "group-resume").await,
+        ("done".into(), "resumed tally".into())
+    );
+    assert!(describe().await.partitions.iter().all(|p| !p.paused), "not resumed");
+
+    let committed: Vec<_> = describe().await.partitions.iter().map(|p| p.committed).collect();
+    let (class, text) = act(&mut page, "group-reset").await;
+    assert_eq!(class, "failed");
+    assert!(text.starts_with("group_has_members: "), "{text}");
+    assert_eq!(
+        describe()
+            .await
+            .partitions
+            .iter()
+            .map(|p| p.committed)
+            .collect::<Vec<_>>(),
+        committed
+    );
+    member.shutdown().await.expect("leave");
+    page.wait_for(
+        "document.body.innerHTML.includes('0 live members')",
+        "the refresh to show the member gone",
+    )
+    .await;
+    assert_eq!(
+        act(&mut page, "group-reset").await,
+        ("done".into(), "reset tally to earliest".into())
+    );
+    assert!(
+        describe()
+            .await
+            .partitions
+            .iter()
+            .all(|p| p.committed == annals::Offset(0)),
+        "not reset"
+    );
+
+    let letter = annals::group::admin::dead_letters(&store, Some("tally"))
+        .await
+        .expect("letters")
+        .remove(0);
+    let (class, text) = act(&mut page, &format!("retry-{}", letter.id)).await;
+    assert_eq!((class.as_str(), text.contains("handed back")), ("done", true), "{text}");
+    let retried = annals::group::admin::dead_letters(&store, Some("tally"))
+        .await
+        .expect("letters");
+    assert_eq!(retried[0].status.as_str(), "retry");
+    let (class, _) = act(&mut page, &format!("skip-{}", letter.id)).await;
+    assert_eq!(class, "done");
+    let left = annals::group::admin::dead_letters(&store, Some("tally"))
+        .await
+        .expect("letters");
+    assert!(left.iter().all(|l| l.id != letter.id), "still there: {left:?}");
+
+    // A read token sees no action; the API refuses one sent with it.
+    use_token(&mut page, "r3ad").await;
+    page.wait_for(
+        "document.getElementById('group-detail').dataset.role === 'read'",
+        "the group drawn for a read token",
+    )
+    .await;
+    assert_eq!(page.eval("document.querySelectorAll('button.action').length").await, 0);
+    let refused = page
+        .eval("post('/v1/groups/tally/pause').then(() => 'done', error => error.code)")
+        .await;
+    assert_eq!(refused, "forbidden");
+    assert!(describe().await.partitions.iter().all(|p| !p.paused));
+    page.close().await;
+    server.stop().await.expect("serve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_acts_for_an_admin_and_only_for_one_on_sqlite() {
+    the_console_acts_for_an_admin_and_only_for_one(TestStore::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_acts_for_an_admin_and_only_for_one_on_postgres() {
+    let Some(t) = TestStore::postgres().await else { return };
+    the_console_acts_for_an_admin_and_only_for_one(t).await;
 }

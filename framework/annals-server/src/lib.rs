@@ -21,6 +21,7 @@ mod console;
 mod error;
 pub mod follower;
 mod routes;
+mod samples;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -63,6 +64,9 @@ pub struct ServerOptions {
     /// fetch answers at once with what there is, so that waiting clients cannot take
     /// every connection the process can hold.
     pub max_long_polls: usize,
+    /// How often the store is sampled for the console's charts (default 1 s; the last
+    /// 900 samples are kept, 15 minutes at the default).
+    pub sample_every: std::time::Duration,
 }
 
 /// How a server's connections are served.
@@ -160,6 +164,7 @@ impl Default for ServerOptions {
             follower: None,
             transport: Transport::default(),
             max_long_polls: 256,
+            sample_every: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -179,6 +184,8 @@ pub(crate) struct AppState {
     /// One permit per long poll that may wait.
     pub(crate) long_polls: Arc<tokio::sync::Semaphore>,
     pub(crate) body_timeout: std::time::Duration,
+    /// The samples the console's charts draw.
+    pub(crate) sampler: Arc<samples::Sampler>,
 }
 
 /// The process's Prometheus recorder, installed on first use. If the embedding program
@@ -205,6 +212,7 @@ pub fn router(store: Store, options: &ServerOptions) -> Router {
 }
 
 fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::Sender<bool>>) -> Router {
+    let sampler = samples::Sampler::start(store.clone(), options.follower.clone(), options.sample_every);
     let state = AppState {
         store,
         max_body_bytes: options.max_body_bytes,
@@ -216,6 +224,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         stopping,
         long_polls: Arc::new(tokio::sync::Semaphore::new(options.max_long_polls)),
         body_timeout: options.transport.body_timeout,
+        sampler,
     };
     let role = |needed: Role| middleware::from_fn_with_state((options.tokens.clone(), needed), auth::require);
     let read = Router::new()
@@ -230,6 +239,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/v1/keys", get(routes::keys))
         .route("/v1/events/{id}", get(routes::event))
         .route("/v1/whoami", get(routes::whoami))
+        .route("/v1/samples", get(samples::stream))
         .route("/metrics", get(routes::metrics))
         .route_layer(role(Role::Read));
     let write = Router::new()
@@ -252,6 +262,7 @@ fn app(store: Store, options: &ServerOptions, stopping: Arc<tokio::sync::watch::
         .route("/health/live", get(routes::live))
         .route("/health/ready", get(routes::ready))
         .route("/", get(console::page))
+        .route("/console/{asset}", get(console::asset))
         .fallback(routes::unknown_route)
         .method_not_allowed_fallback(routes::wrong_method)
         .layer(middleware::from_fn(observe))

@@ -150,6 +150,33 @@ async fn the_console_shows_redacted_records_as_such() {
     server.stop().await.expect("serve");
 }
 
+/// Runs the `tally` projection over `store` until it has handled everything, giving up
+/// on a record after one failure (a poisoned record becomes a dead letter); returns the
+/// live member, which the caller stops or keeps.
+async fn run_tally(store: &annals::Store) -> GroupMember {
+    let options = GroupOptions {
+        max_attempts: 1,
+        heartbeat_interval: Duration::from_millis(50),
+        ..GroupOptions::default()
+    };
+    let member = GroupMember::projection(store, "tally", Tally::new("tally"), options)
+        .await
+        .expect("join");
+    caught_up(store, "tally").await;
+    member
+}
+
+/// Serves `store` with samples every `every`, and opens the console in a page.
+async fn serve_and_open(browser: &str, store: &annals::Store, every: Duration) -> (Spawned, Page) {
+    let server_options = ServerOptions {
+        sample_every: every,
+        ..ServerOptions::default()
+    };
+    let server = Spawned::start(store.clone(), server_options).await.expect("serve");
+    let page = Page::open(browser, &format!("{}/", server.url())).await;
+    (server, page)
+}
+
 /// Renders `fragments` of the console at `base` in Chromium, in order.
 async fn pages(browser: &str, base: &str, fragments: &[String]) -> Vec<String> {
     let (browser, urls) = (
@@ -363,15 +390,7 @@ async fn the_console_acts_for_an_admin_and_only_for_one(t: TestStore) {
     add(&store, "acct-1", 5).await;
     add_poison(&store, "acct-2").await;
     add(&store, "acct-3", 7).await;
-    let options = GroupOptions {
-        max_attempts: 1,
-        heartbeat_interval: Duration::from_millis(50),
-        ..GroupOptions::default()
-    };
-    let member = GroupMember::projection(&store, "tally", Tally::new("tally"), options)
-        .await
-        .expect("join");
-    caught_up(&store, "tally").await;
+    let member = run_tally(&store).await;
     let tokens = annals_server::Tokens::none()
         .with("adm1n", annals_server::Role::Admin)
         .and_then(|tokens| tokens.with("r3ad", annals_server::Role::Read))
@@ -486,4 +505,125 @@ async fn the_console_acts_for_an_admin_and_only_for_one_on_sqlite() {
 async fn the_console_acts_for_an_admin_and_only_for_one_on_postgres() {
     let Some(t) = TestStore::postgres().await else { return };
     the_console_acts_for_an_admin_and_only_for_one(t).await;
+}
+
+/// The charts: the page draws from the samples the server pushes (the charting library
+/// served by the server itself), and they move when appends arrive and a group lags.
+async fn the_console_charts_throughput_and_lag(t: TestStore) {
+    let Some(browser) = chromium() else { return };
+    let store = t.open().await;
+    add(&store, "acct-1", 5).await;
+    run_tally(&store).await.shutdown().await.expect("leave");
+    let (server, mut page) = serve_and_open(browser, &store, Duration::from_millis(200)).await;
+    assert_eq!(
+        page.eval("typeof uPlot").await,
+        "function",
+        "the charting library did not load"
+    );
+    page.wait_for(
+        "Number(document.getElementById('charts').dataset.samples) >= 3",
+        "samples",
+    )
+    .await;
+    page.wait_for(
+        "document.querySelectorAll('#chart-appends canvas').length > 0",
+        "the appends chart",
+    )
+    .await;
+    let before = page
+        .eval("Number(document.getElementById('charts').dataset.appended)")
+        .await;
+    for n in 0..40 {
+        add(&store, &format!("acct-{}", n % 7), n).await;
+    }
+    page.wait_for(
+        &format!("Number(document.getElementById('charts').dataset.appended) >= {before} + 40"),
+        "the 40 appends in the chart",
+    )
+    .await;
+    // The stopped group lags by the 40 records it did not handle.
+    page.wait_for(
+        "document.getElementById('charts').dataset.groups === 'tally'",
+        "the group's series",
+    )
+    .await;
+    page.wait_for(
+        "document.querySelectorAll('#chart-lag canvas').length > 0",
+        "the lag chart",
+    )
+    .await;
+    let legend = page.text("#chart-lag").await.unwrap_or_default();
+    assert!(legend.contains("tally"), "{legend}");
+    assert_eq!(
+        page.eval("document.getElementById('chart-replication').hidden").await,
+        true,
+        "a leader has no replication lag"
+    );
+    // Stopping the server ends the pushed stream at once.
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+    assert!(stopped.is_ok(), "the server waited for the page's stream");
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_charts_throughput_and_lag_on_sqlite() {
+    the_console_charts_throughput_and_lag(TestStore::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_charts_throughput_and_lag_on_postgres() {
+    let Some(t) = TestStore::postgres().await else { return };
+    the_console_charts_throughput_and_lag(t).await;
+}
+
+/// Regenerates the screenshots of the console in the book (`scripts/console-screenshots.sh`
+/// runs it): the overview with its charts, a record opened whole, and a group's view with
+/// its actions, on a store with a little of everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the book's screenshots; run by scripts/console-screenshots.sh"]
+async fn screenshots_for_the_book() {
+    let browser = chromium().expect("chromium");
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let store = t.open().await;
+    for n in 0..30 {
+        add(&store, &format!("acct-{}", n % 9), n).await;
+    }
+    add_poison(&store, "acct-4").await;
+    run_tally(&store).await.shutdown().await.expect("leave");
+    let (server, mut page) = serve_and_open(browser, &store, Duration::from_millis(250)).await;
+    // A minute of appends in a few seconds, so that the charts have something to show.
+    for n in 0..60 {
+        add(&store, &format!("acct-{}", n % 5), n).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    page.wait_for(
+        "Number(document.getElementById('charts').dataset.samples) >= 12",
+        "samples",
+    )
+    .await;
+    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../book/src/server");
+    page.screenshot(&book.join("console-overview.png"), 1100, 900).await;
+    let record = store
+        .read_partition(annals::partition_for(&StreamId::new("acct-4").expect("id"), 16), 0, 1)
+        .await
+        .expect("read");
+    page.goto(&format!(
+        "{}/#record={}:{}",
+        server.url(),
+        record[0].partition,
+        record[0].offset
+    ))
+    .await;
+    page.wait_for("document.getElementById('record-title')", "the record")
+        .await;
+    page.eval("document.getElementById('record').scrollIntoView()").await;
+    page.screenshot(&book.join("console-record.png"), 1100, 700).await;
+    page.goto(&format!("{}/#group=tally", server.url())).await;
+    page.wait_for("document.getElementById('group-actions')", "the group")
+        .await;
+    page.eval("document.getElementById('group-detail').scrollIntoView()")
+        .await;
+    page.screenshot(&book.join("console-group.png"), 1100, 600).await;
+    page.close().await;
+    server.stop().await.expect("serve");
 }

@@ -40,11 +40,24 @@ const ROUTES: &[(&str, &str, &str, Option<Role>)] = &[
     ("GET", "/v1/dead-letters", "", Some(Role::Read)),
     ("POST", "/v1/dead-letters/1/retry", "", Some(Role::Admin)),
     ("POST", "/v1/dead-letters/1/skip", "", Some(Role::Admin)),
+    (
+        "GET",
+        "/v1/events/0193a4d2-7c1e-7000-8000-00000000c0de",
+        "",
+        Some(Role::Read),
+    ),
+    ("GET", "/v1/keys", "", Some(Role::Read)),
+    ("GET", "/v1/whoami", "", Some(Role::Read)),
+    ("GET", "/v1/samples", "", Some(Role::Read)),
+    ("DELETE", "/v1/streams/order-1", "", Some(Role::Admin)),
+    ("DELETE", "/v1/subjects/customer-1", "", Some(Role::Admin)),
     ("GET", "/metrics", "", Some(Role::Read)),
     ("GET", "/health", "", None),
     ("GET", "/health/live", "", None),
     ("GET", "/health/ready", "", None),
     ("GET", "/", "", None),
+    ("GET", "/console/uPlot.iife.min.js", "", None),
+    ("GET", "/console/uPlot.min.css", "", None),
 ];
 
 const TOKENS: [(&str, Role); 3] = [
@@ -64,6 +77,7 @@ async fn call(http: &Client, base: &str, (method, path, body): (&str, &str, &str
     let url = format!("{base}{path}");
     let mut request = match method {
         "GET" => http.get(url),
+        "DELETE" => http.delete(url),
         _ => http
             .post(url)
             .header("content-type", "application/json")
@@ -120,8 +134,9 @@ async fn every_route_asks_for_its_role() {
             }
         }
     }
-    // The appends by the write and admin tokens went through.
-    assert_eq!(store.record_count().await.expect("count"), 2);
+    // The appends by the write and admin tokens went through, and the admin's deletion
+    // and erasure records.
+    assert_eq!(store.record_count().await.expect("count"), 4);
     server.stop().await.expect("stop");
 }
 

@@ -194,6 +194,21 @@ impl Page {
         self.eval(&js).await.as_str().map(str::to_owned)
     }
 
+    /// Saves what the page shows, `width` × `height` CSS pixels of it, as a PNG at `path`.
+    pub async fn screenshot(&mut self, path: &std::path::Path, width: u32, height: u32) {
+        use base64::Engine as _;
+
+        let metrics = serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+        self.call("Emulation.setDeviceMetricsOverride", metrics).await;
+        let shot = self
+            .call("Page.captureScreenshot", serde_json::json!({"format": "png"}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .expect("base64");
+        std::fs::write(path, png).expect("write the screenshot");
+    }
+
     /// Ends the browser.
     pub async fn close(mut self) {
         let _ = self.chromium.kill().await;

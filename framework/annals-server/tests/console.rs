@@ -461,6 +461,26 @@ async fn the_console_acts_for_an_admin_and_only_for_one(t: TestStore) {
             .all(|p| p.committed == annals::Offset(0)),
         "not reset"
     );
+    // To a time after every record: each partition's end.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    page.eval(&format!(
+        "document.getElementById('reset-to').value = 'time'; document.getElementById('reset-time').value = {later:?}; true"
+    ))
+    .await;
+    let (class, text) = act(&mut page, "group-reset").await;
+    assert_eq!(
+        (class.as_str(), text.contains("first records at or after")),
+        ("done", true),
+        "{text}"
+    );
+    assert!(
+        describe()
+            .await
+            .partitions
+            .iter()
+            .all(|p| p.committed == p.high_watermark),
+        "not reset to the time"
+    );
 
     let letter = annals::group::admin::dead_letters(&store, Some("tally"))
         .await
@@ -626,4 +646,55 @@ async fn screenshots_for_the_book() {
     page.screenshot(&book.join("console-group.png"), 1100, 600).await;
     page.close().await;
     server.stop().await.expect("serve");
+}
+
+/// On a follower the charts add its replication lag behind the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_of_a_follower_charts_its_replication_lag() {
+    use annals_server::follower::{FollowOptions, Follower, Leader};
+
+    let Some(browser) = chromium() else { return };
+    let (leader_t, follower_t) = (
+        TestStore::sqlite().await.expect("sqlite"),
+        TestStore::sqlite().await.expect("sqlite"),
+    );
+    let leader_store = leader_t.open().await;
+    add(&leader_store, "acct-1", 5).await;
+    let leader = Spawned::start(leader_store.clone(), ServerOptions::default())
+        .await
+        .expect("leader");
+    let replica = follower_t.open().await;
+    let follower = Follower::start(replica.clone(), Leader::at(leader.url()), FollowOptions::default());
+    let options = ServerOptions {
+        follower: Some(follower.handle()),
+        sample_every: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let server = Spawned::start(replica.clone(), options).await.expect("follower");
+    let mut page = Page::open(browser, &format!("{}/", server.url())).await;
+    page.wait_for(
+        "!document.getElementById('chart-replication').hidden",
+        "the replication chart",
+    )
+    .await;
+    page.wait_for(
+        "document.querySelectorAll('#chart-replication canvas').length > 0",
+        "its canvas",
+    )
+    .await;
+    for n in 0..20 {
+        add(&leader_store, &format!("acct-{n}"), n).await;
+    }
+    // The follower's appends chart shows the records it copied.
+    page.wait_for(
+        "Number(document.getElementById('charts').dataset.appended) >= 20",
+        "the copied records",
+    )
+    .await;
+    let legend = page.text("#chart-replication").await.unwrap_or_default();
+    assert!(legend.contains("replication lag"), "{legend}");
+    page.close().await;
+    server.stop().await.expect("follower");
+    follower.stop().await.expect("stop");
+    leader.stop().await.expect("leader");
 }

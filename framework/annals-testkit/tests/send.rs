@@ -131,6 +131,20 @@ fn public_futures_are_send() {
                 .map(drop)
         }
     });
+    spawnable({
+        let store = store();
+        async move {
+            let stream = StreamId::new("counter-1")?;
+            store.read_event(uuid::Uuid::nil()).await?;
+            store.offset_at(0, chrono::Utc::now()).await?;
+            store.version_at(&stream, chrono::Utc::now()).await?;
+            store.streams_with_prefix("counter", 10, None).await?;
+            store
+                .read_partition_of_types(0, 0, 10, &["Added".to_owned()])
+                .await
+                .map(drop)
+        }
+    });
 
     let repository = Repository::<Counter>::new(store());
     spawnable({

@@ -65,7 +65,7 @@ pub struct ServerOptions {
     /// every connection the process can hold.
     pub max_long_polls: usize,
     /// How often the store is sampled for the console's charts (default 1 s; the last
-    /// 900 samples are kept, 15 minutes at the default).
+    /// 900 samples are kept, 15 minutes at the default). Zero samples nothing.
     pub sample_every: std::time::Duration,
 }
 
@@ -202,11 +202,13 @@ fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// The API's router on `store`.
+/// The API's router on `store`. Call it inside a Tokio runtime: it starts sampling the
+/// store for the console's charts, until the router is dropped.
 ///
-/// Served this way, the
-/// router does not know when the server stops: a long poll in flight holds a graceful
-/// shutdown until its wait runs out (30 s at most). [`serve`] answers them at once.
+/// Served this way, the router does not know when the server stops: a long poll in
+/// flight holds a graceful shutdown until its wait runs out (30 s at most), and a
+/// console's chart stream until it ends by itself (5 minutes at most; the page then
+/// connects again). [`serve`] ends both at once.
 pub fn router(store: Store, options: &ServerOptions) -> Router {
     app(store, options, Arc::new(tokio::sync::watch::Sender::new(false)))
 }

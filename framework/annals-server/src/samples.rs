@@ -51,8 +51,10 @@ impl Sampler {
             kept: Mutex::new(VecDeque::with_capacity(WINDOW)),
             watchers: broadcast::channel(16).0,
         });
-        let weak = Arc::downgrade(&sampler);
-        tokio::spawn(run(weak, store, follower, every));
+        // Zero samples nothing: the charts stay empty.
+        if !every.is_zero() {
+            tokio::spawn(run(Arc::downgrade(&sampler), store, follower, every));
+        }
         sampler
     }
 
@@ -117,17 +119,24 @@ fn event(name: &'static str, data: &impl Serialize) -> Result<Event, Infallible>
         .data(serde_json::to_string(data).unwrap_or_default()))
 }
 
+/// How long one `GET /v1/samples` streams before it ends (the page connects again), so
+/// that a server embedded with [`router`](crate::router), which cannot tell its streams
+/// that it stops, waits at most this long for them in a graceful shutdown.
+const STREAM_FOR: Duration = Duration::from_secs(300);
+
 /// `GET /v1/samples`: the samples kept, then each new one, as server-sent events, until
-/// the client leaves or the server stops.
+/// the client leaves, the server stops, or [`STREAM_FOR`] has passed.
 pub(crate) async fn stream(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let watching = state.sampler.watchers.subscribe();
     let history = event("history", &state.sampler.kept());
     let stopping = state.stopping.subscribe();
-    let next = futures::stream::unfold((watching, stopping), |(mut watching, mut stopping)| async move {
+    let until = tokio::time::Instant::now() + STREAM_FOR;
+    let next = futures::stream::unfold((watching, stopping), move |(mut watching, mut stopping)| async move {
         loop {
             let received = tokio::select! {
                 received = watching.recv() => received,
                 _ = stopping.wait_for(|stopping| *stopping) => return None,
+                () = tokio::time::sleep_until(until) => return None,
             };
             match received {
                 Ok(sample) => return Some((event("sample", &*sample), (watching, stopping))),

@@ -353,8 +353,9 @@ async fn use_token(page: &mut Page, token: &str) {
         "(() => {{ const input = document.getElementById('token'); input.value = {token:?}; input.dispatchEvent(new Event('change')); return true; }})()"
     );
     page.eval(&js).await;
+    let expected = if token == "r3ad" { "role: read" } else { "role: admin" };
     page.wait_for(
-        "document.getElementById('whoami').textContent.includes('role: ')",
+        &format!("document.getElementById('whoami').textContent === {expected:?}"),
         "the token's role",
     )
     .await;
@@ -389,6 +390,7 @@ async fn the_console_acts_for_an_admin_and_only_for_one(t: TestStore) {
     let store = t.open().await;
     add(&store, "acct-1", 5).await;
     add_poison(&store, "acct-2").await;
+    add_poison(&store, "acct-5").await;
     add(&store, "acct-3", 7).await;
     let member = run_tally(&store).await;
     let tokens = annals_server::Tokens::none()

@@ -123,10 +123,10 @@ impl Page {
             .await
             .expect("DevTools send");
         loop {
-            let message = self
-                .socket
-                .next()
+            // A page that stops answering fails the test rather than hanging it.
+            let message = tokio::time::timeout(std::time::Duration::from_secs(30), self.socket.next())
                 .await
+                .unwrap_or_else(|_| panic!("{method} had no answer in 30 s"))
                 .expect("DevTools socket open")
                 .expect("DevTools message");
             let Message::Text(text) = message else { continue };

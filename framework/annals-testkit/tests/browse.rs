@@ -135,6 +135,24 @@ async fn streams_are_found_by_prefix_in_pages(t: TestStore) {
         "no id holds a space"
     );
     assert_eq!(store.streams_with_prefix("", 100, None).await.expect("find").len(), 8);
+    // A page of another search, below the prefix, starts at the prefix.
+    let below = stream("ac-1");
+    assert_eq!(
+        ids(store
+            .streams_with_prefix("acct-1", 100, Some(&below))
+            .await
+            .expect("find")),
+        ["acct-1", "acct-10"]
+    );
+    // A hard-deleted stream named by the prefix is left out, and the search goes on.
+    store
+        .delete_stream(&stream("acct-1"), annals::Deletion::Hard)
+        .await
+        .expect("delete");
+    assert_eq!(
+        ids(store.streams_with_prefix("acct-1", 100, None).await.expect("find")),
+        ["acct-10"]
+    );
 }
 
 async fn records_are_read_by_event_type_with_and_without_an_index(t: TestStore) {

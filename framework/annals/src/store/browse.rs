@@ -79,10 +79,12 @@ impl Store {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
-        let mut after = match after {
+        // An `after` below the prefix (a page of another search) starts at the prefix.
+        let mut after = match after.filter(|after| after.as_str() >= prefix) {
             Some(after) => after.clone(),
             None => {
-                if self.stream_exists(&start).await? {
+                // A hard-deleted stream is not listed, nor is the prefix's own id then.
+                if matches!(self.stream_exists(&start).await, Ok(true)) {
                     found.push(StreamInfo {
                         partition: crate::partitioner::partition_for(&start, self.partition_count()),
                         version: self.stream_version(&start).await?,

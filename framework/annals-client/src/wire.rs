@@ -49,6 +49,10 @@ pub struct EventBody {
 pub struct KeyChanges {
     /// Keys created and erased, in `seq` order.
     pub keys: Vec<SubjectKey>,
+    /// The leader's epoch: `seq`s count in one leader's key table, so a follower whose
+    /// leader changed copies the table from the start.
+    #[serde(default)]
+    pub leader_epoch: u64,
 }
 
 /// The answer of `GET /v1/streams/{stream}/events`.

@@ -205,7 +205,8 @@ pub(crate) async fn keys(
         .store
         .keys_since(params.after, params.limit.clamp(1, MAX_LIMIT))
         .await?;
-    Ok(Json(KeyChanges { keys }))
+    let leader_epoch = state.store.replica().epoch;
+    Ok(Json(KeyChanges { keys, leader_epoch }))
 }
 
 #[derive(Deserialize)]

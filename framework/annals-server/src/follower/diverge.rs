@@ -103,7 +103,7 @@ async fn shares(
     partition: Partition,
     offset: Offset,
 ) -> Result<bool, FollowError> {
-    let mine = store.read_partition(partition, offset, 1).await?;
+    let mine = store.read_partition_sealed(partition, offset, 1).await?;
     let theirs = leader.record_at(http, partition, offset).await?;
     // The same record: a record is only ever copied whole, so these name it.
     Ok(match (mine.first(), theirs) {
@@ -168,7 +168,7 @@ async fn truncate(store: &Store, cuts: &[Cut], truncation: &Truncation) -> Resul
     for cut in cuts {
         let mut from = cut.keep;
         while from < cut.end {
-            let records: Vec<RecordedEvent> = store.read_partition(cut.partition, from, 1_000).await?;
+            let records: Vec<RecordedEvent> = store.read_partition_sealed(cut.partition, from, 1_000).await?;
             let Some(last) = records.last() else { break };
             from = last.offset + 1;
             for record in &records {

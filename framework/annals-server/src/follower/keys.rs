@@ -28,8 +28,10 @@ pub(super) const EVERY: Duration = Duration::from_secs(2);
 /// The leader's key table as far as this follower copied it.
 #[derive(Default)]
 pub(super) struct KeyCopy {
-    /// The `seq` of the last change copied.
-    copied: Mutex<u64>,
+    /// The leader's epoch, and the `seq` of the last change copied from it. `seq`s count
+    /// in one leader's table: another leader's (after a promotion) is copied from the
+    /// start.
+    copied: Mutex<(u64, u64)>,
 }
 
 impl KeyCopy {
@@ -44,11 +46,18 @@ impl KeyCopy {
     pub(super) async fn catch_up(&self, store: &Store, leader: &Leader, client: &Client) -> Result<(), FollowError> {
         let mut copied = self.copied.lock().await;
         loop {
-            let changes = leader.keys(client, *copied, PAGE).await?;
+            let (epoch, after) = *copied;
+            let (changes, leader_epoch) = leader.keys(client, after, PAGE).await?;
+            if leader_epoch != epoch {
+                *copied = (leader_epoch, 0);
+                if after > 0 {
+                    continue;
+                }
+            }
             let Some(last) = changes.last() else { return Ok(()) };
             let last = last.seq;
             store.import_keys(&changes).await?;
-            *copied = last;
+            copied.1 = last;
             if changes.len() < PAGE {
                 return Ok(());
             }

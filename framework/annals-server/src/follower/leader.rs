@@ -110,12 +110,17 @@ impl Leader {
             .map_err(|error| self.failed(error))
     }
 
-    /// The leader's key changes after `after`, at most `limit`; none from a leader that
-    /// predates them.
-    pub(super) async fn keys(&self, client: &Client, after: u64, limit: usize) -> Result<Vec<SubjectKey>, FollowError> {
+    /// The leader's key changes after `after`, at most `limit`, and its epoch; none from
+    /// a leader that predates them.
+    pub(super) async fn keys(
+        &self,
+        client: &Client,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<SubjectKey>, u64), FollowError> {
         match client.keys(after, limit).await {
-            Ok(changes) => Ok(changes.keys),
-            Err(error) if error.status() == Some(404) => Ok(Vec::new()),
+            Ok(changes) => Ok((changes.keys, changes.leader_epoch)),
+            Err(error) if error.status() == Some(404) => Ok((Vec::new(), 0)),
             Err(error) => Err(self.failed(error)),
         }
     }

@@ -91,6 +91,9 @@ async fn lock_seq(tx: &mut Tx) -> Result<()> {
     Ok(())
 }
 
+/// Subjects asked for per statement when revealing.
+const READ_CHUNK: usize = 500;
+
 const NEXT_SEQ: &str = "(SELECT coalesce(max(seq), 0) + 1 FROM annals_subject_keys)";
 
 #[async_trait]
@@ -110,9 +113,12 @@ impl Keys for SqlKeys {
         let mut found = HashMap::new();
         let mut complete = rows.len() == subjects.len();
         for row in rows {
-            let key = key_of(row.get(1)?)?;
-            complete &= key.is_some() && row.get::<i64>(2)? == 1;
-            found.insert(row.get::<String>(0)?, key);
+            let subject = Subject::new(row.get::<String>(0)?)?;
+            let Some(key) = key_of(row.get(1)?)? else {
+                return Err(Error::SubjectErased { subject });
+            };
+            complete &= row.get::<i64>(2)? == 1;
+            found.insert(subject.as_str().to_owned(), Some(key));
         }
         if !complete {
             let (subjects, stream) = (subjects.to_vec(), stream.clone());
@@ -121,6 +127,21 @@ impl Keys for SqlKeys {
                 .transaction(move |tx| {
                     Box::pin(async move {
                         lock_seq(tx).await?;
+                        // An erased subject refuses the whole append before anything is
+                        // written: no key for the others, no note of the stream.
+                        for subject in &subjects {
+                            let erased = tx
+                                .query_opt(
+                                    "SELECT 1 FROM annals_subject_keys WHERE subject = $1 AND key IS NULL",
+                                    &[subject.as_str().into()],
+                                )
+                                .await?;
+                            if erased.is_some() {
+                                return Err(Error::SubjectErased {
+                                    subject: subject.clone(),
+                                });
+                            }
+                        }
                         let mut found = HashMap::new();
                         for subject in &subjects {
                             let fresh = Key::generate()?;
@@ -163,14 +184,17 @@ impl Keys for SqlKeys {
     }
 
     async fn for_reading(&self, subjects: &[Subject]) -> Result<Found> {
-        let sql = format!(
-            "SELECT subject, key FROM annals_subject_keys WHERE subject IN ({})",
-            placeholders(1, subjects.len())
-        );
         let mut keys: Found = subjects.iter().map(|subject| (subject.clone(), None)).collect();
-        for row in self.db.query(&sql, subject_params(subjects)).await? {
-            let subject = Subject::new(row.get::<String>(0)?)?;
-            keys.insert(subject, key_of(row.get(1)?)?);
+        // In chunks: a statement takes a bounded number of parameters (SQLite 32,766).
+        for chunk in subjects.chunks(READ_CHUNK) {
+            let sql = format!(
+                "SELECT subject, key FROM annals_subject_keys WHERE subject IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for row in self.db.query(&sql, subject_params(chunk)).await? {
+                let subject = Subject::new(row.get::<String>(0)?)?;
+                keys.insert(subject, key_of(row.get(1)?)?);
+            }
         }
         Ok(keys)
     }
@@ -322,6 +346,11 @@ impl Keys for MemoryKeys {
     async fn for_writing(&self, subjects: &[Subject], stream: &StreamId) -> Result<Vec<Key>> {
         let fresh: Vec<Key> = subjects.iter().map(|_| Key::generate()).collect::<Result<_>>()?;
         let mut state = self.state();
+        if let Some(subject) = subjects.iter().find(|s| matches!(state.keys.get(*s), Some((_, None)))) {
+            return Err(Error::SubjectErased {
+                subject: subject.clone(),
+            });
+        }
         let mut keys = Vec::with_capacity(subjects.len());
         for (subject, fresh) in subjects.iter().zip(fresh) {
             let key = match state.keys.get(subject) {
@@ -432,6 +461,8 @@ pub(crate) struct WriteCache {
 }
 
 struct WriteEntries {
+    /// Bumped by every erasure: keys asked for before one are not kept after it.
+    generation: u64,
     keys: lru::LruCache<Subject, (Key, std::time::Instant)>,
     streams: lru::LruCache<(Subject, StreamId), ()>,
 }
@@ -445,6 +476,7 @@ impl WriteCache {
         WriteCache {
             ttl,
             entries: Mutex::new(WriteEntries {
+                generation: 0,
                 keys: lru::LruCache::new(capacity),
                 streams: lru::LruCache::new(capacity),
             }),
@@ -474,21 +506,33 @@ impl WriteCache {
         Some(keys)
     }
 
-    /// Remembers keys the key store gave for sealing fields of `stream`.
-    pub(crate) fn put(&self, subjects: &[Subject], stream: &StreamId, keys: &[Key]) {
+    /// The current generation, to hand to [`put`](WriteCache::put) with keys asked for
+    /// after it was read.
+    pub(crate) fn generation(&self) -> u64 {
+        self.entries().generation
+    }
+
+    /// Remembers keys the key store gave for sealing fields of `stream`, unless an
+    /// erasure came since `generation` was read (one of them may be its key).
+    pub(crate) fn put(&self, generation: u64, subjects: &[Subject], stream: &StreamId, keys: &[Key]) {
         if self.ttl.is_zero() {
             return;
         }
         let now = std::time::Instant::now();
         let mut entries = self.entries();
+        if entries.generation != generation {
+            return;
+        }
         for (subject, key) in subjects.iter().zip(keys) {
             entries.keys.put(subject.clone(), (key.clone(), now));
             entries.streams.put((subject.clone(), stream.clone()), ());
         }
     }
 
-    /// Forgets `subject`'s key (it was erased).
+    /// Forgets `subject`'s key (it was erased), and keys asked for before now.
     pub(crate) fn forget(&self, subject: &Subject) {
-        self.entries().keys.pop(subject);
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.keys.pop(subject);
     }
 }

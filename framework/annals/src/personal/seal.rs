@@ -189,6 +189,24 @@ pub(crate) fn check_fields(payload: &Value, data: &super::PersonalData) -> Resul
     Ok(())
 }
 
+/// Checks that no field of one subject is, or holds, or lies inside, a field of another
+/// subject in the same event: each sealed field must open with one subject's key alone.
+pub(crate) fn check_disjoint(marked: &[super::PersonalData]) -> Result<()> {
+    let within = |inner: &str, outer: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+    for (i, a) in marked.iter().enumerate() {
+        for b in marked.iter().skip(i + 1).filter(|b| b.subject != a.subject) {
+            for (x, y) in a.fields.iter().flat_map(|x| b.fields.iter().map(move |y| (x, y))) {
+                if within(x, y) || within(y, x) {
+                    return Err(Error::InvalidPersonalData {
+                        reason: format!("{x:?} of {} and {y:?} of {} overlap", a.subject, b.subject),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Seals the fields `pointers` name in `payload` under `subject`'s `key` (checked with
 /// [`check_fields`]); a field inside another is sealed first.
 pub(crate) fn seal_fields(payload: &mut Value, pointers: &[String], subject: &Subject, key: &Key) -> Result<()> {

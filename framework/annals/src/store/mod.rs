@@ -520,6 +520,11 @@ impl Store {
         }
         let started = std::time::Instant::now();
         let mut request = request;
+        if request.events.iter().any(|event| !event.personal.is_empty()) {
+            // Every check that needs no key first, so that an append refused by one
+            // creates no key (the engine's own refusals come after: a key may stay).
+            self.prepare(request.clone(), own)?;
+        }
         self.seal(&mut request).await?;
         let prepared = self.prepare(request, own)?;
         let events = prepared.events.len();

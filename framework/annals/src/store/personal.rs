@@ -45,8 +45,17 @@ impl Store {
                 payload = Some(parsed);
             }
             if !event.personal.is_empty() && payload.is_none() {
-                payload = Some(serde_json::from_str(event.payload.get()).map_err(Error::InvalidJson)?);
+                let parsed: Value = serde_json::from_str(event.payload.get()).map_err(Error::InvalidJson)?;
+                // The text may spell the key with escapes (`annals\u002esealed`).
+                if seal::holds_reserved_key(&parsed) {
+                    return Err(Error::InvalidPersonalData {
+                        reason: "the payload holds the key \"annals.sealed\", which the store keeps for sealed fields"
+                            .into(),
+                    });
+                }
+                payload = Some(parsed);
             }
+            seal::check_disjoint(&event.personal)?;
             for data in &event.personal {
                 seal::check_fields(payload.as_ref().unwrap_or(&Value::Null), data)?;
                 if !subjects.contains(&data.subject) {
@@ -61,8 +70,9 @@ impl Store {
         let keys = match self.inner.write_keys.get(&subjects, &request.stream) {
             Some(keys) => keys,
             None => {
+                let generation = self.inner.write_keys.generation();
                 let keys = self.inner.keys.for_writing(&subjects, &request.stream).await?;
-                self.inner.write_keys.put(&subjects, &request.stream, &keys);
+                self.inner.write_keys.put(generation, &subjects, &request.stream, &keys);
                 keys
             }
         };

@@ -13,8 +13,9 @@
 //! Keys are kept apart from the log, in the store's key table (or in another database:
 //! [`StoreOptions::keys`](crate::StoreOptions::keys)). Every read of the store (streams,
 //! partitions, subscriptions, consumer groups, aggregate loads, the HTTP API) reveals
-//! sealed fields while their subject's key exists. [`Store::erase_subject`](crate::Store::erase_subject) deletes the
-//! key: from then on each of the subject's fields reads as [`ERASED_KEY`]'s marker,
+//! sealed fields while their subject's key exists.
+//! [`Store::erase_subject`](crate::Store::erase_subject) deletes the key: from then on
+//! each of the subject's fields reads as [`ERASED_KEY`]'s marker,
 //! `{"annals.erased": {"subject": "customer-7"}}`, everywhere the log was copied (backups,
 //! followers, exports), and nothing in the log itself changes. Typed code declares such
 //! fields as [`Erasable<T>`].
@@ -28,8 +29,8 @@
 //! let store = Store::open("memory:").await?;
 //! let customer = Subject::new("customer-7")?;
 //! let order = StreamId::new("order-1")?;
-//! let placed = NewEvent::json("OrderPlaced", &serde_json::json!({"email": "ada@example.com", "total": 12}))?
-//!     .personal(customer.clone(), ["/email"]);
+//! let payload = serde_json::json!({"email": "ada@example.com", "total": 12});
+//! let placed = NewEvent::json("OrderPlaced", &payload)?.personal(customer.clone(), ["/email"]);
 //! store.append(AppendRequest::new(order.clone(), ExpectedVersion::NoStream).event(placed)).await?;
 //!
 //! #[derive(serde::Deserialize)]

@@ -33,28 +33,20 @@ impl Store {
         let mut subjects: Vec<Subject> = Vec::new();
         let mut payloads: Vec<Option<Value>> = Vec::with_capacity(request.events.len());
         for event in &request.events {
-            let mut payload = None;
-            if holds_sealed(event.payload.get()) {
-                let parsed: Value = serde_json::from_str(event.payload.get()).map_err(Error::InvalidJson)?;
+            let text = event.payload.get();
+            let payload = if holds_sealed(text) || !event.personal.is_empty() {
+                let parsed: Value = serde_json::from_str(text).map_err(Error::InvalidJson)?;
+                // Checked parsed: the text may spell the key with escapes (`annals\u002esealed`).
                 if seal::holds_reserved_key(&parsed) {
                     return Err(Error::InvalidPersonalData {
                         reason: "the payload holds the key \"annals.sealed\", which the store keeps for sealed fields"
                             .into(),
                     });
                 }
-                payload = Some(parsed);
-            }
-            if !event.personal.is_empty() && payload.is_none() {
-                let parsed: Value = serde_json::from_str(event.payload.get()).map_err(Error::InvalidJson)?;
-                // The text may spell the key with escapes (`annals\u002esealed`).
-                if seal::holds_reserved_key(&parsed) {
-                    return Err(Error::InvalidPersonalData {
-                        reason: "the payload holds the key \"annals.sealed\", which the store keeps for sealed fields"
-                            .into(),
-                    });
-                }
-                payload = Some(parsed);
-            }
+                Some(parsed)
+            } else {
+                None
+            };
             seal::check_disjoint(&event.personal)?;
             for data in &event.personal {
                 seal::check_fields(payload.as_ref().unwrap_or(&Value::Null), data)?;

@@ -80,3 +80,69 @@ pub(super) async fn copy(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annals::personal::{Subject, SubjectKey};
+    use annals_client::wire::KeyChanges;
+    use axum::extract::{Query, State};
+    use axum::Json;
+    use std::collections::HashMap;
+
+    /// A leader's key table as `GET /v1/keys` answers it, which the test replaces.
+    type Table = Arc<std::sync::Mutex<(u64, Vec<SubjectKey>)>>;
+
+    async fn keys(State(table): State<Table>, Query(query): Query<HashMap<String, u64>>) -> Json<KeyChanges> {
+        let (leader_epoch, changes) = table.lock().expect("table").clone();
+        let after = query.get("after").copied().unwrap_or(0);
+        let keys = changes.into_iter().filter(|change| change.seq > after).collect();
+        Json(KeyChanges { keys, leader_epoch })
+    }
+
+    /// Real keys for `subjects`, numbered from 1 as a fresh leader's table does.
+    async fn table_of(subjects: &[&str]) -> Vec<SubjectKey> {
+        let store = Store::open("memory:").await.expect("store");
+        for subject in subjects {
+            let event = annals::NewEvent::json("Named", &serde_json::json!({"name": "x"}))
+                .expect("event")
+                .personal(Subject::new(*subject).expect("subject"), ["/name"]);
+            let stream = annals::StreamId::new(format!("person-{subject}")).expect("stream");
+            store
+                .append(annals::AppendRequest::new(stream, annals::ExpectedVersion::Any).event(event))
+                .await
+                .expect("append");
+        }
+        store.keys_since(0, 100).await.expect("keys")
+    }
+
+    /// After a promotion the new leader numbers its table afresh: a follower that had
+    /// copied further in the old one must copy the new one from the start.
+    #[tokio::test]
+    async fn a_new_leader_s_table_is_copied_from_the_start() {
+        let table: Table = Arc::new(std::sync::Mutex::new((1, table_of(&["ada", "bob"]).await)));
+        let app = axum::Router::new()
+            .route("/v1/keys", axum::routing::get(keys))
+            .with_state(table.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let (leader, store) = (Leader::at(url), Store::open("memory:").await.expect("store"));
+        let client = leader.client().expect("client");
+        let copy = KeyCopy::default();
+        copy.catch_up(&store, &leader, &client).await.expect("copy");
+        let subjects =
+            |changes: Vec<SubjectKey>| changes.into_iter().map(|c| c.subject.to_string()).collect::<Vec<_>>();
+        assert_eq!(subjects(store.keys_since(0, 10).await.expect("keys")), ["ada", "bob"]);
+
+        // A promoted follower that had only ada's key, then made carol's: seq 2 again.
+        *table.lock().expect("table") = (2, table_of(&["ada", "carol"]).await);
+        copy.catch_up(&store, &leader, &client).await.expect("copy");
+        let copied = subjects(store.keys_since(0, 10).await.expect("keys"));
+        assert!(
+            copied.contains(&"carol".to_owned()),
+            "carol's key was missed: {copied:?}"
+        );
+    }
+}

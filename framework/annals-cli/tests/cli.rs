@@ -342,6 +342,36 @@ fn the_scavenge_benchmark_runs_and_checks_the_log() {
     );
 }
 
+#[test]
+fn the_personal_data_benchmark_runs_and_reports() {
+    let cli = Cli::new();
+    let args = [
+        "bench",
+        "personal",
+        "--events",
+        "400",
+        "--writers",
+        "2",
+        "--customers",
+        "20",
+    ];
+    let report = cli.json(&[&args[..], &["--erasures", "5"]].concat());
+    assert_eq!(
+        (
+            report["workload"].as_str(),
+            report["events"].as_u64(),
+            report["erasures"].as_u64()
+        ),
+        (Some("personal"), Some(400), Some(5)),
+        "{report}"
+    );
+    for ratio in ["append_ratio", "read_ratio"] {
+        assert!(report[ratio].as_f64().is_some_and(|r| r > 0.0), "{ratio}: {report}");
+    }
+    let refused = cli.json_error(&["bench", "personal", "--customers", "3", "--erasures", "4"]);
+    assert!(refused.to_string().contains("--erasures"), "{refused}");
+}
+
 /// Builds a group's state with a real member, then operates it from the CLI.
 #[test]
 fn groups_and_dead_letters_from_the_command_line() {

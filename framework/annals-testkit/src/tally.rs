@@ -209,3 +209,37 @@ pub async fn caught_up(store: &Store, group: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Hands every record to a store, keeping each once by position.
+#[derive(Clone, Default)]
+struct Collect {
+    seen: Arc<std::sync::Mutex<BTreeMap<(annals::Partition, Offset), RecordedEvent>>>,
+}
+
+#[async_trait]
+impl annals::group::Consumer for Collect {
+    async fn handle(&self, record: &RecordedEvent, _: &annals::group::Processed) -> annals::Result<()> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .insert((record.partition, record.offset), record.clone());
+        Ok(())
+    }
+}
+
+/// Every record a new consumer group `group` is handed from the start of the log, once
+/// each, in partition and offset order: what a replay sees.
+pub async fn replay(store: &Store, group: &str) -> Vec<RecordedEvent> {
+    let collect = Collect::default();
+    let options = annals::group::GroupOptions {
+        heartbeat_interval: std::time::Duration::from_millis(100),
+        ..annals::group::GroupOptions::default()
+    };
+    let member = annals::group::GroupMember::consumer(store, group, collect.clone(), options)
+        .await
+        .expect("join");
+    caught_up(store, group).await;
+    member.shutdown().await.expect("leave");
+    let seen = collect.seen.lock().expect("lock").values().cloned().collect();
+    seen
+}

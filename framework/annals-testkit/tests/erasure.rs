@@ -5,14 +5,12 @@
 //! before; the log itself never changes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::group::{Consumer, GroupMember, GroupOptions, Processed};
 use annals::personal::{Erasable, Subject, ERASURES_STREAM, SUBJECT_ERASED};
 use annals::{
-    async_trait, snapshot, AppendRequest, Error, ExpectedVersion, NewEvent, Offset, Partition, RecordedEvent, Store,
-    StreamId, Version,
+    snapshot, AppendRequest, Error, ExpectedVersion, NewEvent, Offset, Partition, RecordedEvent, Store, StreamId,
+    Version,
 };
 use annals_testkit::TestStore;
 use futures::StreamExt;
@@ -454,37 +452,7 @@ async fn snapshots_of_personal_streams_are_sealed_and_die_with_the_key(t: TestSt
     assert_eq!(plain.state, r#"{"orders":1}"#);
 }
 
-/// Hands every record over, noting its payload.
-#[derive(Clone, Default)]
-struct Replay {
-    seen: Arc<Mutex<BTreeMap<(Partition, Offset), RecordedEvent>>>,
-}
-
-#[async_trait]
-impl Consumer for Replay {
-    async fn handle(&self, record: &RecordedEvent, _: &Processed) -> annals::Result<()> {
-        self.seen
-            .lock()
-            .expect("lock")
-            .insert((record.partition, record.offset), record.clone());
-        Ok(())
-    }
-}
-
-async fn replay(store: &Store, group: &str) -> Vec<RecordedEvent> {
-    let replay = Replay::default();
-    let options = GroupOptions {
-        heartbeat_interval: Duration::from_millis(100),
-        ..GroupOptions::default()
-    };
-    let member = GroupMember::consumer(store, group, replay.clone(), options)
-        .await
-        .expect("join");
-    annals_testkit::tally::caught_up(store, group).await;
-    member.shutdown().await.expect("leave");
-    let seen = replay.seen.lock().expect("lock").values().cloned().collect();
-    seen
-}
+use annals_testkit::tally::replay;
 
 async fn a_replayed_group_sees_erased_fields(t: TestStore) {
     let store = t.open().await;

@@ -4,13 +4,11 @@
 //! redact what expired; a follower redacts what its leader did, and a consumer group
 //! replaying the log sees every redacted record in its place.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::group::{Consumer, GroupMember, GroupOptions, Processed};
 use annals::{
-    async_trait, AppendRequest, Deletion, Error, ExpectedVersion, Metadata, NewEvent, Offset, Partition, RecordedEvent,
-    Retention, RetentionScope, ScavengeOptions, Scavenged, Store, StreamId, Version, STREAM_DELETED, STREAM_TRUNCATED,
+    AppendRequest, Deletion, Error, ExpectedVersion, Metadata, NewEvent, Offset, Partition, RecordedEvent, Retention,
+    RetentionScope, ScavengeOptions, Scavenged, Store, StreamId, Version, STREAM_DELETED, STREAM_TRUNCATED,
 };
 use annals_testkit::TestStore;
 use serde_json::json;
@@ -626,23 +624,6 @@ async fn bad_retention_rules_are_refused_and_change_nothing(t: TestStore) {
     assert!(whole_log(&store).await.is_empty(), "a refused deletion wrote something");
 }
 
-/// Hands every record over, noting its position and whether it was redacted.
-#[derive(Clone, Default)]
-struct Replay {
-    seen: Arc<Mutex<Vec<(Partition, Offset, bool)>>>,
-}
-
-#[async_trait]
-impl Consumer for Replay {
-    async fn handle(&self, record: &RecordedEvent, _: &Processed) -> annals::Result<()> {
-        self.seen
-            .lock()
-            .expect("lock")
-            .push((record.partition, record.offset, record.redacted));
-        Ok(())
-    }
-}
-
 async fn a_replayed_group_sees_redacted_records_in_place(t: TestStore) {
     let store = t.open().await;
     for i in 0..8 {
@@ -656,17 +637,11 @@ async fn a_replayed_group_sees_redacted_records_in_place(t: TestStore) {
     scavenge(&store, false).await;
     let log = whole_log(&store).await;
 
-    let replay = Replay::default();
-    let options = GroupOptions {
-        heartbeat_interval: Duration::from_millis(100),
-        ..GroupOptions::default()
-    };
-    let member = GroupMember::consumer(&store, "replay", replay.clone(), options)
+    let mut seen: Vec<(Partition, Offset, bool)> = annals_testkit::tally::replay(&store, "replay")
         .await
-        .expect("join");
-    annals_testkit::tally::caught_up(&store, "replay").await;
-    member.shutdown().await.expect("leave");
-    let mut seen = replay.seen.lock().expect("lock").clone();
+        .iter()
+        .map(|r| (r.partition, r.offset, r.redacted))
+        .collect();
     seen.sort();
     seen.dedup();
     let mut expected: Vec<(Partition, Offset, bool)> =

@@ -90,6 +90,10 @@ enum Command {
     /// Timers (deadlines and scheduled commands): list, status, schedule, cancel.
     #[command(subcommand)]
     Timers(commands::timers::Timers),
+    /// The Kafka bridge: ship the store's partitions to a topic, or append a topic's
+    /// messages, each exactly once.
+    #[command(subcommand)]
+    Kafka(commands::kafka::Kafka),
     /// Measure throughput and latency against the raw engine.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
@@ -147,6 +151,10 @@ async fn run(cli: Cli, out: &Output) -> output::CliResult {
         Command::Timers(command) => {
             direct("timers")?;
             commands::timers::run(&cli.db, command, out).await
+        }
+        Command::Kafka(command) => {
+            direct("kafka")?;
+            commands::kafka::run(&cli.db, command).await
         }
         Command::Bench(bench) => {
             direct("bench")?;

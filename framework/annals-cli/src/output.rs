@@ -27,6 +27,9 @@ pub(crate) enum CliError {
     /// A follower that stopped: its log diverged, its leader is stale, …
     #[error(transparent)]
     Follow(annals_server::follower::FollowError),
+    /// The Kafka bridge stopped: the topic diverged, a bad message, …
+    #[error(transparent)]
+    Kafka(annals_kafka::Error),
 }
 
 impl From<annals::InvalidStreamId> for CliError {
@@ -36,14 +39,15 @@ impl From<annals::InvalidStreamId> for CliError {
 }
 
 impl CliError {
-    /// The process's exit code: 1 for most failures; `annals follow` exits with 3 when
-    /// the logs diverged and 4 when the leader's epoch is below the store's, so that a
+    /// The process's exit code: 1 for most failures; `annals follow` (and `annals kafka
+    /// sink`) exits with 3 when the logs diverged and 4 when the leader's epoch is below the store's, so that a
     /// supervisor can tell them apart from a crash.
     pub(crate) fn exit_code(&self) -> u8 {
         use annals_server::follower::FollowError;
         match self {
             CliError::Follow(FollowError::Diverged { .. } | FollowError::TruncationTooLarge { .. }) => 3,
             CliError::Follow(FollowError::StaleLeader { .. }) => 4,
+            CliError::Kafka(annals_kafka::Error::Diverged { .. }) => 3,
             _ => 1,
         }
     }
@@ -96,6 +100,7 @@ fn error_body(error: &CliError) -> Value {
             json!({"error": error.code(), "message": error.to_string()})
         }
         CliError::Follow(follow) => json!({"error": follow.code(), "message": error.to_string()}),
+        CliError::Kafka(kafka) => json!({"error": kafka.code(), "message": error.to_string()}),
     }
 }
 

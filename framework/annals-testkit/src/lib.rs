@@ -18,6 +18,7 @@
 pub mod browser;
 pub mod conformance;
 pub mod given;
+pub mod kafka;
 pub mod postgres;
 pub mod tally;
 pub mod tls;

@@ -8,6 +8,7 @@ pub(crate) mod follow;
 pub(crate) mod groups;
 pub(crate) mod indexes;
 pub(crate) mod init;
+pub(crate) mod kafka;
 pub(crate) mod read;
 pub(crate) mod retention;
 pub(crate) mod serve;

@@ -11,7 +11,10 @@
 //!   and the offset commit share one transaction: a record's effect is applied exactly
 //!   once, and a member that lost its partition cannot commit (I6);
 //! - a [`Consumer`] does anything (send mail, call a service) and commits after; a record
-//!   may be handled again after a crash, and [`Processed`] helps it notice.
+//!   may be handled again after a crash, and [`Processed`] helps it notice;
+//! - a [`BatchConsumer`] writes to a destination that remembers how far it got (a Kafka
+//!   topic): it says where each partition resumes, so a crash between its write and the
+//!   commit neither loses nor repeats a record.
 //!
 //! Records of a partition are handed over in offset order, in batches; a record that
 //! keeps failing goes to the group's dead letters and the stream it belongs to waits
@@ -31,7 +34,7 @@ use tokio::task::JoinHandle;
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::coordination::validate_group;
 use crate::error::{Error, Result};
-use crate::position::Partition;
+use crate::position::{Offset, Partition};
 use crate::readmodel::Tx;
 use crate::record::RecordedEvent;
 use crate::store::validate_category;
@@ -310,6 +313,33 @@ impl Processed {
     }
 }
 
+/// A handler whose destination records its own position: Kafka Connect's sink task.
+///
+/// When the member takes a partition, [`open`](BatchConsumer::open) says where to start,
+/// from what the destination holds (the committed offset follows it). Each batch starts
+/// only while the member owns the partition (a fenced read just before it). A batch
+/// that fails is never skipped nor dead-lettered: the partition is opened again after
+/// the group's retry back-off, so the consumer learns from its destination how far the
+/// failed attempt got, and goes on from there.
+#[async_trait]
+pub trait BatchConsumer: Send + Sync + 'static {
+    /// The records it handles (default: all); the others are skipped.
+    fn filter(&self) -> Filter {
+        Filter::all()
+    }
+
+    /// This member takes `partition`, whose committed offset is `committed`: returns the
+    /// offset to start from (default: `committed`).
+    async fn open(&self, partition: Partition, committed: Offset) -> Result<Offset> {
+        let _ = partition;
+        Ok(committed)
+    }
+
+    /// Handles the records of `partition` that the filter passes, in offset order (never
+    /// empty).
+    async fn handle_batch(&self, partition: Partition, records: &[RecordedEvent]) -> Result<()>;
+}
+
 /// What happens to a partition when a record still fails after every attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
@@ -363,6 +393,7 @@ impl Default for GroupOptions {
 pub(crate) enum Handler {
     Transactional(Arc<dyn Projection>),
     AtLeastOnce(Arc<dyn Consumer>, Processed),
+    Batch(Arc<dyn BatchConsumer>),
 }
 
 impl Handler {
@@ -370,13 +401,14 @@ impl Handler {
         match self {
             Handler::Transactional(projection) => projection.filter(),
             Handler::AtLeastOnce(consumer, _) => consumer.filter(),
+            Handler::Batch(consumer) => consumer.filter(),
         }
     }
 
     fn commit_mode(&self) -> CommitMode {
         match self {
             Handler::Transactional(_) => CommitMode::Transactional,
-            Handler::AtLeastOnce(..) => CommitMode::AtLeastOnce,
+            Handler::AtLeastOnce(..) | Handler::Batch(_) => CommitMode::AtLeastOnce,
         }
     }
 }
@@ -437,6 +469,18 @@ impl GroupMember {
             options,
         )
         .await
+    }
+
+    /// Starts a member of `group` that runs `consumer`, a batch at a time, from where
+    /// its destination says each partition resumes. Its offsets commit after each batch,
+    /// as an at-least-once group's do (and followers copy them the same way).
+    pub async fn batch_consumer(
+        store: &Store,
+        group: &str,
+        consumer: impl BatchConsumer,
+        options: GroupOptions,
+    ) -> Result<GroupMember> {
+        Self::start(store, group, Handler::Batch(Arc::new(consumer)), options).await
     }
 
     async fn start(store: &Store, group: &str, handler: Handler, options: GroupOptions) -> Result<GroupMember> {

@@ -18,6 +18,9 @@ impl Member {
     /// stream in offset order, stopping a stream at its first failure. Returns the streams that
     /// still have dead letters.
     pub(super) async fn retry_dead_letters(&self, owned: Owned) -> Result<HashSet<String>> {
+        if matches!(self.handler, Handler::Batch(_)) {
+            return Ok(HashSet::new());
+        }
         let commit = self.commit_info(owned);
         let rows = self
             .db
@@ -96,6 +99,12 @@ impl Member {
                         }
                         Err(error) => Err(error),
                     },
+                    // A batch consumer's records are never dead-lettered (see `retry_dead_letters`).
+                    Handler::Batch(consumer) => {
+                        consumer
+                            .handle_batch(owned.partition, std::slice::from_ref(record))
+                            .await
+                    }
                 }
             })
             .await?;

@@ -30,6 +30,11 @@ impl Member {
             .db
             .read_transaction(move |tx| Box::pin(async move { commit.owned_offset(tx).await }))
             .await?;
+        if let Handler::Batch(consumer) = &self.handler {
+            // The destination says where this partition resumes; the offset follows it.
+            let start = consumer.open(owned.partition, next).await?;
+            next = self.flush(owned, Vec::new(), next, start).await?;
+        }
         let mut parked = self.retry_dead_letters(owned).await?;
         let filter = self.handler.filter();
         // The next batch is fetched while this one is handled: reading and writing
@@ -131,6 +136,26 @@ impl Member {
                 self.one_by_one(owned, from, to, &plan, parked).await
             }
             Handler::AtLeastOnce(..) => self.one_by_one(owned, from, to, &plan, parked).await,
+            Handler::Batch(consumer) => {
+                let records: Vec<RecordedEvent> = Arc::unwrap_or_clone(plan)
+                    .into_iter()
+                    .filter(|(_, step)| matches!(step, Step::Handle))
+                    .map(|(record, _)| record)
+                    .collect();
+                if !records.is_empty() {
+                    // Fenced before it starts: a member that lost the partition writes nothing more.
+                    let commit = self.commit_info(owned);
+                    self.db
+                        .read_transaction(move |tx| Box::pin(async move { commit.check_owner(tx).await }))
+                        .await?;
+                    let span = tracing::info_span!("annals.batch", group = %self.group, partition = %owned.partition, from = %from, to = %to);
+                    consumer
+                        .handle_batch(owned.partition, &records)
+                        .instrument(span)
+                        .await?;
+                }
+                self.flush(owned, Vec::new(), from, to).await.map(Some)
+            }
         }
     }
 
@@ -244,6 +269,11 @@ impl Member {
                 Handler::AtLeastOnce(consumer, processed) => {
                     let span = handling_span(Some(&self.group), record);
                     consumer.handle(record, processed).instrument(span).await
+                }
+                Handler::Batch(consumer) => {
+                    consumer
+                        .handle_batch(owned.partition, std::slice::from_ref(record))
+                        .await
                 }
             }
         })

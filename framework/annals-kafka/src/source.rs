@@ -146,8 +146,13 @@ impl Source {
                 options.start
             )));
         }
-        NewEvent::from_json_text(options.event_type.clone(), "{}")
-            .map_err(|error| Error::InvalidSetting(error.to_string()))?;
+        let event_type = &options.event_type;
+        if event_type.is_empty() || event_type.len() > annals::MAX_EVENT_TYPE_LEN || event_type.starts_with("annals.") {
+            return Err(Error::InvalidSetting(format!(
+                "event type {event_type:?}: 1 to {} bytes, not starting with \"annals.\"",
+                annals::MAX_EVENT_TYPE_LEN
+            )));
+        }
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &options.brokers)

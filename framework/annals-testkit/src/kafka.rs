@@ -211,3 +211,46 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Message> {
     messages.sort_by_key(|m| (m.partition, m.offset));
     messages
 }
+
+/// Makes `topic` with `partitions` partitions.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("an admin client");
+    let results = admin
+        .create_topics(
+            [&NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    for result in results {
+        result.expect("topic made");
+    }
+}
+
+/// An idempotent producer on `brokers`, partitioning keys as Kafka's Java client does
+/// (murmur2) unless a message names its partition.
+pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "2")
+        .create()
+        .expect("a producer")
+}
+
+/// Produces `value` under `key` to `topic` and waits for the broker's acknowledgement;
+/// returns the partition and offset it landed at.
+pub async fn produce(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, value: &str) -> (i32, i64) {
+    let record = rdkafka::producer::FutureRecord::to(topic).key(key).payload(value);
+    let delivery = producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(error, _)| error)
+        .expect("delivered");
+    (delivery.partition, delivery.offset)
+}

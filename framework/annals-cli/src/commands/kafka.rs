@@ -52,6 +52,10 @@ pub(crate) struct SinkArgs {
     /// The replication factor of a topic the sink makes.
     #[arg(long, default_value_t = 1)]
     replication: i32,
+    /// A member that has not heartbeated for this long, in milliseconds, is removed
+    /// from the group and its partitions move.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +108,9 @@ pub(crate) async fn run(db: &str, command: Kafka) -> CliResult {
             options.group_options.batch_size = args.batch.max(1);
             options.delivery_timeout = Duration::from_millis(args.delivery_timeout_ms.max(1));
             options.replication = args.replication;
+            options.group_options.session_timeout = Duration::from_millis(args.session_timeout_ms.max(1));
+            options.group_options.heartbeat_interval =
+                (options.group_options.session_timeout / 5).min(options.group_options.heartbeat_interval);
             options.kafka = args.brokers.kafka_config;
             let sink = Sink::start(&store, options).await.map_err(CliError::Kafka)?;
             tracing::info!(member = ?sink, "sink started");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh Debian machine: PostgreSQL set up for real
 # (ANNALS_REQUIRE_POSTGRES=1, so its tests cannot skip), Chromium for the console test
-# (ANNALS_REQUIRE_CHROMIUM=1), formatting, lints, docs, the whole test suite, and the
+# (ANNALS_REQUIRE_CHROMIUM=1), a Kafka-protocol broker for the bridge
+# (ANNALS_REQUIRE_KAFKA=1), formatting, lints, docs, the whole test suite, and the
 # book.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 export ANNALS_REQUIRE_CHROMIUM=1
+# The Kafka bridge's tests run against a real broker (ANNALS_REQUIRE_KAFKA=1, so they
+# cannot skip).
+export ANNALS_TEST_TANSU
+ANNALS_TEST_TANSU=$(scripts/tansu.sh | tail -n 1)
+export ANNALS_REQUIRE_KAFKA=1
 export CARGO_TERM_COLOR=never
 # A fresh clone gains nothing from incremental caches; they only take disk.
 export CARGO_INCREMENTAL=0

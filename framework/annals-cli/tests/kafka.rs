@@ -50,7 +50,9 @@ async fn kill_at_random(broker: &mut Broker, rounds: usize, mut start: impl FnMu
 }
 
 async fn sink_survives_kills(test: TestStore) {
-    let Some(mut broker) = Broker::start().await else { return };
+    let Some(mut broker) = Broker::start().await else {
+        return;
+    };
     let store = test.open().await;
     let url = test.url().expect("a database").to_owned();
     let writer = {
@@ -101,7 +103,11 @@ async fn sink_survives_kills(test: TestStore) {
     // Per partition: the records in offset order, each once, nothing else.
     let mut shipped: HashMap<i32, Vec<(u64, String)>> = HashMap::new();
     for message in &messages {
-        let offset = message.header("annals-offset").expect("offset").parse().expect("number");
+        let offset = message
+            .header("annals-offset")
+            .expect("offset")
+            .parse()
+            .expect("number");
         let id = message.header("annals-event-id").expect("id").to_owned();
         shipped.entry(message.partition).or_default().push((offset, id));
     }
@@ -123,12 +129,16 @@ async fn a_sink_killed_at_random_ships_each_record_once_sqlite() {
 
 #[tokio::test]
 async fn a_sink_killed_at_random_ships_each_record_once_postgres() {
-    let Some(test) = TestStore::postgres().await else { return };
+    let Some(test) = TestStore::postgres().await else {
+        return;
+    };
     sink_survives_kills(test).await;
 }
 
 async fn source_survives_kills(test: TestStore) {
-    let Some(mut broker) = Broker::start().await else { return };
+    let Some(mut broker) = Broker::start().await else {
+        return;
+    };
     let store = test.open().await;
     let url = test.url().expect("a database").to_owned();
     create_topic(&broker.address(), "payments", 4).await;
@@ -185,7 +195,11 @@ async fn source_survives_kills(test: TestStore) {
             .await
             .expect("read")
             .iter()
-            .map(|e| serde_json::from_str::<serde_json::Value>(e.payload.get()).expect("json")["seq"].as_u64().expect("seq"))
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(e.payload.get()).expect("json")["seq"]
+                    .as_u64()
+                    .expect("seq")
+            })
             .collect();
         let expected: Vec<u64> = (0..seqs.len() as u64).collect();
         assert_eq!(seqs, expected, "payment-{key}: every message once, in order");
@@ -199,7 +213,9 @@ async fn a_source_killed_at_random_appends_each_message_once_sqlite() {
 
 #[tokio::test]
 async fn a_source_killed_at_random_appends_each_message_once_postgres() {
-    let Some(test) = TestStore::postgres().await else { return };
+    let Some(test) = TestStore::postgres().await else {
+        return;
+    };
     source_survives_kills(test).await;
 }
 
@@ -212,7 +228,17 @@ async fn the_commands_refuse_a_mismatched_topic_and_bad_flags() {
     let url = test.url().expect("a database");
     create_topic(&broker.address(), "three", 3).await;
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--json", "--db", url, "kafka", "sink", "--brokers", &broker.address(), "--topic", "three"])
+        .args([
+            "--json",
+            "--db",
+            url,
+            "kafka",
+            "sink",
+            "--brokers",
+            &broker.address(),
+            "--topic",
+            "three",
+        ])
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(1));
@@ -220,7 +246,16 @@ async fn the_commands_refuse_a_mismatched_topic_and_bad_flags() {
     assert_eq!(body["error"], "partition_count_mismatch", "{body}");
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--db", url, "kafka", "source", "--brokers", &broker.address(), "--topic", "t"])
+        .args([
+            "--db",
+            url,
+            "kafka",
+            "source",
+            "--brokers",
+            &broker.address(),
+            "--topic",
+            "t",
+        ])
         .args(["--stream-from", "value"])
         .output()
         .expect("runs");
@@ -228,7 +263,16 @@ async fn the_commands_refuse_a_mismatched_topic_and_bad_flags() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("header:NAME"));
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["--server", "http://127.0.0.1:1", "kafka", "sink", "--brokers", "b", "--topic", "t"])
+        .args([
+            "--server",
+            "http://127.0.0.1:1",
+            "kafka",
+            "sink",
+            "--brokers",
+            "b",
+            "--topic",
+            "t",
+        ])
         .output()
         .expect("runs");
     assert!(!output.status.success());

@@ -137,14 +137,22 @@ impl Sink {
         Ok(())
     }
 
-    /// Runs until the sink meets a failure it cannot pass (the topic's partitions
-    /// changed, the topic holds another history, a gap): it stops and returns it.
-    /// Failures that pass (the broker or the store unreachable for a while) are retried.
-    pub async fn wait(self) -> Result<()> {
+    /// Waits until the sink meets a failure it cannot pass (the topic's partitions
+    /// changed, the topic holds another history, a gap) and returns it; the sink then
+    /// ships nothing more, and only [`shutdown`](Sink::shutdown) remains. Failures that
+    /// pass (the broker or the store unreachable for a while) are retried.
+    pub async fn failure(&self) -> Error {
         let mut failed = self.fatal.signal.subscribe();
         let _ = failed.wait_for(|failed| *failed).await;
+        self.fatal.take()
+    }
+
+    /// Runs until the sink meets a failure it cannot pass, then leaves the group and
+    /// returns it.
+    pub async fn wait(self) -> Result<()> {
+        let failure = self.failure().await;
         self.member.shutdown().await?;
-        Err(self.fatal.take())
+        Err(failure)
     }
 }
 

@@ -123,7 +123,7 @@ pub fn command_id(topic: &str, partition: i32, offset: i64) -> Uuid {
 /// A running source.
 pub struct Source {
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<()>>,
+    task: Option<JoinHandle<Result<()>>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -154,34 +154,44 @@ impl Source {
             )));
         }
         let mut config = ClientConfig::new();
+        for (key, value) in &options.kafka {
+            config.set(key, value);
+        }
+        // Set last, so that no extra setting turns off what exactly-once relies on.
         config
             .set("bootstrap.servers", &options.brokers)
             .set("group.id", &options.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", &options.start)
             .set("enable.partition.eof", "false");
-        for (key, value) in &options.kafka {
-            config.set(key, value);
-        }
         let consumer: StreamConsumer = config.create()?;
         consumer.subscribe(&[&options.topic])?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(consumer, store.clone(), options, stopped));
-        Ok(Source { stop, task })
+        Ok(Source { stop, task: Some(task) })
     }
 
     /// Stops after the batch in hand is appended and committed.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(mut self) -> Result<()> {
         self.stop.send_replace(true);
-        self.task.await.map_err(|_| Error::Stopped)?
+        match self.task.take() {
+            Some(task) => task.await.map_err(|_| Error::Stopped)?,
+            None => Ok(()),
+        }
     }
 
     /// Runs until the source stops by itself: a bad message (with
-    /// [`BadMessages::Stop`]) or a failure that does not pass.
-    pub async fn wait(self) -> Result<()> {
-        let result = (&mut { self.task }).await.map_err(|_| Error::Stopped)?;
-        drop(self.stop);
-        result
+    /// [`BadMessages::Stop`]) or a failure that does not pass. Once it returned, the
+    /// source is stopped.
+    pub async fn wait(&mut self) -> Result<()> {
+        match self.task.as_mut() {
+            Some(task) => {
+                let result = task.await.map_err(|_| Error::Stopped);
+                self.task = None;
+                result?
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -274,62 +284,86 @@ async fn run(
 }
 
 /// Appends a batch: streams concurrently, each stream's messages in order. Returns the
-/// offset to commit per partition and, when bad messages stop the source, the first
-/// bad message (nothing from it on is committed in its partition).
+/// offset to commit per partition (before its first message not done: neither appended
+/// nor skipped) and, when bad messages stop the source, the first bad message.
 async fn append_all(
     store: &Store,
     options: &SourceOptions,
     batch: Vec<Incoming>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(HashMap<i32, i64>, Option<Error>)> {
-    let mut commits: HashMap<i32, i64> = HashMap::new();
-    let mut streams: Vec<Vec<(i32, i64, AppendRequest)>> = Vec::new();
+    let skip = options.bad_messages == BadMessages::Skip;
+    let mut done: Vec<bool> = vec![false; batch.len()];
+    let mut streams: Vec<Vec<(usize, AppendRequest)>> = Vec::new();
     let mut index: HashMap<StreamId, usize> = HashMap::new();
-    let mut bad: Vec<(i32, i64, String)> = Vec::new();
-    for message in batch {
-        commits.insert(message.partition, message.offset + 1);
-        match message.append {
+    let mut bad: Vec<(usize, String)> = Vec::new();
+    for (at, message) in batch.iter().enumerate() {
+        match &message.append {
             Ok((stream, request)) => {
-                let at = *index.entry(stream).or_insert_with(|| {
+                let slot = *index.entry(stream.clone()).or_insert_with(|| {
                     streams.push(Vec::new());
                     streams.len() - 1
                 });
-                streams[at].push((message.partition, message.offset, request));
+                streams[slot].push((at, request.clone()));
             }
-            Err(reason) => bad.push((message.partition, message.offset, reason)),
+            Err(reason) => bad.push((at, reason.clone())),
         }
     }
     let appended = futures::future::join_all(streams.into_iter().map(|appends| {
         let mut stop = stop.clone();
         async move {
-            for (partition, offset, request) in appends {
-                if let Err(reason) = append_one(store, request, &mut stop).await? {
-                    return Ok(Some((partition, offset, reason)));
+            let (mut done, mut refused) = (Vec::new(), Vec::new());
+            for (at, request) in appends {
+                match append_one(store, request, &mut stop).await? {
+                    Ok(()) => done.push(at),
+                    Err(reason) => {
+                        refused.push((at, reason));
+                        // Stopping: nothing after a bad message of the stream is appended.
+                        if !skip {
+                            break;
+                        }
+                    }
                 }
             }
-            Ok::<_, Error>(None)
+            Ok::<_, Error>((done, refused))
         }
     }))
     .await;
-    for refused in appended {
-        bad.extend(refused?);
+    for outcome in appended {
+        let (appended, refused) = outcome?;
+        for at in appended {
+            done[at] = true;
+        }
+        bad.extend(refused);
     }
     bad.sort();
     let mut first_bad = None;
-    for (partition, offset, reason) in bad {
-        let bad = Error::BadMessage {
+    for (at, reason) in bad {
+        let message = &batch[at];
+        let error = Error::BadMessage {
             topic: options.topic.clone(),
-            partition,
-            offset,
+            partition: message.partition,
+            offset: message.offset,
             reason,
         };
-        match options.bad_messages {
-            BadMessages::Skip => tracing::warn!(error = %bad, "skipped"),
-            BadMessages::Stop => {
-                let next = commits.entry(partition).or_insert(offset);
-                *next = (*next).min(offset);
-                first_bad.get_or_insert(bad);
-            }
+        if skip {
+            tracing::warn!(%error, "skipped");
+            done[at] = true;
+        } else {
+            first_bad.get_or_insert(error);
+        }
+    }
+    let mut commits: HashMap<i32, i64> = HashMap::new();
+    let mut blocked: HashMap<i32, bool> = HashMap::new();
+    for (message, done) in batch.iter().zip(done) {
+        let stuck = blocked.entry(message.partition).or_insert(false);
+        if *stuck {
+            continue;
+        }
+        if done {
+            commits.insert(message.partition, message.offset + 1);
+        } else {
+            *stuck = true;
         }
     }
     Ok((commits, first_bad))
@@ -354,8 +388,25 @@ async fn append_one(
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            Err(error) if error.code() == "internal" || error.code() == "unavailable" => return Err(error.into()),
-            Err(error) => return Ok(Err(error.to_string())),
+            // What the message holds is refused: bad input, a deleted stream, …
+            Err(error) if refused_input(&error) => return Ok(Err(error.to_string())),
+            // Anything else (a read-only replica, a broken store) stops the source,
+            // with nothing from here on committed.
+            Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Whether the store refused an append for what the message holds, so that appending it
+/// again would be refused again.
+fn refused_input(error: &annals::Error) -> bool {
+    matches!(
+        error.code(),
+        "bad_request"
+            | "payload_too_large"
+            | "json_too_deep"
+            | "stream_deleted"
+            | "subject_erased"
+            | "command_id_conflict"
+    )
 }

@@ -27,7 +27,7 @@ pub(crate) struct Brokers {
     /// The topic.
     #[arg(long)]
     topic: String,
-    /// A librdkafka setting, KEY=VALUE (repeatable), e.g. security.protocol=ssl.
+    /// A librdkafka setting, KEY=VALUE (repeatable), e.g. linger.ms=20.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = key_value)]
     kafka_config: Vec<(String, String)>,
 }
@@ -114,11 +114,13 @@ pub(crate) async fn run(db: &str, command: Kafka) -> CliResult {
             options.kafka = args.brokers.kafka_config;
             let sink = Sink::start(&store, options).await.map_err(CliError::Kafka)?;
             tracing::info!(member = ?sink, "sink started");
-            let mut failed = std::pin::pin!(sink.wait());
-            tokio::select! {
-                () = &mut terminate => Ok(()),
-                result = &mut failed => result.map_err(CliError::Kafka),
-            }
+            let failure = tokio::select! {
+                () = &mut terminate => None,
+                failure = sink.failure() => Some(failure),
+            };
+            // Leaves the group, so that other sinks take its partitions at once.
+            sink.shutdown().await.map_err(CliError::Kafka)?;
+            failure.map_or(Ok(()), |failure| Err(CliError::Kafka(failure)))
         }
         Kafka::Source(args) => {
             let mut options = SourceOptions::new(args.brokers.brokers, args.brokers.topic);
@@ -131,11 +133,14 @@ pub(crate) async fn run(db: &str, command: Kafka) -> CliResult {
             options.start = args.start;
             options.batch = args.batch.max(1);
             options.kafka = args.brokers.kafka_config;
-            let source = Source::start(&store, options).await.map_err(CliError::Kafka)?;
-            let mut stopped = std::pin::pin!(source.wait());
-            tokio::select! {
-                () = &mut terminate => Ok(()),
-                result = &mut stopped => result.map_err(CliError::Kafka),
+            let mut source = Source::start(&store, options).await.map_err(CliError::Kafka)?;
+            let stopped = tokio::select! {
+                () = &mut terminate => None,
+                stopped = source.wait() => Some(stopped),
+            };
+            match stopped {
+                Some(stopped) => stopped.map_err(CliError::Kafka),
+                None => source.shutdown().await.map_err(CliError::Kafka),
             }
         }
     }

@@ -8,6 +8,7 @@
 mod baseline;
 mod follow;
 mod http;
+mod kafka;
 mod load;
 mod personal;
 mod project;
@@ -47,6 +48,9 @@ pub(crate) enum Bench {
     Scavenge(scavenge::ScavengeArgs),
     /// Appends and reads with personal data sealed beside the same without, and erasures.
     Personal(personal::PersonalArgs),
+    /// The Kafka bridge (sink and source) beside a bare producer and consumer on the
+    /// same broker, and append → Kafka consumer latency at a steady rate.
+    Kafka(kafka::KafkaArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +108,7 @@ pub(crate) async fn run(db: &str, bench: Bench, out: &Output) -> CliResult {
         Bench::Timers(args) => timers::timers(db, args, out).await,
         Bench::Scavenge(args) => scavenge::scavenge(db, args, out).await,
         Bench::Personal(args) => personal::personal(db, args, out).await,
+        Bench::Kafka(args) => kafka::kafka_bench(db, args, out).await,
     }
 }
 

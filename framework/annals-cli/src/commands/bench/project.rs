@@ -132,7 +132,7 @@ async fn load(store: &Store, events: u64) -> CliResult {
 }
 
 /// Runs `requests`, 64 at a time, each in a task of its own.
-async fn append_all(store: &Store, requests: impl Iterator<Item = CliResult<AppendRequest>>) -> CliResult {
+pub(super) async fn append_all(store: &Store, requests: impl Iterator<Item = CliResult<AppendRequest>>) -> CliResult {
     let mut pending = tokio::task::JoinSet::new();
     for request in requests {
         if pending.len() == 64 {

@@ -88,17 +88,15 @@ async fn sink_survives_kills(test: TestStore) {
 
     let records = every_record(&store).await;
     let mut last = annals(&url, &sink_args);
-    let mut messages = Vec::new();
     for _ in 0..900 {
-        messages = read_topic(&broker.address(), "orders");
-        if messages.len() >= records.len() {
+        if read_topic(&broker.address(), "orders").len() >= records.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     last.start_kill().expect("SIGKILL");
-    messages = read_topic(&broker.address(), "orders");
+    let messages = read_topic(&broker.address(), "orders");
 
     // Per partition: the records in offset order, each once, nothing else.
     let mut shipped: HashMap<i32, Vec<(u64, String)>> = HashMap::new();

@@ -21,6 +21,8 @@
 //!   redacted on the follower, which reads them as its leader does.
 //! - [`erasures_reach_the_follower`]: personal data reaches the follower sealed, with
 //!   the keys to reveal it; a subject erased on the leader reads as erased there too.
+//! - [`a_kafka_sink_beside_the_follower`]: `annals kafka sink` run on the follower's
+//!   database ships the leader's records, each once, to their partitions.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -745,6 +747,73 @@ async fn erasures_reach_the_follower(leader_engine: Engine, follower_engine: Eng
     leader.stop();
 }
 
+/// `annals kafka sink` on the follower's database: its group runs there, and it ships
+/// every record the follower holds (the leader's), once, partition p to partition p.
+async fn a_kafka_sink_beside_the_follower(leader_engine: Engine, follower_engine: Engine) {
+    let Some(broker) = annals_testkit::kafka::Broker::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let Some((leader, follower, _, follower_db)) =
+        leader_and_follower(leader_engine, follower_engine, dir.path()).await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    for n in 0..60 {
+        let (status, _) = append(&http, &leader.url, &format!("order-{}", n % 9), Uuid::now_v7())
+            .await
+            .expect("append");
+        assert_eq!(status, 201);
+    }
+    caught_up(&http, &leader, &follower).await;
+    let mut sink = annals()
+        .args([
+            "--db",
+            &follower_db,
+            "kafka",
+            "sink",
+            "--brokers",
+            &broker.address(),
+            "--topic",
+            "orders",
+        ])
+        .env("ANNALS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sink");
+    let log = everything(&http, &follower.url).await;
+    let held: usize = log.iter().map(Vec::len).sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut messages = Vec::new();
+    while messages.len() < held && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        messages = annals_testkit::kafka::read_topic(&broker.address(), "orders");
+    }
+    signal_term(&sink);
+    assert!(
+        wait_at_most(&mut sink, Duration::from_secs(30)).success(),
+        "the sink stops on SIGTERM"
+    );
+    let shipped: Vec<(u32, String)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m.partition as u32,
+                m.header("annals-event-id").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u32, String)> = log
+        .iter()
+        .flatten()
+        .map(|r| (r.partition.0, r.event_id.to_string()))
+        .collect();
+    assert_eq!(shipped, expected, "the follower's records, each once, in order");
+    follower.stop();
+    leader.stop();
+}
+
 macro_rules! on_every_pair {
     ($($scenario:ident),*) => {$(
         mod $scenario {
@@ -777,7 +846,8 @@ on_every_pair!(
     kills_on_both_sides,
     failover_with_acks,
     deletions_reach_the_follower,
-    erasures_reach_the_follower
+    erasures_reach_the_follower,
+    a_kafka_sink_beside_the_follower
 );
 
 /// A PostgreSQL store reached over TLS with `verify-full`: a fresh schema's URL, by the

@@ -257,10 +257,12 @@ async fn consume_all(config: &ClientConfig, topic: &str, partitions: u32, count:
     Ok(read)
 }
 
-/// The latencies of the next `count` messages of `topic`: now minus their `sent_us`.
+/// The latencies of the first `count` messages of `topic`: now minus their `sent_us`.
 async fn latencies(config: ClientConfig, topic: String, count: u64) -> CliResult<Histogram<u64>> {
     let partitions = annals_kafka::topic_partitions(&config, &topic).await.map_err(kafka)? as u32;
-    let consumer = assigned(&config, &topic, partitions, rdkafka::Offset::End)?;
+    // The topic is new and empty: from its start, no message slips by while the
+    // assignment settles.
+    let consumer = assigned(&config, &topic, partitions, rdkafka::Offset::Beginning)?;
     let mut latency_us = histogram();
     let mut messages = consumer.stream();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(count / 100 + 120);

@@ -12,16 +12,34 @@ use annals_testkit::TestStore;
 use rand::Rng;
 use tokio::process::{Child, Command};
 
+/// Where the processes' stderr goes, shown when a test fails.
+fn log_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("annals-kafka-test-{}.log", std::process::id()))
+}
+
 fn annals(url: &str, args: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file())
+        .expect("log file");
     Command::new(env!("CARGO_BIN_EXE_annals"))
         .args(["--db", url, "kafka"])
         .args(args)
-        .env("ANNALS_LOG", "warn")
+        .env("ANNALS_LOG", "warn,librdkafka=off,rdkafka=off")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("annals runs")
+}
+
+/// The last lines the processes wrote.
+fn log_tail() -> String {
+    let log = std::fs::read_to_string(log_file()).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 async fn every_record(store: &Store) -> Vec<RecordedEvent> {
@@ -33,9 +51,11 @@ async fn every_record(store: &Store) -> Vec<RecordedEvent> {
 }
 
 /// Runs `start` and kills what it started with SIGKILL after a random while, `rounds`
-/// times; in round 2 the broker is killed and restarted under it as well.
-async fn kill_at_random(broker: &mut Broker, rounds: usize, mut start: impl FnMut() -> Child) {
+/// times; in round 2 the broker is killed and restarted under it as well. Each round
+/// starts `settle` after the last kill.
+async fn kill_at_random(broker: &mut Broker, rounds: usize, settle: Duration, mut start: impl FnMut() -> Child) {
     for round in 0..rounds {
+        tokio::time::sleep(settle).await;
         let mut child = start();
         let run = rand::thread_rng().gen_range(300..2500);
         tokio::time::sleep(Duration::from_millis(run)).await;
@@ -83,7 +103,7 @@ async fn sink_survives_kills(test: TestStore) {
         "--delivery-timeout-ms",
         "2000",
     ];
-    kill_at_random(&mut broker, 6, || annals(&url, &sink_args)).await;
+    kill_at_random(&mut broker, 6, Duration::ZERO, || annals(&url, &sink_args)).await;
     writer.await.expect("writer");
 
     let records = every_record(&store).await;
@@ -116,7 +136,12 @@ async fn sink_survives_kills(test: TestStore) {
             .or_default()
             .push((record.offset.0, record.event_id.to_string()));
     }
-    assert_eq!(messages.len(), records.len(), "one message per record");
+    assert_eq!(
+        messages.len(),
+        records.len(),
+        "one message per record; the sinks said:\n{}",
+        log_tail()
+    );
     assert_eq!(shipped, expected, "each partition shipped whole, once, in order");
 }
 
@@ -171,10 +196,21 @@ async fn source_survives_kills(test: TestStore) {
         "session.timeout.ms=6000",
         "--kafka-config",
         "heartbeat.interval.ms=500",
+        // A rebalance waits at most this long for members that will never rejoin.
+        "--kafka-config",
+        "max.poll.interval.ms=10000",
     ];
-    kill_at_random(&mut broker, 5, || annals(&url, &source_args)).await;
+    // Each source starts once the broker has dropped the one killed before it from the
+    // Kafka group (its session timeout, 6 s): the broker, tansu, can otherwise hand a
+    // new member an empty assignment under the dead member's leadership for good. So
+    // every incarnation owns every partition and is killed while it appends.
+    let settle = Duration::from_millis(6_500);
+    kill_at_random(&mut broker, 5, settle, || annals(&url, &source_args)).await;
     producing.await.expect("producer");
+    let before = every_record(&store).await.len();
+    assert!(before > 0, "the killed sources appended something:\n{}", log_tail());
 
+    tokio::time::sleep(settle).await;
     let mut last = annals(&url, &source_args);
     for _ in 0..1200 {
         if every_record(&store).await.len() >= total {
@@ -185,7 +221,12 @@ async fn source_survives_kills(test: TestStore) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     last.start_kill().expect("SIGKILL");
     let records = every_record(&store).await;
-    assert_eq!(records.len(), total, "each message appended once");
+    assert_eq!(
+        records.len(),
+        total,
+        "each message appended once; the sources said:\n{}",
+        log_tail()
+    );
     for key in 0..keys {
         let stream = StreamId::new(format!("payment-{key}")).expect("stream");
         let seqs: Vec<u64> = store

@@ -29,7 +29,7 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "ANNALS_KAFKA_BROKERS")]
     brokers: String,
     /// Records shipped by the sink and messages appended by the source.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 20_000)]
     events: u64,
     /// Append (and produce) rate of the latency phases, per second.
     #[arg(long, default_value_t = 1_000)]
@@ -75,9 +75,13 @@ pub(crate) async fn kafka_bench(db: &str, args: KafkaArgs, out: &Output) -> CliR
         Ok(AppendRequest::new(StreamId::new(key(n))?, ExpectedVersion::Any).event(event))
     });
     super::project::append_all(&store, requests).await?;
+    // The bare producer: idempotent with the sink's linger and delivery timeout.
     let producer: FutureProducer = {
         let mut config = config.clone();
-        config.set("enable.idempotence", "true").set("linger.ms", "5");
+        config
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "120000");
         config.create().map_err(kafka)?
     };
     let started = Instant::now();
@@ -93,7 +97,7 @@ pub(crate) async fn kafka_bench(db: &str, args: KafkaArgs, out: &Output) -> CliR
     let raw_produce = args.events as f64 / started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let sink = Sink::start(&store, SinkOptions::new(&args.brokers, topic("sink")))
+    let sink = Sink::start(&store, sink_options(&args.brokers, topic("sink")))
         .await
         .map_err(CliError::Kafka)?;
     wait_for_messages(&config, &topic("sink"), partitions, args.events).await?;
@@ -116,7 +120,7 @@ pub(crate) async fn kafka_bench(db: &str, args: KafkaArgs, out: &Output) -> CliR
     sink.shutdown().await.map_err(CliError::Kafka)?;
 
     // Latency: the sink again (on a topic of its own), an append every 1/rate s.
-    let sink = Sink::start(&store, SinkOptions::new(&args.brokers, topic("latency")))
+    let sink = Sink::start(&store, sink_options(&args.brokers, topic("latency")))
         .await
         .map_err(CliError::Kafka)?;
     let count = args.rate * args.latency_seconds;
@@ -172,6 +176,15 @@ pub(crate) async fn kafka_bench(db: &str, args: KafkaArgs, out: &Output) -> CliR
         )
     });
     Ok(())
+}
+
+/// The sink's settings, but for a delivery timeout long enough for a whole backlog in
+/// flight at once (a failed delivery would only make the sink resend, and the broker
+/// under test, tansu 0.6, stops serving idempotent producers whose epoch was bumped).
+fn sink_options(brokers: &str, topic: String) -> SinkOptions {
+    let mut options = SinkOptions::new(brokers, topic);
+    options.delivery_timeout = Duration::from_secs(120);
+    options
 }
 
 async fn send(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use annals::{AppendRequest, ExpectedVersion, NewEvent, Partition, RecordedEvent, Store, StreamId};
 use annals_testkit::kafka::{create_topic, produce, producer, read_topic, Broker};
-use annals_testkit::TestStore;
+use annals_testkit::{every_record, TestStore};
 use rand::Rng;
 use tokio::process::{Child, Command};
 
@@ -40,14 +40,6 @@ fn log_tail() -> String {
     let log = std::fs::read_to_string(log_file()).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-async fn every_record(store: &Store) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    for partition in Partition::all(store.partition_count()) {
-        all.extend(store.read_partition(partition, 0u64, 1_000_000).await.expect("read"));
-    }
-    all
 }
 
 /// Runs `start` and kills what it started with SIGKILL after a random while, `rounds`

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use annals::group::Filter;
-use annals::{partition_for, AppendRequest, ExpectedVersion, NewEvent, Partition, Store, StreamId};
+use annals::{partition_for, AppendRequest, ExpectedVersion, NewEvent, Store, StreamId};
 use annals_kafka::{Error, Sink, SinkOptions};
 use annals_testkit::kafka::{create_topic, read_topic, Broker, Message};
 use annals_testkit::TestStore;
@@ -31,15 +31,11 @@ async fn shipped(broker: &Broker, topic: &str, count: usize) -> Vec<Message> {
 /// Every record of the store, shipped once to the partition of the same number, in
 /// offset order, with its headers; and each stream's events in version order.
 async fn assert_mirrors(store: &Store, messages: &[Message], only: Option<&str>) {
-    let mut expected = Vec::new();
-    for partition in Partition::all(store.partition_count()) {
-        let records = store.read_partition(partition, 0u64, 100_000).await.expect("read");
-        expected.extend(
-            records
-                .into_iter()
-                .filter(|r| only.is_none_or(|c| r.stream.category() == c)),
-        );
-    }
+    let expected: Vec<_> = annals_testkit::every_record(store)
+        .await
+        .into_iter()
+        .filter(|r| only.is_none_or(|c| r.stream.category() == c))
+        .collect();
     assert_eq!(messages.len(), expected.len(), "one message per record");
     let mut versions: HashMap<&str, u64> = HashMap::new();
     for (message, record) in messages.iter().zip(&expected) {

@@ -2,18 +2,11 @@
 
 use std::time::Duration;
 
-use annals::{Partition, RecordedEvent, Store, StreamId};
+use annals::{RecordedEvent, Store, StreamId};
 use annals_kafka::{command_id, BadMessages, Error, Source, SourceOptions, StreamFrom};
-use annals_testkit::kafka::{create_topic, produce, producer, Broker};
+use annals_testkit::every_record;
+use annals_testkit::kafka::{create_topic, produce, produce_with_headers, producer, Broker};
 use annals_testkit::TestStore;
-
-async fn every_record(store: &Store) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    for partition in Partition::all(store.partition_count()) {
-        all.extend(store.read_partition(partition, 0u64, 100_000).await.expect("read"));
-    }
-    all
-}
 
 async fn appended(store: &Store, count: usize) -> Vec<RecordedEvent> {
     for _ in 0..600 {
@@ -101,31 +94,19 @@ async fn the_source_appends_each_message_once_postgres() {
 
 #[tokio::test]
 async fn streams_come_from_a_header_and_types_from_annals_type() {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::FutureRecord;
     let Some(broker) = Broker::start().await else { return };
     let test = TestStore::sqlite().await.expect("sqlite");
     let store = test.open().await;
     create_topic(&broker.address(), "events", 2).await;
     let kafka = producer(&broker.address());
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "aggregate",
-            value: Some("order-7"),
-        })
-        .insert(Header {
-            key: "annals-type",
-            value: Some("OrderPlaced"),
-        });
-    let record = FutureRecord::to("events")
-        .key("ignored key")
-        .payload(r#"{"total":3}"#)
-        .headers(headers);
-    kafka
-        .send(record, Duration::from_secs(30))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("sent");
+    produce_with_headers(
+        &kafka,
+        "events",
+        "ignored key",
+        r#"{"total":3}"#,
+        &[("aggregate", "order-7"), ("annals-type", "OrderPlaced")],
+    )
+    .await;
     let mut options = SourceOptions::new(broker.address(), "events");
     options.stream_from = "header:aggregate".parse().expect("stream from");
     assert_eq!(options.stream_from, StreamFrom::Header("aggregate".into()));
@@ -146,24 +127,9 @@ async fn a_bad_message_stops_the_source_or_is_skipped() {
     produce(&kafka, "mixed", "order-1", r#"{"n":0}"#).await;
     produce(&kafka, "mixed", "order-1", "not json").await;
     produce(&kafka, "mixed", "no spaces allowed", r#"{"n":2}"#).await;
-    {
-        // A message the store itself refuses (a reserved event type), before another of
-        // the same stream in the same batch.
-        use rdkafka::message::{Header, OwnedHeaders};
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "annals-type",
-            value: Some("annals.Forged"),
-        });
-        let record = rdkafka::producer::FutureRecord::to("mixed")
-            .key("order-1")
-            .payload(r#"{"n":"forged"}"#)
-            .headers(headers);
-        kafka
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("sent");
-    }
+    // A message the store itself refuses (a reserved event type), before another of the
+    // same stream in the same batch.
+    produce_with_headers(&kafka, "mixed", "order-1", r#"{"n":"forged"}"#, &[("annals-type", "annals.Forged")]).await;
     produce(&kafka, "mixed", "order-1", r#"{"n":3}"#).await;
 
     let mut source = Source::start(&store, SourceOptions::new(broker.address(), "mixed"))

@@ -246,7 +246,25 @@ pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
 /// Produces `value` under `key` to `topic` and waits for the broker's acknowledgement;
 /// returns the partition and offset it landed at.
 pub async fn produce(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, value: &str) -> (i32, i64) {
-    let record = rdkafka::producer::FutureRecord::to(topic).key(key).payload(value);
+    produce_with_headers(producer, topic, key, value, &[]).await
+}
+
+/// [`produce`], with headers.
+pub async fn produce_with_headers(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &str,
+    headers: &[(&str, &str)],
+) -> (i32, i64) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let headers = headers.iter().fold(OwnedHeaders::new(), |all, (key, value)| {
+        all.insert(Header { key, value: Some(*value) })
+    });
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .headers(headers);
     let delivery = producer
         .send(record, Duration::from_secs(30))
         .await

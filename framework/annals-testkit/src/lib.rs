@@ -180,3 +180,18 @@ macro_rules! on_every_engine {
         $crate::on_sql_engines!($($name),*);
     };
 }
+
+/// Every record of `store`, partition by partition in offset order.
+pub async fn every_record(store: &Store) -> Vec<annals::RecordedEvent> {
+    let mut all = Vec::new();
+    for partition in annals::Partition::all(store.partition_count()) {
+        let end = store.high_watermark(partition).await.expect("high watermark");
+        all.extend(
+            store
+                .read_partition(partition, 0u64, end.0 as usize)
+                .await
+                .expect("read a partition"),
+        );
+    }
+    all
+}

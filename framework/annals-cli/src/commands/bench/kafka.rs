@@ -137,17 +137,19 @@ pub(crate) async fn kafka_bench(db: &str, args: KafkaArgs, out: &Output) -> CliR
     let sink_latency = watching.await.map_err(kafka)??;
     sink.shutdown().await.map_err(CliError::Kafka)?;
 
+    // The same rate of sends, none waiting for the one before (as the appends above do
+    // not wait for the sink).
     let watching = tokio::spawn(latencies(config.clone(), topic("raw-latency"), count));
     let mut tick = tokio::time::interval(interval);
+    let mut deliveries = Vec::with_capacity(count as usize);
     for n in 0..count {
         tick.tick().await;
         let (key, payload) = (key(n), json!({ "sent_us": now_us(), "n": n }).to_string());
         let partition = partition_for(&StreamId::new(key.as_str())?, partitions).0 as i32;
-        send(&producer, &topic("raw-latency"), partition, &key, &payload)
-            .await?
-            .await
-            .map_err(kafka)?
-            .map_err(|(error, _)| kafka(error))?;
+        deliveries.push(send(&producer, &topic("raw-latency"), partition, &key, &payload).await?);
+    }
+    for delivery in deliveries {
+        delivery.await.map_err(kafka)?.map_err(|(error, _)| kafka(error))?;
     }
     let raw_latency = watching.await.map_err(kafka)??;
     store.close().await;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use annals::{AppendRequest, ExpectedVersion, NewEvent, Partition, RecordedEvent, Store, StreamId};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
 use annals_testkit::kafka::{create_topic, produce, producer, read_topic, Broker};
 use annals_testkit::{every_record, TestStore};
 use rand::Rng;

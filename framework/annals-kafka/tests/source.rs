@@ -129,7 +129,14 @@ async fn a_bad_message_stops_the_source_or_is_skipped() {
     produce(&kafka, "mixed", "no spaces allowed", r#"{"n":2}"#).await;
     // A message the store itself refuses (a reserved event type), before another of the
     // same stream in the same batch.
-    produce_with_headers(&kafka, "mixed", "order-1", r#"{"n":"forged"}"#, &[("annals-type", "annals.Forged")]).await;
+    produce_with_headers(
+        &kafka,
+        "mixed",
+        "order-1",
+        r#"{"n":"forged"}"#,
+        &[("annals-type", "annals.Forged")],
+    )
+    .await;
     produce(&kafka, "mixed", "order-1", r#"{"n":3}"#).await;
 
     let mut source = Source::start(&store, SourceOptions::new(broker.address(), "mixed"))

@@ -259,7 +259,10 @@ pub async fn produce_with_headers(
 ) -> (i32, i64) {
     use rdkafka::message::{Header, OwnedHeaders};
     let headers = headers.iter().fold(OwnedHeaders::new(), |all, (key, value)| {
-        all.insert(Header { key, value: Some(*value) })
+        all.insert(Header {
+            key,
+            value: Some(*value),
+        })
     });
     let record = rdkafka::producer::FutureRecord::to(topic)
         .key(key)

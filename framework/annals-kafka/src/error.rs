@@ -71,6 +71,19 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// The broker refused a record in a way that shipping it again cannot change (too
+    /// large, a timestamp out of its range, no right to write the topic).
+    #[error("partition {partition} of topic {topic:?}: the broker refused annals offset {offset} for good ({reason})")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The annals offset of the record.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
     /// A message the source cannot append, and the source stops on such messages.
     #[error("message {offset} of partition {partition} of topic {topic:?}: {reason}")]
     BadMessage {
@@ -104,6 +117,7 @@ impl Error {
             Error::Diverged { .. } => "diverged",
             Error::ForeignMessage { .. } => "foreign_message",
             Error::Gap { .. } => "gap",
+            Error::Refused { .. } => "refused",
             Error::BadMessage { .. } => "bad_message",
             Error::InvalidSetting(_) => "bad_request",
             Error::Stopped => "unavailable",
@@ -118,6 +132,7 @@ impl Error {
                 | Error::Diverged { .. }
                 | Error::ForeignMessage { .. }
                 | Error::Gap { .. }
+                | Error::Refused { .. }
                 | Error::InvalidSetting(_)
         )
     }

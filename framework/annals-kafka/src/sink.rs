@@ -180,7 +180,12 @@ fn producer(config: &ClientConfig, delivery_timeout: Duration) -> Result<FutureP
     let mut config = config.clone();
     config
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", delivery_timeout.as_millis().max(1).to_string());
+        .set("message.timeout.ms", delivery_timeout.as_millis().max(1).to_string())
+        // A request in flight counts too: none outlives the delivery timeout.
+        .set(
+            "request.timeout.ms",
+            delivery_timeout.as_millis().clamp(1, 900_000).to_string(),
+        );
     if config.get("linger.ms").is_none() {
         config.set("linger.ms", "5");
     }
@@ -207,13 +212,15 @@ impl BatchConsumer for Shipper {
     }
 
     async fn open(&self, partition: Partition, committed: Offset) -> annals::Result<Offset> {
+        self.halted()?;
         let resumed = self.resume(partition, committed).await;
-        self.report(resumed)
+        self.report(partition, resumed).await
     }
 
     async fn handle_batch(&self, partition: Partition, records: &[RecordedEvent]) -> annals::Result<()> {
+        self.halted()?;
         let shipped = self.ship(partition, records).await;
-        self.report(shipped)
+        self.report(partition, shipped).await
     }
 }
 
@@ -298,6 +305,9 @@ impl Shipper {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((error, _)) => {
+                        if let Some(refused) = self.refused(partition, record.offset, &error) {
+                            return Err(refused);
+                        }
                         refused = Some((record.offset, error.to_string()));
                         break 'records;
                     }
@@ -306,11 +316,17 @@ impl Shipper {
         }
         // Every report is awaited, so nothing of this batch is in flight once it returns.
         let mut failed: Option<(Offset, String)> = None;
+        let mut permanent: Option<Error> = None;
         let mut delivered_after_failure = false;
         for (offset, delivery) in pending {
             let outcome = match delivery.await {
                 Ok(Ok(_)) => None,
-                Ok(Err((error, _))) => Some(error.to_string()),
+                Ok(Err((error, _))) => {
+                    if let Some(refused) = self.refused(partition, offset, &error) {
+                        permanent.get_or_insert(refused);
+                    }
+                    Some(error.to_string())
+                }
                 Err(_) => Some("the producer dropped the message".to_owned()),
             };
             match (outcome, &failed) {
@@ -318,6 +334,9 @@ impl Shipper {
                 (None, Some(_)) => delivered_after_failure = true,
                 _ => {}
             }
+        }
+        if let Some(refused) = permanent {
+            return Err(refused);
         }
         match (failed.or(refused), delivered_after_failure) {
             (None, _) => {
@@ -337,17 +356,59 @@ impl Shipper {
         }
     }
 
-    /// Hands a result to the group: a failure that ends the sink stops it first.
-    fn report<T>(&self, result: Result<T>) -> annals::Result<T> {
-        result.map_err(|error| match error {
-            Error::Store(error) => error,
-            error if error.is_fatal() => {
+    /// Refuses all work once a failure ended the sink.
+    fn halted(&self) -> annals::Result<()> {
+        if *self.fatal.signal.borrow() {
+            return Err(annals::Error::handler("the sink stopped on an earlier failure"));
+        }
+        Ok(())
+    }
+
+    /// A refusal that shipping the record again cannot get past (too large for the
+    /// broker, a timestamp it refuses, no right to write the topic).
+    fn refused(&self, partition: Partition, offset: Offset, error: &KafkaError) -> Option<Error> {
+        use RDKafkaErrorCode::*;
+        let code = error.rdkafka_error_code()?;
+        matches!(
+            code,
+            MessageSizeTooLarge
+                | InvalidMessageSize
+                | InvalidRecord
+                | InvalidTimestamp
+                | TopicAuthorizationFailed
+                | ClusterAuthorizationFailed
+                | InvalidMessage
+        )
+        .then(|| Error::Refused {
+            topic: self.topic.clone(),
+            partition: partition.0 as i32,
+            offset: offset.0,
+            reason: error.to_string(),
+        })
+    }
+
+    /// Hands a result to the group. A failure that ends the sink stops all its work
+    /// first; a gap also pauses the partition in the group, so that no sink, in this
+    /// process or another, resumes after the record that is missing from the topic.
+    async fn report<T>(&self, partition: Partition, result: Result<T>) -> annals::Result<T> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(Error::Store(error)) => Err(error),
+            Err(error) if error.is_fatal() => {
                 tracing::error!(topic = %self.topic, %error, "the sink stops");
                 let message = error.to_string();
+                let gap = matches!(error, Error::Gap { .. });
                 self.fatal.set(error);
-                annals::Error::handler(message)
+                if gap {
+                    if let Err(paused) =
+                        annals::group::admin::pause(&self.store, &self.group, Some(vec![partition])).await
+                    {
+                        tracing::error!(topic = %self.topic, %partition, error = %paused, "pausing the partition after a gap");
+                    }
+                }
+                Err(annals::Error::handler(message))
             }
-            error => annals::Error::handler(error),
-        })
+            Err(error) => Err(annals::Error::handler(error)),
+        }
     }
 }

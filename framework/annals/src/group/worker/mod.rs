@@ -79,6 +79,7 @@ impl Member {
         let me = Arc::new(self);
         let mut running: BTreeMap<Partition, Running> = BTreeMap::new();
         let (exits, mut exited) = mpsc::unbounded_channel::<Partition>();
+        let mut last_heartbeat = tokio::time::Instant::now();
         loop {
             let wanted: HashMap<Partition, i64> = membership
                 .owned
@@ -87,11 +88,13 @@ impl Member {
                 .map(|owned| (owned.partition, owned.generation))
                 .collect();
             running.retain(|partition, worker| {
-                let keep = wanted.get(partition) == Some(&worker.generation) && !worker.task.is_finished();
-                if !keep {
+                if wanted.get(partition) != Some(&worker.generation) {
                     let _ = worker.stop.send(true);
                 }
-                keep
+                // A worker told to stop keeps its place until it has finished the batch
+                // in hand (its exit wakes this loop), so that two workers of this member
+                // never work on one partition at once.
+                !worker.task.is_finished()
             });
             for owned in membership.owned.iter().filter(|owned| !owned.paused) {
                 running
@@ -103,7 +106,11 @@ impl Member {
                     worker.retry.notify_one();
                 }
             }
-            let now: Vec<Partition> = running.keys().copied().collect();
+            let now: Vec<Partition> = running
+                .iter()
+                .filter(|(partition, worker)| wanted.get(partition) == Some(&worker.generation))
+                .map(|(partition, _)| *partition)
+                .collect();
             assigned.send_if_modified(|current| {
                 let changed = *current != now;
                 *current = now;
@@ -122,8 +129,18 @@ impl Member {
                 }
             }
             match me.heartbeat().await {
-                Ok(next) => membership = next,
-                Err(error) => tracing::warn!(group = %me.group, %error, "heartbeat failed"),
+                Ok(next) => {
+                    membership = next;
+                    last_heartbeat = tokio::time::Instant::now();
+                }
+                Err(error) => {
+                    tracing::warn!(group = %me.group, %error, "heartbeat failed");
+                    if last_heartbeat.elapsed() >= me.options.session_timeout {
+                        // The group has removed this member by now, and its partitions
+                        // are others': stop working on them until a heartbeat gets through.
+                        membership.owned.clear();
+                    }
+                }
             }
         }
         for worker in running.values() {

@@ -287,6 +287,7 @@ impl Shipper {
         let kafka_partition = partition.0 as i32;
         let mut pending = Vec::with_capacity(records.len());
         let mut refused = None;
+        let mut permanent: Option<Error> = None;
         'records: for record in records {
             let mut message = FutureRecord::to(&self.topic)
                 .partition(kafka_partition)
@@ -305,9 +306,7 @@ impl Shipper {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((error, _)) => {
-                        if let Some(refused) = self.refused(partition, record.offset, &error) {
-                            return Err(refused);
-                        }
+                        permanent = self.refused(partition, record.offset, &error);
                         refused = Some((record.offset, error.to_string()));
                         break 'records;
                     }
@@ -316,7 +315,6 @@ impl Shipper {
         }
         // Every report is awaited, so nothing of this batch is in flight once it returns.
         let mut failed: Option<(Offset, String)> = None;
-        let mut permanent: Option<Error> = None;
         let mut delivered_after_failure = false;
         for (offset, delivery) in pending {
             let outcome = match delivery.await {

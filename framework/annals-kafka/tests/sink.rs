@@ -225,3 +225,31 @@ async fn kafka_and_annals_place_every_key_in_the_same_partition() {
         assert_eq!(partition as u32, partition_for(&stream, partitions as u32).0, "{key}");
     }
 }
+
+/// A record the producer refuses for good (larger than `message.max.bytes`) stops the
+/// sink with `refused`, instead of a retry that could never pass.
+#[tokio::test]
+async fn a_record_the_producer_refuses_for_good_stops_the_sink() {
+    let Some(broker) = Broker::start().await else { return };
+    let test = TestStore::sqlite().await.expect("sqlite");
+    let store = test.open().await;
+    append(&store, "order-1", 1).await;
+    let big = serde_json::json!({ "note": "x".repeat(5_000) });
+    let request = AppendRequest::new(StreamId::new("order-1").expect("id"), ExpectedVersion::Any)
+        .event(NewEvent::json("Added", &big).expect("event"));
+    store.append(request).await.expect("append");
+    let mut options = SinkOptions::new(broker.address(), "small");
+    options.kafka.push(("message.max.bytes".into(), "2000".into()));
+    let sink = Sink::start(&store, options).await.expect("sink starts");
+    let failure = tokio::time::timeout(Duration::from_secs(60), sink.failure())
+        .await
+        .expect("the sink stops");
+    assert!(matches!(failure, Error::Refused { offset: 1, .. }), "{failure}");
+    assert_eq!(failure.code(), "refused");
+    sink.shutdown().await.expect("shutdown");
+    assert_eq!(
+        read_topic(&broker.address(), "small").len(),
+        1,
+        "the record before it shipped"
+    );
+}

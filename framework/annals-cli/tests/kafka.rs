@@ -309,3 +309,42 @@ async fn the_commands_refuse_a_mismatched_topic_and_bad_flags() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--db only"));
 }
+
+/// `annals bench kafka` runs small against a real broker and reports every figure.
+#[tokio::test]
+async fn the_kafka_benchmark_runs_and_reports() {
+    let Some(broker) = Broker::start().await else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let bench = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(["--json", "--db", &url, "bench", "kafka", "--brokers", &broker.address()])
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    let output = bench(&["--events", "100", "--rate", "100", "--latency-seconds", "1"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(
+        (
+            report["workload"].as_str(),
+            report["events"].as_u64(),
+            report["latency_events"].as_u64()
+        ),
+        (Some("kafka"), Some(100), Some(100)),
+        "{report}"
+    );
+    for figure in [
+        "sink_ratio_to_raw",
+        "source_ratio_to_raw",
+        "sink_latency_p50_ms",
+        "raw_latency_p99_ms",
+    ] {
+        assert!(report[figure].as_f64().is_some_and(|f| f > 0.0), "{figure}: {report}");
+    }
+    let refused = bench(&["--events", "0"]);
+    assert!(!refused.status.success());
+    let body: serde_json::Value = serde_json::from_slice(&refused.stdout).expect("json error");
+    assert_eq!(body["error"], "bad_request", "{body}");
+}

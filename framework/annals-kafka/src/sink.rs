@@ -248,7 +248,7 @@ impl Shipper {
 
     /// Checks that the store holds the record the Kafka partition ends with.
     async fn check_holds(&self, partition: Partition, last: Tail) -> Result<()> {
-        let end = self.store.high_watermarks().await?[partition.index()];
+        let end = self.store.high_watermark(partition).await?;
         if end.0 <= last.offset {
             // Not yet (a follower catching up) or never (another history): retried, and
             // told apart once the store holds that offset.

@@ -199,7 +199,7 @@ impl Source {
 struct Incoming {
     partition: i32,
     offset: i64,
-    append: std::result::Result<(StreamId, AppendRequest), String>,
+    append: std::result::Result<AppendRequest, String>,
 }
 
 impl Incoming {
@@ -212,10 +212,7 @@ impl Incoming {
         }
     }
 
-    fn append(
-        message: &BorrowedMessage<'_>,
-        options: &SourceOptions,
-    ) -> std::result::Result<(StreamId, AppendRequest), String> {
+    fn append(message: &BorrowedMessage<'_>, options: &SourceOptions) -> std::result::Result<AppendRequest, String> {
         let stream = match &options.stream_from {
             StreamFrom::Key => match message.key() {
                 None => return Err("it has no key".into()),
@@ -237,10 +234,9 @@ impl Incoming {
         let event = NewEvent::from_json_text(event_type, payload)
             .map_err(|error| error.to_string())?
             .with_metadata(Metadata::new().with("kafka", kafka));
-        let request = AppendRequest::new(stream.clone(), ExpectedVersion::Any)
+        Ok(AppendRequest::new(stream, ExpectedVersion::Any)
             .command_id(command_id(message.topic(), message.partition(), message.offset()))
-            .event(event);
-        Ok((stream, request))
+            .event(event))
     }
 }
 
@@ -294,19 +290,22 @@ async fn append_all(
 ) -> Result<(HashMap<i32, i64>, Option<Error>)> {
     let skip = options.bad_messages == BadMessages::Skip;
     let mut done: Vec<bool> = vec![false; batch.len()];
+    // Where each message sits; the appends themselves move into their streams' queues.
+    let mut positions: Vec<(i32, i64)> = Vec::with_capacity(batch.len());
     let mut streams: Vec<Vec<(usize, AppendRequest)>> = Vec::new();
     let mut index: HashMap<StreamId, usize> = HashMap::new();
     let mut bad: Vec<(usize, String)> = Vec::new();
-    for (at, message) in batch.iter().enumerate() {
-        match &message.append {
-            Ok((stream, request)) => {
-                let slot = *index.entry(stream.clone()).or_insert_with(|| {
+    for (at, message) in batch.into_iter().enumerate() {
+        positions.push((message.partition, message.offset));
+        match message.append {
+            Ok(request) => {
+                let slot = *index.entry(request.stream.clone()).or_insert_with(|| {
                     streams.push(Vec::new());
                     streams.len() - 1
                 });
-                streams[slot].push((at, request.clone()));
+                streams[slot].push((at, request));
             }
-            Err(reason) => bad.push((at, reason.clone())),
+            Err(reason) => bad.push((at, reason)),
         }
     }
     let appended = futures::future::join_all(streams.into_iter().map(|appends| {
@@ -339,11 +338,11 @@ async fn append_all(
     bad.sort();
     let mut first_bad = None;
     for (at, reason) in bad {
-        let message = &batch[at];
+        let (partition, offset) = positions[at];
         let error = Error::BadMessage {
             topic: options.topic.clone(),
-            partition: message.partition,
-            offset: message.offset,
+            partition,
+            offset,
             reason,
         };
         if skip {
@@ -355,13 +354,13 @@ async fn append_all(
     }
     let mut commits: HashMap<i32, i64> = HashMap::new();
     let mut blocked: HashMap<i32, bool> = HashMap::new();
-    for (message, done) in batch.iter().zip(done) {
-        let stuck = blocked.entry(message.partition).or_insert(false);
+    for ((partition, offset), done) in positions.into_iter().zip(done) {
+        let stuck = blocked.entry(partition).or_insert(false);
         if *stuck {
             continue;
         }
         if done {
-            commits.insert(message.partition, message.offset + 1);
+            commits.insert(partition, offset + 1);
         } else {
             *stuck = true;
         }

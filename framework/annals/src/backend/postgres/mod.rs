@@ -7,6 +7,7 @@
 mod notify;
 mod readmodel;
 mod replicate;
+mod session;
 mod writer;
 
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,8 @@
 //! Each writer owns a fixed share of the partitions (`partition % writers`), so the
 //! writers of one process never wait on each other's partition locks and their
 //! commits overlap in PostgreSQL's WAL flushes. The function's per-partition locks keep
-//! offsets gapless and in commit order across processes.
+//! offsets gapless and in commit order across processes. A writer keeps one
+//! [`Session`] for its calls.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::notify::Notifier;
+use super::session::Session;
 use crate::backend::batch::{self, Batching, Pending};
 use crate::backend::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
@@ -36,19 +38,20 @@ pub(super) struct Shared {
 
 pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
+    let mut session = Session::new(shared.pool.clone());
     while let Some(batch) = batching.next(&queue).await {
         let (appends, replies) = batch::split(batch);
-        let results = match append_batch(&shared.pool, shared.lock_space, &appends).await {
+        let results = match append_batch(&mut session, shared.lock_space, &appends).await {
             Ok(results) => results,
-            Err(error) if appends.len() == 1 => vec![retry_alone(&shared, &appends[0], error).await],
+            Err(error) if appends.len() == 1 => vec![retry_alone(&mut session, &shared, &appends[0], error).await],
             Err(error) => {
                 tracing::debug!(%error, appends = appends.len(), "batch failed; retrying appends one by one");
                 let mut results = Vec::with_capacity(appends.len());
                 for append in &appends {
-                    let result = match append_batch(&shared.pool, shared.lock_space, std::slice::from_ref(append)).await
+                    let result = match append_batch(&mut session, shared.lock_space, std::slice::from_ref(append)).await
                     {
                         Ok(mut single) => single.remove(0),
-                        Err(error) => retry_alone(&shared, append, error).await,
+                        Err(error) => retry_alone(&mut session, &shared, append, error).await,
                     };
                     results.push(result);
                 }
@@ -66,7 +69,12 @@ pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
 /// A lone append that hit a unique violation raced with another process committing
 /// the same command id or event id on another partition. That commit is visible now,
 /// so one more call answers with the typed outcome (duplicate, conflict).
-async fn retry_alone(shared: &Shared, append: &PreparedAppend, error: Error) -> Result<AppendOutcome> {
+async fn retry_alone(
+    session: &mut Session,
+    shared: &Shared,
+    append: &PreparedAppend,
+    error: Error,
+) -> Result<AppendOutcome> {
     let unique_violation = error
         .driver::<sqlx::Error>()
         .and_then(sqlx::Error::as_database_error)
@@ -74,7 +82,7 @@ async fn retry_alone(shared: &Shared, append: &PreparedAppend, error: Error) -> 
     if !unique_violation {
         return Err(error);
     }
-    append_batch(&shared.pool, shared.lock_space, std::slice::from_ref(append))
+    append_batch(session, shared.lock_space, std::slice::from_ref(append))
         .await
         .and_then(|mut single| single.remove(0))
 }
@@ -91,7 +99,7 @@ fn encode_expected(expected: ExpectedVersion) -> i64 {
 
 /// One call of `annals_append`. The outer error means the transaction rolled back.
 async fn append_batch(
-    pool: &PgPool,
+    session: &mut Session,
     lock_space: i32,
     appends: &[PreparedAppend],
 ) -> Result<Vec<Result<AppendOutcome>>> {
@@ -135,8 +143,9 @@ async fn append_batch(
         .bind(&e_payload)
         .bind(&e_metadata)
         .bind(&e_schema)
-        .fetch_all(pool)
-        .await?;
+        .fetch_all(session.conn().await?)
+        .await
+        .inspect_err(|_| session.discard())?;
 
     appends
         .iter()

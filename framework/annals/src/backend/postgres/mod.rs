@@ -71,8 +71,10 @@ impl PgBackend {
             url: crate::options::redact(url),
             reason: error.to_string(),
         })?;
+        // Each writer, the two notification senders and the listener keep a connection
+        // of their own; at least one more is left for everything else.
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(options.writers as u32 + 2))
+            .max_connections(options.max_connections.max(options.writers as u32 + 4))
             // A ping before every acquire would add a round trip to every batch; a
             // broken connection fails its query instead and the pool replaces it.
             .test_before_acquire(false)

@@ -1,12 +1,12 @@
 //! PostgreSQL's long-lived sessions: each writer, the two notification senders (new
-//! records, group commits), the `LISTEN` connection and stream reads keep a pooled
-//! connection of their own. The pool must leave room for everything else however
-//! small `max_connections` is set, and notifications must still wake other processes.
+//! records, group commits) and the `LISTEN` connection keep a pooled connection of
+//! their own. The pool must leave room for everything else however small
+//! `max_connections` is set, and notifications must still wake other processes.
 
 use std::time::Duration;
 
 use annals::group::{GroupMember, GroupOptions};
-use annals::{Offset, Partition, StreamId};
+use annals::{Offset, Partition};
 use annals_testkit::tally::{add, caught_up, fold_log, Tally};
 use annals_testkit::TestStore;
 use futures::StreamExt;
@@ -51,14 +51,9 @@ async fn the_fewest_connections_leave_room_for_reads_and_groups() {
         within("the totals", tally.totals(&store)).await,
         within("a fold of the log", fold_log(&store)).await
     );
-    // A stream read parks its connection; a partition read needs one more.
-    let stream = StreamId::new("acct-1").expect("stream id");
-    within("a stream read", store.read_stream(&stream, 1, 10))
+    within("a read", store.read_partition(Partition(0), Offset(0), 10))
         .await
-        .expect("reads the stream");
-    within("a partition read", store.read_partition(Partition(0), Offset(0), 10))
-        .await
-        .expect("reads the partition");
+        .expect("reads");
     store.close().await;
     other.close().await;
 }

@@ -219,8 +219,8 @@ impl StoreOptions {
     }
 
     /// Most connections the store keeps open (PostgreSQL pool; SQLite readers). On
-    /// PostgreSQL at least `writers + 5`: each writer, the two notification senders and
-    /// the `LISTEN` connection keep one of their own, and one is kept for stream reads.
+    /// PostgreSQL at least `writers + 4`: each writer, the two notification senders and
+    /// the `LISTEN` connection keep one of their own.
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections.max(2);
         self

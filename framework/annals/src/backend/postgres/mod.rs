@@ -39,8 +39,6 @@ const CATEGORY: &str = "split_part(stream_id, '-', 1)";
 
 pub(crate) struct PgBackend {
     pool: PgPool,
-    /// The session parked for stream reads.
-    reads: session::Parked,
     /// One queue per writer; partition p goes to writer p % writers.
     queues: Mutex<Vec<flume::Sender<Pending>>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
@@ -74,10 +72,9 @@ impl PgBackend {
             reason: error.to_string(),
         })?;
         // Each writer, the two notification senders and the listener keep a connection
-        // of their own, and one is parked for stream reads; at least one more is left
-        // for everything else.
+        // of their own; at least one more is left for everything else.
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(options.writers as u32 + 5))
+            .max_connections(options.max_connections.max(options.writers as u32 + 4))
             // A ping before every acquire would add a round trip to every batch; a
             // broken connection fails its query instead and the pool replaces it.
             .test_before_acquire(false)
@@ -132,7 +129,6 @@ impl PgBackend {
             .unzip();
         let read_models = readmodel::database(pool.clone());
         Ok(PgBackend {
-            reads: session::Parked::new(pool.clone()),
             snapshots: SqlSnapshots::new(read_models.clone()),
             groups: SqlGroups::new(read_models.clone(), &DIALECT),
             read_models,
@@ -232,23 +228,20 @@ impl Backend for PgBackend {
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let mut conn = self.reads.take().await?;
         let rows = sqlx::query(sql::READ_STREAM)
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .bind(sql_int(limit))
-            .fetch_all(&mut *conn)
+            .fetch_all(&self.pool)
             .await?;
-        self.reads.put(conn);
         rows.iter().map(record).collect()
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        let mut conn = self.reads.take().await?;
         let mut rows = sqlx::query(sql::FOLD_STREAM_VERSIONED)
             .bind(stream.as_str())
             .bind(sql_int(from_version))
-            .fetch(&mut *conn);
+            .fetch(&self.pool);
         // The statement's column types are the schema's (bigint, text, text, bigint),
         // so the per-row type check of `try_get` is skipped: on a long stream it costs
         // more than decoding the columns.
@@ -261,8 +254,6 @@ impl Backend for PgBackend {
                 schema_version: row.try_get_unchecked::<Option<i64>, _>(3)?.map(|v| v as u32),
             })?;
         }
-        drop(rows);
-        self.reads.put(conn);
         Ok(())
     }
 
@@ -536,7 +527,6 @@ impl Backend for PgBackend {
             task.abort();
             let _ = task.await;
         }
-        self.reads.release();
         self.pool.close().await;
     }
 }

@@ -77,8 +77,13 @@ pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>)
     loop {
         notifier.wake.notified().await;
         tokio::time::sleep_until(next).await;
+        // A wake-up for what the last notification already carried finds nothing.
+        let pending = notifier.take();
+        if pending.is_empty() {
+            continue;
+        }
         next = Instant::now() + MIN_GAP;
-        for payload in payloads(&notifier.take()) {
+        for payload in payloads(&pending) {
             // Losing a notification only delays remote readers until their next poll.
             let sent = match session.conn().await {
                 Ok(conn) => sqlx::query(include_str!("sql/notify.sql"))

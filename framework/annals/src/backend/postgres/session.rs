@@ -4,17 +4,34 @@
 //! for each statement wakes a different server process every time, one whose caches
 //! the others have evicted meanwhile. The writers and the notification senders each
 //! keep one session instead. A statement that fails on it gives it back (it may be
-//! broken), and the next statement takes a fresh one. Stream reads share one
-//! [`Parked`] connection the same way.
+//! broken), and the next statement takes a fresh one. A session left unused for
+//! [`IDLE_LIMIT`], or kept for [`LIFETIME`], goes back to the pool before its next
+//! statement, so that the pool's own rules for idle and old connections apply to it
+//! as they did when every statement took one.
+
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool, Postgres};
 
 use crate::error::Result;
 
+/// Unused for this long, a session may have been closed by the server or a proxy in
+/// between: the next statement takes a connection from the pool instead.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// The pool's default `max_lifetime`: a session kept this long goes back to the pool,
+/// which closes it.
+const LIFETIME: Duration = Duration::from_secs(30 * 60);
+
 pub(super) struct Session {
     pool: PgPool,
-    conn: Option<PoolConnection<Postgres>>,
+    conn: Option<Kept>,
+}
+
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    taken: Instant,
+    used: Instant,
 }
 
 impl Session {
@@ -22,60 +39,25 @@ impl Session {
         Session { pool, conn: None }
     }
 
-    /// The kept connection, taken from the pool first if there is none.
+    /// The kept connection, taken from the pool first if there is none or it has been
+    /// idle or kept too long.
     pub(super) async fn conn(&mut self) -> Result<&mut PgConnection> {
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => self.pool.acquire().await?,
+        let now = Instant::now();
+        let kept = match self.conn.take() {
+            Some(kept) if now - kept.used < IDLE_LIMIT && now - kept.taken < LIFETIME => kept,
+            _ => Kept {
+                conn: self.pool.acquire().await?,
+                taken: now,
+                used: now,
+            },
         };
-        Ok(&mut **self.conn.insert(conn))
+        let kept = self.conn.insert(kept);
+        kept.used = now;
+        Ok(&mut *kept.conn)
     }
 
     /// Gives the connection back after a failed statement.
     pub(super) fn discard(&mut self) {
         self.conn = None;
-    }
-}
-
-/// One connection parked for the reads a command or a load makes (a stream's events),
-/// so that reads one after another run on the same warm session instead of the pool's
-/// oldest idle one. A read takes it if it is free, or any connection from the pool,
-/// and parks what it used when the slot is empty. Only one is parked, so the pool
-/// keeps the rest.
-pub(super) struct Parked {
-    pool: PgPool,
-    slot: std::sync::Mutex<Option<PoolConnection<Postgres>>>,
-}
-
-impl Parked {
-    pub(super) fn new(pool: PgPool) -> Self {
-        Parked {
-            pool,
-            slot: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// The parked connection, or one from the pool.
-    pub(super) async fn take(&self) -> Result<PoolConnection<Postgres>> {
-        let parked = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match parked {
-            Some(conn) => Ok(conn),
-            None => Ok(self.pool.acquire().await?),
-        }
-    }
-
-    /// Gives the parked connection back to the pool (before the pool closes, which
-    /// waits for every connection).
-    pub(super) fn release(&self) {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-
-    /// Parks `conn` after a read that succeeded, if the slot is empty; otherwise it
-    /// goes back to the pool.
-    pub(super) fn put(&self, conn: PoolConnection<Postgres>) {
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(conn);
-        }
     }
 }

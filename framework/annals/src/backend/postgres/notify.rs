@@ -18,10 +18,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::session::Session;
-use crate::error::Error;
-
 use crate::backend::Wakeups;
 use crate::coordination::Commits;
+use crate::error::Error;
 use crate::position::{Offset, Partition};
 
 /// PostgreSQL refuses payloads of 8,000 bytes or more.
@@ -85,15 +84,16 @@ pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>)
         next = Instant::now() + MIN_GAP;
         for payload in payloads(&pending) {
             // Losing a notification only delays remote readers until their next poll.
-            let sent = match session.conn().await {
-                Ok(conn) => sqlx::query(include_str!("sql/notify.sql"))
+            let sent = async {
+                let conn = session.conn().await?;
+                sqlx::query(include_str!("sql/notify.sql"))
                     .bind(&channel)
                     .bind(&payload)
                     .execute(conn)
-                    .await
-                    .map_err(Error::from),
-                Err(error) => Err(error),
-            };
+                    .await?;
+                Ok::<_, Error>(())
+            }
+            .await;
             if let Err(error) = sent {
                 session.discard();
                 tracing::debug!(%error, "pg_notify failed");

@@ -43,7 +43,9 @@ pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
         let (appends, replies) = batch::split(batch);
         let results = match append_batch(&mut session, shared.lock_space, &appends).await {
             Ok(results) => results,
-            Err(error) if appends.len() == 1 => vec![retry_alone(&mut session, &shared, &appends[0], error).await],
+            Err(error) if appends.len() == 1 => {
+                vec![retry_alone(&mut session, shared.lock_space, &appends[0], error).await]
+            }
             Err(error) => {
                 tracing::debug!(%error, appends = appends.len(), "batch failed; retrying appends one by one");
                 let mut results = Vec::with_capacity(appends.len());
@@ -51,7 +53,7 @@ pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
                     let result = match append_batch(&mut session, shared.lock_space, std::slice::from_ref(append)).await
                     {
                         Ok(mut single) => single.remove(0),
-                        Err(error) => retry_alone(&mut session, &shared, append, error).await,
+                        Err(error) => retry_alone(&mut session, shared.lock_space, append, error).await,
                     };
                     results.push(result);
                 }
@@ -71,7 +73,7 @@ pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
 /// so one more call answers with the typed outcome (duplicate, conflict).
 async fn retry_alone(
     session: &mut Session,
-    shared: &Shared,
+    lock_space: i32,
     append: &PreparedAppend,
     error: Error,
 ) -> Result<AppendOutcome> {
@@ -82,7 +84,7 @@ async fn retry_alone(
     if !unique_violation {
         return Err(error);
     }
-    append_batch(session, shared.lock_space, std::slice::from_ref(append))
+    append_batch(session, lock_space, std::slice::from_ref(append))
         .await
         .and_then(|mut single| single.remove(0))
 }

@@ -201,6 +201,25 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
     })
 }
 
+/// The version of a row of `FOLD_STREAM_VERSIONED`.
+fn fold_version(row: &PgRow) -> Result<Version> {
+    // The statement's column types are the schema's (bigint, text, text, bigint), so
+    // the per-row type check of `try_get` is skipped: on a long stream it costs more
+    // than decoding the columns.
+    Ok(Version(row.try_get_unchecked::<i64, _>(0)? as u64))
+}
+
+/// Shows a row of `FOLD_STREAM_VERSIONED` to a fold.
+fn fold_row(row: &PgRow, version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+    visit(EventView {
+        version,
+        event_type: row.try_get_unchecked(1)?,
+        payload: row.try_get_unchecked(2)?,
+        // Within 0 ..= u32::MAX: the store writes it from a u32.
+        schema_version: row.try_get_unchecked::<Option<i64>, _>(3)?.map(|v| v as u32),
+    })
+}
+
 /// How the group statements read on PostgreSQL.
 static DIALECT: Dialect = Dialect::new(
     "CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint)",
@@ -242,17 +261,27 @@ impl Backend for PgBackend {
             .bind(stream.as_str())
             .bind(sql_int(from_version))
             .fetch(&self.pool);
-        // The statement's column types are the schema's (bigint, text, text, bigint),
-        // so the per-row type check of `try_get` is skipped: on a long stream it costs
-        // more than decoding the columns.
+        // Rows are visited as they arrive while their versions follow on from each
+        // other; one that comes early waits for those before it. When the stream
+        // does not start at `from_version` (its first records are redacted), they
+        // all wait and are visited in order at the end.
+        let mut next = from_version;
+        let mut early = std::collections::BTreeMap::new();
         while let Some(row) = rows.try_next().await? {
-            visit(EventView {
-                version: Version(row.try_get_unchecked::<i64, _>(0)? as u64),
-                event_type: row.try_get_unchecked(1)?,
-                payload: row.try_get_unchecked(2)?,
-                // Within 0 ..= u32::MAX: the store writes it from a u32.
-                schema_version: row.try_get_unchecked::<Option<i64>, _>(3)?.map(|v| v as u32),
-            })?;
+            let version = fold_version(&row)?;
+            if version != next {
+                early.insert(version, row);
+                continue;
+            }
+            fold_row(&row, version, visit)?;
+            next = version + 1;
+            while let Some(row) = early.remove(&next) {
+                fold_row(&row, next, visit)?;
+                next += 1;
+            }
+        }
+        for (version, row) in early {
+            fold_row(&row, version, visit)?;
         }
         Ok(())
     }

@@ -22,7 +22,8 @@ pub(crate) const READ_STREAM: &str = statement!("read_stream");
 pub(crate) const READ_PARTITION: &str = statement!("read_partition");
 /// `$1` stream, `$2` first version, `$3` limit: the columns of an `EventView`.
 pub(crate) const FOLD_STREAM: &str = statement!("fold_stream");
-/// The same on PostgreSQL, which keeps the schema version in a column of its own.
+/// The same on PostgreSQL, which keeps the schema version in a column of its own,
+/// without a limit, and in no particular order.
 pub(crate) const FOLD_STREAM_VERSIONED: &str = statement!("fold_stream_versioned");
 /// `$1` stream: its version.
 pub(crate) const STREAM_VERSION: &str = statement!("stream_version");

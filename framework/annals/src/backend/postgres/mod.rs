@@ -257,10 +257,13 @@ impl Backend for PgBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        // On a connection of its own rather than through the pool's executor, which
+        // hands every row on through one more stream.
+        let mut conn = self.pool.acquire().await?;
         let mut rows = sqlx::query(sql::FOLD_STREAM_VERSIONED)
             .bind(stream.as_str())
             .bind(sql_int(from_version))
-            .fetch(&self.pool);
+            .fetch(&mut *conn);
         // Rows are visited as they arrive while their versions follow on from each
         // other; one that comes early waits for those before it. When the stream
         // does not start at `from_version` (its first records are redacted), they

@@ -200,6 +200,11 @@ static DIALECT: Dialect = Dialect::new(
     "recorded_at >= $2",
 );
 
+/// How many times [`Backend::reclaim`] tries to empty the WAL.
+const RECLAIM_ATTEMPTS: usize = 50;
+/// How long it waits between two tries.
+const RECLAIM_PAUSE: Duration = Duration::from_millis(20);
+
 #[async_trait]
 impl Backend for SqliteBackend {
     fn name(&self) -> &'static str {
@@ -264,16 +269,22 @@ impl Backend for SqliteBackend {
 
     async fn reclaim(&self) -> Result<()> {
         // A checkpoint cannot run inside a transaction. It waits for readers up to the
-        // busy timeout; one still reading keeps the WAL from being emptied.
-        let busy = self
-            .on_writer(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
-                    .map_err(writer::engine)
-            })
-            .await?;
-        if busy != 0 {
-            tracing::debug!("a reader kept the WAL from being emptied after a redaction");
+        // busy timeout, and is refused while another checkpoint (the background one)
+        // runs; one still reading keeps the WAL from being emptied. Either passes, so
+        // it is tried again for up to a second.
+        for _ in 0..RECLAIM_ATTEMPTS {
+            let busy = self
+                .on_writer(|conn| {
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+                        .map_err(writer::engine)
+                })
+                .await?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(RECLAIM_PAUSE).await;
         }
+        tracing::warn!("readers kept the WAL from being emptied after a redaction; it holds the old pages until the next checkpoint");
         Ok(())
     }
 

@@ -1,25 +1,48 @@
 //! PostgreSQL folds a stream from rows in the order its plan finds them (no sort on
 //! the server, so rows reach the fold while the scan goes on) and puts them in version
-//! order itself. On an append-only table that order is nearly always version order;
-//! a row rewritten in place (a redaction, or as here by hand) moves to the end of the
-//! table, and the fold must still see every version once, in order.
+//! order itself. On an append-only table that order is nearly always version order,
+//! but a row written again lands wherever its page has room, and a deleted stream's
+//! first records are redacted, so the first row is not the version asked for. Each
+//! fold must still show every version once, in order.
 
-use annals::{AppendRequest, ExpectedVersion, NewEvent, Store, StreamId, Version};
+use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, Store, StreamId, Version};
 use annals_testkit::TestStore;
 use serde_json::json;
 use sqlx::postgres::PgPool;
 
-/// Folds `stream` from `from` and returns the versions it was shown.
-async fn folded(store: &Store, stream: &StreamId, from: u64) -> Vec<u64> {
+/// Folds `stream` from `from`: each version shown, with its payload's `n` (`None`
+/// for records without one, such as a deletion).
+async fn folded(store: &Store, stream: &StreamId, from: u64) -> Vec<(u64, Option<u64>)> {
     let mut seen = Vec::new();
     store
         .fold_stream(stream, Version(from), &mut |event| {
-            seen.push(event.version.0);
+            let payload: serde_json::Value = serde_json::from_str(event.payload).expect("JSON");
+            seen.push((event.version.0, payload["n"].as_u64()));
             Ok(())
         })
         .await
         .expect("folds");
     seen
+}
+
+/// Appends `count` events to `stream`, numbered `n` from 0, up to 500 a request.
+async fn append(store: &Store, stream: &StreamId, count: u64) {
+    for first in (0..count).step_by(500) {
+        let mut request = AppendRequest::new(stream.clone(), ExpectedVersion::Any);
+        for n in first..count.min(first + 500) {
+            request =
+                request.event(NewEvent::json("Noted", &json!({ "n": n, "pad": "x".repeat(200) })).expect("event"));
+        }
+        store.append(request).await.expect("append");
+    }
+}
+
+/// A store whose sessions read tables in their physical order, and a pool on it.
+async fn scanning(t: &TestStore) -> (Store, PgPool) {
+    let url = t.url().expect("a PostgreSQL URL");
+    let url = format!("{url}%20-c%20enable_indexscan%3Doff%20-c%20enable_bitmapscan%3Doff");
+    let pool = PgPool::connect(&url).await.expect("connects");
+    (Store::open(&url).await.expect("opens"), pool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,17 +52,10 @@ async fn a_fold_shows_versions_in_order_whatever_order_the_rows_come_in() {
     };
     let store = t.open().await;
     let stream = StreamId::new("moved-1").expect("stream id");
-    for n in 0..120u64 {
-        let request = AppendRequest::new(stream.clone(), ExpectedVersion::Exact(Version(n)))
-            .event(NewEvent::json("Noted", &json!({ "n": n, "pad": "x".repeat(200) })).expect("event"));
-        store.append(request).await.expect("append");
-    }
-    // Sessions that read the table in its physical order.
-    let url = t.url().expect("a PostgreSQL URL");
-    let scanning_url = format!("{url}%20-c%20enable_indexscan%3Doff%20-c%20enable_bitmapscan%3Doff");
-    let pool = PgPool::connect(&scanning_url).await.expect("connects");
-    // A new event id is a change to an indexed column, so the rows' new versions are
-    // written where there is room: after the rows that follow them.
+    append(&store, &stream, 120).await;
+    let (scanning, pool) = scanning(&t).await;
+    // A new event id is a change to an indexed column, so each row is written again
+    // where there is room: the pages are full, so after the rows that follow it.
     sqlx::query("UPDATE annals_events SET event_id = gen_random_uuid() WHERE stream_id = $1 AND version IN (1, 60)")
         .bind(stream.as_str())
         .execute(&pool)
@@ -56,12 +72,58 @@ async fn a_fold_shows_versions_in_order_whatever_order_the_rows_come_in() {
     );
     pool.close().await;
 
-    let scanning = Store::open(&scanning_url).await.expect("opens");
-    assert_eq!(folded(&scanning, &stream, 1).await, (1..=120).collect::<Vec<_>>());
-    assert_eq!(folded(&scanning, &stream, 50).await, (50..=120).collect::<Vec<_>>());
-    assert_eq!(folded(&scanning, &stream, 121).await, Vec::<u64>::new());
+    let all = |from: u64| (from..=120).map(|v| (v, Some(v - 1))).collect::<Vec<_>>();
+    assert_eq!(folded(&scanning, &stream, 1).await, all(1));
+    assert_eq!(folded(&scanning, &stream, 50).await, all(50));
+    assert_eq!(folded(&scanning, &stream, 121).await, Vec::new());
     // The same through the plan the planner picks.
-    assert_eq!(folded(&store, &stream, 1).await, (1..=120).collect::<Vec<_>>());
+    assert_eq!(folded(&store, &stream, 1).await, all(1));
+    scanning.close().await;
+    store.close().await;
+}
+
+/// A soft-deleted stream's records before the deletion are redacted, so a fold from
+/// version 1 first finds the deletion record. With a few records after it they wait
+/// and are shown in order at the end; with more than a fold keeps waiting (1,000), it
+/// reads the rest again in order, from the first version it has not shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_of_a_stream_whose_first_records_are_redacted_shows_the_rest_in_order() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let store = t.open().await;
+    let (scanning, pool) = scanning(&t).await;
+    for (name, after) in [("gapped-few", 10), ("gapped-many", 1_100)] {
+        let stream = StreamId::new(name).expect("stream id");
+        append(&store, &stream, 5).await;
+        store.delete_stream(&stream, Deletion::Soft).await.expect("deletes");
+        append(&store, &stream, after).await;
+        let expected: Vec<(u64, Option<u64>)> = std::iter::once((6, None))
+            .chain((0..after).map(|n| (7 + n, Some(n))))
+            .collect();
+        assert_eq!(folded(&scanning, &stream, 1).await, expected, "{name}, scanned");
+        assert_eq!(folded(&store, &stream, 1).await, expected, "{name}");
+        assert_eq!(
+            folded(&store, &stream, 8).await,
+            expected[2..],
+            "{name}, from version 8"
+        );
+    }
+    // Records redacted in the middle (by hand here): the fold shows versions 1 and 2,
+    // then more than 1,000 rows wait for version 3, and it reads on from there.
+    let stream = StreamId::new("gapped-middle").expect("stream id");
+    append(&store, &stream, 1_100).await;
+    sqlx::query(
+        "UPDATE annals_events SET redacted = true, payload = 'null' WHERE stream_id = $1 AND version BETWEEN 3 AND 5",
+    )
+    .bind(stream.as_str())
+    .execute(&pool)
+    .await
+    .expect("redacts three records");
+    let expected: Vec<(u64, Option<u64>)> = [1, 2].into_iter().chain(6..=1_100).map(|v| (v, Some(v - 1))).collect();
+    assert_eq!(folded(&scanning, &stream, 1).await, expected, "scanned");
+    assert_eq!(folded(&store, &stream, 1).await, expected);
+    pool.close().await;
     scanning.close().await;
     store.close().await;
 }

@@ -108,8 +108,8 @@ pub trait EventStore: Send + Sync {
     /// stops the read and is returned.
     ///
     /// The default reads pages with [`read_stream`](EventStore::read_stream); the
-    /// engines override it (PostgreSQL streams the rows as they arrive; SQLite reads
-    /// pages of 1,000 rows on its C API).
+    /// engines override it (PostgreSQL shows the rows as they arrive, putting the few
+    /// that come early back in order; SQLite reads pages of 1,000 rows on its C API).
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         const PAGE: usize = 1_000;
         let mut next = from_version.max(Version(1));

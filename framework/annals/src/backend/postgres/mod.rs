@@ -10,6 +10,7 @@ mod replicate;
 mod session;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -201,7 +202,24 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
     })
 }
 
-/// The version of a row of `FOLD_STREAM_VERSIONED`.
+/// Most rows a fold keeps waiting for the versions before them.
+const MAX_EARLY_ROWS: usize = 1_000;
+
+/// Folds `stream` from `from_version` with the rows sorted by the server.
+async fn fold_in_order(pool: &PgPool, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut rows = sqlx::query(sql::FOLD_STREAM_IN_ORDER)
+        .bind(stream.as_str())
+        .bind(sql_int(from_version))
+        .fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        let version = fold_version(&row)?;
+        fold_row(&row, version, visit)?;
+    }
+    Ok(())
+}
+
+/// The version of a row of `FOLD_STREAM_VERSIONED` or `FOLD_STREAM_IN_ORDER`.
 fn fold_version(row: &PgRow) -> Result<Version> {
     // The statement's column types are the schema's (bigint, text, text, bigint), so
     // the per-row type check of `try_get` is skipped: on a long stream it costs more
@@ -209,7 +227,7 @@ fn fold_version(row: &PgRow) -> Result<Version> {
     Ok(Version(row.try_get_unchecked::<i64, _>(0)? as u64))
 }
 
-/// Shows a row of `FOLD_STREAM_VERSIONED` to a fold.
+/// Shows a row of `FOLD_STREAM_VERSIONED` or `FOLD_STREAM_IN_ORDER` to a fold.
 fn fold_row(row: &PgRow, version: Version, visit: &mut Visitor<'_>) -> Result<()> {
     visit(EventView {
         version,
@@ -257,32 +275,42 @@ impl Backend for PgBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-        // On a connection of its own rather than through the pool's executor, which
-        // hands every row on through one more stream.
-        let mut conn = self.pool.acquire().await?;
-        let mut rows = sqlx::query(sql::FOLD_STREAM_VERSIONED)
-            .bind(stream.as_str())
-            .bind(sql_int(from_version))
-            .fetch(&mut *conn);
-        // Rows are visited as they arrive while their versions follow on from each
-        // other; one that comes early waits for those before it. When the stream
-        // does not start at `from_version` (its first records are redacted), they
-        // all wait and are visited in order at the end.
+        // Rows are shown as they arrive while their versions follow on from each
+        // other; one that comes early waits for those before it.
         let mut next = from_version;
-        let mut early = std::collections::BTreeMap::new();
-        while let Some(row) = rows.try_next().await? {
-            let version = fold_version(&row)?;
-            if version != next {
-                early.insert(version, row);
-                continue;
-            }
-            fold_row(&row, version, visit)?;
-            next = version + 1;
-            while let Some(row) = early.remove(&next) {
-                fold_row(&row, next, visit)?;
-                next += 1;
+        let mut early = BTreeMap::new();
+        {
+            // On a connection of its own rather than through the pool's executor,
+            // which hands every row on through one more stream.
+            let mut conn = self.pool.acquire().await?;
+            let mut rows = sqlx::query(sql::FOLD_STREAM_VERSIONED)
+                .bind(stream.as_str())
+                .bind(sql_int(from_version))
+                .fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await? {
+                let version = fold_version(&row)?;
+                if version == next {
+                    fold_row(&row, version, visit)?;
+                    next += 1;
+                    while let Some(row) = early.remove(&next) {
+                        fold_row(&row, next, visit)?;
+                        next += 1;
+                    }
+                } else if early.len() < MAX_EARLY_ROWS {
+                    early.insert(version, row);
+                } else {
+                    // So many wait that `next` is most likely missing: the stream's
+                    // records from there on are redacted up to some version (a
+                    // deletion, a truncation). The rest is read again, in order.
+                    drop(rows);
+                    drop(conn);
+                    drop(early);
+                    return fold_in_order(&self.pool, stream, next, visit).await;
+                }
             }
         }
+        // Back in the pool, the connection is free while the rows that waited (the
+        // stream's first records are redacted) are shown in order.
         for (version, row) in early {
             fold_row(&row, version, visit)?;
         }

@@ -25,6 +25,8 @@ pub(crate) const FOLD_STREAM: &str = statement!("fold_stream");
 /// The same on PostgreSQL, which keeps the schema version in a column of its own,
 /// without a limit, and in no particular order.
 pub(crate) const FOLD_STREAM_VERSIONED: &str = statement!("fold_stream_versioned");
+/// As `FOLD_STREAM_VERSIONED`, in version order.
+pub(crate) const FOLD_STREAM_IN_ORDER: &str = statement!("fold_stream_in_order");
 /// `$1` stream: its version.
 pub(crate) const STREAM_VERSION: &str = statement!("stream_version");
 /// The next offset of partition `p.partition`, as an expression over

@@ -309,8 +309,8 @@ impl Backend for PgBackend {
                 }
             }
         }
-        // Back in the pool, the connection is free while the rows that waited (the
-        // stream's first records are redacted) are shown in order.
+        // Back in the pool, the connection is free while the rows that waited (after
+        // a gap left by redacted records) are shown in order.
         for (version, row) in early {
             fold_row(&row, version, visit)?;
         }

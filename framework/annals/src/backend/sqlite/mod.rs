@@ -270,8 +270,8 @@ impl Backend for SqliteBackend {
     async fn reclaim(&self) -> Result<()> {
         // A checkpoint cannot run inside a transaction. It waits for readers up to the
         // busy timeout, and is refused while another checkpoint (the background one)
-        // runs; one still reading keeps the WAL from being emptied. Either passes, so
-        // it is tried again for up to a second.
+        // runs: a reader still reading, or that checkpoint, keeps the WAL from being
+        // emptied. Both end soon, so it is tried again for up to a second.
         for _ in 0..RECLAIM_ATTEMPTS {
             let busy = self
                 .on_writer(|conn| {
@@ -284,7 +284,7 @@ impl Backend for SqliteBackend {
             }
             tokio::time::sleep(RECLAIM_PAUSE).await;
         }
-        tracing::warn!("readers kept the WAL from being emptied after a redaction; it holds the old pages until the next checkpoint");
+        tracing::warn!("readers kept the WAL from being emptied after a redaction; its old pages stay until writes overwrite them or a later checkpoint empties it");
         Ok(())
     }
 

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, Postgres};
+use sqlx::query::Query;
 use sqlx::Row;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -205,13 +206,16 @@ fn record(row: &PgRow) -> Result<RecordedEvent> {
 /// Most rows a fold keeps waiting for the versions before them.
 const MAX_EARLY_ROWS: usize = 1_000;
 
+/// `statement` (`FOLD_STREAM_VERSIONED` or `FOLD_STREAM_IN_ORDER`) for `stream` from
+/// `from_version`.
+fn fold_query<'q>(statement: &'q str, stream: &'q StreamId, from_version: Version) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(statement).bind(stream.as_str()).bind(sql_int(from_version))
+}
+
 /// Folds `stream` from `from_version` with the rows sorted by the server.
 async fn fold_in_order(pool: &PgPool, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
     let mut conn = pool.acquire().await?;
-    let mut rows = sqlx::query(sql::FOLD_STREAM_IN_ORDER)
-        .bind(stream.as_str())
-        .bind(sql_int(from_version))
-        .fetch(&mut *conn);
+    let mut rows = fold_query(sql::FOLD_STREAM_IN_ORDER, stream, from_version).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await? {
         let version = fold_version(&row)?;
         fold_row(&row, version, visit)?;
@@ -275,42 +279,39 @@ impl Backend for PgBackend {
     }
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
+        // On a connection of its own rather than through the pool's executor, which
+        // hands every row on through one more stream.
+        let mut conn = self.pool.acquire().await?;
+        let mut rows = fold_query(sql::FOLD_STREAM_VERSIONED, stream, from_version).fetch(&mut *conn);
         // Rows are shown as they arrive while their versions follow on from each
         // other; one that comes early waits for those before it.
         let mut next = from_version;
         let mut early = BTreeMap::new();
-        {
-            // On a connection of its own rather than through the pool's executor,
-            // which hands every row on through one more stream.
-            let mut conn = self.pool.acquire().await?;
-            let mut rows = sqlx::query(sql::FOLD_STREAM_VERSIONED)
-                .bind(stream.as_str())
-                .bind(sql_int(from_version))
-                .fetch(&mut *conn);
-            while let Some(row) = rows.try_next().await? {
-                let version = fold_version(&row)?;
-                if version == next {
-                    fold_row(&row, version, visit)?;
+        while let Some(row) = rows.try_next().await? {
+            let version = fold_version(&row)?;
+            if version == next {
+                fold_row(&row, version, visit)?;
+                next += 1;
+                while let Some(row) = early.remove(&next) {
+                    fold_row(&row, next, visit)?;
                     next += 1;
-                    while let Some(row) = early.remove(&next) {
-                        fold_row(&row, next, visit)?;
-                        next += 1;
-                    }
-                } else if early.len() < MAX_EARLY_ROWS {
-                    early.insert(version, row);
-                } else {
-                    // So many wait that `next` is most likely missing: the stream's
-                    // records from there on are redacted up to some version (a
-                    // deletion, a truncation). The rest is read again, in order.
-                    drop(rows);
-                    drop(conn);
-                    drop(early);
-                    return fold_in_order(&self.pool, stream, next, visit).await;
                 }
+            } else if early.len() < MAX_EARLY_ROWS {
+                early.insert(version, row);
+            } else {
+                // So many wait that `next` is most likely missing: the stream's
+                // records from there on are redacted up to some version (a deletion,
+                // a truncation). The rest is read again, in order.
+                drop(rows);
+                drop(conn);
+                drop(early);
+                return fold_in_order(&self.pool, stream, next, visit).await;
             }
         }
-        // Back in the pool, the connection is free while the rows that waited (after
-        // a gap left by redacted records) are shown in order.
+        // The connection goes back to the pool before the rows that waited (after a
+        // gap left by redacted records) are shown in order.
+        drop(rows);
+        drop(conn);
         for (version, row) in early {
             fold_row(&row, version, visit)?;
         }

@@ -1,6 +1,6 @@
-//! The `annals` command as scripts use it: a real binary on a real SQLite file, its
-//! `--json` output snapshotted (ids and timestamps redacted), its exit codes and its
-//! errors.
+//! The `annals` command as scripts use it: a real binary on a real SQLite file (and,
+//! for aggregate loads, on PostgreSQL), its `--json` output snapshotted (ids and
+//! timestamps redacted), its exit codes and its errors.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,6 +17,17 @@ impl Cli {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = format!("sqlite://{}", dir.path().join("cli.db").display());
         Cli { db, _dir: dir }
+    }
+
+    /// On a fresh PostgreSQL schema; `None` when PostgreSQL is not there and not
+    /// required.
+    fn postgres() -> Option<Cli> {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let db = runtime.block_on(annals_testkit::postgres::fresh_schema_url())?;
+        Some(Cli {
+            db,
+            _dir: tempfile::tempdir().expect("temp dir"),
+        })
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -45,6 +56,18 @@ impl Cli {
         assert_eq!(output.status.code(), Some(1), "annals {args:?} should fail");
         serde_json::from_slice(&output.stdout).expect("a JSON error")
     }
+}
+
+/// Runs W1 as the spec defines it (every command loads its order): `commands` commands
+/// from 4 tasks on 10 orders, without the raw baseline.
+fn cold_w1(cli: &Cli, commands: u64) {
+    let count = commands.to_string();
+    let args = ["bench", "commands", "--cold", "--tasks", "4", "--commands", &count];
+    let cold = cli.json(&[&args[..], &["--aggregates", "10", "--no-baseline"]].concat());
+    assert_eq!(
+        (cold["workload"].as_str(), cold["commands"].as_u64()),
+        (Some("w1"), Some(commands))
+    );
 }
 
 /// Starts `annals serve` (or `follow`) and returns it with the URL it printed.
@@ -263,23 +286,7 @@ fn workloads_w1_and_w2_run_and_report() {
         .sum();
     assert_eq!(versions, 300);
 
-    // W1 as the spec defines it: every command loads its order.
-    let cold = cli.json(&[
-        "bench",
-        "commands",
-        "--cold",
-        "--tasks",
-        "4",
-        "--commands",
-        "100",
-        "--aggregates",
-        "10",
-        "--no-baseline",
-    ]);
-    assert_eq!(
-        (cold["workload"].as_str(), cold["commands"].as_u64()),
-        (Some("w1"), Some(100))
-    );
+    cold_w1(&cli, 100);
     assert_eq!(cli.json(&["stats"])["records"], 400);
 
     let w2 = cli.json(&["bench", "load", "--events", "120", "--loads", "5"]);
@@ -288,6 +295,24 @@ fn workloads_w1_and_w2_run_and_report() {
         (Some("w2"), Some(120))
     );
     assert!(w2["load_min_ms"].as_f64() <= w2["load_median_ms"].as_f64());
+}
+
+/// Aggregates loaded by the binary on PostgreSQL, whose folds put rows in version
+/// order themselves: `bench load` folds one order of 300 events five times (and fails
+/// if a load misses an event), and `bench commands --cold` loads its order for every
+/// command.
+#[test]
+fn the_binary_folds_aggregates_on_postgres() {
+    let Some(cli) = Cli::postgres() else {
+        return;
+    };
+    let w2 = cli.json(&["bench", "load", "--events", "300", "--loads", "5"]);
+    assert_eq!(
+        (w2["backend"].as_str(), w2["events"].as_u64()),
+        (Some("postgres"), Some(300))
+    );
+    cold_w1(&cli, 200);
+    assert_eq!(cli.json(&["stats"])["records"], 500);
 }
 
 /// The timer and filtered-group benchmarks run and report what they measured.

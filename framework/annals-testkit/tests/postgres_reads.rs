@@ -127,3 +127,35 @@ async fn a_fold_of_a_stream_whose_first_records_are_redacted_shows_the_rest_in_o
     scanning.close().await;
     store.close().await;
 }
+
+/// A fold keeps its connection for the next one rather than give it back to sqlx's
+/// pool, which pings every connection given back (one more round trip, and one more
+/// wake-up of a server process, for every fold): a run of folds, one after another, is
+/// served by one server process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folds_one_after_another_are_served_by_one_server_process() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let url = t.url().expect("a PostgreSQL URL");
+    let store = Store::open(&format!("{url}%20-c%20application_name%3Dannals_kept_folds"))
+        .await
+        .expect("opens");
+    let stream = StreamId::new("kept-1").expect("stream id");
+    append(&store, &stream, 30).await;
+    let expected: Vec<_> = (1..=30).map(|v| (v, Some(v - 1))).collect();
+    for _ in 0..50 {
+        assert_eq!(folded(&store, &stream, 1).await, expected);
+    }
+    let pool = PgPool::connect(url).await.expect("connects");
+    let serving: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'annals_kept_folds' AND query LIKE '%AND NOT redacted%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("pg_stat_activity");
+    assert_eq!(serving, 1, "server processes whose last statement was a fold");
+    pool.close().await;
+    store.close().await;
+}

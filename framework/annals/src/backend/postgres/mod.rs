@@ -22,6 +22,7 @@ use sqlx::Row;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use self::session::Kept;
 use super::batch::{self, Pending, QUEUE_DEPTH};
 use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
@@ -41,6 +42,8 @@ const CATEGORY: &str = "split_part(stream_id, '-', 1)";
 
 pub(crate) struct PgBackend {
     pool: PgPool,
+    /// Connections folds keep between reads.
+    readers: Kept,
     /// One queue per writer; partition p goes to writer p % writers.
     queues: Mutex<Vec<flume::Sender<Pending>>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
@@ -75,8 +78,9 @@ impl PgBackend {
         })?;
         // Each writer, the two notification senders and the listener keep a connection
         // of their own; at least one more is left for everything else.
+        let connections = options.max_connections.max(options.writers as u32 + 4);
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(options.writers as u32 + 4))
+            .max_connections(connections)
             // A ping before every acquire would add a round trip to every batch; a
             // broken connection fails its query instead and the pool replaces it.
             .test_before_acquire(false)
@@ -130,7 +134,10 @@ impl PgBackend {
             })
             .unzip();
         let read_models = readmodel::database(pool.clone());
+        // Folds keep a third of the connections that nothing keeps for good.
+        let spare = connections as usize - (options.writers + 3);
         Ok(PgBackend {
+            readers: Kept::new(pool.clone(), spare / 3),
             snapshots: SqlSnapshots::new(read_models.clone()),
             groups: SqlGroups::new(read_models.clone(), &DIALECT),
             read_models,
@@ -280,9 +287,10 @@ impl Backend for PgBackend {
 
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
         // On a connection of its own rather than through the pool's executor, which
-        // hands every row on through one more stream.
-        let mut conn = self.pool.acquire().await?;
-        let mut rows = fold_query(sql::FOLD_STREAM_VERSIONED, stream, from_version).fetch(&mut *conn);
+        // hands every row on through one more stream, and kept for the next fold
+        // rather than given back to the pool, which pings it first.
+        let mut conn = self.readers.take().await?;
+        let mut rows = fold_query(sql::FOLD_STREAM_VERSIONED, stream, from_version).fetch(conn.conn());
         // Rows are shown as they arrive while their versions follow on from each
         // other; one that comes early waits for those before it.
         let mut next = from_version;
@@ -308,10 +316,12 @@ impl Backend for PgBackend {
                 return fold_in_order(&self.pool, stream, next, visit).await;
             }
         }
-        // The connection goes back to the pool before the rows that waited (after a
-        // gap left by redacted records) are shown in order.
+        // The connection is free for another fold before the rows that waited (after
+        // a gap left by redacted records) are shown in order. One that a failed
+        // statement or visitor left behind goes back to the pool instead, which
+        // checks it.
         drop(rows);
-        drop(conn);
+        self.readers.give_back(conn);
         for (version, row) in early {
             fold_row(&row, version, visit)?;
         }
@@ -588,6 +598,7 @@ impl Backend for PgBackend {
             task.abort();
             let _ = task.await;
         }
+        self.readers.clear();
         self.pool.close().await;
     }
 }

@@ -1,14 +1,19 @@
-//! A connection that a long-lived task keeps between its statements.
+//! Connections that long-lived tasks and reads keep between their statements.
 //!
 //! sqlx's pool hands out its idle connections oldest first, so a task that takes one
 //! for each statement wakes a different server process every time, one whose caches
-//! the others have evicted meanwhile. The writers and the notification senders each
-//! keep one session instead. A statement that fails on it gives it back (it may be
-//! broken), and the next statement takes a fresh one. A session left unused for
-//! [`IDLE_LIMIT`], or kept for [`LIFETIME`], goes back to the pool before its next
-//! statement, so that the pool's own rules for idle and old connections apply to it
-//! as they did when every statement took one.
+//! the others have evicted meanwhile. And a connection given back to the pool is
+//! pinged before it is idle again: one more round trip to the server, and one more
+//! wake-up of its process, for every statement. The writers and the notification
+//! senders each keep one [`Session`] instead; folds take connections from [`Kept`],
+//! which holds a few of them between reads. A statement that fails on a kept
+//! connection gives it back to the pool (it may be broken), and the next statement
+//! takes a fresh one. A connection left unused for [`IDLE_LIMIT`], or kept for
+//! [`LIFETIME`], goes back to the pool before its next statement, so that the pool's
+//! own rules for idle and old connections apply to it as they did when every statement
+//! took one.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -25,13 +30,34 @@ const LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 pub(super) struct Session {
     pool: PgPool,
-    conn: Option<Kept>,
+    conn: Option<Connection>,
 }
 
-struct Kept {
+/// A connection taken from the pool, and when.
+pub(super) struct Connection {
     conn: PoolConnection<Postgres>,
     taken: Instant,
     used: Instant,
+}
+
+impl Connection {
+    async fn acquire(pool: &PgPool, now: Instant) -> Result<Self> {
+        Ok(Connection {
+            conn: pool.acquire().await?,
+            taken: now,
+            used: now,
+        })
+    }
+
+    /// Whether the connection may serve one more statement: used recently enough that
+    /// the server or a proxy has not closed it meanwhile, and not kept too long.
+    fn fresh(&self, now: Instant) -> bool {
+        now - self.used < IDLE_LIMIT && now - self.taken < LIFETIME
+    }
+
+    pub(super) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
 }
 
 impl Session {
@@ -44,12 +70,8 @@ impl Session {
     pub(super) async fn conn(&mut self) -> Result<&mut PgConnection> {
         let now = Instant::now();
         let kept = match self.conn.take() {
-            Some(kept) if now - kept.used < IDLE_LIMIT && now - kept.taken < LIFETIME => kept,
-            _ => Kept {
-                conn: self.pool.acquire().await?,
-                taken: now,
-                used: now,
-            },
+            Some(kept) if kept.fresh(now) => kept,
+            _ => Connection::acquire(&self.pool, now).await?,
         };
         let kept = self.conn.insert(kept);
         kept.used = now;
@@ -59,5 +81,60 @@ impl Session {
     /// Gives the connection back after a failed statement.
     pub(super) fn discard(&mut self) {
         self.conn = None;
+    }
+}
+
+/// Connections that reads keep between their statements, at most a few: one that a
+/// read has finished with waits here for the next read rather than go back to the
+/// pool, which would ping it first. Kept connections are taken from the pool, so no
+/// more are kept than it can spare.
+pub(super) struct Kept {
+    pool: PgPool,
+    idle: Mutex<Vec<Connection>>,
+    most: usize,
+}
+
+impl Kept {
+    /// Keeps at most `most` idle connections of `pool`.
+    pub(super) fn new(pool: PgPool, most: usize) -> Self {
+        Kept {
+            pool,
+            idle: Mutex::new(Vec::new()),
+            most,
+        }
+    }
+
+    /// The connection kept last, or one from the pool when none is kept. A stale one
+    /// goes back to the pool.
+    pub(super) async fn take(&self) -> Result<Connection> {
+        let now = Instant::now();
+        loop {
+            let Some(mut kept) = self.lock().pop() else {
+                return Connection::acquire(&self.pool, now).await;
+            };
+            if kept.fresh(now) {
+                kept.used = now;
+                return Ok(kept);
+            }
+        }
+    }
+
+    /// Keeps `conn`, whose statements have all run to their end, for the next read;
+    /// beyond the bound it goes back to the pool.
+    pub(super) fn give_back(&self, conn: Connection) {
+        let mut idle = self.lock();
+        if idle.len() < self.most {
+            idle.push(conn);
+        }
+    }
+
+    /// Gives every kept connection back to the pool (before the pool closes, which
+    /// waits for them).
+    pub(super) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

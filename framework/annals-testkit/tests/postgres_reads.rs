@@ -3,7 +3,8 @@
 //! order itself. On an append-only table that order is nearly always version order,
 //! but a row written again lands wherever its page has room, and a deleted stream's
 //! first records are redacted, so the first row is not the version asked for. Each
-//! fold must still show every version once, in order.
+//! fold must still show every version once, in order. A fold keeps its connection for
+//! the next one, and gives it up when the store closes.
 
 use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, Store, StreamId, Version};
 use annals_testkit::TestStore;
@@ -43,6 +44,28 @@ async fn scanning(t: &TestStore) -> (Store, PgPool) {
     let url = format!("{url}%20-c%20enable_indexscan%3Doff%20-c%20enable_bitmapscan%3Doff");
     let pool = PgPool::connect(&url).await.expect("connects");
     (Store::open(&url).await.expect("opens"), pool)
+}
+
+/// A store whose sessions carry `name` as their `application_name`, holding `count`
+/// events in `stream`, and a pool on the same database.
+async fn named(t: &TestStore, name: &str, stream: &StreamId, count: u64) -> (Store, PgPool) {
+    let url = t.url().expect("a PostgreSQL URL");
+    let store = Store::open(&format!("{url}%20-c%20application_name%3D{name}"))
+        .await
+        .expect("opens");
+    append(&store, stream, count).await;
+    (store, PgPool::connect(url).await.expect("connects"))
+}
+
+/// How many server processes serve sessions named `name` whose last statement
+/// contains `statement`.
+async fn serving(pool: &PgPool, name: &str, statement: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE $2")
+        .bind(name)
+        .bind(format!("%{statement}%"))
+        .fetch_one(pool)
+        .await
+        .expect("pg_stat_activity")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,25 +160,64 @@ async fn folds_one_after_another_are_served_by_one_server_process() {
     let Some(t) = TestStore::postgres().await else {
         return;
     };
-    let url = t.url().expect("a PostgreSQL URL");
-    let store = Store::open(&format!("{url}%20-c%20application_name%3Dannals_kept_folds"))
-        .await
-        .expect("opens");
     let stream = StreamId::new("kept-1").expect("stream id");
-    append(&store, &stream, 30).await;
+    let (store, pool) = named(&t, "annals_kept_folds", &stream, 30).await;
     let expected: Vec<_> = (1..=30).map(|v| (v, Some(v - 1))).collect();
     for _ in 0..50 {
         assert_eq!(folded(&store, &stream, 1).await, expected);
     }
-    let pool = PgPool::connect(url).await.expect("connects");
-    let serving: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE application_name = 'annals_kept_folds' AND query LIKE '%AND NOT redacted%'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("pg_stat_activity");
-    assert_eq!(serving, 1, "server processes whose last statement was a fold");
+    assert_eq!(
+        serving(&pool, "annals_kept_folds", "AND NOT redacted").await,
+        1,
+        "server processes whose last statement was a fold"
+    );
     pool.close().await;
     store.close().await;
+}
+
+/// A fold that finishes while its store closes gives its connection back to the
+/// closed pool, which closes it, instead of keeping it: once the store is closed, no
+/// server process is left serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_closed_while_a_fold_runs_keeps_no_connection() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let stream = StreamId::new("closing-1").expect("stream id");
+    let (store, pool) = named(&t, "annals_closing_fold", &stream, 600).await;
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let fold = tokio::spawn({
+        let (store, stream, started) = (store.clone(), stream.clone(), started.clone());
+        async move {
+            let mut seen = 0;
+            store
+                .fold_stream(&stream, Version(1), &mut |_| {
+                    if seen == 0 {
+                        started.notify_one();
+                    }
+                    seen += 1;
+                    // Slow enough that the store closes while rows still come.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    Ok(())
+                })
+                .await
+                .map(|()| seen)
+        }
+    });
+    started.notified().await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), store.close())
+        .await
+        .expect("the store closes");
+    assert_eq!(fold.await.expect("the fold's task").expect("the fold"), 600);
+    // Server processes end a moment after their connections close.
+    let mut left = -1;
+    for _ in 0..100 {
+        left = serving(&pool, "annals_closing_fold", "").await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "server processes still serving the closed store");
+    pool.close().await;
 }

@@ -598,7 +598,7 @@ impl Backend for PgBackend {
             task.abort();
             let _ = task.await;
         }
-        self.readers.clear();
+        self.readers.close();
         self.pool.close().await;
     }
 }

@@ -90,7 +90,9 @@ impl Session {
 /// more are kept than it can spare.
 pub(super) struct Kept {
     pool: PgPool,
-    idle: Mutex<Vec<Connection>>,
+    /// `None` once the store closes: from then on every connection goes back to the
+    /// pool, which closes it.
+    idle: Mutex<Option<Vec<Connection>>>,
     most: usize,
 }
 
@@ -99,7 +101,7 @@ impl Kept {
     pub(super) fn new(pool: PgPool, most: usize) -> Self {
         Kept {
             pool,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Some(Vec::new())),
             most,
         }
     }
@@ -109,7 +111,7 @@ impl Kept {
     pub(super) async fn take(&self) -> Result<Connection> {
         let now = Instant::now();
         loop {
-            let Some(mut kept) = self.lock().pop() else {
+            let Some(mut kept) = self.lock().as_mut().and_then(Vec::pop) else {
                 return Connection::acquire(&self.pool, now).await;
             };
             if kept.fresh(now) {
@@ -120,21 +122,20 @@ impl Kept {
     }
 
     /// Keeps `conn`, whose statements have all run to their end, for the next read;
-    /// beyond the bound it goes back to the pool.
+    /// beyond the bound, or once closed, it goes back to the pool.
     pub(super) fn give_back(&self, conn: Connection) {
-        let mut idle = self.lock();
-        if idle.len() < self.most {
+        if let Some(idle) = self.lock().as_mut().filter(|idle| idle.len() < self.most) {
             idle.push(conn);
         }
     }
 
-    /// Gives every kept connection back to the pool (before the pool closes, which
-    /// waits for them).
-    pub(super) fn clear(&self) {
-        self.lock().clear();
+    /// Gives every kept connection back to the pool and keeps none from now on, not
+    /// even those of reads still running, so that the pool closes them all.
+    pub(super) fn close(&self) {
+        self.lock().take();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Connection>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -77,8 +77,11 @@ impl PgBackend {
             reason: error.to_string(),
         })?;
         // Each writer, the two notification senders and the listener keep a connection
-        // of their own; at least one more is left for everything else.
-        let connections = options.max_connections.max(options.writers as u32 + 4);
+        // of their own; at least one more is left for everything else, and folds keep
+        // a third of those (see `Kept`).
+        let kept_for_good = options.writers + 3;
+        let connections = options.max_connections.max(kept_for_good as u32 + 1);
+        let spare = connections as usize - kept_for_good;
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             // A ping before every acquire would add a round trip to every batch; a
@@ -134,8 +137,6 @@ impl PgBackend {
             })
             .unzip();
         let read_models = readmodel::database(pool.clone());
-        // Folds keep a third of the connections that nothing keeps for good.
-        let spare = connections as usize - (options.writers + 3);
         Ok(PgBackend {
             readers: Kept::new(pool.clone(), spare / 3),
             snapshots: SqlSnapshots::new(read_models.clone()),
@@ -220,13 +221,20 @@ fn fold_query<'q>(statement: &'q str, stream: &'q StreamId, from_version: Versio
 }
 
 /// Folds `stream` from `from_version` with the rows sorted by the server.
-async fn fold_in_order(pool: &PgPool, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    let mut rows = fold_query(sql::FOLD_STREAM_IN_ORDER, stream, from_version).fetch(&mut *conn);
+async fn fold_in_order(
+    readers: &Kept,
+    stream: &StreamId,
+    from_version: Version,
+    visit: &mut Visitor<'_>,
+) -> Result<()> {
+    let mut conn = readers.take().await?;
+    let mut rows = fold_query(sql::FOLD_STREAM_IN_ORDER, stream, from_version).fetch(conn.conn());
     while let Some(row) = rows.try_next().await? {
         let version = fold_version(&row)?;
         fold_row(&row, version, visit)?;
     }
+    drop(rows);
+    readers.give_back(conn);
     Ok(())
 }
 
@@ -313,7 +321,7 @@ impl Backend for PgBackend {
                 drop(rows);
                 drop(conn);
                 drop(early);
-                return fold_in_order(&self.pool, stream, next, visit).await;
+                return fold_in_order(&self.readers, stream, next, visit).await;
             }
         }
         // The connection is free for another fold before the rows that waited (after

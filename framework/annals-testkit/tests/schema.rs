@@ -149,3 +149,217 @@ async fn boundaries_after_migration(url: &str) -> Vec<bool> {
     store.close().await;
     records.iter().map(|record| record.last_in_append).collect()
 }
+
+/// `annals_append_one`, which writers call for a batch of one append, decides it as
+/// `annals_append` decides a batch holding only that append: for every outcome the
+/// same answer row and the same records and command id written (each case runs both
+/// functions on the same log, rolling each back).
+#[tokio::test]
+async fn postgres_append_one_decides_as_annals_append() {
+    use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, StreamId};
+    use uuid::Uuid;
+    let Some(url) = annals_testkit::postgres::fresh_schema_url().await else {
+        return;
+    };
+    let store = Store::open(&url).await.expect("open");
+    let id = |name: &str| StreamId::new(name).expect("stream id");
+    let command = Uuid::now_v7();
+    let held = Uuid::now_v7();
+    store
+        .append(
+            AppendRequest::new(id("acct-1"), ExpectedVersion::NoStream)
+                .command_id(command)
+                .event(NewEvent::from_json_text("Opened", "{}").expect("event"))
+                .event(
+                    NewEvent::from_json_text("Deposited", "{}")
+                        .expect("event")
+                        .with_id(held),
+                ),
+        )
+        .await
+        .expect("acct-1");
+    let gone = AppendRequest::new(id("gone"), ExpectedVersion::NoStream)
+        .event(NewEvent::from_json_text("Opened", "{}").expect("event"));
+    store.append(gone).await.expect("gone");
+    store
+        .delete_stream(&id("gone"), Deletion::Hard)
+        .await
+        .expect("hard delete");
+    store.close().await;
+
+    struct Case {
+        name: &'static str,
+        stream: &'static str,
+        expected: i64,
+        command: Option<Uuid>,
+        /// Event ids, and whether the client chose each (checked for clashes).
+        events: Vec<(Uuid, bool)>,
+    }
+    let fresh = || (Uuid::now_v7(), false);
+    let cases = [
+        Case {
+            name: "a new stream, two events",
+            stream: "acct-2",
+            expected: 0,
+            command: Some(Uuid::now_v7()),
+            events: vec![fresh(), fresh()],
+        },
+        Case {
+            name: "exact version",
+            stream: "acct-1",
+            expected: 2,
+            command: None,
+            events: vec![fresh()],
+        },
+        Case {
+            name: "any version",
+            stream: "acct-1",
+            expected: -1,
+            command: None,
+            events: vec![fresh()],
+        },
+        Case {
+            name: "stream exists",
+            stream: "acct-1",
+            expected: -2,
+            command: None,
+            events: vec![fresh()],
+        },
+        Case {
+            name: "stream does not exist",
+            stream: "acct-3",
+            expected: -2,
+            command: None,
+            events: vec![fresh()],
+        },
+        Case {
+            name: "wrong expected version",
+            stream: "acct-1",
+            expected: 1,
+            command: Some(Uuid::now_v7()),
+            events: vec![fresh()],
+        },
+        Case {
+            name: "duplicate command id",
+            stream: "acct-1",
+            expected: 0,
+            command: Some(command),
+            events: vec![fresh()],
+        },
+        Case {
+            name: "command id of another stream",
+            stream: "acct-2",
+            expected: 0,
+            command: Some(command),
+            events: vec![fresh()],
+        },
+        Case {
+            name: "client id held by the log",
+            stream: "acct-2",
+            expected: 0,
+            command: None,
+            events: vec![fresh(), (held, true)],
+        },
+        Case {
+            name: "client id not held",
+            stream: "acct-2",
+            expected: 0,
+            command: None,
+            events: vec![(Uuid::now_v7(), true)],
+        },
+        Case {
+            name: "hard-deleted stream",
+            stream: "gone",
+            expected: -1,
+            command: None,
+            events: vec![fresh()],
+        },
+        Case {
+            name: "hard-deleted stream, wrong version",
+            stream: "gone",
+            expected: 0,
+            command: None,
+            events: vec![fresh()],
+        },
+    ];
+
+    type Answer = (
+        i16,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+    type Written = (i32, i64, String, i64, Uuid, String, bool, Option<i64>);
+    let mut conn = PgConnection::connect(&url).await.expect("connect");
+    let mut statuses = Vec::new();
+    for case in &cases {
+        let ids: Vec<Uuid> = case.events.iter().map(|(id, _)| *id).collect();
+        let checks: Vec<bool> = case.events.iter().map(|(_, check)| *check).collect();
+        let count = ids.len();
+        let types: Vec<String> = (0..count).map(|n| format!("T{n}")).collect();
+        let payloads: Vec<String> = (0..count).map(|n| format!("{{\"n\":{n}}}")).collect();
+        let metadata = vec!["{}".to_owned(); count];
+        let schemas: Vec<Option<i64>> = (0..count).map(|n| (n > 0).then_some(2)).collect();
+        let mut answers = Vec::new();
+        for function in ["annals_append", "annals_append_one"] {
+            let mut tx = conn.begin().await.expect("begin");
+            let sql = if function == "annals_append" {
+                "SELECT * FROM annals_append(7, ARRAY[$1], ARRAY[$2], ARRAY[$3::bigint], ARRAY[$4::uuid], ARRAY[$5::integer],
+                                             $6, $7, $8, $9, $10, $11)"
+            } else {
+                "SELECT * FROM annals_append_one(7, $1, $2, $3, $4, $6, $7, $8, $9, $10, $11)"
+            };
+            let answer: Answer = sqlx::query_as(sql)
+                .bind(case.stream)
+                .bind(3_i32)
+                .bind(case.expected)
+                .bind(case.command)
+                .bind(count as i32)
+                .bind(&ids)
+                .bind(&checks)
+                .bind(&types)
+                .bind(&payloads)
+                .bind(&metadata)
+                .bind(&schemas)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap_or_else(|error| panic!("{}: {function}: {error}", case.name));
+            let written: Vec<Written> = sqlx::query_as(
+                r#"SELECT partition, "offset", stream_id, version, event_id, payload::text, last_in_append, schema_version
+                   FROM annals_events WHERE event_type LIKE 'T%' ORDER BY partition, "offset""#,
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .expect("records");
+            let stamps: i64 =
+                sqlx::query_scalar("SELECT count(DISTINCT recorded_at) FROM annals_events WHERE event_type LIKE 'T%'")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .expect("stamps");
+            let remembered: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT stream_id, first_offset, last_offset, first_version, last_version
+                 FROM annals_command_ids WHERE command_id = $1 AND command_id <> $2",
+            )
+            .bind(case.command)
+            .bind(command)
+            .fetch_optional(&mut *tx)
+            .await
+            .expect("command id");
+            tx.rollback().await.expect("rollback");
+            assert!(
+                stamps <= 1,
+                "{}: {function} stamped one append's records differently",
+                case.name
+            );
+            answers.push((answer, written, remembered));
+        }
+        assert_eq!(answers[0], answers[1], "{}", case.name);
+        statuses.push(answers[0].0 .0);
+    }
+    // Every outcome is among the cases: written, wrong version, duplicate command id,
+    // command id of another stream, clashing event id, deleted stream.
+    assert_eq!(statuses, [0, 0, 0, 0, 2, 2, 1, 3, 4, 0, 5, 5]);
+}

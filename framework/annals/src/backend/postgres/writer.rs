@@ -99,46 +99,45 @@ fn encode_expected(expected: ExpectedVersion) -> i64 {
     }
 }
 
-/// One call of `annals_append`. The outer error means the transaction rolled back.
+/// One call of `annals_append`, or of `annals_append_one` for a batch of one append
+/// (the same decisions in fewer, simpler statements). The outer error means the
+/// transaction rolled back.
 async fn append_batch(
     session: &mut Session,
     lock_space: i32,
     appends: &[PreparedAppend],
 ) -> Result<Vec<Result<AppendOutcome>>> {
     let events = appends.iter().map(|a| a.events.len()).sum();
-    let mut a_stream = Vec::with_capacity(appends.len());
-    let mut a_partition = Vec::with_capacity(appends.len());
-    let mut a_expected = Vec::with_capacity(appends.len());
-    let mut a_command = Vec::with_capacity(appends.len());
-    let mut a_count = Vec::with_capacity(appends.len());
     let mut e_id = Vec::with_capacity(events);
     let mut e_check = Vec::with_capacity(events);
     let mut e_type = Vec::with_capacity(events);
     let mut e_payload = Vec::with_capacity(events);
     let mut e_metadata = Vec::with_capacity(events);
     let mut e_schema = Vec::with_capacity(events);
-    for append in appends {
-        a_stream.push(append.stream.as_str());
-        a_partition.push(append.partition.0 as i32);
-        a_expected.push(encode_expected(append.expected));
-        a_command.push(append.command_id);
-        a_count.push(append.events.len() as i32);
-        for event in &append.events {
-            e_id.push(event.event_id);
-            e_check.push(event.client_id);
-            e_type.push(event.event_type.as_str());
-            e_payload.push(event.payload.get());
-            e_metadata.push(event.metadata.as_str());
-            e_schema.push(event.schema_version.map(i64::from));
-        }
+    for event in appends.iter().flat_map(|append| &append.events) {
+        e_id.push(event.event_id);
+        e_check.push(event.client_id);
+        e_type.push(event.event_type.as_str());
+        e_payload.push(event.payload.get());
+        e_metadata.push(event.metadata.as_str());
+        e_schema.push(event.schema_version.map(i64::from));
     }
-    let rows = sqlx::query(include_str!("sql/append.sql"))
-        .bind(lock_space)
-        .bind(&a_stream)
-        .bind(&a_partition)
-        .bind(&a_expected)
-        .bind(&a_command)
-        .bind(&a_count)
+    let query = match appends {
+        [append] => sqlx::query(include_str!("sql/append_one.sql"))
+            .bind(lock_space)
+            .bind(append.stream.as_str())
+            .bind(append.partition.0 as i32)
+            .bind(encode_expected(append.expected))
+            .bind(append.command_id),
+        _ => sqlx::query(include_str!("sql/append.sql"))
+            .bind(lock_space)
+            .bind(appends.iter().map(|a| a.stream.as_str()).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| a.partition.0 as i32).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| encode_expected(a.expected)).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| a.command_id).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| a.events.len() as i32).collect::<Vec<_>>()),
+    };
+    let rows = query
         .bind(&e_id)
         .bind(&e_check)
         .bind(&e_type)

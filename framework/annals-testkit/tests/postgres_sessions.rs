@@ -94,3 +94,83 @@ async fn appends_in_quick_succession_wake_a_subscriber_in_another_process() {
     writer.close().await;
     reader.close().await;
 }
+
+/// An append dropped while its call waits in the server (a cancelled request), after
+/// appends that came one at a time and so commit on their callers' tasks with the
+/// writer's session: the server finishes the call, and the store goes on appending
+/// through the same writer and closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
+    use annals::{partition_for, AppendRequest, ExpectedVersion, NewEvent, StreamId, Version};
+    use sqlx::Connection;
+
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let store = t.open().await;
+    let id = StreamId::new("acct-1").expect("stream id");
+    let event = || NewEvent::from_json_text("Deposited", "{}").expect("event");
+    let append = |expected| AppendRequest::new(id.clone(), expected).event(event());
+    for version in 0..5 {
+        within(
+            "an append",
+            store.append(append(ExpectedVersion::Exact(Version(version)))),
+        )
+        .await
+        .expect("appends");
+    }
+
+    // Another session holds the partition's lock, so the next call waits in the server.
+    let mut other = sqlx::PgConnection::connect(t.url().expect("url"))
+        .await
+        .expect("connects");
+    let store_id: uuid::Uuid = sqlx::query_scalar("SELECT store_id FROM annals_store")
+        .fetch_one(&mut other)
+        .await
+        .expect("store id");
+    let lock = (
+        store_id.as_u128() as i32,
+        partition_for(&id, store.partition_count()).0 as i32,
+    );
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(lock.0)
+        .bind(lock.1)
+        .execute(&mut other)
+        .await
+        .expect("locks");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.append(append(ExpectedVersion::Exact(Version(5)))),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the append waited for the lock: {cancelled:?}");
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(lock.0)
+        .bind(lock.1)
+        .execute(&mut other)
+        .await
+        .expect("unlocks");
+
+    // The server ran the call to its end: its event is the stream's sixth.
+    annals_testkit::wait_for("the cancelled append's commit", async || {
+        store.stream_version(&id).await.expect("version") == 6
+    })
+    .await;
+    for version in 6..10 {
+        within(
+            "an append",
+            store.append(append(ExpectedVersion::Exact(Version(version)))),
+        )
+        .await
+        .expect("appends after the cancelled one");
+    }
+    let versions: Vec<u64> = store
+        .read_stream(&id, Version(1), 100)
+        .await
+        .expect("reads")
+        .iter()
+        .map(|record| record.version.0)
+        .collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+    within("closing", store.close()).await;
+}

@@ -6,6 +6,7 @@
 //! smaller than the previous one, the appenders just answered are likely about to
 //! send again, and it waits up to [`LINGER`] for them. A lone appender never waits.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -18,6 +19,46 @@ use crate::log::AppendOutcome;
 pub(crate) const LINGER: Duration = Duration::from_micros(300);
 /// Appends that may wait for a writer before appenders are slowed down.
 pub(crate) const QUEUE_DEPTH: usize = 4096;
+
+/// How many of a writer's batches in a row held a single append. After
+/// [`Singles::LONE_AFTER`] of them appends are coming one at a time and there is
+/// nothing to gather into a group commit, so an appender that finds the writer's
+/// connection free commits on its own (SQLite on its thread, PostgreSQL on its task)
+/// instead of handing its append to the writer and waiting for the answer.
+pub(crate) struct Singles(AtomicU32);
+
+impl Singles {
+    /// Single-append batches in a row after which appenders commit on their own.
+    const LONE_AFTER: u32 = 4;
+
+    /// A writer's count, as if appends had come one at a time: the first append of a
+    /// store commits on its own.
+    pub(crate) fn new() -> Self {
+        Singles(AtomicU32::new(Self::LONE_AFTER))
+    }
+
+    /// The writer took a batch of `appends`.
+    pub(crate) fn batch(&self, appends: usize) {
+        if appends == 1 {
+            let _ = self
+                .0
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)));
+        } else {
+            self.0.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// An appender found the writer's connection busy: appends no longer come one at
+    /// a time.
+    pub(crate) fn contended(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether appends have come one at a time.
+    pub(crate) fn lone(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= Self::LONE_AFTER
+    }
+}
 
 /// An append waiting for a writer, and where to send its outcome.
 pub(crate) struct Pending {

@@ -44,8 +44,11 @@ pub(crate) struct PgBackend {
     pool: PgPool,
     /// Connections folds keep between reads.
     readers: Kept,
-    /// One queue per writer; partition p goes to writer p % writers.
-    queues: Mutex<Vec<flume::Sender<Pending>>>,
+    /// One queue per writer, and what the writer lends to lone appenders; partition
+    /// p goes to writer p % writers.
+    queues: Mutex<Vec<(flume::Sender<Pending>, Arc<writer::Slot>)>>,
+    /// What every writer and the appenders committing on their own tasks share.
+    shared: Arc<writer::Shared>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
     wakeups: Arc<Wakeups>,
@@ -124,7 +127,6 @@ impl PgBackend {
         ];
         let lock_space = store_id.as_u128() as i32;
         let shared = Arc::new(writer::Shared {
-            pool: pool.clone(),
             lock_space,
             wakeups: wakeups.clone(),
             notifier: notifier.clone(),
@@ -133,7 +135,9 @@ impl PgBackend {
         let (queues, writers): (Vec<_>, Vec<_>) = (0..writer_count)
             .map(|_| {
                 let (queue, pending) = flume::bounded(QUEUE_DEPTH);
-                (queue, tokio::spawn(writer::run(shared.clone(), pending)))
+                let slot = writer::Slot::new(pool.clone());
+                let writer = tokio::spawn(writer::run(shared.clone(), slot.clone(), pending));
+                ((queue, slot), writer)
             })
             .unzip();
         let read_models = readmodel::database(pool.clone());
@@ -144,6 +148,7 @@ impl PgBackend {
             read_models,
             pool,
             queues: Mutex::new(queues),
+            shared,
             writers: Mutex::new(writers),
             background: Mutex::new(background),
             wakeups,
@@ -276,11 +281,22 @@ impl Backend for PgBackend {
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {
-        let queue = {
+        let (queue, slot) = {
             let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             queues.get(append.partition.index() % queues.len().max(1)).cloned()
-        };
-        batch::submit(queue.ok_or(Error::Closed)?, append).await
+        }
+        .ok_or(Error::Closed)?;
+        // Appends coming one at a time and nothing waiting for the writer: commit on
+        // this task with the writer's session if it is free, which saves handing the
+        // append to the writer and the answer back. Concurrent appends go to the
+        // writer, which commits them together.
+        if queue.is_empty() && slot.lone() {
+            return match writer::append_now(&self.shared, &slot, append).await {
+                Ok(outcome) => outcome,
+                Err(append) => batch::submit(queue, append).await,
+            };
+        }
+        batch::submit(queue, append).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>> {

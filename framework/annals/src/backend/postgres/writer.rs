@@ -5,7 +5,8 @@
 //! writers of one process never wait on each other's partition locks and their
 //! commits overlap in PostgreSQL's WAL flushes. The function's per-partition locks keep
 //! offsets gapless and in commit order across processes. A writer keeps one
-//! [`Session`] for its calls.
+//! [`Session`] for its calls, and lends it to an appender that finds it free while
+//! appends come one at a time ([`append_now`]).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use super::notify::Notifier;
 use super::session::Session;
-use crate::backend::batch::{self, Batching, Pending};
+use crate::backend::batch::{self, Batching, Pending, Singles};
 use crate::backend::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
@@ -29,42 +30,114 @@ const MAX_BATCH_EVENTS: usize = 8192;
 
 /// What every writer of one store shares.
 pub(super) struct Shared {
-    pub(super) pool: PgPool,
     /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
     pub(super) lock_space: i32,
     pub(super) wakeups: Arc<Wakeups>,
     pub(super) notifier: Arc<Notifier>,
 }
 
-pub(super) async fn run(shared: Arc<Shared>, queue: flume::Receiver<Pending>) {
+/// What a writer shares with the appenders of its partitions: its session, which an
+/// appender borrows to commit on its own task while appends come one at a time (see
+/// [`append_now`]), and how many of its batches in a row held a single append.
+pub(super) struct Slot {
+    session: tokio::sync::Mutex<Session>,
+    singles: Singles,
+}
+
+impl Slot {
+    pub(super) fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Slot {
+            session: tokio::sync::Mutex::new(Session::new(pool)),
+            singles: Singles::new(),
+        })
+    }
+
+    /// Whether appends have come one at a time, so that handing the next to the
+    /// writer would gather nothing.
+    pub(super) fn lone(&self) -> bool {
+        self.singles.lone()
+    }
+}
+
+pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Receiver<Pending>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
-    let mut session = Session::new(shared.pool.clone());
     while let Some(batch) = batching.next(&queue).await {
+        slot.singles.batch(batch.len());
         let (appends, replies) = batch::split(batch);
-        let results = match append_batch(&mut session, shared.lock_space, &appends).await {
-            Ok(results) => results,
-            Err(error) if appends.len() == 1 => {
-                vec![retry_alone(&mut session, shared.lock_space, &appends[0], error).await]
-            }
-            Err(error) => {
-                tracing::debug!(%error, appends = appends.len(), "batch failed; retrying appends one by one");
-                let mut results = Vec::with_capacity(appends.len());
-                for append in &appends {
-                    let result = match append_batch(&mut session, shared.lock_space, std::slice::from_ref(append)).await
-                    {
-                        Ok(mut single) => single.remove(0),
-                        Err(error) => retry_alone(&mut session, shared.lock_space, append, error).await,
-                    };
-                    results.push(result);
+        let mut session = slot.session.lock().await;
+        let results = match appends.as_slice() {
+            [append] => vec![append_one(&mut session, shared.lock_space, append).await],
+            _ => match append_batch(&mut session, shared.lock_space, &appends).await {
+                Ok(results) => results,
+                Err(error) => {
+                    tracing::debug!(%error, appends = appends.len(), "batch failed; retrying appends one by one");
+                    let mut results = Vec::with_capacity(appends.len());
+                    for append in &appends {
+                        results.push(append_one(&mut session, shared.lock_space, append).await);
+                    }
+                    results
                 }
-                results
-            }
+            },
         };
-        // Other processes learn of the new offsets through NOTIFY, sent off this path.
-        for outcome in results.iter().flatten().filter(|outcome| !outcome.duplicate) {
-            shared.notifier.publish(outcome.partition, outcome.last_offset + 1);
-        }
+        drop(session);
+        publish(&shared, &results);
         batch::answer(replies, results, &shared.wakeups);
+    }
+}
+
+/// Commits `append` on the calling task with the writer's session, if the session is
+/// free: a lone append then costs no hand-off to the writer task and back. Gives the
+/// append back when the session is busy (the writer, or another appender, is
+/// committing), and from then on sends appends to the writer until it has seen
+/// single ones again (see [`Singles`]).
+pub(super) async fn append_now(
+    shared: &Shared,
+    slot: &Slot,
+    append: PreparedAppend,
+) -> std::result::Result<Result<AppendOutcome>, PreparedAppend> {
+    let Ok(session) = slot.session.try_lock() else {
+        slot.singles.contended();
+        return Err(append);
+    };
+    let mut lent = Lent { session, done: false };
+    let result = append_one(&mut lent.session, shared.lock_space, &append).await;
+    lent.done = true;
+    drop(lent);
+    publish(shared, std::slice::from_ref(&result));
+    // A commit of its own: one append shared it.
+    crate::telemetry::batch(1);
+    shared.wakeups.publish_outcomes(result.as_ref().ok());
+    Ok(result)
+}
+
+/// The writer's session, lent to an appender. An appender dropped while its call runs
+/// (a cancelled request) leaves the connection in the middle of the exchange, so the
+/// session gives it back to the pool, which drains and checks it, and takes another.
+struct Lent<'a> {
+    session: tokio::sync::MutexGuard<'a, Session>,
+    done: bool,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.session.discard();
+        }
+    }
+}
+
+/// Other processes learn of the new offsets through NOTIFY, sent off this path.
+fn publish(shared: &Shared, results: &[Result<AppendOutcome>]) {
+    for outcome in results.iter().flatten().filter(|outcome| !outcome.duplicate) {
+        shared.notifier.publish(outcome.partition, outcome.last_offset + 1);
+    }
+}
+
+/// One append alone, in a call of its own.
+async fn append_one(session: &mut Session, lock_space: i32, append: &PreparedAppend) -> Result<AppendOutcome> {
+    match append_batch(session, lock_space, std::slice::from_ref(append)).await {
+        Ok(mut single) => single.remove(0),
+        Err(error) => retry_alone(session, lock_space, append, error).await,
     }
 }
 

@@ -17,7 +17,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -26,7 +25,7 @@ use uuid::Uuid;
 
 use super::readmodel;
 use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
-use crate::backend::batch::{self, Batching, Pending, Queued};
+use crate::backend::batch::{self, Batching, Pending, Queued, Singles};
 use crate::backend::{now_micros, PreparedAppend, Replicated, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
@@ -102,26 +101,22 @@ impl Queued for Job {
 pub(super) struct Shared {
     /// Taken when the store closes, which closes it.
     conn: Mutex<Option<Connection>>,
-    /// How many of the writer's batches in a row held a single job: appends come one
-    /// at a time, and there is nothing to gather into a group commit.
-    singles: AtomicU32,
+    /// How many of the writer's batches in a row held a single job.
+    singles: Singles,
 }
-
-/// Single-job batches in a row after which appenders commit on their own threads.
-const LONE_AFTER: u32 = 4;
 
 impl Shared {
     pub(super) fn new(conn: Connection) -> Arc<Self> {
         Arc::new(Shared {
             conn: Mutex::new(Some(conn)),
-            singles: AtomicU32::new(LONE_AFTER),
+            singles: Singles::new(),
         })
     }
 
     /// Whether an appender should commit on its own thread: appends have come one at a
     /// time, so waiting for the writer thread would gather nothing.
     pub(super) fn lone(&self) -> bool {
-        self.singles.load(Ordering::Relaxed) >= LONE_AFTER
+        self.singles.lone()
     }
 
     /// Runs `read` on the writer's connection if it is free. Every commit by another
@@ -174,7 +169,7 @@ pub(super) fn append_now(
 ) -> std::result::Result<Result<AppendOutcome>, PreparedAppend> {
     let Some(conn) = shared.try_lock() else {
         // Another commit is under way: appends no longer come one at a time.
-        shared.singles.store(0, Ordering::Relaxed);
+        shared.singles.contended();
         return Err(append);
     };
     let Some(conn) = conn.as_ref() else {
@@ -194,13 +189,7 @@ pub(super) fn append_now(
 pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
     while let Some(jobs) = batching.next_blocking(&queue) {
-        if jobs.len() == 1 {
-            let _ = shared
-                .singles
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)));
-        } else {
-            shared.singles.store(0, Ordering::Relaxed);
-        }
+        shared.singles.batch(jobs.len());
         let mut guard = lock(&shared.conn);
         let Some(conn) = guard.as_ref() else { return };
         let mut appends = Vec::new();

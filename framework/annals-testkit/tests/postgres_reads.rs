@@ -213,17 +213,10 @@ async fn a_store_closed_while_a_fold_runs_keeps_no_connection() {
     // is counted: a notification sender stopped in the middle of its statement gives
     // its connection back while the pool closes, and sqlx may then leave it open until
     // the store is dropped.)
-    let mut left = -1;
-    for _ in 0..100 {
-        left = serving(&pool, "annals_closing_fold", "AND NOT redacted").await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        left, 0,
-        "server processes of the closed store whose last statement was a fold"
-    );
+    annals_testkit::wait_for(
+        "no server process of the closed store whose last statement was a fold",
+        async || serving(&pool, "annals_closing_fold", "AND NOT redacted").await == 0,
+    )
+    .await;
     pool.close().await;
 }

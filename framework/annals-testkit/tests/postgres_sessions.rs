@@ -132,24 +132,22 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
         store_id.as_u128() as i32,
         partition_for(&id, store.partition_count()).0 as i32,
     );
-    sqlx::query("SELECT pg_advisory_lock($1, $2)")
-        .bind(lock.0)
-        .bind(lock.1)
-        .execute(&mut other)
-        .await
-        .expect("locks");
+    let advisory = async |conn: &mut sqlx::PgConnection, function: &str| {
+        sqlx::query(&format!("SELECT {function}($1, $2)"))
+            .bind(lock.0)
+            .bind(lock.1)
+            .execute(conn)
+            .await
+            .unwrap_or_else(|error| panic!("{function}: {error}"));
+    };
+    advisory(&mut other, "pg_advisory_lock").await;
     let cancelled = tokio::time::timeout(
         Duration::from_millis(300),
         store.append(append(ExpectedVersion::Exact(Version(5)))),
     )
     .await;
     assert!(cancelled.is_err(), "the append waited for the lock: {cancelled:?}");
-    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-        .bind(lock.0)
-        .bind(lock.1)
-        .execute(&mut other)
-        .await
-        .expect("unlocks");
+    advisory(&mut other, "pg_advisory_unlock").await;
 
     // The server ran the call to its end: its event is the stream's sixth.
     annals_testkit::wait_for("the cancelled append's commit", async || {
@@ -173,4 +171,102 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
         .collect();
     assert_eq!(versions, (1..=10).collect::<Vec<_>>());
     within("closing", store.close()).await;
+}
+
+/// Two stores on one database, as two processes would open it, each with one appender
+/// at a time, so that both commit on their callers' tasks through
+/// `annals_append_one`, at once and on the same partitions and streams. Every
+/// partition's offsets are 0, 1, 2, … (I1); every stream's versions 1, 2, 3, … (I2);
+/// a command id both stores send to the same stream is written once, and the other
+/// store is answered with the same outcome, marked duplicate (I5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lone_appenders_of_two_stores_write_one_log() {
+    use std::collections::BTreeMap;
+
+    use annals::{AppendOutcome, AppendRequest, ExpectedVersion, NewEvent, StreamId};
+
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let stores = [t.open().await, t.open().await];
+    const APPENDS: usize = 200;
+    let shared: Vec<uuid::Uuid> = (0..APPENDS / 10).map(|_| uuid::Uuid::now_v7()).collect();
+    let appenders = stores.iter().map(|store| {
+        let (store, shared) = (store.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::with_capacity(APPENDS);
+            for n in 0..APPENDS {
+                let command = if n % 10 == 0 {
+                    shared[n / 10]
+                } else {
+                    uuid::Uuid::now_v7()
+                };
+                let stream = StreamId::new(format!("two-{}", n % 7)).expect("stream id");
+                let request = AppendRequest::new(stream, ExpectedVersion::Any)
+                    .command_id(command)
+                    .event(NewEvent::from_json_text("Noted", format!("{{\"n\":{n}}}")).expect("event"));
+                let outcome = within("an append", store.append(request)).await.expect("appends");
+                outcomes.push((command, outcome));
+            }
+            outcomes
+        })
+    });
+    let mut outcomes: Vec<(uuid::Uuid, AppendOutcome)> = Vec::new();
+    for appender in appenders.collect::<Vec<_>>() {
+        outcomes.extend(appender.await.expect("the appender's task"));
+    }
+
+    let records = annals_testkit::every_record(&stores[0]).await;
+    let written = outcomes.iter().filter(|(_, outcome)| !outcome.duplicate).count();
+    assert_eq!(records.len(), written, "one record per append written");
+    assert_eq!(
+        written,
+        2 * APPENDS - shared.len(),
+        "each shared command id written once"
+    );
+    let mut offsets: BTreeMap<_, Vec<u64>> = BTreeMap::new();
+    let mut versions: BTreeMap<_, Vec<u64>> = BTreeMap::new();
+    for record in &records {
+        offsets.entry(record.partition).or_default().push(record.offset.0);
+        versions
+            .entry(record.stream.clone())
+            .or_default()
+            .push(record.version.0);
+    }
+    for (partition, offsets) in offsets {
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as u64).collect::<Vec<_>>(),
+            "I1: partition {partition}"
+        );
+    }
+    for (stream, mut versions) in versions {
+        versions.sort_unstable();
+        assert_eq!(
+            versions,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "I2: {stream}"
+        );
+    }
+    for command in &shared {
+        let mut answers: Vec<_> = outcomes.iter().filter(|(c, _)| c == command).map(|(_, o)| o).collect();
+        answers.sort_by_key(|outcome| outcome.duplicate);
+        assert_eq!(answers.len(), 2);
+        assert_eq!(
+            (answers[0].duplicate, answers[1].duplicate),
+            (false, true),
+            "I5: {command} written once"
+        );
+        assert_eq!(
+            AppendOutcome {
+                duplicate: false,
+                ..*answers[1]
+            },
+            *answers[0],
+            "I5: the duplicate answers the original outcome"
+        );
+    }
+    for store in stores {
+        within("closing", store.close()).await;
+    }
 }

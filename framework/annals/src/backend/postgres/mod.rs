@@ -47,17 +47,15 @@ pub(crate) struct PgBackend {
     /// One queue per writer, and what the writer lends to lone appenders; partition
     /// p goes to writer p % writers.
     queues: Mutex<Vec<(flume::Sender<Pending>, Arc<writer::Slot>)>>,
-    /// What every writer and the appenders committing on their own tasks share.
+    /// What every write of this store needs (the writers', the appenders' committing
+    /// on their own tasks, the follower's): the lock space, the wake-ups of this
+    /// process's subscribers and the notifier of other processes'.
     shared: Arc<writer::Shared>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    wakeups: Arc<Wakeups>,
-    notifier: Arc<notify::Notifier>,
     /// Group commits made here, or announced by other processes.
     commits: Arc<Commits>,
     partition_count: u32,
-    /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
-    lock_space: i32,
     read_models: crate::readmodel::Db,
     snapshots: SqlSnapshots,
     groups: SqlGroups,
@@ -125,11 +123,10 @@ impl PgBackend {
                 commits.clone(),
             )),
         ];
-        let lock_space = store_id.as_u128() as i32;
         let shared = Arc::new(writer::Shared {
-            lock_space,
-            wakeups: wakeups.clone(),
-            notifier: notifier.clone(),
+            lock_space: store_id.as_u128() as i32,
+            wakeups,
+            notifier,
         });
         let writer_count = options.writers;
         let (queues, writers): (Vec<_>, Vec<_>) = (0..writer_count)
@@ -151,11 +148,8 @@ impl PgBackend {
             shared,
             writers: Mutex::new(writers),
             background: Mutex::new(background),
-            wakeups,
             commits,
-            notifier,
             partition_count,
-            lock_space,
         })
     }
 }
@@ -519,7 +513,7 @@ impl Backend for PgBackend {
     }
 
     fn wakeups(&self) -> &Wakeups {
-        &self.wakeups
+        &self.shared.wakeups
     }
 
     async fn replica(&self) -> Result<Replica> {
@@ -543,11 +537,11 @@ impl Backend for PgBackend {
 
     async fn append_replicated(&self, replicated: Replicated) -> Result<()> {
         let (partition, first) = (replicated.partition, replicated.first_offset);
-        let (status, next): (i16, i64) = replicate::call(&self.pool, self.lock_space, &replicated).await?;
+        let (status, next): (i16, i64) = replicate::call(&self.pool, self.shared.lock_space, &replicated).await?;
         match status {
             0 => {
-                self.wakeups.publish(partition, Offset(next as u64));
-                self.notifier.publish(partition, Offset(next as u64));
+                self.shared.wakeups.publish(partition, Offset(next as u64));
+                self.shared.notifier.publish(partition, Offset(next as u64));
                 Ok(())
             }
             1 => Err(Error::NotAReplica),
@@ -562,7 +556,7 @@ impl Backend for PgBackend {
     async fn truncate(&self, partition: Partition, from_offset: Offset, end: Offset) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(include_str!("sql/lock_partition.sql"))
-            .bind(self.lock_space)
+            .bind(self.shared.lock_space)
             .bind(partition.0 as i32)
             .execute(&mut *tx)
             .await?;
@@ -592,7 +586,7 @@ impl Backend for PgBackend {
                 .await?;
         }
         tx.commit().await?;
-        self.wakeups.rewind(partition, from_offset);
+        self.shared.wakeups.rewind(partition, from_offset);
         Ok(())
     }
 

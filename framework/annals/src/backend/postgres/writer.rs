@@ -28,7 +28,8 @@ const MAX_BATCH_APPENDS: usize = 512;
 /// Most events in one call.
 const MAX_BATCH_EVENTS: usize = 8192;
 
-/// What every writer of one store shares.
+/// What every write of one store needs: its writers', its appenders' that commit on
+/// their own tasks, and its follower's.
 pub(super) struct Shared {
     /// The store's advisory-lock space (first key of `pg_advisory_xact_lock`).
     pub(super) lock_space: i32,

@@ -272,6 +272,11 @@ fn workloads_w1_and_w2_run_and_report() {
     assert!(w1["baseline_events_per_sec"].as_f64().is_some_and(|rate| rate > 0.0));
     assert!(w1["ratio_to_baseline"].as_f64().is_some_and(|ratio| ratio > 0.0));
     assert!(w1["baseline_conflicts"].as_u64().is_some());
+    // And once more writing by hand what the store writes for a command (SQLite).
+    assert!(w1["log_baseline_commands_per_sec"]
+        .as_f64()
+        .is_some_and(|rate| rate > 0.0));
+    assert!(w1["ratio_to_log_baseline"].as_f64().is_some_and(|ratio| ratio > 0.0));
     assert_eq!(
         cli.json(&["stats"])["records"],
         300,

@@ -7,18 +7,153 @@
 //! One statement per read and one per write (the INSERT commits on its own), prepared
 //! once per connection, as many connections as tasks: what an application writes by
 //! hand. It does not batch across commands, which is what the framework adds.
+//!
+//! On SQLite a second loop writes by hand what the store writes for a command
+//! ([`Shape::Log`]): the price of the log's structures, which a command pays whoever
+//! writes it, apart from what the framework adds.
 
 use std::sync::{Arc, Mutex};
 
 use annals::aggregate::Aggregate;
-use annals::StoreOptions;
+use annals::{partition_for, StoreOptions, StreamId};
 use serde::{Deserialize, Serialize};
 
 use super::baseline::{drop_scratch, scratch_table, sqlite_connector};
 use super::workloads::{run_w1, AddLine, CommandsArgs, Order, OrderEvent, W1Run};
 use crate::output::{CliError, CliResult};
 
-const TABLE: &str = "annals_bench_w1_raw";
+/// The raw loops' table, created and dropped in the store's database.
+macro_rules! raw_table {
+    () => {
+        "annals_bench_w1_raw"
+    };
+}
+const TABLE: &str = raw_table!();
+const INSERT_ROW: &str = concat!(
+    "INSERT INTO ",
+    raw_table!(),
+    " VALUES (?1, ?2, 'LineAdded', ?3, ?4, unixepoch('subsec') * 1000000)"
+);
+const NEXT_OFFSET: &str = concat!(
+    r#"SELECT coalesce(max("offset") + 1, 0) FROM "#,
+    raw_table!(),
+    " WHERE partition = ?1"
+);
+const INSERT_RECORD: &str = concat!(
+    "INSERT INTO ",
+    raw_table!(),
+    " VALUES (?1, ?2, ?3, ?4, ?5, 'LineAdded', ?6, ?7, unixepoch('subsec') * 1000000, 1, 0)"
+);
+const INSERT_COMMAND: &str = concat!(
+    "INSERT INTO ",
+    raw_table!(),
+    "_commands VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5)"
+);
+
+/// What a raw SQLite loop writes for a command.
+#[derive(Clone, Copy)]
+pub(super) enum Shape {
+    /// One table keyed by `(stream_id, version)`: what an application writes by hand.
+    Table,
+    /// What the store writes for an append of one event with a command id (the
+    /// tables and indexes of `migrations/sqlite`, without its triggers): the event in
+    /// a table with unique indexes on its position (I1), its stream and version (I2)
+    /// and its event id, and on the first event of each stream, and the command id
+    /// with its outcome (I5), in one transaction that takes the partition's next
+    /// offset. Partitions as the store's partitioner assigns them.
+    Log { partitions: u32 },
+}
+
+impl Shape {
+    fn create_sql(self) -> String {
+        match self {
+            Shape::Table => format!(
+                "DROP TABLE IF EXISTS {TABLE};
+                 CREATE TABLE {TABLE} (stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL,
+                     payload TEXT NOT NULL, metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL,
+                     PRIMARY KEY (stream_id, version));"
+            ),
+            Shape::Log { .. } => format!(
+                r#"DROP TABLE IF EXISTS {TABLE}; DROP TABLE IF EXISTS {TABLE}_commands;
+                 CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+                     stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_id BLOB NOT NULL,
+                     event_type TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL,
+                     recorded_at INTEGER NOT NULL, last_in_append INTEGER NOT NULL, redacted INTEGER NOT NULL);
+                 CREATE UNIQUE INDEX {TABLE}_position ON {TABLE} (partition, "offset");
+                 CREATE UNIQUE INDEX {TABLE}_stream_version ON {TABLE} (stream_id, version);
+                 CREATE UNIQUE INDEX {TABLE}_event_id ON {TABLE} (event_id);
+                 CREATE INDEX {TABLE}_stream_starts ON {TABLE} (stream_id) WHERE version = 1;
+                 CREATE TABLE {TABLE}_commands (command_id BLOB PRIMARY KEY, stream_id TEXT NOT NULL,
+                     partition INTEGER NOT NULL, first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL,
+                     first_version INTEGER NOT NULL, last_version INTEGER NOT NULL) WITHOUT ROWID;"#
+            ),
+        }
+    }
+
+    fn drop_sql(self) -> String {
+        format!("DROP TABLE IF EXISTS {TABLE}; DROP TABLE IF EXISTS {TABLE}_commands;")
+    }
+
+    /// Writes the event at `version`: `Ok(false)` when another task took the version.
+    fn write(self, conn: &rusqlite::Connection, stream: &str, version: i64, payload: &str) -> CliResult<bool> {
+        let written = match self {
+            Shape::Table => conn
+                .prepare_cached(INSERT_ROW)?
+                .execute(rusqlite::params![stream, version, payload, metadata()])
+                .map(drop),
+            Shape::Log { partitions } => {
+                let partition = partition_for(&StreamId::new(stream)?, partitions).0;
+                conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                let written = write_record(conn, partition, stream, version, payload)
+                    .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+                if written.is_err() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                written
+            }
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if matches!(
+                    error.extended_code,
+                    rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// The writes of [`Shape::Log`], inside its transaction: the partition's next offset,
+/// the event there, and the command id's outcome.
+fn write_record(
+    conn: &rusqlite::Connection,
+    partition: u32,
+    stream: &str,
+    version: i64,
+    payload: &str,
+) -> rusqlite::Result<()> {
+    let offset: i64 = conn
+        .prepare_cached(NEXT_OFFSET)?
+        .query_row([partition], |row| row.get(0))?;
+    let event_id = uuid::Uuid::now_v7();
+    conn.prepare_cached(INSERT_RECORD)?.execute(rusqlite::params![
+        partition,
+        offset,
+        stream,
+        version,
+        event_id.as_bytes().as_slice(),
+        payload,
+        metadata()
+    ])?;
+    let command_id = uuid::Uuid::now_v7();
+    let outcome = rusqlite::params![command_id.as_bytes().as_slice(), stream, partition, offset, version];
+    conn.prepare_cached(INSERT_COMMAND)?.execute(outcome)?;
+    Ok(())
+}
 
 /// One `LineAdded` event as the raw table stores it: the event's fields as JSON.
 #[derive(Serialize, Deserialize)]
@@ -69,7 +204,21 @@ fn metadata() -> String {
 pub(super) async fn run(db: &str, options: &StoreOptions, args: &CommandsArgs) -> CliResult<Option<W1Run>> {
     match options.backend_name() {
         "postgres" => postgres(db, args).await.map(Some),
-        "sqlite" => sqlite(db, options, args).await.map(Some),
+        "sqlite" => sqlite(db, options, args, Shape::Table).await.map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Runs W1 on SQLite writing by hand what the store writes (see [`Shape::Log`]);
+/// `None` for the other engines.
+pub(super) async fn run_log(
+    db: &str,
+    options: &StoreOptions,
+    args: &CommandsArgs,
+    partitions: u32,
+) -> CliResult<Option<W1Run>> {
+    match options.backend_name() {
+        "sqlite" => sqlite(db, options, args, Shape::Log { partitions }).await.map(Some),
         _ => Ok(None),
     }
 }
@@ -119,25 +268,18 @@ async fn postgres(db: &str, args: &CommandsArgs) -> CliResult<W1Run> {
     run
 }
 
-async fn sqlite(db: &str, options: &StoreOptions, args: &CommandsArgs) -> CliResult<W1Run> {
+async fn sqlite(db: &str, options: &StoreOptions, args: &CommandsArgs, shape: Shape) -> CliResult<W1Run> {
     let connect = sqlite_connector(db, options);
     let setup = connect()?;
-    setup.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {TABLE};
-         CREATE TABLE {TABLE} (stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL,
-             payload TEXT NOT NULL, metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL,
-             PRIMARY KEY (stream_id, version));"
-    ))?;
+    setup.execute_batch(&shape.create_sql())?;
     let connections: Arc<Vec<Mutex<rusqlite::Connection>>> = Arc::new(
         (0..args.tasks)
             .map(|_| connect().map(Mutex::new))
             .collect::<CliResult<_>>()?,
     );
     let read: Arc<str> = format!("SELECT payload FROM {TABLE} WHERE stream_id = ?1 ORDER BY version").into();
-    let write: Arc<str> =
-        format!("INSERT INTO {TABLE} VALUES (?1, ?2, 'LineAdded', ?3, ?4, unixepoch('subsec') * 1000000)").into();
     let run = run_w1(args, move |task, order, command| {
-        let (connections, read, write) = (connections.clone(), read.clone(), write.clone());
+        let (connections, read) = (connections.clone(), read.clone());
         async move {
             // The C API blocks; let the runtime move other tasks off this thread.
             tokio::task::block_in_place(|| {
@@ -151,23 +293,14 @@ async fn sqlite(db: &str, options: &StoreOptions, args: &CommandsArgs) -> CliRes
                         .query_map([&stream], |row| row.get(0))?
                         .collect::<Result<_, _>>()?;
                     let (version, payload) = decide(payloads.iter().map(String::as_str), command.clone())?;
-                    let inserted =
-                        conn.prepare_cached(&write)?
-                            .execute(rusqlite::params![stream, version, payload, metadata()]);
-                    match inserted {
-                        Ok(_) => return Ok(attempts),
-                        Err(rusqlite::Error::SqliteFailure(error, _))
-                            if error.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-                        {
-                            continue
-                        }
-                        Err(error) => return Err(error.into()),
+                    if shape.write(&conn, &stream, version, &payload)? {
+                        return Ok(attempts);
                     }
                 }
             })
         }
     })
     .await;
-    setup.execute_batch(&format!("DROP TABLE IF EXISTS {TABLE}"))?;
+    setup.execute_batch(&shape.drop_sql())?;
     run
 }

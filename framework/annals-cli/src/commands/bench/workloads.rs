@@ -224,15 +224,20 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
         }
     })
     .await?;
+    let partitions = store.partition_count();
     store.close().await;
-    let raw = if args.no_baseline {
-        None
+    let (raw, raw_log) = if args.no_baseline {
+        (None, None)
     } else {
-        super::raw_commands::run(db, &options, &args).await?
+        (
+            super::raw_commands::run(db, &options, &args).await?,
+            super::raw_commands::run_log(db, &options, &args, partitions).await?,
+        )
     };
 
     let rate = run.commands_per_sec(args.commands);
     let raw_rate = raw.as_ref().map(|raw| raw.commands_per_sec(args.commands));
+    let log_rate = raw_log.as_ref().map(|raw| raw.commands_per_sec(args.commands));
     let report = json!({
         "workload": workload, "backend": backend, "writers": args.tasks, "events_per_append": 1,
         "events": args.commands, "seconds": run.seconds, "events_per_sec": rate,
@@ -241,6 +246,8 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
         "baseline_p50_ms": raw.as_ref().map(|raw| quantile_ms(&raw.latency_us, 0.5)),
         "baseline_p99_ms": raw.as_ref().map(|raw| quantile_ms(&raw.latency_us, 0.99)),
         "baseline_conflicts": raw.as_ref().map(|raw| raw.conflicts),
+        "log_baseline_commands_per_sec": log_rate, "ratio_to_log_baseline": log_rate.map(|raw| rate / raw),
+        "log_baseline_p99_ms": raw_log.as_ref().map(|raw| quantile_ms(&raw.latency_us, 0.99)),
         "concurrency": args.tasks, "commands": args.commands, "commands_per_sec": rate, "conflicts": run.conflicts,
     });
     out.print(&report, |r| {
@@ -254,8 +261,16 @@ pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliR
             ),
             None => String::new(),
         };
+        let log_baseline = match log_rate {
+            Some(raw) => format!(
+                "\nraw engine writing what the store writes: {raw:.0} commands/s (p99 {} ms)\nratio to it: {:.2}",
+                r["log_baseline_p99_ms"],
+                rate / raw
+            ),
+            None => String::new(),
+        };
         format!(
-            "{backend} {}, {} tasks: {} commands in {:.1} s = {rate:.0} commands/s (p50 {} ms, p99 {} ms), {} conflicts{baseline}",
+            "{backend} {}, {} tasks: {} commands in {:.1} s = {rate:.0} commands/s (p50 {} ms, p99 {} ms), {} conflicts{baseline}{log_baseline}",
             if args.cold { "W1" } else { "W1-warm" },
             args.tasks,
             args.commands,

@@ -199,7 +199,8 @@ where
 }
 
 /// W1: `tasks` tasks run `commands` commands against `aggregates` orders, through a
-/// repository; then the same commands on the raw engine (see [`raw_commands`]).
+/// repository; then the same commands on the raw engine, and on SQLite once more
+/// writing by hand what the store writes (see [`raw_commands`]).
 ///
 /// [`raw_commands`]: super::raw_commands
 pub(crate) async fn commands(db: &str, args: CommandsArgs, out: &Output) -> CliResult {

@@ -32,6 +32,12 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== one engine at a time"
+# The library as a dependency may take it: each engine alone, and neither (the
+# in-memory store only).
+for features in "" sqlite postgres; do
+  cargo clippy -p annals --no-default-features --features "$features" -- -D warnings
+done
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== tests"

@@ -64,6 +64,7 @@ pub struct Replica {
 
 impl Replica {
     /// As stored: the leader's URL (none on a leader) and the epoch, an SQL integer.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn stored(leader: Option<String>, epoch: i64) -> Self {
         Replica {
             leader,

@@ -331,6 +331,7 @@ pub(crate) fn schema_version(value: Option<&Value>) -> Option<u32> {
 }
 
 /// The schema version in a record's metadata text, parsing only that key.
+#[cfg(feature = "sqlite")]
 pub(crate) fn schema_version_in(metadata: &str) -> Result<Option<u32>> {
     #[derive(Deserialize)]
     struct Written {

@@ -27,6 +27,7 @@ pub(crate) fn append(engine: &'static str, started: Instant, result: &Result<App
 }
 
 /// One group commit of a writer: how many appends shared it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn batch(appends: usize) {
     histogram!("annals_append_batch_appends").record(appends as f64);
 }

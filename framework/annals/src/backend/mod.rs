@@ -63,7 +63,9 @@ pub(crate) struct PreparedEvent {
     pub(crate) event_type: String,
     pub(crate) payload: Box<RawValue>,
     pub(crate) metadata: String,
-    /// The metadata's schema version (see [`RecordedEvent::schema_version`]).
+    /// The metadata's schema version (see [`RecordedEvent::schema_version`]), which
+    /// PostgreSQL keeps in a column of its own.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) schema_version: Option<u32>,
 }
 
@@ -375,6 +377,7 @@ pub(crate) type Filtered = (Vec<RecordedEvent>, Offset);
 #[derive(Debug, Clone)]
 pub(crate) struct FilteredRead {
     pub(crate) filter: crate::group::Filter,
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) by_category: bool,
 }
 

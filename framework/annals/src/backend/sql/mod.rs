@@ -21,11 +21,14 @@ pub(crate) const READ_STREAM: &str = statement!("read_stream");
 /// `$1` partition, `$2` first offset, `$3` limit: records.
 pub(crate) const READ_PARTITION: &str = statement!("read_partition");
 /// `$1` stream, `$2` first version, `$3` limit: the columns of an `EventView`.
+#[cfg(feature = "sqlite")]
 pub(crate) const FOLD_STREAM: &str = statement!("fold_stream");
 /// The same on PostgreSQL, which keeps the schema version in a column of its own,
 /// without a limit, and in no particular order.
+#[cfg(feature = "postgres")]
 pub(crate) const FOLD_STREAM_VERSIONED: &str = statement!("fold_stream_versioned");
 /// As `FOLD_STREAM_VERSIONED`, in version order.
+#[cfg(feature = "postgres")]
 pub(crate) const FOLD_STREAM_IN_ORDER: &str = statement!("fold_stream_in_order");
 /// `$1` stream: its version.
 pub(crate) const STREAM_VERSION: &str = statement!("stream_version");
@@ -45,6 +48,7 @@ const NEXT_TIMER: &str = statement!("next_timer");
 
 /// The pending timers of `partition` due by `until` (µs), soonest first, as the
 /// engine's index `annals_timers` holds them (see `Backend::due_timers`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) async fn due_timers(
     db: &crate::readmodel::Db,
     partition: crate::position::Partition,
@@ -145,6 +149,7 @@ pub(crate) const PROMOTE: &str = statement!("promote");
 
 /// Streams in id order: stream id, partition, version. The bounds of `range` come
 /// first (`$1` …), the limit last.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn list_streams(range: &super::StreamRange) -> String {
     statement!("list_streams")
         .replace("{range}", &range.sql_conditions("e.stream_id"))

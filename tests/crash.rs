@@ -2,8 +2,10 @@
 //! while it appends with command ids. The bug this guards against is an append that
 //! was acknowledged (and printed) but is missing, torn or duplicated after the restart:
 //! a commit acknowledged before it reached the disk, a batch written in pieces, or a
-//! command-id table that does not survive. After twelve kills the store must hold
-//! every acknowledged append where it was acknowledged, nothing torn, no gap.
+//! command-id table that does not survive. The writer runs four tasks, or in every
+//! other round one, whose appends commit on their own rather than in the writer's
+//! batches. After twelve kills the store must hold every acknowledged append where it
+//! was acknowledged, nothing torn, no gap.
 
 use std::time::Duration;
 
@@ -18,7 +20,10 @@ async fn kill_repeatedly(url: &str) {
     let mut acked: Vec<Ack> = Vec::new();
     let mut rng = rand::thread_rng();
     for round in 0..KILLS {
-        let writer = Writer::spawn(url, 4, None);
+        // One task in odd rounds: its appends come one at a time and commit on the
+        // task's own thread or session, not through the writer's batches.
+        let tasks = if round % 2 == 1 { 1 } else { 4 };
+        let writer = Writer::spawn(url, tasks, None);
         writer
             .first_ack
             .recv_timeout(Duration::from_secs(60))

@@ -110,14 +110,10 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
     let store = t.open().await;
     let id = StreamId::new("acct-1").expect("stream id");
     let event = || NewEvent::from_json_text("Deposited", "{}").expect("event");
-    let append = |expected| AppendRequest::new(id.clone(), expected).event(event());
+    let append = |version| AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(version))).event(event());
+    let append_in_time = async |version| within("an append", store.append(append(version))).await;
     for version in 0..5 {
-        within(
-            "an append",
-            store.append(append(ExpectedVersion::Exact(Version(version)))),
-        )
-        .await
-        .expect("appends");
+        append_in_time(version).await.expect("appends");
     }
 
     // Another session holds the partition's lock, so the next call waits in the server.
@@ -141,11 +137,7 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
             .unwrap_or_else(|error| panic!("{function}: {error}"));
     };
     advisory(&mut other, "pg_advisory_lock").await;
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(300),
-        store.append(append(ExpectedVersion::Exact(Version(5)))),
-    )
-    .await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), store.append(append(5))).await;
     assert!(cancelled.is_err(), "the append waited for the lock: {cancelled:?}");
     advisory(&mut other, "pg_advisory_unlock").await;
 
@@ -155,12 +147,7 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
     })
     .await;
     for version in 6..10 {
-        within(
-            "an append",
-            store.append(append(ExpectedVersion::Exact(Version(version)))),
-        )
-        .await
-        .expect("appends after the cancelled one");
+        append_in_time(version).await.expect("appends after the cancelled one");
     }
     let versions: Vec<u64> = store
         .read_stream(&id, Version(1), 100)

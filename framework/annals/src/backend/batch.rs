@@ -92,14 +92,21 @@ pub(crate) fn split(batch: Vec<Pending>) -> (Vec<PreparedAppend>, Vec<oneshot::S
     batch.into_iter().map(|pending| (pending.append, pending.reply)).unzip()
 }
 
+/// What follows every commit of appends, a writer's batch or a lone appender's own:
+/// this process's subscribers of the partitions written are woken, and the number of
+/// appends that shared the commit is recorded.
+pub(crate) fn committed(results: &[Result<AppendOutcome>], wakeups: &Wakeups) {
+    wakeups.publish_outcomes(results.iter().filter_map(|result| result.as_ref().ok()));
+    crate::telemetry::batch(results.len());
+}
+
 /// Wakes subscribers of the partitions written, then answers every appender.
 pub(crate) fn answer(
     replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
     results: Vec<Result<AppendOutcome>>,
     wakeups: &Wakeups,
 ) {
-    wakeups.publish_outcomes(results.iter().filter_map(|result| result.as_ref().ok()));
-    crate::telemetry::batch(results.len());
+    committed(&results, wakeups);
     for (reply, result) in replies.into_iter().zip(results) {
         // The appender may have gone away; its append is committed either way.
         let _ = reply.send(result);

@@ -139,7 +139,7 @@ fn write_record(
     let offset: i64 = conn
         .prepare_cached(NEXT_OFFSET)?
         .query_row([partition], |row| row.get(0))?;
-    let event_id = uuid::Uuid::now_v7();
+    let (event_id, command_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     conn.prepare_cached(INSERT_RECORD)?.execute(rusqlite::params![
         partition,
         offset,
@@ -147,9 +147,8 @@ fn write_record(
         version,
         event_id.as_bytes().as_slice(),
         payload,
-        metadata()
+        metadata_of(command_id)
     ])?;
-    let command_id = uuid::Uuid::now_v7();
     let outcome = rusqlite::params![command_id.as_bytes().as_slice(), stream, partition, offset, version];
     conn.prepare_cached(INSERT_COMMAND)?.execute(outcome)?;
     Ok(())
@@ -196,7 +195,11 @@ fn decide<'p>(payloads: impl Iterator<Item = &'p str>, command: AddLine) -> CliR
 /// Metadata of the size the framework writes with an event: correlation and command
 /// ids and the schema version.
 fn metadata() -> String {
-    let id = uuid::Uuid::now_v7();
+    metadata_of(uuid::Uuid::now_v7())
+}
+
+/// The same for the command `id`.
+fn metadata_of(id: uuid::Uuid) -> String {
     format!(r#"{{"correlation_id":"{id}","command_id":"{id}","schema_version":1}}"#)
 }
 

@@ -104,10 +104,9 @@ pub(super) async fn append_now(
     let result = append_one(&mut lent.session, shared.lock_space, &append).await;
     lent.done = true;
     drop(lent);
-    publish(shared, std::slice::from_ref(&result));
-    // A commit of its own: one append shared it.
-    crate::telemetry::batch(1);
-    shared.wakeups.publish_outcomes(result.as_ref().ok());
+    let results = std::slice::from_ref(&result);
+    publish(shared, results);
+    batch::committed(results, &shared.wakeups);
     Ok(result)
 }
 

@@ -176,13 +176,9 @@ pub(super) fn append_now(
         return Ok(Err(Error::Closed));
     };
     let appends = std::slice::from_ref(&append);
-    let result = each_alone_on_failure(appends, |some| commit(conn, |conn| write_batch(conn, some)))
-        .pop()
-        .unwrap_or(Err(Error::Closed));
-    // A commit of its own: one append shared it.
-    crate::telemetry::batch(1);
-    wakeups.publish_outcomes(result.as_ref().ok());
-    Ok(result)
+    let mut results = each_alone_on_failure(appends, |some| commit(conn, |conn| write_batch(conn, some)));
+    batch::committed(&results, wakeups);
+    Ok(results.pop().unwrap_or(Err(Error::Closed)))
 }
 
 /// Runs the writer until every sender of `queue` is gone.

@@ -31,9 +31,27 @@ pub(crate) struct CommandRecord {
     pub(crate) outcome: AppendOutcome,
 }
 
+impl<V: LogView + ?Sized> LogView for &V {
+    fn stream_version(&self, stream: &StreamId) -> Version {
+        (**self).stream_version(stream)
+    }
+    fn next_offset(&self, partition: Partition) -> Offset {
+        (**self).next_offset(partition)
+    }
+    fn command(&self, command_id: &Uuid) -> Option<CommandRecord> {
+        (**self).command(command_id)
+    }
+    fn holds_event(&self, event_id: &Uuid) -> bool {
+        (**self).holds_event(event_id)
+    }
+    fn hard_deleted(&self, stream: &StreamId) -> bool {
+        (**self).hard_deleted(stream)
+    }
+}
+
 /// The log as seen by one batch: the engine's view plus the batch's own writes.
-pub(crate) struct Admission<'v, V> {
-    view: &'v V,
+pub(crate) struct Admission<V> {
+    view: V,
     versions: HashMap<StreamId, Version>,
     next_offsets: HashMap<Partition, Offset>,
     commands: HashMap<Uuid, CommandRecord>,
@@ -50,8 +68,8 @@ pub(crate) enum Admitted {
     Duplicate(AppendOutcome),
 }
 
-impl<'v, V: LogView> Admission<'v, V> {
-    pub(crate) fn new(view: &'v V) -> Self {
+impl<V: LogView> Admission<V> {
+    pub(crate) fn new(view: V) -> Self {
         Admission {
             view,
             versions: HashMap::new(),
@@ -60,6 +78,13 @@ impl<'v, V: LogView> Admission<'v, V> {
             event_ids: HashSet::new(),
             hard_deleted: HashSet::new(),
         }
+    }
+
+    /// The engine's view, for an engine that reads what each append needs just before
+    /// deciding it (SQLite's writer, which writes a batch's appends as they arrive).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn view_mut(&mut self) -> &mut V {
+        &mut self.view
     }
 
     /// Decides `append` and, when it is written, counts its writes in for the

@@ -88,6 +88,7 @@ pub(crate) async fn submit<T: From<Pending>>(queue: flume::Sender<T>, append: Pr
 }
 
 /// Splits a batch into its appends and where their outcomes go.
+#[cfg(feature = "postgres")]
 pub(crate) fn split(batch: Vec<Pending>) -> (Vec<PreparedAppend>, Vec<oneshot::Sender<Result<AppendOutcome>>>) {
     batch.into_iter().map(|pending| (pending.append, pending.reply)).unzip()
 }
@@ -129,69 +130,61 @@ impl Batching {
         }
     }
 
-    fn full<T>(&self, batch: &[T], events: usize) -> bool {
-        batch.len() >= self.max_appends || events >= self.max_events
+    fn full_at(&self, taken: usize, events: usize) -> bool {
+        taken >= self.max_appends || events >= self.max_events
     }
 
-    /// The next batch, waiting (on a thread) for its first append; `None` once every
-    /// sender is gone.
+    /// Takes the next batch job by job, handing each to `take` as it is taken, so a
+    /// writer can start on the first while the others are still on their way: waits
+    /// (on a thread) for the first, takes what is queued, and lingers as the module
+    /// says. `false` once every sender is gone.
     #[cfg(feature = "sqlite")]
-    pub(crate) fn next_blocking<T: Queued>(&mut self, queue: &flume::Receiver<T>) -> Option<Vec<T>> {
-        let first = queue.recv().ok()?;
-        let (mut batch, mut events) = self.drain(queue, first);
+    pub(crate) fn gather_blocking<T: Queued>(&mut self, queue: &flume::Receiver<T>, mut take: impl FnMut(T)) -> bool {
+        let Ok(first) = queue.recv() else { return false };
+        let (mut taken, mut events) = (1, first.events());
+        take(first);
         let deadline = std::time::Instant::now() + LINGER;
-        while batch.len() < self.last_size && !self.full(&batch, events) {
-            match queue.recv_deadline(deadline) {
-                Ok(next) => {
-                    events += next.events();
-                    batch.push(next);
-                    events = self.drain_into(queue, &mut batch, events);
-                }
+        while !self.full_at(taken, events) {
+            let next = match queue.try_recv() {
+                Ok(next) => next,
+                Err(_) if taken < self.last_size => match queue.recv_deadline(deadline) {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
                 Err(_) => break,
-            }
+            };
+            taken += 1;
+            events += next.events();
+            take(next);
         }
-        self.last_size = batch.len();
-        Some(batch)
+        self.last_size = taken;
+        true
     }
 
-    /// As [`Batching::next_blocking`], for a writer that is an async task.
+    /// The next batch, for a writer that is an async task: waits for its first append,
+    /// takes what is queued and lingers as the module says; `None` once every sender
+    /// is gone.
     #[cfg(feature = "postgres")]
     pub(crate) async fn next<T: Queued>(&mut self, queue: &flume::Receiver<T>) -> Option<Vec<T>> {
         let first = queue.recv_async().await.ok()?;
-        let (mut batch, mut events) = self.drain(queue, first);
+        let mut events = first.events();
+        let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < self.last_size && !self.full(&batch, events) {
-            match tokio::time::timeout_at(deadline, queue.recv_async()).await {
-                Ok(Ok(next)) => {
-                    events += next.events();
-                    batch.push(next);
-                    events = self.drain_into(queue, &mut batch, events);
+        while !self.full_at(batch.len(), events) {
+            let next = match queue.try_recv() {
+                Ok(next) => next,
+                Err(_) if batch.len() < self.last_size => {
+                    match tokio::time::timeout_at(deadline, queue.recv_async()).await {
+                        Ok(Ok(next)) => next,
+                        _ => break,
+                    }
                 }
-                _ => break,
-            }
+                Err(_) => break,
+            };
+            events += next.events();
+            batch.push(next);
         }
         self.last_size = batch.len();
         Some(batch)
-    }
-
-    fn drain<T: Queued>(&self, queue: &flume::Receiver<T>, first: T) -> (Vec<T>, usize) {
-        let events = first.events();
-        let mut batch = vec![first];
-        let events = self.drain_into(queue, &mut batch, events);
-        (batch, events)
-    }
-
-    /// Adds what is queued right now, within the bounds; returns the event count.
-    fn drain_into<T: Queued>(&self, queue: &flume::Receiver<T>, batch: &mut Vec<T>, mut events: usize) -> usize {
-        while !self.full(batch, events) {
-            match queue.try_recv() {
-                Ok(next) => {
-                    events += next.events();
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
-        events
     }
 }

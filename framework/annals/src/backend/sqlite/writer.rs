@@ -5,15 +5,19 @@
 //! process writes to the store's file goes through that connection: appends, records
 //! shipped from a leader, role changes, truncation, and the read-model transactions of
 //! projections, consumer groups and snapshots ([`super::readmodel`]). Nothing in the
-//! process competes for SQLite's write lock, so nothing waits on a busy handler for it. While appends come one at a time, an appender borrows
-//! the connection and commits on its own thread ([`append_now`]); otherwise they queue
-//! up for the writer thread while it is busy; it takes everything waiting (up
-//! to a bound), opens one `BEGIN IMMEDIATE` transaction, looks up what the batch needs,
-//! decides every append on its own ([`Admission`]), inserts the admitted ones and
-//! commits once: one disk sync for the whole batch. An append that fails its checks
-//! fails alone; if the engine itself fails mid-batch, the batch is rolled back and each
-//! append is retried alone, so only the one that caused it gets the error. Replicated
-//! batches waiting together are committed together the same way.
+//! process competes for SQLite's write lock, so nothing waits on a busy handler for it.
+//! While appends come one at a time, an appender borrows the connection and commits on
+//! its own thread ([`append_now`]); otherwise they queue up for the writer thread.
+//!
+//! The writer takes the appends of a batch one by one as they come ([`Batching`]):
+//! the first opens a `BEGIN IMMEDIATE` transaction, and each is written as soon as it
+//! is taken, while the batch's last appenders are still on their way: what the log
+//! holds for its keys is read, it is decided on its own ([`Admission`]) and inserted if
+//! admitted. The batch commits once, when no more appends are coming: one disk sync
+//! for all of them. An append that fails its checks fails alone; if the engine itself
+//! fails mid-batch, the batch is rolled back and each append is retried alone, so only
+//! the one that caused it gets the error. Replicated batches waiting together are
+//! committed together the same way.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -184,32 +188,37 @@ pub(super) fn append_now(
 /// Runs the writer until every sender of `queue` is gone.
 pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
-    while let Some(jobs) = batching.next_blocking(&queue) {
-        shared.singles.batch(jobs.len());
-        let mut guard = lock(&shared.conn);
-        let Some(conn) = guard.as_ref() else { return };
-        let mut appends = Vec::new();
+    loop {
+        let mut guard = None;
+        let mut appends = Appending::default();
         let mut replicated = Vec::new();
         let mut alone = Vec::new();
         let mut transactions = Vec::new();
-        for job in jobs {
+        let mut jobs = 0;
+        let more = batching.gather_blocking(&queue, |job| {
+            jobs += 1;
             match job {
                 // A caller that went away before its write began does not get it: an
                 // append made from inside a read-model transaction that was then rolled
                 // back (or a cancelled request) must not land afterwards.
                 Job::Append(pending) if pending.reply.is_closed() => {}
                 Job::Transaction(job) if job.abandoned() => {}
-                Job::Append(pending) => appends.push(pending),
+                Job::Append(pending) => {
+                    let conn = guard.get_or_insert_with(|| lock(&shared.conn));
+                    appends.take(conn.as_ref(), pending);
+                }
                 Job::Replicate(records, reply) => replicated.push((records, reply)),
                 Job::Alone(work) => alone.push(work),
                 Job::Transaction(job) => transactions.push(job),
             }
+        });
+        if !more {
+            return;
         }
-        if !appends.is_empty() {
-            let (appends, replies) = batch::split(appends);
-            let results = each_alone_on_failure(&appends, |some| commit(conn, |conn| write_batch(conn, some)));
-            batch::answer(replies, results, &wakeups);
-        }
+        shared.singles.batch(jobs);
+        let mut guard = guard.unwrap_or_else(|| lock(&shared.conn));
+        let Some(conn) = guard.as_ref() else { return };
+        appends.finish(conn, &wakeups);
         if !replicated.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
             let results = each_alone_on_failure(&batches, |some| commit(conn, |conn| write_replicated(conn, some)));
@@ -237,33 +246,53 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
 /// Writes `items` with `write`, which answers each on its own; if the engine fails the
 /// whole transaction, writes each item alone, so only the one that caused it fails.
 fn each_alone_on_failure<I, T>(items: &[I], write: impl Fn(&[I]) -> Result<Vec<Result<T>>>) -> Vec<Result<T>> {
-    match write(items) {
-        Ok(results) => results,
-        Err(error) if items.len() == 1 => vec![Err(error)],
-        Err(error) => {
-            tracing::warn!(%error, items = items.len(), "group commit failed; retrying one by one");
-            items
-                .iter()
-                .map(|item| write(std::slice::from_ref(item)).and_then(|mut r| r.remove(0)))
-                .collect()
-        }
+    write(items).unwrap_or_else(|error| one_by_one(items, error, write))
+}
+
+/// After the engine failed a transaction of `items` with `error` (rolled back): each
+/// item written alone, so only the one that caused it fails.
+fn one_by_one<I, T>(items: &[I], error: Error, write: impl Fn(&[I]) -> Result<Vec<Result<T>>>) -> Vec<Result<T>> {
+    if items.len() == 1 {
+        return vec![Err(error)];
     }
+    tracing::warn!(%error, items = items.len(), "group commit failed; retrying one by one");
+    items
+        .iter()
+        .map(|item| write(std::slice::from_ref(item)).and_then(|mut r| r.remove(0)))
+        .collect()
 }
 
 /// Runs `work` in one `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`,
 /// rolled back otherwise. The error means nothing was written.
 pub(super) fn commit<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    // Prepared once, as every statement of the writer is, rather than parsed per batch.
-    let run = |sql| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]));
-    run("BEGIN IMMEDIATE").map_err(engine)?;
-    match work(conn).and_then(|done| run("COMMIT").map_err(engine).map(|_| done)) {
+    begin(conn)?;
+    match work(conn).and_then(|done| end(conn).map(|_| done)) {
         Ok(done) => Ok(done),
         Err(error) => {
-            // If even the rollback fails the connection is gone, and so is the transaction.
-            let _ = conn.execute_batch("ROLLBACK");
+            rollback(conn);
             Err(error)
         }
     }
+}
+
+// Prepared once, as every statement of the writer is, rather than parsed per batch.
+fn begin(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(engine)
+}
+
+fn end(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("COMMIT")
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(engine)
+}
+
+fn rollback(conn: &Connection) {
+    // If even the rollback fails the connection is gone, and so is the transaction.
+    let _ = conn.execute_batch("ROLLBACK");
 }
 
 /// Writes replicated batches, verbatim; each is refused on its own when the store is
@@ -336,25 +365,101 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
 }
 
 fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Result<AppendOutcome>>> {
-    let view = BatchView::load(conn, appends)?;
-    let stamp = view.latest_stamp.max(now_micros().timestamp_micros());
-    let mut admission = Admission::new(&view);
-    let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
-    let mut insert_command = conn.prepare_cached(INSERT_COMMAND).map_err(engine)?;
+    let mut writing = Writing::new();
+    appends.iter().map(|append| writing.write(conn, append)).collect()
+}
 
-    let mut results = Vec::with_capacity(appends.len());
-    for append in appends {
-        let outcome = match admission.admit(append) {
-            Ok(Admitted::Write(outcome)) => outcome,
-            Ok(Admitted::Duplicate(outcome)) => {
-                results.push(Ok(outcome));
-                continue;
+/// The appends of one batch, written one by one as the writer takes them from its
+/// queue, inside one transaction that commits them together: a batch's statements run
+/// while its last appenders are still on their way, instead of after them.
+#[derive(Default)]
+struct Appending {
+    appends: Vec<PreparedAppend>,
+    replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
+    results: Vec<Result<AppendOutcome>>,
+    /// The open transaction's admission, once the first append began it.
+    writing: Option<Writing>,
+    /// The engine failed the transaction: nothing more is written in it.
+    failed: Option<Error>,
+}
+
+impl Appending {
+    /// Writes `pending`'s append (unless the store is closed or the transaction
+    /// failed) and keeps it for the answer.
+    fn take(&mut self, conn: Option<&Connection>, pending: Pending) {
+        if let (None, Some(conn)) = (&self.failed, conn) {
+            match self.write(conn, &pending.append) {
+                Ok(result) => self.results.push(result),
+                Err(error) => self.failed = Some(error),
             }
-            Err(error) => {
-                results.push(Err(error));
-                continue;
+        }
+        self.appends.push(pending.append);
+        self.replies.push(pending.reply);
+    }
+
+    fn write(&mut self, conn: &Connection, append: &PreparedAppend) -> Result<Result<AppendOutcome>> {
+        let writing = match &mut self.writing {
+            Some(writing) => writing,
+            None => {
+                begin(conn)?;
+                self.writing.insert(Writing::new())
             }
         };
+        writing.write(conn, append)
+    }
+
+    /// Commits the batch and answers its appenders; if the engine failed it, rolls it
+    /// back and writes each append alone, so only the one that caused it fails.
+    fn finish(self, conn: &Connection, wakeups: &Wakeups) {
+        if self.appends.is_empty() {
+            return;
+        }
+        let committed = match self.failed {
+            None => end(conn),
+            Some(error) => Err(error),
+        };
+        let results = match committed {
+            Ok(()) => self.results,
+            Err(error) => {
+                rollback(conn);
+                one_by_one(&self.appends, error, |some| {
+                    commit(conn, |conn| write_batch(conn, some))
+                })
+            }
+        };
+        batch::answer(self.replies, results, wakeups);
+    }
+}
+
+/// A transaction's admission: what the log holds for the keys its appends touch, read
+/// as each append comes, and what its earlier appends wrote.
+struct Writing {
+    admission: Admission<BatchView>,
+    /// The transaction's `recorded_at` (microseconds): never before the newest record
+    /// of a partition it writes, whatever the clock or another process did.
+    stamp: i64,
+}
+
+impl Writing {
+    fn new() -> Self {
+        Writing {
+            admission: Admission::new(BatchView::default()),
+            stamp: now_micros().timestamp_micros(),
+        }
+    }
+
+    /// Decides `append` and inserts it if admitted. The outer error is the engine's:
+    /// the transaction must be rolled back.
+    fn write(&mut self, conn: &Connection, append: &PreparedAppend) -> Result<Result<AppendOutcome>> {
+        let view = self.admission.view_mut();
+        view.read(conn, append)?;
+        self.stamp = self.stamp.max(view.latest_stamp);
+        let outcome = match self.admission.admit(append) {
+            Ok(Admitted::Write(outcome)) => outcome,
+            Ok(Admitted::Duplicate(outcome)) => return Ok(Ok(outcome)),
+            Err(error) => return Ok(Err(error)),
+        };
+        let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
         let last = append.events.len() - 1;
         for (i, event) in append.events.iter().enumerate() {
             insert_event
@@ -367,14 +472,15 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
                     event.event_type,
                     event.payload.get(),
                     event.metadata,
-                    stamp,
+                    self.stamp,
                     i == last,
                     false,
                 ])
                 .map_err(engine)?;
         }
         if let Some(command_id) = append.command_id {
-            insert_command
+            conn.prepare_cached(INSERT_COMMAND)
+                .map_err(engine)?
                 .execute(params![
                     command_id.as_bytes().as_slice(),
                     append.stream.as_str(),
@@ -386,9 +492,8 @@ fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Resu
                 ])
                 .map_err(engine)?;
         }
-        results.push(Ok(outcome));
+        Ok(Ok(outcome))
     }
-    Ok(results)
 }
 
 /// What the log holds for the keys one batch touches, read inside its transaction.
@@ -405,68 +510,59 @@ struct BatchView {
 }
 
 impl BatchView {
-    fn load(conn: &Connection, appends: &[PreparedAppend]) -> Result<Self> {
-        let mut view = BatchView::default();
-        let mut version = conn
-            .prepare_cached(include_str!("sql/stream_version.sql"))
-            .map_err(engine)?;
-        let mut last = conn
-            .prepare_cached(include_str!("sql/partition_end.sql"))
-            .map_err(engine)?;
-        let mut command = conn.prepare_cached(include_str!("sql/command.sql")).map_err(engine)?;
-        let mut event = conn
-            .prepare_cached(include_str!("sql/event_held.sql"))
-            .map_err(engine)?;
-
-        for append in appends {
-            if !view.versions.contains_key(&append.stream) {
-                let (current, hard): (Option<i64>, Option<bool>) = version
-                    .query_row([append.stream.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .map_err(engine)?;
-                view.versions
-                    .insert(append.stream.clone(), Version(current.unwrap_or(0) as u64));
-                if hard == Some(true) {
-                    view.hard_deleted.insert(append.stream.clone());
-                }
-            }
-            if let Entry::Vacant(slot) = view.next_offsets.entry(append.partition) {
-                let newest: Option<(i64, i64)> = last
-                    .query_row([append.partition], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-                    .map_err(engine)?;
-                let (next, stamp) = newest.map_or((0, 0), |(offset, stamp)| (offset + 1, stamp));
-                slot.insert(Offset(next as u64));
-                view.latest_stamp = view.latest_stamp.max(stamp);
-            }
-            if let Some(command_id) = append.command_id {
-                let known = command
-                    .query_row([command_id.as_bytes().as_slice()], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            AppendOutcome {
-                                partition: row.get(1)?,
-                                first_offset: Offset(row.get::<_, i64>(2)? as u64),
-                                last_offset: Offset(row.get::<_, i64>(3)? as u64),
-                                first_version: Version(row.get::<_, i64>(4)? as u64),
-                                last_version: Version(row.get::<_, i64>(5)? as u64),
-                                duplicate: false,
-                            },
-                        ))
-                    })
-                    .optional()
-                    .map_err(engine)?;
-                if let Some((stream, outcome)) = known {
-                    let stream = StreamId::trusted(stream);
-                    view.commands.insert(command_id, CommandRecord { stream, outcome });
-                }
-            }
-            for client in append.events.iter().filter(|event| event.client_id) {
-                if event.exists([client.event_id.as_bytes().as_slice()]).map_err(engine)? {
-                    view.held_event_ids.insert(client.event_id);
-                }
+    /// Reads what `append` needs that the batch has not read yet.
+    fn read(&mut self, conn: &Connection, append: &PreparedAppend) -> Result<()> {
+        let prepare = |sql| conn.prepare_cached(sql).map_err(engine);
+        if !self.versions.contains_key(&append.stream) {
+            let (current, hard): (Option<i64>, Option<bool>) = prepare(include_str!("sql/stream_version.sql"))?
+                .query_row([append.stream.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(engine)?;
+            self.versions
+                .insert(append.stream.clone(), Version(current.unwrap_or(0) as u64));
+            if hard == Some(true) {
+                self.hard_deleted.insert(append.stream.clone());
             }
         }
-        Ok(view)
+        if let Entry::Vacant(slot) = self.next_offsets.entry(append.partition) {
+            let newest: Option<(i64, i64)> = prepare(include_str!("sql/partition_end.sql"))?
+                .query_row([append.partition], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .map_err(engine)?;
+            let (next, stamp) = newest.map_or((0, 0), |(offset, stamp)| (offset + 1, stamp));
+            slot.insert(Offset(next as u64));
+            self.latest_stamp = self.latest_stamp.max(stamp);
+        }
+        if let Some(command_id) = append.command_id {
+            let known = prepare(include_str!("sql/command.sql"))?
+                .query_row([command_id.as_bytes().as_slice()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        AppendOutcome {
+                            partition: row.get(1)?,
+                            first_offset: Offset(row.get::<_, i64>(2)? as u64),
+                            last_offset: Offset(row.get::<_, i64>(3)? as u64),
+                            first_version: Version(row.get::<_, i64>(4)? as u64),
+                            last_version: Version(row.get::<_, i64>(5)? as u64),
+                            duplicate: false,
+                        },
+                    ))
+                })
+                .optional()
+                .map_err(engine)?;
+            if let Some((stream, outcome)) = known {
+                let stream = StreamId::trusted(stream);
+                self.commands.insert(command_id, CommandRecord { stream, outcome });
+            }
+        }
+        for client in append.events.iter().filter(|event| event.client_id) {
+            if prepare(include_str!("sql/event_held.sql"))?
+                .exists([client.event_id.as_bytes().as_slice()])
+                .map_err(engine)?
+            {
+                self.held_event_ids.insert(client.event_id);
+            }
+        }
+        Ok(())
     }
 }
 

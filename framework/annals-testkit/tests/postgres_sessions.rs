@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use annals::group::{GroupMember, GroupOptions};
-use annals::{Offset, Partition};
+use annals::{partition_for, AppendRequest, ExpectedVersion, NewEvent, Offset, Partition, Store, StreamId, Version};
 use annals_testkit::tally::{add, caught_up, fold_log, Tally};
 use annals_testkit::TestStore;
 use futures::StreamExt;
+use sqlx::Connection;
 
 /// Runs `future`, or fails the test after 20 s: a starved pool, or a subscriber no
 /// notification reaches, waits forever.
@@ -101,45 +102,23 @@ async fn appends_in_quick_succession_wake_a_subscriber_in_another_process() {
 /// through the same writer and closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
-    use annals::{partition_for, AppendRequest, ExpectedVersion, NewEvent, StreamId, Version};
-    use sqlx::Connection;
-
     let Some(t) = TestStore::postgres().await else {
         return;
     };
     let store = t.open().await;
     let id = StreamId::new("acct-1").expect("stream id");
-    let event = || NewEvent::from_json_text("Deposited", "{}").expect("event");
-    let append = |version| AppendRequest::new(id.clone(), ExpectedVersion::Exact(Version(version))).event(event());
+    let append = |version| deposit(&id, version);
     let append_in_time = async |version| within("an append", store.append(append(version))).await;
     for version in 0..5 {
         append_in_time(version).await.expect("appends");
     }
 
     // Another session holds the partition's lock, so the next call waits in the server.
-    let mut other = sqlx::PgConnection::connect(t.url().expect("url"))
-        .await
-        .expect("connects");
-    let store_id: uuid::Uuid = sqlx::query_scalar("SELECT store_id FROM annals_store")
-        .fetch_one(&mut other)
-        .await
-        .expect("store id");
-    let lock = (
-        store_id.as_u128() as i32,
-        partition_for(&id, store.partition_count()).0 as i32,
-    );
-    let advisory = async |conn: &mut sqlx::PgConnection, function: &str| {
-        sqlx::query(&format!("SELECT {function}($1, $2)"))
-            .bind(lock.0)
-            .bind(lock.1)
-            .execute(conn)
-            .await
-            .unwrap_or_else(|error| panic!("{function}: {error}"));
-    };
-    advisory(&mut other, "pg_advisory_lock").await;
+    let mut other = PartitionLock::new(&t, &store, &id).await;
+    other.take().await;
     let cancelled = tokio::time::timeout(Duration::from_millis(300), store.append(append(5))).await;
     assert!(cancelled.is_err(), "the append waited for the lock: {cancelled:?}");
-    advisory(&mut other, "pg_advisory_unlock").await;
+    other.release().await;
 
     // The server ran the call to its end: its event is the stream's sixth.
     annals_testkit::wait_for("the cancelled append's commit", async || {
@@ -160,6 +139,107 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
     within("closing", store.close()).await;
 }
 
+/// Another session holding the advisory lock of a stream's partition, as another
+/// process's writer committing there would: the store's calls on that partition wait
+/// in the server until it is released.
+struct PartitionLock {
+    conn: sqlx::PgConnection,
+    key: (i32, i32),
+}
+
+impl PartitionLock {
+    async fn new(t: &TestStore, store: &Store, stream: &StreamId) -> Self {
+        let mut conn = sqlx::PgConnection::connect(t.url().expect("url"))
+            .await
+            .expect("connects");
+        let store_id: uuid::Uuid = sqlx::query_scalar("SELECT store_id FROM annals_store")
+            .fetch_one(&mut conn)
+            .await
+            .expect("store id");
+        let partition = partition_for(stream, store.partition_count()).0 as i32;
+        PartitionLock {
+            conn,
+            key: (store_id.as_u128() as i32, partition),
+        }
+    }
+
+    async fn take(&mut self) {
+        self.call("pg_advisory_lock").await;
+    }
+
+    async fn release(&mut self) {
+        self.call("pg_advisory_unlock").await;
+    }
+
+    async fn call(&mut self, function: &str) {
+        sqlx::query(&format!("SELECT {function}($1, $2)"))
+            .bind(self.key.0)
+            .bind(self.key.1)
+            .execute(&mut self.conn)
+            .await
+            .unwrap_or_else(|error| panic!("{function}: {error}"));
+    }
+}
+
+fn deposit(stream: &StreamId, version: u64) -> AppendRequest {
+    AppendRequest::new(stream.clone(), ExpectedVersion::Exact(Version(version)))
+        .event(NewEvent::from_json_text("Deposited", "{}").expect("event"))
+}
+
+/// An append dropped while it queued for the writer (a request cancelled before its
+/// call was sent) is not written, as on SQLite. One append waits in the server on its
+/// partition's lock with the writer's session; a second queues behind it and is
+/// dropped; once the lock is released the first commits, and the second never lands:
+/// an append sent after it finds its stream empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_cancelled_while_it_queues_is_not_written() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let store = t.open().await;
+    let (held, queued) = (
+        StreamId::new("acct-1").expect("stream id"),
+        StreamId::new("acct-2").expect("stream id"),
+    );
+    let mut other = PartitionLock::new(&t, &store, &held).await;
+    other.take().await;
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let append = deposit(&held, 0);
+        async move { store.append(append).await }
+    });
+    annals_testkit::wait_for("the first append to wait for the lock", async || {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&mut other.conn)
+                .await
+                .expect("locks");
+        waiting > 0
+    })
+    .await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), store.append(deposit(&queued, 0))).await;
+    assert!(
+        cancelled.is_err(),
+        "the second append waited for the writer: {cancelled:?}"
+    );
+    other.release().await;
+
+    let first = within("the first append", waiting)
+        .await
+        .expect("task")
+        .expect("appends");
+    assert_eq!(first.last_version, 1);
+    let after = within("an append after the cancelled one", store.append(deposit(&queued, 0)))
+        .await
+        .expect("the cancelled append was not written");
+    assert_eq!(after.first_version, 1);
+    assert_eq!(
+        store.read_stream(&queued, Version(1), 10).await.expect("reads").len(),
+        1
+    );
+    within("closing", store.close()).await;
+}
+
 /// Two stores on one database, as two processes would open it, each with one appender
 /// at a time, so that both commit on their callers' tasks through
 /// `annals_append_one`, at once and on the same partitions and streams. Every
@@ -170,7 +250,7 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
 async fn lone_appenders_of_two_stores_write_one_log() {
     use std::collections::BTreeMap;
 
-    use annals::{AppendOutcome, AppendRequest, ExpectedVersion, NewEvent, StreamId};
+    use annals::AppendOutcome;
 
     let Some(t) = TestStore::postgres().await else {
         return;

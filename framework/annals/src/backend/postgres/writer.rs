@@ -64,8 +64,14 @@ pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Rece
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
     while let Some(batch) = batching.next(&queue).await {
         slot.singles.batch(batch.len());
-        let (appends, replies) = batch::split(batch);
         let mut session = slot.session.lock().await;
+        // A caller that went away before its call was sent (a cancelled request) does
+        // not get its append, as on SQLite: it must not land afterwards.
+        let batch: Vec<_> = batch.into_iter().filter(|pending| !pending.reply.is_closed()).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let (appends, replies) = batch::split(batch);
         let results = match appends.as_slice() {
             [append] => vec![append_one(&mut session, shared.lock_space, append).await],
             _ => match append_batch(&mut session, shared.lock_space, &appends).await {

@@ -2,8 +2,8 @@
 //! type stands in for any failure of the engine inside a group commit: the writer
 //! rolls the batch back and writes its appends one at a time, so the poisoned appends
 //! get the engine's error and every other append of their batches commits, at
-//! gapless offsets. Run on both engines; the batch-size histogram shows that the
-//! appends really shared commits.
+//! gapless offsets, their `recorded_at` never going back. Run on both engines; the
+//! batch-size histogram shows that the appends really shared commits.
 
 use std::sync::OnceLock;
 
@@ -86,6 +86,12 @@ async fn poisoned_appends_fail_alone(store: Store) {
             "partition {partition} has gaps"
         );
         assert!(records.iter().all(|record| record.event_type == "Fine"));
+        assert!(
+            records
+                .windows(2)
+                .all(|pair| pair[0].recorded_at <= pair[1].recorded_at),
+            "partition {partition}: recorded_at went back"
+        );
     }
     for n in (0..APPENDS).filter(|n| poisoned(*n)) {
         let stream = StreamId::new(format!("batch-{n}")).expect("stream id");

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use annals::group::{GroupMember, GroupOptions};
-use annals::{partition_for, AppendRequest, ExpectedVersion, NewEvent, Offset, Partition, Store, StreamId, Version};
+use annals::{AppendRequest, ExpectedVersion, NewEvent, Offset, Partition, StreamId, Version};
+use annals_testkit::postgres::PartitionLock;
 use annals_testkit::tally::{add, caught_up, fold_log, Tally};
 use annals_testkit::TestStore;
 use futures::StreamExt;
-use sqlx::Connection;
 
 /// Runs `future`, or fails the test after 20 s: a starved pool, or a subscriber no
 /// notification reaches, waits forever.
@@ -114,7 +114,7 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
     }
 
     // Another session holds the partition's lock, so the next call waits in the server.
-    let mut other = PartitionLock::new(&t, &store, &id).await;
+    let mut other = PartitionLock::new(t.url().expect("url"), &store, &id).await;
     other.take().await;
     let cancelled = tokio::time::timeout(Duration::from_millis(300), store.append(append(5))).await;
     assert!(cancelled.is_err(), "the append waited for the lock: {cancelled:?}");
@@ -139,48 +139,6 @@ async fn an_append_cancelled_in_the_server_leaves_the_writer_working() {
     within("closing", store.close()).await;
 }
 
-/// Another session holding the advisory lock of a stream's partition, as another
-/// process's writer committing there would: the store's calls on that partition wait
-/// in the server until it is released.
-struct PartitionLock {
-    conn: sqlx::PgConnection,
-    key: (i32, i32),
-}
-
-impl PartitionLock {
-    async fn new(t: &TestStore, store: &Store, stream: &StreamId) -> Self {
-        let mut conn = sqlx::PgConnection::connect(t.url().expect("url"))
-            .await
-            .expect("connects");
-        let store_id: uuid::Uuid = sqlx::query_scalar("SELECT store_id FROM annals_store")
-            .fetch_one(&mut conn)
-            .await
-            .expect("store id");
-        let partition = partition_for(stream, store.partition_count()).0 as i32;
-        PartitionLock {
-            conn,
-            key: (store_id.as_u128() as i32, partition),
-        }
-    }
-
-    async fn take(&mut self) {
-        self.call("pg_advisory_lock").await;
-    }
-
-    async fn release(&mut self) {
-        self.call("pg_advisory_unlock").await;
-    }
-
-    async fn call(&mut self, function: &str) {
-        sqlx::query(&format!("SELECT {function}($1, $2)"))
-            .bind(self.key.0)
-            .bind(self.key.1)
-            .execute(&mut self.conn)
-            .await
-            .unwrap_or_else(|error| panic!("{function}: {error}"));
-    }
-}
-
 fn deposit(stream: &StreamId, version: u64) -> AppendRequest {
     AppendRequest::new(stream.clone(), ExpectedVersion::Exact(Version(version)))
         .event(NewEvent::from_json_text("Deposited", "{}").expect("event"))
@@ -201,22 +159,7 @@ async fn an_append_cancelled_while_it_queues_is_not_written() {
         StreamId::new("acct-1").expect("stream id"),
         StreamId::new("acct-2").expect("stream id"),
     );
-    let mut other = PartitionLock::new(&t, &store, &held).await;
-    other.take().await;
-    let waiting = tokio::spawn({
-        let store = store.clone();
-        let append = deposit(&held, 0);
-        async move { store.append(append).await }
-    });
-    annals_testkit::wait_for("the first append to wait for the lock", async || {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-                .fetch_one(&mut other.conn)
-                .await
-                .expect("locks");
-        waiting > 0
-    })
-    .await;
+    let (mut other, waiting) = PartitionLock::hold_writer(t.url().expect("url"), &store, &held).await;
     let cancelled = tokio::time::timeout(Duration::from_millis(300), store.append(deposit(&queued, 0))).await;
     assert!(
         cancelled.is_err(),

@@ -66,6 +66,15 @@ pub(crate) struct Pending {
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome>>,
 }
 
+impl Pending {
+    /// Whether the caller went away before the writer began the append (a cancelled
+    /// request, or an append made inside a read-model transaction that was rolled
+    /// back). Writers skip such appends: they must not land afterwards.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
 /// Work a writer's queue holds: it counts toward a batch's bound by its events.
 pub(crate) trait Queued {
     fn events(&self) -> usize;

@@ -29,6 +29,19 @@ macro_rules! raw_table {
     };
 }
 const TABLE: &str = raw_table!();
+const READ_ROWS: &str = concat!(
+    "SELECT payload FROM ",
+    raw_table!(),
+    " WHERE stream_id = ?1 ORDER BY version"
+);
+/// Drops both loops' tables: run before creating them and after the run.
+const DROP_TABLES: &str = concat!(
+    "DROP TABLE IF EXISTS ",
+    raw_table!(),
+    "; DROP TABLE IF EXISTS ",
+    raw_table!(),
+    "_commands;"
+);
 const INSERT_ROW: &str = concat!(
     "INSERT INTO ",
     raw_table!(),
@@ -68,14 +81,12 @@ impl Shape {
     fn create_sql(self) -> String {
         match self {
             Shape::Table => format!(
-                "DROP TABLE IF EXISTS {TABLE};
-                 CREATE TABLE {TABLE} (stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL,
+                "CREATE TABLE {TABLE} (stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_type TEXT NOT NULL,
                      payload TEXT NOT NULL, metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL,
                      PRIMARY KEY (stream_id, version));"
             ),
             Shape::Log { .. } => format!(
-                r#"DROP TABLE IF EXISTS {TABLE}; DROP TABLE IF EXISTS {TABLE}_commands;
-                 CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+                r#"CREATE TABLE {TABLE} (partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
                      stream_id TEXT NOT NULL, version INTEGER NOT NULL, event_id BLOB NOT NULL,
                      event_type TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL,
                      recorded_at INTEGER NOT NULL, last_in_append INTEGER NOT NULL, redacted INTEGER NOT NULL);
@@ -88,10 +99,6 @@ impl Shape {
                      first_version INTEGER NOT NULL, last_version INTEGER NOT NULL) WITHOUT ROWID;"#
             ),
         }
-    }
-
-    fn drop_sql(self) -> String {
-        format!("DROP TABLE IF EXISTS {TABLE}; DROP TABLE IF EXISTS {TABLE}_commands;")
     }
 
     /// Writes the event at `version`: `Ok(false)` when another task took the version.
@@ -274,15 +281,15 @@ async fn postgres(db: &str, args: &CommandsArgs) -> CliResult<W1Run> {
 async fn sqlite(db: &str, options: &StoreOptions, args: &CommandsArgs, shape: Shape) -> CliResult<W1Run> {
     let connect = sqlite_connector(db, options);
     let setup = connect()?;
+    setup.execute_batch(DROP_TABLES)?;
     setup.execute_batch(&shape.create_sql())?;
     let connections: Arc<Vec<Mutex<rusqlite::Connection>>> = Arc::new(
         (0..args.tasks)
             .map(|_| connect().map(Mutex::new))
             .collect::<CliResult<_>>()?,
     );
-    let read: Arc<str> = format!("SELECT payload FROM {TABLE} WHERE stream_id = ?1 ORDER BY version").into();
     let run = run_w1(args, move |task, order, command| {
-        let (connections, read) = (connections.clone(), read.clone());
+        let connections = connections.clone();
         async move {
             // The C API blocks; let the runtime move other tasks off this thread.
             tokio::task::block_in_place(|| {
@@ -292,7 +299,7 @@ async fn sqlite(db: &str, options: &StoreOptions, args: &CommandsArgs, shape: Sh
                 loop {
                     attempts += 1;
                     let payloads: Vec<String> = conn
-                        .prepare_cached(&read)?
+                        .prepare_cached(READ_ROWS)?
                         .query_map([&stream], |row| row.get(0))?
                         .collect::<Result<_, _>>()?;
                     let (version, payload) = decide(payloads.iter().map(String::as_str), command.clone())?;
@@ -304,6 +311,6 @@ async fn sqlite(db: &str, options: &StoreOptions, args: &CommandsArgs, shape: Sh
         }
     })
     .await;
-    setup.execute_batch(&shape.drop_sql())?;
+    setup.execute_batch(DROP_TABLES)?;
     run
 }

@@ -65,9 +65,8 @@ pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Rece
     while let Some(batch) = batching.next(&queue).await {
         slot.singles.batch(batch.len());
         let mut session = slot.session.lock().await;
-        // A caller that went away before its call was sent (a cancelled request) does
-        // not get its append, as on SQLite: it must not land afterwards.
-        let batch: Vec<_> = batch.into_iter().filter(|pending| !pending.reply.is_closed()).collect();
+        // Checked once the session is ours, just before the call is sent.
+        let batch: Vec<_> = batch.into_iter().filter(|pending| !pending.abandoned()).collect();
         if batch.is_empty() {
             continue;
         }

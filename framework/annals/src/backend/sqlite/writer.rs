@@ -180,7 +180,7 @@ pub(super) fn append_now(
         return Ok(Err(Error::Closed));
     };
     let appends = std::slice::from_ref(&append);
-    let mut results = each_alone_on_failure(appends, |some| commit(conn, |conn| write_batch(conn, some)));
+    let mut results = each_alone_on_failure(appends, |some| commit_batch(conn, some));
     batch::committed(&results, wakeups);
     Ok(results.pop().unwrap_or(Err(Error::Closed)))
 }
@@ -198,10 +198,7 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         let more = batching.gather_blocking(&queue, |job| {
             jobs += 1;
             match job {
-                // A caller that went away before its write began does not get it: an
-                // append made from inside a read-model transaction that was then rolled
-                // back (or a cancelled request) must not land afterwards.
-                Job::Append(pending) if pending.reply.is_closed() => {}
+                Job::Append(pending) if pending.abandoned() => {}
                 Job::Transaction(job) if job.abandoned() => {}
                 Job::Append(pending) => {
                     let conn = guard.get_or_insert_with(|| lock(&shared.conn));
@@ -364,9 +361,12 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
     Ok(results)
 }
 
-fn write_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Result<AppendOutcome>>> {
-    let mut writing = Writing::new();
-    appends.iter().map(|append| writing.write(conn, append)).collect()
+/// Writes `appends` in one transaction of their own and commits them.
+fn commit_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Result<AppendOutcome>>> {
+    commit(conn, |conn| {
+        let mut writing = Writing::new();
+        appends.iter().map(|append| writing.write(conn, append)).collect()
+    })
 }
 
 /// The appends of one batch, written one by one as the writer takes them from its
@@ -422,9 +422,7 @@ impl Appending {
             Ok(()) => self.results,
             Err(error) => {
                 rollback(conn);
-                one_by_one(&self.appends, error, |some| {
-                    commit(conn, |conn| write_batch(conn, some))
-                })
+                one_by_one(&self.appends, error, |some| commit_batch(conn, some))
             }
         };
         batch::answer(self.replies, results, wakeups);

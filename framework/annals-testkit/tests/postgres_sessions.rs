@@ -280,3 +280,132 @@ async fn lone_appenders_of_two_stores_write_one_log() {
         within("closing", store.close()).await;
     }
 }
+
+/// A store closed while its writer and notification senders are busy leaves no
+/// session on the server, though the closed store is still held: every connection it
+/// kept is closed, none left idle in the closed pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_closed_under_load_keeps_no_session() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let url = t.url().expect("a PostgreSQL URL");
+    let pool = sqlx::PgPool::connect(url).await.expect("connects");
+    for round in 0..25_u64 {
+        let name = format!("annals_closing_busy_{round}");
+        // Four writers, each with a session to close.
+        let store = annals::StoreOptions::from_url(&format!("{url}%20-c%20application_name%3D{name}"))
+            .expect("a store URL")
+            .writers(4)
+            .open()
+            .await
+            .expect("opens");
+        let appenders: Vec<_> = (0..8)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let stream = StreamId::new(format!("busy-{task}")).expect("stream id");
+                    let event = || NewEvent::json("Noted", &serde_json::json!({ "task": task })).expect("event");
+                    // Until the store closes under it.
+                    while store
+                        .append(AppendRequest::new(stream.clone(), ExpectedVersion::Any).event(event()))
+                        .await
+                        .is_ok()
+                    {}
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20 + 3 * round)).await;
+        within("the close", store.close()).await;
+        for appender in appenders {
+            appender.await.expect("an appender");
+        }
+        no_session_left(&pool, &name).await;
+        drop(store);
+    }
+    pool.close().await;
+}
+
+/// A notification sender whose statement waits on the server when the store closes
+/// does not leave its session open: the close waits for it and closes its connection.
+/// (Given back to the pool while it closed, the connection stayed open until the store
+/// was dropped.) The sender's server process is stopped with SIGSTOP to hold the
+/// statement, so the test needs the server on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_closed_while_a_notification_waits_keeps_no_session() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let url = t.url().expect("a PostgreSQL URL");
+    let pool = sqlx::PgPool::connect(url).await.expect("connects");
+    let name = "annals_closing_notify";
+    let store = annals::Store::open(&format!("{url}%20-c%20application_name%3D{name}"))
+        .await
+        .expect("opens");
+    let append = || {
+        let request = AppendRequest::new(StreamId::new("noted-1").expect("stream id"), ExpectedVersion::Any)
+            .event(NewEvent::json("Noted", &serde_json::json!({})).expect("event"));
+        store.append(request)
+    };
+    // The first append's announcement shows which server process is the sender's.
+    append().await.expect("an append");
+    let mut sender = None;
+    annals_testkit::wait_for("the notification sender's session", async || {
+        sender = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_notify%'",
+        )
+        .bind(name)
+        .fetch_optional(&pool)
+        .await
+        .expect("pg_stat_activity");
+        sender.is_some()
+    })
+    .await;
+    let sender: i32 = sender.expect("found");
+    assert!(
+        std::path::Path::new(&format!("/proc/{sender}")).exists(),
+        "the PostgreSQL server must run on this machine for this test"
+    );
+    let signal = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &sender.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {sender}");
+    };
+    signal("STOP");
+    append().await.expect("an append");
+    // The sender announces the append within a few milliseconds, and waits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closing = tokio::spawn({
+        let store = store.clone();
+        async move { store.close().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal("CONT");
+    within("the close", closing).await.expect("the close's task");
+    no_session_left(&pool, name).await;
+    drop(store);
+    pool.close().await;
+}
+
+/// Waits up to 5 s (a server process ends a moment after its connection closes) for
+/// no session named `name` to be left.
+async fn no_session_left(pool: &sqlx::PgPool, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let open: Vec<String> = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE application_name = $1")
+            .bind(name)
+            .fetch_all(pool)
+            .await
+            .expect("pg_stat_activity");
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: sessions of the closed store still open after 5 s, last statements {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -37,6 +37,11 @@ use crate::stream::StreamId;
 
 use crate::group::FilterIndex;
 
+/// How long a closing store waits for a notification sender to finish: announcing is
+/// a hint (remote subscribers poll anyway), and an unreachable server must not hold
+/// the close up for the pool's acquire timeout.
+const LAST_ANNOUNCEMENT: Duration = Duration::from_secs(2);
+
 /// A stream id's category as `annals_events_by_category` indexes it.
 const CATEGORY: &str = "split_part(stream_id, '-', 1)";
 
@@ -52,7 +57,10 @@ pub(crate) struct PgBackend {
     /// process's subscribers and the notifier of other processes'.
     shared: Arc<writer::Shared>,
     writers: Mutex<Vec<JoinHandle<()>>>,
-    background: Mutex<Vec<JoinHandle<()>>>,
+    /// The notification senders (new records, group commits), each with what it
+    /// announces, and the listener.
+    senders: Mutex<Vec<(Arc<notify::Notifier>, JoinHandle<()>)>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
     /// Group commits made here, or announced by other processes.
     commits: Arc<Commits>,
     partition_count: u32,
@@ -113,16 +121,22 @@ impl PgBackend {
             move |group, partition, committed| announced.publish_commit(group, partition, committed)
         }));
         let notifier = Arc::new(notify::Notifier::default());
-        let background = vec![
-            tokio::spawn(notify::send(pool.clone(), channel.clone(), notifier.clone())),
-            tokio::spawn(notify::send(pool.clone(), commits_channel.clone(), announced)),
-            tokio::spawn(notify::listen(
-                pool.clone(),
-                [channel, commits_channel.clone()],
-                wakeups.clone(),
-                commits.clone(),
-            )),
-        ];
+        let senders = [
+            (notifier.clone(), channel.clone()),
+            (announced, commits_channel.clone()),
+        ]
+        .into_iter()
+        .map(|(notifier, channel)| {
+            let sender = tokio::spawn(notify::send(pool.clone(), channel, notifier.clone()));
+            (notifier, sender)
+        })
+        .collect();
+        let listener = tokio::spawn(notify::listen(
+            pool.clone(),
+            [channel, commits_channel],
+            wakeups.clone(),
+            commits.clone(),
+        ));
         let shared = Arc::new(writer::Shared {
             lock_space: store_id.as_u128() as i32,
             wakeups,
@@ -147,7 +161,8 @@ impl PgBackend {
             queues: Mutex::new(queues),
             shared,
             writers: Mutex::new(writers),
-            background: Mutex::new(background),
+            senders: Mutex::new(senders),
+            listener: Mutex::new(Some(listener)),
             commits,
             partition_count,
         })
@@ -605,18 +620,30 @@ impl Backend for PgBackend {
     }
 
     async fn close(&self) {
+        // Every connection the store keeps is closed here rather than given back to
+        // the pool: one given back while the pool closes can be left open in it until
+        // the store is dropped.
         // Without the queue the writers finish what is queued, then stop.
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner()));
         for writer in writers {
             let _ = writer.await;
         }
-        let background = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in background {
-            task.abort();
-            let _ = task.await;
+        // The senders announce what the writers' last batches wrote, then stop; one
+        // the server does not answer meanwhile is stopped where it is.
+        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|p| p.into_inner()));
+        for (notifier, mut sender) in senders {
+            notifier.close();
+            if tokio::time::timeout(LAST_ANNOUNCEMENT, &mut sender).await.is_err() {
+                sender.abort();
+            }
         }
-        self.readers.close();
+        self.readers.close().await;
+        // The listener stops when the pool closes.
         self.pool.close().await;
+        let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(listener) = listener {
+            let _ = listener.await;
+        }
     }
 }

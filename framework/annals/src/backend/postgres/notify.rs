@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ const MIN_GAP: Duration = Duration::from_millis(5);
 pub(super) struct Notifier {
     pending: Mutex<BTreeMap<(String, Partition), Offset>>,
     wake: Notify,
+    closed: AtomicBool,
 }
 
 impl Notifier {
@@ -60,6 +62,12 @@ impl Notifier {
         self.wake.notify_one();
     }
 
+    /// Has the sender announce what is pending at once, then stop.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
     fn take(&self) -> BTreeMap<(String, Partition), Offset> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -69,35 +77,47 @@ impl Notifier {
 /// commit, on a session of its own and at most once per [`MIN_GAP`], coalesced into as
 /// few notifications as fit: watermarks as
 /// `partition:next_offset` pairs separated by spaces, group commits as
-/// `group<TAB>partition<TAB>committed` lines.
+/// `group<TAB>partition<TAB>committed` lines. Stops when the notifier closes, after
+/// announcing what is pending then.
 pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>) {
     let mut session = Session::new(pool);
     let mut next = Instant::now();
     loop {
         notifier.wake.notified().await;
-        tokio::time::sleep_until(next).await;
+        let closed = notifier.closed.load(Ordering::Acquire);
+        if !closed {
+            tokio::time::sleep_until(next).await;
+        }
         // A wake-up for what the last notification already carried finds nothing.
         let pending = notifier.take();
-        if pending.is_empty() {
-            continue;
+        if !pending.is_empty() {
+            next = Instant::now() + MIN_GAP;
+            announce(&mut session, &channel, &pending).await;
         }
-        next = Instant::now() + MIN_GAP;
-        for payload in payloads(&pending) {
-            // Losing a notification only delays remote readers until their next poll.
-            let sent = async {
-                let conn = session.conn().await?;
-                sqlx::query(include_str!("sql/notify.sql"))
-                    .bind(&channel)
-                    .bind(&payload)
-                    .execute(conn)
-                    .await?;
-                Ok::<_, Error>(())
-            }
-            .await;
-            if let Err(error) = sent {
-                session.discard();
-                tracing::debug!(%error, "pg_notify failed");
-            }
+        if closed {
+            session.close().await;
+            return;
+        }
+    }
+}
+
+/// Sends `pending` on `channel` in as few notifications as fit.
+async fn announce(session: &mut Session, channel: &str, pending: &BTreeMap<(String, Partition), Offset>) {
+    for payload in payloads(pending) {
+        // Losing a notification only delays remote readers until their next poll.
+        let sent = async {
+            let conn = session.conn().await?;
+            sqlx::query(include_str!("sql/notify.sql"))
+                .bind(channel)
+                .bind(&payload)
+                .execute(conn)
+                .await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(error) = sent {
+            session.discard();
+            tracing::debug!(%error, "pg_notify failed");
         }
     }
 }
@@ -140,15 +160,20 @@ pub(super) async fn listen(
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
+            Err(sqlx::Error::PoolClosed) => return,
             Err(error) => {
                 tracing::debug!(%error, "cannot LISTEN yet");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if pause(&pool).await.is_err() {
+                    return;
+                }
                 continue;
             }
         };
         if let Err(error) = listener.listen_all([log.as_str(), commits_channel.as_str()]).await {
             tracing::debug!(%error, "LISTEN failed");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if pause(&pool).await.is_err() {
+                return;
+            }
             continue;
         }
         loop {
@@ -174,6 +199,8 @@ pub(super) async fn listen(
                         }
                     }
                 }
+                // The store is closing: the listener's connection closes with it.
+                Err(sqlx::Error::PoolClosed) => return,
                 Err(error) => {
                     tracing::debug!(%error, "LISTEN connection lost");
                     break;
@@ -181,6 +208,14 @@ pub(super) async fn listen(
             }
         }
     }
+}
+
+/// Waits a second before the listener tries again, or fails at once when the pool
+/// closes meanwhile.
+async fn pause(pool: &PgPool) -> Result<(), sqlx::Error> {
+    pool.close_event()
+        .do_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await
 }
 
 #[cfg(test)]

@@ -82,6 +82,13 @@ impl Session {
     pub(super) fn discard(&mut self) {
         self.conn = None;
     }
+
+    /// Closes the connection, as the store closes.
+    pub(super) async fn close(&mut self) {
+        if let Some(kept) = self.conn.take() {
+            let _ = kept.conn.close().await;
+        }
+    }
 }
 
 /// Connections that reads keep between their statements, at most a few: one that a
@@ -122,17 +129,23 @@ impl Kept {
     }
 
     /// Keeps `conn`, whose statements have all run to their end, for the next read;
-    /// beyond the bound, or once closed, it goes back to the pool.
-    pub(super) fn give_back(&self, conn: Connection) {
-        if let Some(idle) = self.lock().as_mut().filter(|idle| idle.len() < self.most) {
-            idle.push(conn);
+    /// beyond the bound it goes back to the pool, and once closed it is closed.
+    pub(super) fn give_back(&self, mut conn: Connection) {
+        let mut idle = self.lock();
+        match idle.as_mut() {
+            Some(idle) if idle.len() < self.most => idle.push(conn),
+            Some(_) => {}
+            None => conn.conn.close_on_drop(),
         }
     }
 
-    /// Gives every kept connection back to the pool and keeps none from now on, not
-    /// even those of reads still running, so that the pool closes them all.
-    pub(super) fn close(&self) {
-        self.lock().take();
+    /// Closes every kept connection, and from now on those of reads still running as
+    /// they finish.
+    pub(super) async fn close(&self) {
+        let kept = self.lock().take().unwrap_or_default();
+        for kept in kept {
+            let _ = kept.conn.close().await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Connection>>> {

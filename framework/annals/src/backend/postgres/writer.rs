@@ -60,6 +60,7 @@ impl Slot {
     }
 }
 
+/// Writes what comes on `queue` until the store closes it, then closes the session.
 pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Receiver<Pending>) {
     let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
     while let Some(batch) = batching.next(&queue).await {
@@ -89,6 +90,7 @@ pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Rece
         publish(&shared, &results);
         batch::answer(replies, results, &shared.wakeups);
     }
+    slot.session.lock().await.close().await;
 }
 
 /// Commits `append` on the calling task with the writer's session, if the session is

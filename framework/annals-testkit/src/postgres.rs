@@ -51,6 +51,13 @@ pub async fn fresh_schema_url() -> Option<String> {
     Some(format!("{server}{separator}options=-c%20search_path%3D{schema}"))
 }
 
+/// `url` (one [`fresh_schema_url`] made) with every session it opens named `name`
+/// (`application_name`), so that a test finds the store's server processes in
+/// `pg_stat_activity`.
+pub fn named_url(url: &str, name: &str) -> String {
+    format!("{url}%20-c%20application_name%3D{name}")
+}
+
 fn unreachable(server: &str, why: &str) -> Option<String> {
     assert!(
         !required(),

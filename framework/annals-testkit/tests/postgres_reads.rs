@@ -50,7 +50,7 @@ async fn scanning(t: &TestStore) -> (Store, PgPool) {
 /// events in `stream`, and a pool on the same database.
 async fn named(t: &TestStore, name: &str, stream: &StreamId, count: u64) -> (Store, PgPool) {
     let url = t.url().expect("a PostgreSQL URL");
-    let store = Store::open(&format!("{url}%20-c%20application_name%3D{name}"))
+    let store = Store::open(&annals_testkit::postgres::named_url(url, name))
         .await
         .expect("opens");
     append(&store, stream, count).await;

@@ -294,7 +294,7 @@ async fn a_store_closed_under_load_keeps_no_session() {
     for round in 0..25_u64 {
         let name = format!("annals_closing_busy_{round}");
         // Four writers, each with a session to close.
-        let store = annals::StoreOptions::from_url(&format!("{url}%20-c%20application_name%3D{name}"))
+        let store = annals::StoreOptions::from_url(&annals_testkit::postgres::named_url(url, &name))
             .expect("a store URL")
             .writers(4)
             .open()
@@ -339,7 +339,7 @@ async fn a_store_closed_while_a_notification_waits_keeps_no_session() {
     let url = t.url().expect("a PostgreSQL URL");
     let pool = sqlx::PgPool::connect(url).await.expect("connects");
     let name = "annals_closing_notify";
-    let store = annals::Store::open(&format!("{url}%20-c%20application_name%3D{name}"))
+    let store = annals::Store::open(&annals_testkit::postgres::named_url(url, name))
         .await
         .expect("opens");
     let append = || {

@@ -291,8 +291,10 @@ async fn a_store_closed_under_load_keeps_no_session() {
     };
     let url = t.url().expect("a PostgreSQL URL");
     let pool = sqlx::PgPool::connect(url).await.expect("connects");
+    // Unique, so that runs sharing a server do not see each other's sessions.
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..12];
     for round in 0..25_u64 {
-        let name = format!("annals_closing_busy_{round}");
+        let name = format!("annals_closing_busy_{round}_{run}");
         // Four writers, each with a session to close.
         let store = annals::StoreOptions::from_url(&annals_testkit::postgres::named_url(url, &name))
             .expect("a store URL")
@@ -318,7 +320,7 @@ async fn a_store_closed_under_load_keeps_no_session() {
         tokio::time::sleep(Duration::from_millis(20 + 3 * round)).await;
         within("the close", store.close()).await;
         for appender in appenders {
-            appender.await.expect("an appender");
+            within("an appender", appender).await.expect("an appender");
         }
         no_session_left(&pool, &name).await;
         drop(store);
@@ -329,64 +331,122 @@ async fn a_store_closed_under_load_keeps_no_session() {
 /// A notification sender whose statement waits on the server when the store closes
 /// does not leave its session open: the close waits for it and closes its connection.
 /// (Given back to the pool while it closed, the connection stayed open until the store
-/// was dropped.) The sender's server process is stopped with SIGSTOP to hold the
-/// statement, so the test needs the server on this machine.
+/// was dropped.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_closed_while_a_notification_waits_keeps_no_session() {
     let Some(t) = TestStore::postgres().await else {
         return;
     };
-    let url = t.url().expect("a PostgreSQL URL");
-    let pool = sqlx::PgPool::connect(url).await.expect("connects");
-    let name = "annals_closing_notify";
-    let store = annals::Store::open(&annals_testkit::postgres::named_url(url, name))
-        .await
-        .expect("opens");
-    let append = || {
-        let request = AppendRequest::new(StreamId::new("noted-1").expect("stream id"), ExpectedVersion::Any)
-            .event(NewEvent::json("Noted", &serde_json::json!({})).expect("event"));
-        store.append(request)
+    let Some(mut stopped) = StoppedSender::new(&t).await else {
+        return;
     };
-    // The first append's announcement shows which server process is the sender's.
-    append().await.expect("an append");
-    let mut sender = None;
-    annals_testkit::wait_for("the notification sender's session", async || {
-        sender = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_notify%'",
-        )
-        .bind(name)
-        .fetch_optional(&pool)
-        .await
-        .expect("pg_stat_activity");
-        sender.is_some()
-    })
-    .await;
-    let sender: i32 = sender.expect("found");
-    assert!(
-        std::path::Path::new(&format!("/proc/{sender}")).exists(),
-        "the PostgreSQL server must run on this machine for this test"
-    );
-    let signal = |signal: &str| {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &sender.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {sender}");
-    };
-    signal("STOP");
-    append().await.expect("an append");
-    // The sender announces the append within a few milliseconds, and waits.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let closing = tokio::spawn({
-        let store = store.clone();
+        let store = stopped.store.clone();
         async move { store.close().await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    signal("CONT");
+    assert!(!closing.is_finished(), "the close waits for the sender's statement");
+    stopped.resume();
     within("the close", closing).await.expect("the close's task");
-    no_session_left(&pool, name).await;
-    drop(store);
-    pool.close().await;
+    no_session_left(&stopped.pool, &stopped.name).await;
+}
+
+/// A sender whose server does not answer holds the close up for 2 s at most, and is
+/// stopped with its connection closed, not given back to the closing pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_the_server_does_not_answer_is_stopped_when_the_store_closes() {
+    let Some(t) = TestStore::postgres().await else {
+        return;
+    };
+    let Some(mut stopped) = StoppedSender::new(&t).await else {
+        return;
+    };
+    // The close ends while the sender's server process is still stopped.
+    within("the close", stopped.store.close()).await;
+    stopped.resume();
+    no_session_left(&stopped.pool, &stopped.name).await;
+}
+
+/// A store whose record notification sender is in the middle of a statement its
+/// server process cannot answer: the process is stopped with SIGSTOP (and continued
+/// when this is dropped, whatever happened). `None`, with a message, when the server
+/// does not run on this machine or its processes cannot be signalled.
+struct StoppedSender {
+    store: annals::Store,
+    pool: sqlx::PgPool,
+    name: String,
+    sender: Option<i32>,
+}
+
+impl StoppedSender {
+    async fn new(t: &TestStore) -> Option<Self> {
+        let url = t.url().expect("a PostgreSQL URL");
+        let pool = sqlx::PgPool::connect(url).await.expect("connects");
+        // Unique, so that runs sharing a server do not see each other's sessions.
+        let name = format!("annals_stopped_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let store = annals::Store::open(&annals_testkit::postgres::named_url(url, &name))
+            .await
+            .expect("opens");
+        let noted = || {
+            AppendRequest::new(StreamId::new("noted-1").expect("stream id"), ExpectedVersion::Any)
+                .event(NewEvent::json("Noted", &serde_json::json!({})).expect("event"))
+        };
+        // The first append's announcement shows which server process is the sender's.
+        store.append(noted()).await.expect("an append");
+        let mut sender = None;
+        annals_testkit::wait_for("the notification sender's session", async || {
+            sender = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_notify%'",
+            )
+            .bind(&name)
+            .fetch_optional(&pool)
+            .await
+            .expect("pg_stat_activity");
+            sender.is_some()
+        })
+        .await;
+        let sender: i32 = sender.expect("found");
+        let local = std::fs::read_to_string(format!("/proc/{sender}/comm")).is_ok_and(|comm| comm.trim() == "postgres");
+        if !local || !signal(sender, "STOP") {
+            eprintln!("skipping: cannot stop the server process {sender} (the server is not on this machine, or runs as another user)");
+            store.close().await;
+            return None;
+        }
+        let stopped = StoppedSender {
+            store,
+            pool,
+            name,
+            sender: Some(sender),
+        };
+        // The sender announces this append within a few milliseconds, and waits.
+        stopped.store.append(noted()).await.expect("an append");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some(stopped)
+    }
+
+    /// Lets the sender's server process run again.
+    fn resume(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            assert!(signal(sender, "CONT"), "kill -CONT {sender}");
+        }
+    }
+}
+
+impl Drop for StoppedSender {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            signal(sender, "CONT");
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`; whether it could.
+fn signal(pid: i32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Waits up to 5 s (a server process ends a moment after its connection closes) for

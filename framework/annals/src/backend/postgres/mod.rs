@@ -37,9 +37,10 @@ use crate::stream::StreamId;
 
 use crate::group::FilterIndex;
 
-/// How long a closing store waits for a notification sender to finish: announcing is
-/// a hint (remote subscribers poll anyway), and an unreachable server must not hold
-/// the close up for the pool's acquire timeout.
+/// How long a closing store waits for its notification senders to announce what is
+/// pending: announcing is a hint (remote subscribers poll anyway), and a server that
+/// does not answer must not hold the close up. A sender still busy then is stopped
+/// where it is, and its connection closed.
 const LAST_ANNOUNCEMENT: Duration = Duration::from_secs(2);
 
 /// A stream id's category as `annals_events_by_category` indexes it.
@@ -58,8 +59,9 @@ pub(crate) struct PgBackend {
     shared: Arc<writer::Shared>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     /// The notification senders (new records, group commits), each with what it
-    /// announces, and the listener.
+    /// announces.
     senders: Mutex<Vec<(Arc<notify::Notifier>, JoinHandle<()>)>>,
+    /// The task turning other processes' notifications into wake-ups.
     listener: Mutex<Option<JoinHandle<()>>>,
     /// Group commits made here, or announced by other processes.
     commits: Arc<Commits>,
@@ -126,9 +128,9 @@ impl PgBackend {
             (announced, commits_channel.clone()),
         ]
         .into_iter()
-        .map(|(notifier, channel)| {
-            let sender = tokio::spawn(notify::send(pool.clone(), channel, notifier.clone()));
-            (notifier, sender)
+        .map(|(announces, channel)| {
+            let sender = tokio::spawn(notify::send(pool.clone(), channel, announces.clone()));
+            (announces, sender)
         })
         .collect();
         let listener = tokio::spawn(notify::listen(
@@ -620,26 +622,30 @@ impl Backend for PgBackend {
     }
 
     async fn close(&self) {
-        // Every connection the store keeps is closed here rather than given back to
-        // the pool: one given back while the pool closes can be left open in it until
-        // the store is dropped.
-        // Without the queue the writers finish what is queued, then stop.
+        // The connections the store keeps are closed rather than given back to the
+        // pool (see `Session`). Without the queue the writers finish what is queued,
+        // then close their sessions. (An appender lending a writer's session holds a
+        // clone of its queue, so the writer ends after it.)
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner()));
         for writer in writers {
             let _ = writer.await;
         }
-        // The senders announce what the writers' last batches wrote, then stop; one
-        // the server does not answer meanwhile is stopped where it is.
+        // The senders announce what the writers' last batches wrote, then stop.
         let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|p| p.into_inner()));
-        for (notifier, mut sender) in senders {
-            notifier.close();
-            if tokio::time::timeout(LAST_ANNOUNCEMENT, &mut sender).await.is_err() {
+        let deadline = tokio::time::Instant::now() + LAST_ANNOUNCEMENT;
+        senders.iter().for_each(|(notifier, _)| notifier.close());
+        for (_, mut sender) in senders {
+            if tokio::time::timeout_at(deadline, &mut sender).await.is_err() {
                 sender.abort();
             }
         }
         self.readers.close().await;
-        // The listener stops when the pool closes.
+        // The listener stops when the pool closes. sqlx's close (0.8) waits for every
+        // connection out of the pool, but one given back during that last wait (a
+        // statement of a read or a group that ran as the store closed) is left idle in
+        // the closed pool: the second close closes it.
+        self.pool.close().await;
         self.pool.close().await;
         let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(listener) = listener {

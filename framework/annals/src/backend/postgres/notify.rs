@@ -27,6 +27,9 @@ use crate::position::{Offset, Partition};
 /// PostgreSQL refuses payloads of 8,000 bytes or more.
 const MAX_PAYLOAD: usize = 7_000;
 
+/// How long the listener waits before it tries to connect again.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// The least time between two notifications on one channel. A notification is a
 /// transaction of its own, and every listening session is woken for it: sent after
 /// every batch, they cost a busy store about 15 % of its appends. What is published
@@ -77,26 +80,24 @@ impl Notifier {
 /// commit, on a session of its own and at most once per [`MIN_GAP`], coalesced into as
 /// few notifications as fit: watermarks as
 /// `partition:next_offset` pairs separated by spaces, group commits as
-/// `group<TAB>partition<TAB>committed` lines. Stops when the notifier closes, after
-/// announcing what is pending then.
+/// `group<TAB>partition<TAB>committed` lines. Once the notifier closes it announces
+/// what is pending then at once, closes its connection and stops.
 pub(super) async fn send(pool: PgPool, channel: String, notifier: Arc<Notifier>) {
     let mut session = Session::new(pool);
     let mut next = Instant::now();
     loop {
         notifier.wake.notified().await;
-        let closed = notifier.closed.load(Ordering::Acquire);
-        if !closed {
-            tokio::time::sleep_until(next).await;
+        if notifier.closed.load(Ordering::Acquire) {
+            announce(&mut session, &channel, &notifier.take()).await;
+            session.close().await;
+            return;
         }
+        tokio::time::sleep_until(next).await;
         // A wake-up for what the last notification already carried finds nothing.
         let pending = notifier.take();
         if !pending.is_empty() {
             next = Instant::now() + MIN_GAP;
             announce(&mut session, &channel, &pending).await;
-        }
-        if closed {
-            session.close().await;
-            return;
         }
     }
 }
@@ -150,7 +151,9 @@ fn payloads(pending: &BTreeMap<(String, Partition), Offset>) -> Vec<String> {
 
 /// Turns notifications on the store's channels into wake-ups, reconnecting as needed:
 /// on the first, new high watermarks (`partition:next_offset` pairs); on the second,
-/// group commits (`group`, partition and committed offset, separated by tabs).
+/// group commits (`group`, partition and committed offset, separated by tabs). Stops
+/// when the pool closes, whatever it is waiting for then (a notification, a
+/// connection, the pause before the next attempt).
 pub(super) async fn listen(
     pool: PgPool,
     [log, commits_channel]: [String; 2],
@@ -158,27 +161,26 @@ pub(super) async fn listen(
     commits: Arc<Commits>,
 ) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(error) => {
+        let connected = until_closed(&pool, async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen_all([log.as_str(), commits_channel.as_str()]).await?;
+            Ok::<_, sqlx::Error>(listener)
+        })
+        .await;
+        let mut listener = match connected {
+            Ok(Ok(listener)) => listener,
+            Err(sqlx::Error::PoolClosed) | Ok(Err(sqlx::Error::PoolClosed)) => return,
+            Err(error) | Ok(Err(error)) => {
                 tracing::debug!(%error, "cannot LISTEN yet");
-                if pause(&pool).await.is_err() {
+                if until_closed(&pool, tokio::time::sleep(RETRY)).await.is_err() {
                     return;
                 }
                 continue;
             }
         };
-        if let Err(error) = listener.listen_all([log.as_str(), commits_channel.as_str()]).await {
-            tracing::debug!(%error, "LISTEN failed");
-            if pause(&pool).await.is_err() {
-                return;
-            }
-            continue;
-        }
         loop {
-            match listener.recv().await {
-                Ok(notification) if notification.channel() == commits_channel => {
+            match until_closed(&pool, listener.recv()).await {
+                Ok(Ok(notification)) if notification.channel() == commits_channel => {
                     for line in notification.payload().lines() {
                         let mut fields = line.split('\t');
                         if let (Some(group), Some(partition), Some(offset)) =
@@ -190,7 +192,7 @@ pub(super) async fn listen(
                         }
                     }
                 }
-                Ok(notification) => {
+                Ok(Ok(notification)) => {
                     for pair in notification.payload().split(' ') {
                         if let Some((partition, offset)) = pair.split_once(':') {
                             if let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) {
@@ -199,9 +201,10 @@ pub(super) async fn listen(
                         }
                     }
                 }
-                // The store is closing: the listener's connection closes with it.
-                Err(sqlx::Error::PoolClosed) => return,
-                Err(error) => {
+                // The store is closing: the listener's connection, dropped once the
+                // pool is marked closed, is closed rather than kept.
+                Err(sqlx::Error::PoolClosed) | Ok(Err(sqlx::Error::PoolClosed)) => return,
+                Err(error) | Ok(Err(error)) => {
                     tracing::debug!(%error, "LISTEN connection lost");
                     break;
                 }
@@ -210,12 +213,9 @@ pub(super) async fn listen(
     }
 }
 
-/// Waits a second before the listener tries again, or fails at once when the pool
-/// closes meanwhile.
-async fn pause(pool: &PgPool) -> Result<(), sqlx::Error> {
-    pool.close_event()
-        .do_until(tokio::time::sleep(Duration::from_secs(1)))
-        .await
+/// `future`'s output, or `Error::PoolClosed` as soon as the pool closes.
+async fn until_closed<F: std::future::Future>(pool: &PgPool, future: F) -> Result<F::Output, sqlx::Error> {
+    pool.close_event().do_until(future).await
 }
 
 #[cfg(test)]

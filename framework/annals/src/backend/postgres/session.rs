@@ -58,6 +58,12 @@ impl Connection {
     pub(super) fn conn(&mut self) -> &mut PgConnection {
         &mut self.conn
     }
+
+    /// The connection, to be closed rather than given back to the pool when dropped.
+    fn closing(mut self) -> Self {
+        self.conn.close_on_drop();
+        self
+    }
 }
 
 impl Session {
@@ -71,16 +77,20 @@ impl Session {
         let now = Instant::now();
         let kept = match self.conn.take() {
             Some(kept) if kept.fresh(now) => kept,
-            _ => Connection::acquire(&self.pool, now).await?,
+            stale => {
+                drop(stale.map(Connection::closing));
+                Connection::acquire(&self.pool, now).await?
+            }
         };
         let kept = self.conn.insert(kept);
         kept.used = now;
         Ok(&mut *kept.conn)
     }
 
-    /// Gives the connection back after a failed statement.
+    /// Lets the connection go after a failed statement (it may be in the middle of an
+    /// exchange); the next statement takes another.
     pub(super) fn discard(&mut self) {
-        self.conn = None;
+        drop(self.conn.take().map(Connection::closing));
     }
 
     /// Closes the connection, as the store closes.
@@ -91,14 +101,24 @@ impl Session {
     }
 }
 
+/// A session closes the connection it lets go instead of giving it back to the pool:
+/// sqlx pings a connection given back before it is idle again, and one given back while
+/// the pool closes (a writer or sender stopped as the store closes) can be left open in
+/// the closed pool until the pool is dropped.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
 /// Connections that reads keep between their statements, at most a few: one that a
 /// read has finished with waits here for the next read rather than go back to the
 /// pool, which would ping it first. Kept connections are taken from the pool, so no
 /// more are kept than it can spare.
 pub(super) struct Kept {
     pool: PgPool,
-    /// `None` once the store closes: from then on every connection goes back to the
-    /// pool, which closes it.
+    /// `None` once the store closes: from then on every connection is closed when its
+    /// read finishes.
     idle: Mutex<Option<Vec<Connection>>>,
     most: usize,
 }
@@ -130,12 +150,12 @@ impl Kept {
 
     /// Keeps `conn`, whose statements have all run to their end, for the next read;
     /// beyond the bound it goes back to the pool, and once closed it is closed.
-    pub(super) fn give_back(&self, mut conn: Connection) {
+    pub(super) fn give_back(&self, conn: Connection) {
         let mut idle = self.lock();
         match idle.as_mut() {
             Some(idle) if idle.len() < self.most => idle.push(conn),
             Some(_) => {}
-            None => conn.conn.close_on_drop(),
+            None => drop(conn.closing()),
         }
     }
 

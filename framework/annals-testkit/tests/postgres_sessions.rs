@@ -334,10 +334,7 @@ async fn a_store_closed_under_load_keeps_no_session() {
 /// was dropped.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_closed_while_a_notification_waits_keeps_no_session() {
-    let Some(t) = TestStore::postgres().await else {
-        return;
-    };
-    let Some(mut stopped) = StoppedSender::new(&t).await else {
+    let Some(mut stopped) = StoppedSender::start().await else {
         return;
     };
     let closing = tokio::spawn({
@@ -355,10 +352,7 @@ async fn a_store_closed_while_a_notification_waits_keeps_no_session() {
 /// stopped with its connection closed, not given back to the closing pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_the_server_does_not_answer_is_stopped_when_the_store_closes() {
-    let Some(t) = TestStore::postgres().await else {
-        return;
-    };
-    let Some(mut stopped) = StoppedSender::new(&t).await else {
+    let Some(mut stopped) = StoppedSender::start().await else {
         return;
     };
     // The close ends while the sender's server process is still stopped.
@@ -370,8 +364,11 @@ async fn a_sender_the_server_does_not_answer_is_stopped_when_the_store_closes() 
 /// A store whose record notification sender is in the middle of a statement its
 /// server process cannot answer: the process is stopped with SIGSTOP (and continued
 /// when this is dropped, whatever happened). `None`, with a message, when the server
-/// does not run on this machine or its processes cannot be signalled.
+/// does not run on this machine or its processes cannot be signalled, or there is no
+/// PostgreSQL to test against.
 struct StoppedSender {
+    /// The test's schema, kept while the store uses it.
+    _schema: TestStore,
     store: annals::Store,
     pool: sqlx::PgPool,
     name: String,
@@ -379,7 +376,8 @@ struct StoppedSender {
 }
 
 impl StoppedSender {
-    async fn new(t: &TestStore) -> Option<Self> {
+    async fn start() -> Option<Self> {
+        let t = TestStore::postgres().await?;
         let url = t.url().expect("a PostgreSQL URL");
         let pool = sqlx::PgPool::connect(url).await.expect("connects");
         // Unique, so that runs sharing a server do not see each other's sessions.
@@ -413,6 +411,7 @@ impl StoppedSender {
             return None;
         }
         let stopped = StoppedSender {
+            _schema: t,
             store,
             pool,
             name,

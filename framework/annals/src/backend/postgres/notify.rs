@@ -164,15 +164,19 @@ pub(super) async fn listen(
         let connected = until_closed(&pool, async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen_all([log.as_str(), commits_channel.as_str()]).await?;
-            Ok::<_, sqlx::Error>(listener)
+            Ok(listener)
         })
         .await;
         let mut listener = match connected {
-            Ok(Ok(listener)) => listener,
-            Err(sqlx::Error::PoolClosed) | Ok(Err(sqlx::Error::PoolClosed)) => return,
-            Err(error) | Ok(Err(error)) => {
+            Ok(listener) => listener,
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(error) => {
                 tracing::debug!(%error, "cannot LISTEN yet");
-                if until_closed(&pool, tokio::time::sleep(RETRY)).await.is_err() {
+                let pause = async {
+                    tokio::time::sleep(RETRY).await;
+                    Ok(())
+                };
+                if until_closed(&pool, pause).await.is_err() {
                     return;
                 }
                 continue;
@@ -180,7 +184,7 @@ pub(super) async fn listen(
         };
         loop {
             match until_closed(&pool, listener.recv()).await {
-                Ok(Ok(notification)) if notification.channel() == commits_channel => {
+                Ok(notification) if notification.channel() == commits_channel => {
                     for line in notification.payload().lines() {
                         let mut fields = line.split('\t');
                         if let (Some(group), Some(partition), Some(offset)) =
@@ -192,7 +196,7 @@ pub(super) async fn listen(
                         }
                     }
                 }
-                Ok(Ok(notification)) => {
+                Ok(notification) => {
                     for pair in notification.payload().split(' ') {
                         if let Some((partition, offset)) = pair.split_once(':') {
                             if let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) {
@@ -203,8 +207,8 @@ pub(super) async fn listen(
                 }
                 // The store is closing: the listener's connection, dropped once the
                 // pool is marked closed, is closed rather than kept.
-                Err(sqlx::Error::PoolClosed) | Ok(Err(sqlx::Error::PoolClosed)) => return,
-                Err(error) | Ok(Err(error)) => {
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(error) => {
                     tracing::debug!(%error, "LISTEN connection lost");
                     break;
                 }
@@ -213,9 +217,12 @@ pub(super) async fn listen(
     }
 }
 
-/// `future`'s output, or `Error::PoolClosed` as soon as the pool closes.
-async fn until_closed<F: std::future::Future>(pool: &PgPool, future: F) -> Result<F::Output, sqlx::Error> {
-    pool.close_event().do_until(future).await
+/// What `future` gives, or `Error::PoolClosed` as soon as the pool closes.
+async fn until_closed<T>(
+    pool: &PgPool,
+    future: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    pool.close_event().do_until(future).await?
 }
 
 #[cfg(test)]

@@ -272,16 +272,18 @@ pub(super) fn commit<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Res
     }
 }
 
-// Prepared once, as every statement of the writer is, rather than parsed per batch.
 fn begin(conn: &Connection) -> Result<()> {
-    conn.prepare_cached("BEGIN IMMEDIATE")
-        .and_then(|mut statement| statement.execute([]))
-        .map(drop)
-        .map_err(engine)
+    run_cached(conn, "BEGIN IMMEDIATE")
 }
 
 fn end(conn: &Connection) -> Result<()> {
-    conn.prepare_cached("COMMIT")
+    run_cached(conn, "COMMIT")
+}
+
+/// Runs `sql`, prepared once as every statement of the writer is rather than parsed
+/// per batch.
+fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
         .and_then(|mut statement| statement.execute([]))
         .map(drop)
         .map_err(engine)

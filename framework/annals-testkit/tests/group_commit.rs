@@ -4,6 +4,9 @@
 //! get the engine's error and every other append of their batches commits, at
 //! gapless offsets, their `recorded_at` never going back. Run on both engines; the
 //! batch-size histogram shows that the appends really shared commits.
+//!
+//! Under steady group commits on SQLite, the WAL starts over instead of growing: only
+//! the writer's own checkpoint, between two of its commits, can copy every frame.
 
 use std::sync::OnceLock;
 
@@ -134,4 +137,46 @@ async fn an_append_the_engine_refuses_fails_alone_in_its_group_commit() {
     conn.close().await.expect("closes");
     poisoned_appends_fail_alone(store.clone()).await;
     store.close().await;
+}
+
+/// Eight tasks append without pause until the WAL has been written four times over
+/// its checkpoint threshold (4,000 pages): the `-wal` file, which never shrinks while
+/// the store is open, must stay near that threshold. A writer that left checkpoints
+/// to the background thread alone would let it grow for as long as appends come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_starts_over_under_steady_group_commits() {
+    const TASKS: u64 = 8;
+    const APPENDS_PER_TASK: u64 = 2_000;
+    let t = TestStore::sqlite().await.expect("sqlite");
+    let store = t.open().await;
+    // Over half a page: each event fills a page of the table alone.
+    let note = "n".repeat(3_000);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (store, note) = (store.clone(), note.clone());
+            tokio::spawn(async move {
+                for n in 0..APPENDS_PER_TASK {
+                    let stream = StreamId::new(format!("steady-{task}-{}", n % 50)).expect("stream id");
+                    let request = AppendRequest::new(stream, ExpectedVersion::Any)
+                        .event(NewEvent::json("Noted", &json!({ "n": n, "note": note })).expect("event"));
+                    store.append(request).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    let path = t.url().and_then(|url| url.strip_prefix("sqlite://")).expect("a file");
+    let wal = std::fs::metadata(format!("{path}-wal")).expect("the WAL").len();
+    let written = std::fs::metadata(path).expect("the database").len();
+    store.close().await;
+    // A WAL frame is a page and its 24-byte header.
+    const PAGE: u64 = 4096 + 24;
+    assert!(written > 12_000 * 4096, "the appends wrote only {written} bytes");
+    assert!(
+        wal < 6_000 * PAGE,
+        "the WAL grew to {wal} bytes ({} pages) while {written} bytes were written",
+        wal / PAGE
+    );
 }

@@ -146,9 +146,10 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
     )
     .map_err(Error::from)?;
     let synchronous = options.synchronous.pragma();
+    let autocheckpoint = checkpoint::WRITER_AFTER_PAGES;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -16384;
-         PRAGMA secure_delete = ON;"
+         PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = {autocheckpoint};"
     ))
     .map_err(Error::from)?;
     // Only another process's writer can hold the lock this one waits for.

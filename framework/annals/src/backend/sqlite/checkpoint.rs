@@ -32,8 +32,8 @@ const EVERY: Duration = Duration::from_millis(100);
 /// the 4,096 frames one of SQLite's WAL-index hash tables covers, so a read still
 /// looks a page up in a single table. Against SQLite's default of 1,000, W1-warm on
 /// eight tasks ran as fast or faster with its p99 latency cut by about two fifths
-/// (the measurements are in the book's Commands chapter); the WAL file may grow to
-/// about 16 MiB of 4 KiB pages before it starts over.
+/// (the measurements are in the book's SQLite chapter, under Checkpoints); the WAL
+/// file may grow to about 16 MiB of 4 KiB pages before it starts over.
 pub(super) const WRITER_AFTER_PAGES: u32 = 4000;
 
 pub(super) struct Checkpointer {

@@ -64,6 +64,11 @@ impl Connection {
         self.conn.close_on_drop();
         self
     }
+
+    /// Closes the connection now, telling the server; a failure means it is gone anyway.
+    async fn close(self) {
+        let _ = self.conn.close().await;
+    }
 }
 
 impl Session {
@@ -96,7 +101,7 @@ impl Session {
     /// Closes the connection, as the store closes.
     pub(super) async fn close(&mut self) {
         if let Some(kept) = self.conn.take() {
-            let _ = kept.conn.close().await;
+            kept.close().await;
         }
     }
 }
@@ -154,7 +159,8 @@ impl Kept {
         let mut idle = self.lock();
         match idle.as_mut() {
             Some(idle) if idle.len() < self.most => idle.push(conn),
-            Some(_) => {}
+            // Beyond the bound: back to the pool.
+            Some(_) => drop(conn),
             None => drop(conn.closing()),
         }
     }
@@ -164,7 +170,7 @@ impl Kept {
     pub(super) async fn close(&self) {
         let kept = self.lock().take().unwrap_or_default();
         for kept in kept {
-            let _ = kept.conn.close().await;
+            kept.close().await;
         }
     }
 

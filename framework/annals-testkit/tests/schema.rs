@@ -363,3 +363,145 @@ async fn postgres_append_one_decides_as_annals_append() {
     // command id of another stream, clashing event id, deleted stream.
     assert_eq!(statuses, [0, 0, 0, 0, 2, 2, 1, 3, 4, 0, 5, 5]);
 }
+
+/// `annals_append_set`, which writers call for a batch of independent appends
+/// (distinct streams, distinct command ids, no client-chosen event ids), decides such a
+/// batch as `annals_append` does: the same answer rows, records, command ids and one
+/// recorded_at, for a batch holding every outcome it can have, with appends admitted
+/// and refused in the same partitions (each function runs on the same log, rolled back).
+#[tokio::test]
+async fn postgres_append_set_decides_as_annals_append() {
+    use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, StreamId};
+    use uuid::Uuid;
+    let Some(url) = annals_testkit::postgres::fresh_schema_url().await else {
+        return;
+    };
+    let store = Store::open(&url).await.expect("open");
+    let id = |name: &str| StreamId::new(name).expect("stream id");
+    let event = || NewEvent::from_json_text("Opened", "{}").expect("event");
+    let earlier = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let [elsewhere, again, _] = earlier;
+    for (stream, command, events) in [("acct-1", elsewhere, 2), ("acct-6", again, 1), ("gone", earlier[2], 1)] {
+        let mut request = AppendRequest::new(id(stream), ExpectedVersion::NoStream).command_id(command);
+        for _ in 0..events {
+            request = request.event(event());
+        }
+        store.append(request).await.expect(stream);
+    }
+    store
+        .delete_stream(&id("gone"), Deletion::Hard)
+        .await
+        .expect("hard delete");
+    store.close().await;
+
+    // (stream, partition, expected version, command id, events, outcome)
+    let fresh = || Some(Uuid::now_v7());
+    let batch = [
+        ("acct-2", 3, 0_i64, fresh(), 2, 0_i16),
+        ("acct-3", 3, -2, None, 1, 2),
+        ("acct-1", 3, 2, None, 1, 0),
+        ("acct-4", 5, -1, fresh(), 1, 0),
+        ("acct-5", 3, 0, Some(elsewhere), 1, 3),
+        ("acct-6", 5, 1, Some(again), 1, 1),
+        ("gone", 3, -1, fresh(), 1, 5),
+        ("acct-7", 5, 4, fresh(), 1, 2),
+        ("acct-8", 3, -1, None, 3, 0),
+    ];
+    let events: usize = batch.iter().map(|append| append.4).sum();
+    let ids: Vec<Uuid> = (0..events).map(|_| Uuid::now_v7()).collect();
+    let types: Vec<String> = (0..events).map(|n| format!("T{n}")).collect();
+    let payloads: Vec<String> = (0..events).map(|n| format!("{{\"n\":{n}}}")).collect();
+    let metadata = vec!["{}".to_owned(); events];
+    let schemas: Vec<Option<i64>> = (0..events).map(|n| (n % 2 == 1).then_some(2)).collect();
+
+    type Answer = (
+        i16,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+    type Written = (i32, i64, String, i64, Uuid, String, String, bool, Option<i64>);
+    let mut conn = PgConnection::connect(&url).await.expect("connect");
+    let mut results = Vec::new();
+    for function in ["annals_append", "annals_append_set"] {
+        let mut tx = conn.begin().await.expect("begin");
+        let query = if function == "annals_append" {
+            sqlx::query_as::<_, Answer>(
+                "SELECT * FROM annals_append(7, $1, $2, $3, $4, $5, $6, array_fill(false, ARRAY[cardinality($6)]),
+                                             $7, $8, $9, $10)",
+            )
+        } else {
+            sqlx::query_as::<_, Answer>("SELECT * FROM annals_append_set(7, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        };
+        let answers = query
+            .bind(batch.iter().map(|a| a.0).collect::<Vec<_>>())
+            .bind(batch.iter().map(|a| a.1).collect::<Vec<i32>>())
+            .bind(batch.iter().map(|a| a.2).collect::<Vec<_>>())
+            .bind(batch.iter().map(|a| a.3).collect::<Vec<_>>())
+            .bind(batch.iter().map(|a| a.4 as i32).collect::<Vec<_>>())
+            .bind(&ids)
+            .bind(&types)
+            .bind(&payloads)
+            .bind(&metadata)
+            .bind(&schemas)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap_or_else(|error| panic!("{function}: {error}"));
+        let written: Vec<Written> = sqlx::query_as(
+            r#"SELECT partition, "offset", stream_id, version, event_id, event_type, payload::text, last_in_append,
+                      schema_version
+               FROM annals_events WHERE event_type LIKE 'T%' ORDER BY partition, "offset""#,
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .expect("records");
+        let stamps: i64 =
+            sqlx::query_scalar("SELECT count(DISTINCT recorded_at) FROM annals_events WHERE event_type LIKE 'T%'")
+                .fetch_one(&mut *tx)
+                .await
+                .expect("stamps");
+        let remembered: Vec<(Uuid, String, i32, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT * FROM annals_command_ids WHERE command_id <> ALL ($1) ORDER BY first_offset, partition",
+        )
+        .bind(earlier)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("command ids");
+        tx.rollback().await.expect("rollback");
+        assert_eq!(stamps, 1, "{function} stamped the batch's records differently");
+        results.push((answers, written, remembered));
+    }
+    assert_eq!(results[0], results[1]);
+    let (answers, written, remembered) = &results[1];
+    let statuses: Vec<i16> = answers.iter().map(|answer| answer.0).collect();
+    assert_eq!(statuses, batch.map(|append| append.5));
+    // Admitted appends follow each other in their partitions, in batch order; the
+    // refused ones take no offsets.
+    let placed: Vec<(i32, String, i64)> = written.iter().map(|w| (w.0, w.2.clone(), w.3)).collect();
+    let after = |partition: i32| {
+        written
+            .iter()
+            .filter(|w| w.0 == partition)
+            .map(|w| w.1)
+            .collect::<Vec<_>>()
+    };
+    assert!(after(3).windows(2).all(|pair| pair[1] == pair[0] + 1));
+    assert!(after(5).windows(2).all(|pair| pair[1] == pair[0] + 1));
+    let placed: Vec<String> = placed.iter().map(|(p, s, v)| format!("{p}:{s}@{v}")).collect();
+    assert_eq!(
+        placed,
+        [
+            "3:acct-2@1",
+            "3:acct-2@2",
+            "3:acct-1@3",
+            "3:acct-8@1",
+            "3:acct-8@2",
+            "3:acct-8@3",
+            "5:acct-4@1"
+        ]
+    );
+    assert_eq!(remembered.len(), 2, "the admitted appends' command ids");
+}

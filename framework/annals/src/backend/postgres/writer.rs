@@ -8,6 +8,7 @@
 //! [`Session`] for its calls, and lends it to an appender that finds it free while
 //! appends come one at a time ([`append_now`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::postgres::PgPool;
@@ -179,7 +180,21 @@ fn encode_expected(expected: ExpectedVersion) -> i64 {
     }
 }
 
-/// One call of `annals_append`, or of `annals_append_one` for a batch of one append
+/// Whether no append of `appends` can change another's outcome except by taking
+/// offsets of its partition: their streams and command ids are distinct, and no event
+/// id was chosen by the client (which might clash with one of another append).
+fn independent(appends: &[PreparedAppend]) -> bool {
+    let mut streams = HashSet::with_capacity(appends.len());
+    let mut commands = HashSet::with_capacity(appends.len());
+    appends.iter().all(|append| {
+        streams.insert(append.stream.as_str())
+            && append.command_id.is_none_or(|id| commands.insert(id))
+            && append.events.iter().all(|event| !event.client_id)
+    })
+}
+
+/// One call of `annals_append`; of `annals_append_one` for a batch of one append, or
+/// of `annals_append_set` for a batch of appends that do not depend on each other
 /// (the same decisions in fewer, simpler statements). The outer error means the
 /// transaction rolled back.
 async fn append_batch(
@@ -202,24 +217,29 @@ async fn append_batch(
         e_metadata.push(event.metadata.as_str());
         e_schema.push(event.schema_version.map(i64::from));
     }
+    let batch = |statement: &'static str| {
+        sqlx::query(statement)
+            .bind(lock_space)
+            .bind(appends.iter().map(|a| a.stream.as_str()).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| a.partition.0 as i32).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| encode_expected(a.expected)).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| a.command_id).collect::<Vec<_>>())
+            .bind(appends.iter().map(|a| a.events.len() as i32).collect::<Vec<_>>())
+            .bind(&e_id)
+    };
     let query = match appends {
         [append] => sqlx::query(include_str!("sql/append_one.sql"))
             .bind(lock_space)
             .bind(append.stream.as_str())
             .bind(append.partition.0 as i32)
             .bind(encode_expected(append.expected))
-            .bind(append.command_id),
-        _ => sqlx::query(include_str!("sql/append.sql"))
-            .bind(lock_space)
-            .bind(appends.iter().map(|a| a.stream.as_str()).collect::<Vec<_>>())
-            .bind(appends.iter().map(|a| a.partition.0 as i32).collect::<Vec<_>>())
-            .bind(appends.iter().map(|a| encode_expected(a.expected)).collect::<Vec<_>>())
-            .bind(appends.iter().map(|a| a.command_id).collect::<Vec<_>>())
-            .bind(appends.iter().map(|a| a.events.len() as i32).collect::<Vec<_>>()),
+            .bind(append.command_id)
+            .bind(&e_id)
+            .bind(&e_check),
+        _ if independent(appends) => batch(include_str!("sql/append_set.sql")),
+        _ => batch(include_str!("sql/append.sql")).bind(&e_check),
     };
     let rows = query
-        .bind(&e_id)
-        .bind(&e_check)
         .bind(&e_type)
         .bind(&e_payload)
         .bind(&e_metadata)

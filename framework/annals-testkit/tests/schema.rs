@@ -150,6 +150,28 @@ async fn boundaries_after_migration(url: &str) -> Vec<bool> {
     records.iter().map(|record| record.last_in_append).collect()
 }
 
+/// A record the append functions' tests wrote: partition, offset, stream, version,
+/// event id, type, payload, whether it ends its append, schema version.
+type Written = (i32, i64, String, i64, uuid::Uuid, String, String, bool, Option<i64>);
+
+/// The records the append functions' tests wrote (event types `T…`), in log order,
+/// and how many distinct `recorded_at` they carry.
+async fn records_written(conn: &mut PgConnection) -> (Vec<Written>, i64) {
+    let records = sqlx::query_as(
+        r#"SELECT partition, "offset", stream_id, version, event_id, event_type, payload::text, last_in_append,
+                  schema_version
+           FROM annals_events WHERE event_type LIKE 'T%' ORDER BY partition, "offset""#,
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("records");
+    let stamps = sqlx::query_scalar("SELECT count(DISTINCT recorded_at) FROM annals_events WHERE event_type LIKE 'T%'")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("stamps");
+    (records, stamps)
+}
+
 /// `annals_append_one`, which writers call for a batch of one append, decides it as
 /// `annals_append` decides a batch holding only that append: for every outcome the
 /// same answer row and the same records and command id written (each case runs both
@@ -292,7 +314,6 @@ async fn postgres_append_one_decides_as_annals_append() {
         Option<i64>,
         Option<String>,
     );
-    type Written = (i32, i64, String, i64, Uuid, String, bool, Option<i64>);
     let mut conn = PgConnection::connect(&url).await.expect("connect");
     let mut statuses = Vec::new();
     for case in &cases {
@@ -327,18 +348,7 @@ async fn postgres_append_one_decides_as_annals_append() {
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap_or_else(|error| panic!("{}: {function}: {error}", case.name));
-            let written: Vec<Written> = sqlx::query_as(
-                r#"SELECT partition, "offset", stream_id, version, event_id, payload::text, last_in_append, schema_version
-                   FROM annals_events WHERE event_type LIKE 'T%' ORDER BY partition, "offset""#,
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .expect("records");
-            let stamps: i64 =
-                sqlx::query_scalar("SELECT count(DISTINCT recorded_at) FROM annals_events WHERE event_type LIKE 'T%'")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .expect("stamps");
+            let (written, stamps) = records_written(&mut tx).await;
             let remembered: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
                 "SELECT stream_id, first_offset, last_offset, first_version, last_version
                  FROM annals_command_ids WHERE command_id = $1 AND command_id <> $2",
@@ -423,7 +433,6 @@ async fn postgres_append_set_decides_as_annals_append() {
         Option<i64>,
         Option<String>,
     );
-    type Written = (i32, i64, String, i64, Uuid, String, String, bool, Option<i64>);
     let mut conn = PgConnection::connect(&url).await.expect("connect");
     let mut results = Vec::new();
     for function in ["annals_append", "annals_append_set"] {
@@ -450,19 +459,7 @@ async fn postgres_append_set_decides_as_annals_append() {
             .fetch_all(&mut *tx)
             .await
             .unwrap_or_else(|error| panic!("{function}: {error}"));
-        let written: Vec<Written> = sqlx::query_as(
-            r#"SELECT partition, "offset", stream_id, version, event_id, event_type, payload::text, last_in_append,
-                      schema_version
-               FROM annals_events WHERE event_type LIKE 'T%' ORDER BY partition, "offset""#,
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .expect("records");
-        let stamps: i64 =
-            sqlx::query_scalar("SELECT count(DISTINCT recorded_at) FROM annals_events WHERE event_type LIKE 'T%'")
-                .fetch_one(&mut *tx)
-                .await
-                .expect("stamps");
+        let (written, stamps) = records_written(&mut tx).await;
         let remembered: Vec<(Uuid, String, i32, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT * FROM annals_command_ids WHERE command_id <> ALL ($1) ORDER BY first_offset, partition",
         )

@@ -151,15 +151,26 @@ async fn boundaries_after_migration(url: &str) -> Vec<bool> {
 }
 
 /// A record the append functions' tests wrote: partition, offset, stream, version,
-/// event id, type, payload, whether it ends its append, schema version.
-type Written = (i32, i64, String, i64, uuid::Uuid, String, String, bool, Option<i64>);
+/// event id, type, payload, metadata, whether it ends its append, schema version.
+type Written = (
+    i32,
+    i64,
+    String,
+    i64,
+    uuid::Uuid,
+    String,
+    String,
+    String,
+    bool,
+    Option<i64>,
+);
 
 /// The records the append functions' tests wrote (event types `T…`), in log order,
 /// and how many distinct `recorded_at` they carry.
 async fn records_written(conn: &mut PgConnection) -> (Vec<Written>, i64) {
     let records = sqlx::query_as(
-        r#"SELECT partition, "offset", stream_id, version, event_id, event_type, payload::text, last_in_append,
-                  schema_version
+        r#"SELECT partition, "offset", stream_id, version, event_id, event_type, payload::text, metadata::text,
+                  last_in_append, schema_version
            FROM annals_events WHERE event_type LIKE 'T%' ORDER BY partition, "offset""#,
     )
     .fetch_all(&mut *conn)
@@ -322,7 +333,7 @@ async fn postgres_append_one_decides_as_annals_append() {
         let count = ids.len();
         let types: Vec<String> = (0..count).map(|n| format!("T{n}")).collect();
         let payloads: Vec<String> = (0..count).map(|n| format!("{{\"n\":{n}}}")).collect();
-        let metadata = vec!["{}".to_owned(); count];
+        let metadata: Vec<String> = (0..count).map(|n| format!("{{\"m\":{n}}}")).collect();
         let schemas: Vec<Option<i64>> = (0..count).map(|n| (n > 0).then_some(2)).collect();
         let mut answers = Vec::new();
         for function in ["annals_append", "annals_append_one"] {
@@ -404,13 +415,24 @@ async fn postgres_append_set_decides_as_annals_append() {
         .expect("hard delete");
     store.close().await;
 
+    // Partition 3 holds appends admitted and refused; partition 5 only refused ones,
+    // behind a record stamped in the future that every record of the batch must
+    // follow; `empty` holds no record yet.
+    let mut conn = PgConnection::connect(&url).await.expect("connect");
+    let empty: i32 = sqlx::query_scalar(
+        "SELECT min(p) FROM generate_series(0, 15) AS p
+         WHERE p NOT IN (3, 5) AND NOT EXISTS (SELECT 1 FROM annals_events e WHERE e.partition = p)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("an empty partition");
     // (stream, partition, expected version, command id, events, outcome)
     let fresh = || Some(Uuid::now_v7());
     let batch = [
         ("acct-2", 3, 0_i64, fresh(), 2, 0_i16),
         ("acct-3", 3, -2, None, 1, 2),
         ("acct-1", 3, 2, None, 1, 0),
-        ("acct-4", 5, -1, fresh(), 1, 0),
+        ("acct-4", empty, -1, fresh(), 1, 0),
         ("acct-5", 3, 0, Some(elsewhere), 1, 3),
         ("acct-6", 5, 1, Some(again), 1, 1),
         ("gone", 3, -1, fresh(), 1, 5),
@@ -421,7 +443,7 @@ async fn postgres_append_set_decides_as_annals_append() {
     let ids: Vec<Uuid> = (0..events).map(|_| Uuid::now_v7()).collect();
     let types: Vec<String> = (0..events).map(|n| format!("T{n}")).collect();
     let payloads: Vec<String> = (0..events).map(|n| format!("{{\"n\":{n}}}")).collect();
-    let metadata = vec!["{}".to_owned(); events];
+    let metadata: Vec<String> = (0..events).map(|n| format!("{{\"m\":{n}}}")).collect();
     let schemas: Vec<Option<i64>> = (0..events).map(|n| (n % 2 == 1).then_some(2)).collect();
 
     type Answer = (
@@ -433,10 +455,19 @@ async fn postgres_append_set_decides_as_annals_append() {
         Option<i64>,
         Option<String>,
     );
-    let mut conn = PgConnection::connect(&url).await.expect("connect");
     let mut results = Vec::new();
     for function in ["annals_append", "annals_append_set"] {
         let mut tx = conn.begin().await.expect("begin");
+        sqlx::query(
+            r#"INSERT INTO annals_events
+                   (partition, "offset", stream_id, version, event_id, event_type, payload, metadata, recorded_at)
+               SELECT 5, coalesce(max("offset") + 1, 0), 'later-1', 1, gen_random_uuid(), 'Opened', '{}', '{}',
+                      '2100-01-01T00:00:00Z'
+               FROM annals_events WHERE partition = 5"#,
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("a record from the future");
         let query = if function == "annals_append" {
             sqlx::query_as::<_, Answer>(
                 "SELECT * FROM annals_append(7, $1, $2, $3, $4, $5, $6, array_fill(false, ARRAY[cardinality($6)]),
@@ -460,6 +491,12 @@ async fn postgres_append_set_decides_as_annals_append() {
             .await
             .unwrap_or_else(|error| panic!("{function}: {error}"));
         let (written, stamps) = records_written(&mut tx).await;
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM annals_events WHERE event_type LIKE 'T%' AND recorded_at < '2100-01-01T00:00:00Z'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .expect("stamps");
         let remembered: Vec<(Uuid, String, i32, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT * FROM annals_command_ids WHERE command_id <> ALL ($1) ORDER BY first_offset, partition",
         )
@@ -469,6 +506,10 @@ async fn postgres_append_set_decides_as_annals_append() {
         .expect("command ids");
         tx.rollback().await.expect("rollback");
         assert_eq!(stamps, 1, "{function} stamped the batch's records differently");
+        assert_eq!(
+            behind, 0,
+            "{function} stamped records before the newest of a partition of the batch"
+        );
         results.push((answers, written, remembered));
     }
     assert_eq!(results[0], results[1]);
@@ -486,19 +527,18 @@ async fn postgres_append_set_decides_as_annals_append() {
             .collect::<Vec<_>>()
     };
     assert!(after(3).windows(2).all(|pair| pair[1] == pair[0] + 1));
-    assert!(after(5).windows(2).all(|pair| pair[1] == pair[0] + 1));
+    assert_eq!(after(empty), [0], "the first record of a partition is at offset 0");
     let placed: Vec<String> = placed.iter().map(|(p, s, v)| format!("{p}:{s}@{v}")).collect();
-    assert_eq!(
-        placed,
-        [
-            "3:acct-2@1",
-            "3:acct-2@2",
-            "3:acct-1@3",
-            "3:acct-8@1",
-            "3:acct-8@2",
-            "3:acct-8@3",
-            "5:acct-4@1"
-        ]
-    );
+    let mut expected: Vec<String> = ["acct-2@1", "acct-2@2", "acct-1@3", "acct-8@1", "acct-8@2", "acct-8@3"]
+        .iter()
+        .map(|record| format!("3:{record}"))
+        .collect();
+    let alone = format!("{empty}:acct-4@1");
+    if empty < 3 {
+        expected.insert(0, alone);
+    } else {
+        expected.push(alone);
+    }
+    assert_eq!(placed, expected);
     assert_eq!(remembered.len(), 2, "the admitted appends' command ids");
 }

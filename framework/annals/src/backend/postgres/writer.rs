@@ -1,5 +1,5 @@
 //! PostgreSQL writers: each takes every append waiting (up to a bound) and sends the
-//! batch to `annals_append` in one round trip, one transaction, one WAL flush.
+//! batch to the batch function in one round trip, one transaction, one WAL flush.
 //!
 //! Each writer owns a fixed share of the partitions (`partition % writers`), so the
 //! writers of one process never wait on each other's partition locks and their
@@ -286,4 +286,52 @@ async fn append_batch(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::PreparedEvent;
+
+    fn append(stream: &str, command_id: Option<Uuid>, client_id: bool) -> PreparedAppend {
+        PreparedAppend {
+            stream: StreamId::trusted(stream.to_owned()),
+            partition: Partition(3),
+            expected: ExpectedVersion::Any,
+            command_id,
+            events: vec![PreparedEvent {
+                event_id: Uuid::now_v7(),
+                client_id,
+                event_type: "Opened".to_owned(),
+                payload: serde_json::value::RawValue::from_string("{}".to_owned()).expect("json"),
+                metadata: "{}".to_owned(),
+                schema_version: None,
+            }],
+        }
+    }
+
+    /// Only batches whose appends cannot see each other's writes go to
+    /// `annals_append_set`: one stream twice, one command id twice or an event id
+    /// the client chose sends the batch to `annals_append`.
+    #[test]
+    fn only_independent_batches_are_decided_as_a_set() {
+        let command = Some(Uuid::now_v7());
+        let apart = [
+            append("a-1", command, false),
+            append("a-2", None, false),
+            append("a-3", None, false),
+        ];
+        assert!(independent(&apart));
+        let other = Some(Uuid::now_v7());
+        assert!(independent(&[
+            append("a-1", command, false),
+            append("a-2", other, false)
+        ]));
+        assert!(!independent(&[append("a-1", None, false), append("a-1", None, false)]));
+        assert!(!independent(&[
+            append("a-1", command, false),
+            append("a-2", command, false)
+        ]));
+        assert!(!independent(&[append("a-1", None, false), append("a-2", None, true)]));
+    }
 }

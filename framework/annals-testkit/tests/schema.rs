@@ -1,8 +1,9 @@
 //! The schema each engine creates, snapshotted: a change to `migrations/` shows up in
 //! review as a change to these files.
 
-use annals::Store;
+use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, Store, StreamId};
 use sqlx::{Connection, PgConnection, SqliteConnection};
+use uuid::Uuid;
 
 #[tokio::test]
 async fn sqlite_schema() {
@@ -150,20 +151,21 @@ async fn boundaries_after_migration(url: &str) -> Vec<bool> {
     records.iter().map(|record| record.last_in_append).collect()
 }
 
+/// An answer row of the append functions: status, first and last offset, first and
+/// last version, the stream's actual version, the other stream or event id.
+type Answer = (
+    i16,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
 /// A record the append functions' tests wrote: partition, offset, stream, version,
 /// event id, type, payload, metadata, whether it ends its append, schema version.
-type Written = (
-    i32,
-    i64,
-    String,
-    i64,
-    uuid::Uuid,
-    String,
-    String,
-    String,
-    bool,
-    Option<i64>,
-);
+type Written = (i32, i64, String, i64, Uuid, String, String, String, bool, Option<i64>);
 
 /// The records the append functions' tests wrote (event types `T…`), in log order,
 /// and how many distinct `recorded_at` they carry.
@@ -189,8 +191,6 @@ async fn records_written(conn: &mut PgConnection) -> (Vec<Written>, i64) {
 /// functions on the same log, rolling each back).
 #[tokio::test]
 async fn postgres_append_one_decides_as_annals_append() {
-    use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, StreamId};
-    use uuid::Uuid;
     let Some(url) = annals_testkit::postgres::fresh_schema_url().await else {
         return;
     };
@@ -316,15 +316,6 @@ async fn postgres_append_one_decides_as_annals_append() {
         },
     ];
 
-    type Answer = (
-        i16,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-    );
     let mut conn = PgConnection::connect(&url).await.expect("connect");
     let mut statuses = Vec::new();
     for case in &cases {
@@ -392,8 +383,6 @@ async fn postgres_append_one_decides_as_annals_append() {
 /// and refused in the same partitions (each function runs on the same log, rolled back).
 #[tokio::test]
 async fn postgres_append_set_decides_as_annals_append() {
-    use annals::{AppendRequest, Deletion, ExpectedVersion, NewEvent, StreamId};
-    use uuid::Uuid;
     let Some(url) = annals_testkit::postgres::fresh_schema_url().await else {
         return;
     };
@@ -446,15 +435,6 @@ async fn postgres_append_set_decides_as_annals_append() {
     let metadata: Vec<String> = (0..events).map(|n| format!("{{\"m\":{n}}}")).collect();
     let schemas: Vec<Option<i64>> = (0..events).map(|n| (n % 2 == 1).then_some(2)).collect();
 
-    type Answer = (
-        i16,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-    );
     let mut results = Vec::new();
     for function in ["annals_append", "annals_append_set"] {
         let mut tx = conn.begin().await.expect("begin");

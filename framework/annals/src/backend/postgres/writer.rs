@@ -204,14 +204,12 @@ async fn append_batch(
 ) -> Result<Vec<Result<AppendOutcome>>> {
     let events = appends.iter().map(|a| a.events.len()).sum();
     let mut e_id = Vec::with_capacity(events);
-    let mut e_check = Vec::with_capacity(events);
     let mut e_type = Vec::with_capacity(events);
     let mut e_payload = Vec::with_capacity(events);
     let mut e_metadata = Vec::with_capacity(events);
     let mut e_schema = Vec::with_capacity(events);
     for event in appends.iter().flat_map(|append| &append.events) {
         e_id.push(event.event_id);
-        e_check.push(event.client_id);
         e_type.push(event.event_type.as_str());
         e_payload.push(event.payload.get());
         e_metadata.push(event.metadata.as_str());
@@ -227,6 +225,15 @@ async fn append_batch(
             .bind(appends.iter().map(|a| a.events.len() as i32).collect::<Vec<_>>())
             .bind(&e_id)
     };
+    // Which event ids the client chose, for the functions that check them
+    // (`annals_append_set` is only called when there are none).
+    let e_check = || {
+        appends
+            .iter()
+            .flat_map(|append| &append.events)
+            .map(|event| event.client_id)
+            .collect::<Vec<_>>()
+    };
     let query = match appends {
         [append] => sqlx::query(include_str!("sql/append_one.sql"))
             .bind(lock_space)
@@ -235,9 +242,9 @@ async fn append_batch(
             .bind(encode_expected(append.expected))
             .bind(append.command_id)
             .bind(&e_id)
-            .bind(&e_check),
+            .bind(e_check()),
         _ if independent(appends) => batch(include_str!("sql/append_set.sql")),
-        _ => batch(include_str!("sql/append.sql")).bind(&e_check),
+        _ => batch(include_str!("sql/append.sql")).bind(e_check()),
     };
     let rows = query
         .bind(&e_type)

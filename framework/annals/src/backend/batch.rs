@@ -2,9 +2,11 @@
 //!
 //! A writer takes everything queued. With many concurrent appenders that alone splits
 //! them into two alternating halves (one half is being committed while the other
-//! queues), so the writer also *lingers*, as Kafka's producers do: when the batch is
-//! smaller than the previous one, the appenders just answered are likely about to
-//! send again, and it waits up to [`LINGER`] for them. A lone appender never waits.
+//! queues), so the writer also *lingers*, as Kafka's producers do: the appenders the
+//! last batch answered are likely about to send again, so it waits up to [`LINGER`]
+//! until the batch holds as many appends as the last one answered plus those that
+//! queued while it was being committed. A lone appender never waits, nor does a writer
+//! that sat idle for longer than a linger.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -128,6 +130,8 @@ pub(crate) struct Batching {
     max_appends: usize,
     max_events: usize,
     last_size: usize,
+    /// Jobs that queued while the last batch was being committed.
+    queued: usize,
 }
 
 impl Batching {
@@ -136,11 +140,36 @@ impl Batching {
             max_appends,
             max_events,
             last_size: 0,
+            queued: 0,
         }
+    }
+
+    /// The writer committed the batch it took and is about to answer it: what has
+    /// queued meanwhile (`queued` jobs) was sent by others than the batch's appenders.
+    pub(crate) fn answering(&mut self, queued: usize) {
+        self.queued = queued;
     }
 
     fn full_at(&self, taken: usize, events: usize) -> bool {
         taken >= self.max_appends || events >= self.max_events
+    }
+
+    /// How many appends the next batch lingers for, once its first has come: the last
+    /// batch's appenders, who are likely to send again, and the ones that queued while
+    /// it was being committed. None when the writer sat idle for longer than a linger
+    /// before the first came (`idle`): the last batch's appenders are not coming back
+    /// soon.
+    ///
+    /// Counting the queued ones is what merges two halves that took turns: appenders
+    /// that each sent while the other's batch was being committed would otherwise go on
+    /// committing a batch each, never smaller than the one before.
+    fn expected(&mut self, idle: bool) -> usize {
+        let queued = std::mem::take(&mut self.queued);
+        if idle {
+            0
+        } else {
+            self.last_size + queued
+        }
     }
 
     /// Takes the next batch job by job, handing each to `take` as it is taken, so a
@@ -149,14 +178,16 @@ impl Batching {
     /// says. `false` once every sender is gone.
     #[cfg(feature = "sqlite")]
     pub(crate) fn gather_blocking<T: Queued>(&mut self, queue: &flume::Receiver<T>, mut take: impl FnMut(T)) -> bool {
+        let waiting = std::time::Instant::now();
         let Ok(first) = queue.recv() else { return false };
+        let expected = self.expected(waiting.elapsed() > LINGER);
         let (mut taken, mut events) = (1, first.events());
         take(first);
         let deadline = std::time::Instant::now() + LINGER;
         while !self.full_at(taken, events) {
             let next = match queue.try_recv() {
                 Ok(next) => next,
-                Err(_) if taken < self.last_size => match queue.recv_deadline(deadline) {
+                Err(_) if taken < expected => match queue.recv_deadline(deadline) {
                     Ok(next) => next,
                     Err(_) => break,
                 },
@@ -175,19 +206,19 @@ impl Batching {
     /// is gone.
     #[cfg(feature = "postgres")]
     pub(crate) async fn next<T: Queued>(&mut self, queue: &flume::Receiver<T>) -> Option<Vec<T>> {
+        let waiting = tokio::time::Instant::now();
         let first = queue.recv_async().await.ok()?;
+        let expected = self.expected(waiting.elapsed() > LINGER);
         let mut events = first.events();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
         while !self.full_at(batch.len(), events) {
             let next = match queue.try_recv() {
                 Ok(next) => next,
-                Err(_) if batch.len() < self.last_size => {
-                    match tokio::time::timeout_at(deadline, queue.recv_async()).await {
-                        Ok(Ok(next)) => next,
-                        _ => break,
-                    }
-                }
+                Err(_) if batch.len() < expected => match tokio::time::timeout_at(deadline, queue.recv_async()).await {
+                    Ok(Ok(next)) => next,
+                    _ => break,
+                },
                 Err(_) => break,
             };
             events += next.events();
@@ -195,5 +226,96 @@ impl Batching {
         }
         self.last_size = batch.len();
         Some(batch)
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    struct Job;
+
+    impl Queued for Job {
+        fn events(&self) -> usize {
+            1
+        }
+    }
+
+    /// A writer whose last batch held `size` appends, answered after `queued` others
+    /// came (and are on its queue).
+    async fn after_a_batch_of(
+        size: usize,
+        queued: usize,
+        queue: &flume::Receiver<Job>,
+        send: &flume::Sender<Job>,
+    ) -> Batching {
+        let mut batching = Batching::new(64, 1024);
+        (0..size).for_each(|_| send.send(Job).expect("queue"));
+        assert_eq!(batching.next(queue).await.expect("batch").len(), size);
+        (0..queued).for_each(|_| send.send(Job).expect("queue"));
+        batching.answering(queue.len());
+        batching
+    }
+
+    /// The appender the last batch answered sends again in its own time (on the test's
+    /// single thread: once the writer waits).
+    fn sends_again(send: &flume::Sender<Job>) {
+        let send = send.clone();
+        tokio::spawn(async move { send.send_async(Job).await.expect("queue") });
+    }
+
+    /// Two appenders that took turns, each sending while the other's batch was being
+    /// committed, are merged: the writer takes the one that queued and lingers for
+    /// the one it just answered, instead of committing a batch of one again.
+    #[tokio::test(start_paused = true)]
+    async fn appenders_taking_turns_share_the_next_batch() {
+        let (send, queue) = flume::unbounded();
+        let mut batching = after_a_batch_of(1, 1, &queue, &send).await;
+        sends_again(&send);
+        assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
+    }
+
+    /// Appenders answered together are waited for together.
+    #[tokio::test(start_paused = true)]
+    async fn the_last_batch_is_waited_for() {
+        let (send, queue) = flume::unbounded();
+        let mut batching = after_a_batch_of(8, 0, &queue, &send).await;
+        (0..8).for_each(|_| sends_again(&send));
+        assert_eq!(batching.next(&queue).await.expect("batch").len(), 8);
+    }
+
+    /// A lone appender's batch is committed at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_appender_never_waits() {
+        let (send, queue) = flume::unbounded();
+        let mut batching = after_a_batch_of(1, 0, &queue, &send).await;
+        send.send(Job).expect("queue");
+        let started = Instant::now();
+        assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// When the last batch's appenders did not come back within a linger, the one
+    /// append that finally comes is committed at once, not held for them.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_writer_does_not_linger() {
+        let (send, queue) = flume::unbounded();
+        let mut batching = after_a_batch_of(8, 0, &queue, &send).await;
+        let later = send.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            later.send_async(Job).await.expect("queue");
+        });
+        let started = Instant::now();
+        assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_millis(5) + LINGER,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

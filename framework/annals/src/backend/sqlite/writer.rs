@@ -215,7 +215,10 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         shared.singles.batch(jobs);
         let mut guard = guard.unwrap_or_else(|| lock(&shared.conn));
         let Some(conn) = guard.as_ref() else { return };
-        appends.finish(conn, &wakeups);
+        if let Some((replies, results)) = appends.commit(conn) {
+            batching.answering(queue.len());
+            batch::answer(replies, results, &wakeups);
+        }
         if !replicated.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
             let results = each_alone_on_failure(&batches, |some| commit(conn, |conn| write_replicated(conn, some)));
@@ -371,6 +374,9 @@ fn commit_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Res
     })
 }
 
+/// Where a batch's outcomes go, and the outcomes.
+type Answers = (Vec<oneshot::Sender<Result<AppendOutcome>>>, Vec<Result<AppendOutcome>>);
+
 /// The appends of one batch, written one by one as the writer takes them from its
 /// queue, inside one transaction that commits them together: a batch's statements run
 /// while its last appenders are still on their way, instead of after them.
@@ -410,11 +416,12 @@ impl Appending {
         writing.write(conn, append)
     }
 
-    /// Commits the batch and answers its appenders; if the engine failed it, rolls it
-    /// back and writes each append alone, so only the one that caused it fails.
-    fn finish(self, conn: &Connection, wakeups: &Wakeups) {
+    /// Commits the batch; if the engine failed it, rolls it back and writes each append
+    /// alone, so only the one that caused it fails. Gives back where each outcome goes,
+    /// and the outcomes, for [`batch::answer`]; `None` for a batch with no appends.
+    fn commit(self, conn: &Connection) -> Option<Answers> {
         if self.appends.is_empty() {
-            return;
+            return None;
         }
         let committed = match self.failed {
             None => end(conn),
@@ -427,7 +434,7 @@ impl Appending {
                 one_by_one(&self.appends, error, |some| commit_batch(conn, some))
             }
         };
-        batch::answer(self.replies, results, wakeups);
+        Some((self.replies, results))
     }
 }
 

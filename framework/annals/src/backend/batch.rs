@@ -5,8 +5,9 @@
 //! queues), so the writer also *lingers*, as Kafka's producers do: the appenders the
 //! last batch answered are likely about to send again, so it waits up to [`LINGER`]
 //! until the batch holds as many appends as the last one answered plus those that
-//! queued while it was being committed. A lone appender never waits, nor does a writer
-//! that sat idle for longer than a linger.
+//! queued while it was being committed. A lone appender never waits. Appends that come
+//! from outside, each once (requests, say), do not come back: when a linger for the
+//! queued ones runs out, the writer stops counting them for a while.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,6 +17,10 @@ use tokio::sync::oneshot;
 use super::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
+
+/// Batches after a linger for the queued ones ran out during which they are not
+/// counted.
+const MERGE_BACKOFF: u32 = 64;
 
 /// The longest a writer waits for a batch to fill up.
 pub(crate) const LINGER: Duration = Duration::from_micros(300);
@@ -132,6 +137,8 @@ pub(crate) struct Batching {
     last_size: usize,
     /// Jobs that queued while the last batch was being committed.
     queued: usize,
+    /// Batches to go before the queued ones count again.
+    backoff: u32,
 }
 
 impl Batching {
@@ -141,6 +148,7 @@ impl Batching {
             max_events,
             last_size: 0,
             queued: 0,
+            backoff: 0,
         }
     }
 
@@ -154,22 +162,30 @@ impl Batching {
         taken >= self.max_appends || events >= self.max_events
     }
 
-    /// How many appends the next batch lingers for, once its first has come: the last
-    /// batch's appenders, who are likely to send again, and the ones that queued while
-    /// it was being committed. None when the writer sat idle for longer than a linger
-    /// before the first came (`idle`): the last batch's appenders are not coming back
-    /// soon.
+    /// How many appends the next batch lingers for: the last batch's appenders, who are
+    /// likely to send again, and the ones that queued while it was being committed.
     ///
     /// Counting the queued ones is what merges two halves that took turns: appenders
     /// that each sent while the other's batch was being committed would otherwise go on
     /// committing a batch each, never smaller than the one before.
-    fn expected(&mut self, idle: bool) -> usize {
+    fn target(&mut self) -> usize {
         let queued = std::mem::take(&mut self.queued);
-        if idle {
-            0
-        } else {
-            self.last_size + queued
+        if self.backoff > 0 {
+            self.backoff -= 1;
+            return self.last_size;
         }
+        self.last_size + queued
+    }
+
+    /// A batch of `taken` appends formed while lingering for `target`. When the linger
+    /// ran out (`ran_out`) once the last batch's appenders were back, it waited for
+    /// the queued ones in vain: they came from outside, each once, and are not counted
+    /// for the next [`MERGE_BACKOFF`] batches.
+    fn formed(&mut self, taken: usize, target: usize, ran_out: bool) {
+        if ran_out && taken >= self.last_size && taken < target {
+            self.backoff = MERGE_BACKOFF;
+        }
+        self.last_size = taken;
     }
 
     /// Takes the next batch job by job, handing each to `take` as it is taken, so a
@@ -178,18 +194,20 @@ impl Batching {
     /// says. `false` once every sender is gone.
     #[cfg(feature = "sqlite")]
     pub(crate) fn gather_blocking<T: Queued>(&mut self, queue: &flume::Receiver<T>, mut take: impl FnMut(T)) -> bool {
-        let waiting = std::time::Instant::now();
         let Ok(first) = queue.recv() else { return false };
-        let expected = self.expected(waiting.elapsed() > LINGER);
-        let (mut taken, mut events) = (1, first.events());
+        let target = self.target();
+        let (mut taken, mut events, mut ran_out) = (1, first.events(), false);
         take(first);
         let deadline = std::time::Instant::now() + LINGER;
         while !self.full_at(taken, events) {
             let next = match queue.try_recv() {
                 Ok(next) => next,
-                Err(_) if taken < expected => match queue.recv_deadline(deadline) {
+                Err(_) if taken < target => match queue.recv_deadline(deadline) {
                     Ok(next) => next,
-                    Err(_) => break,
+                    Err(error) => {
+                        ran_out = error == flume::RecvTimeoutError::Timeout;
+                        break;
+                    }
                 },
                 Err(_) => break,
             };
@@ -197,7 +215,7 @@ impl Batching {
             events += next.events();
             take(next);
         }
-        self.last_size = taken;
+        self.formed(taken, target, ran_out);
         true
     }
 
@@ -206,25 +224,28 @@ impl Batching {
     /// is gone.
     #[cfg(feature = "postgres")]
     pub(crate) async fn next<T: Queued>(&mut self, queue: &flume::Receiver<T>) -> Option<Vec<T>> {
-        let waiting = tokio::time::Instant::now();
         let first = queue.recv_async().await.ok()?;
-        let expected = self.expected(waiting.elapsed() > LINGER);
-        let mut events = first.events();
+        let target = self.target();
+        let (mut events, mut ran_out) = (first.events(), false);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
         while !self.full_at(batch.len(), events) {
             let next = match queue.try_recv() {
                 Ok(next) => next,
-                Err(_) if batch.len() < expected => match tokio::time::timeout_at(deadline, queue.recv_async()).await {
+                Err(_) if batch.len() < target => match tokio::time::timeout_at(deadline, queue.recv_async()).await {
                     Ok(Ok(next)) => next,
-                    _ => break,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        ran_out = true;
+                        break;
+                    }
                 },
                 Err(_) => break,
             };
             events += next.events();
             batch.push(next);
         }
-        self.last_size = batch.len();
+        self.formed(batch.len(), target, ran_out);
         Some(batch)
     }
 }
@@ -299,23 +320,19 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
-    /// When the last batch's appenders did not come back within a linger, the one
-    /// append that finally comes is committed at once, not held for them.
+    /// Appends from outside, each sent once, do not come back: after a linger for the
+    /// queued one runs out, the writer stops waiting for such appends.
     #[tokio::test(start_paused = true)]
-    async fn an_idle_writer_does_not_linger() {
+    async fn a_merge_that_runs_out_backs_off() {
         let (send, queue) = flume::unbounded();
-        let mut batching = after_a_batch_of(8, 0, &queue, &send).await;
-        let later = send.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            later.send_async(Job).await.expect("queue");
-        });
+        let mut batching = after_a_batch_of(1, 1, &queue, &send).await;
         let started = Instant::now();
         assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
-        assert!(
-            started.elapsed() < Duration::from_millis(5) + LINGER,
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() >= LINGER, "{:?}", started.elapsed());
+        send.send(Job).expect("queue");
+        batching.answering(queue.len());
+        let started = Instant::now();
+        assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

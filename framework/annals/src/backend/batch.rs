@@ -6,8 +6,9 @@
 //! last batch answered are likely about to send again, so it waits up to [`LINGER`]
 //! until the batch holds as many appends as the last one answered plus those that
 //! queued while it was being committed. A lone appender never waits. Appends that come
-//! from outside, each once (requests, say), do not come back: when a linger for the
-//! queued ones runs out, the writer stops counting them for a while.
+//! from outside, each once (requests, say), do not come back: when a linger runs out
+//! although the batch held as many as the last one, the writer stops counting the
+//! queued ones for a while.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -177,12 +178,13 @@ impl Batching {
         self.last_size + queued
     }
 
-    /// A batch of `taken` appends formed while lingering for `target`. When the linger
-    /// ran out (`ran_out`) once the last batch's appenders were back, it waited for
-    /// the queued ones in vain: they came from outside, each once, and are not counted
-    /// for the next [`MERGE_BACKOFF`] batches.
-    fn formed(&mut self, taken: usize, target: usize, ran_out: bool) {
-        if ran_out && taken >= self.last_size && taken < target {
+    /// A batch of `taken` appends formed. When its linger ran out (`ran_out`) although
+    /// it held as many as the last batch, it waited only for the queued ones' share, in
+    /// vain: their senders are not taking turns with the last batch's (appends from
+    /// outside, each sent once, or a sender slower than a linger), and the queued ones
+    /// are not counted for the next [`MERGE_BACKOFF`] batches.
+    fn formed(&mut self, taken: usize, ran_out: bool) {
+        if ran_out && taken >= self.last_size {
             self.backoff = MERGE_BACKOFF;
         }
         self.last_size = taken;
@@ -215,7 +217,7 @@ impl Batching {
             events += next.events();
             take(next);
         }
-        self.formed(taken, target, ran_out);
+        self.formed(taken, ran_out);
         true
     }
 
@@ -245,7 +247,7 @@ impl Batching {
             events += next.events();
             batch.push(next);
         }
-        self.formed(batch.len(), target, ran_out);
+        self.formed(batch.len(), ran_out);
         Some(batch)
     }
 }

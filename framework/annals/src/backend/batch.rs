@@ -19,8 +19,8 @@ use super::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
 
-/// Batches after a linger for the queued ones ran out during which they are not
-/// counted.
+/// How many batches do not count the queued ones after a linger ran out waiting only
+/// for them (see `Batching::formed`).
 const MERGE_BACKOFF: u32 = 64;
 
 /// The longest a writer waits for a batch to fill up.
@@ -118,19 +118,6 @@ pub(crate) fn committed(results: &[Result<AppendOutcome>], wakeups: &Wakeups) {
     crate::telemetry::batch(results.len());
 }
 
-/// Wakes subscribers of the partitions written, then answers every appender.
-pub(crate) fn answer(
-    replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
-    results: Vec<Result<AppendOutcome>>,
-    wakeups: &Wakeups,
-) {
-    committed(&results, wakeups);
-    for (reply, result) in replies.into_iter().zip(results) {
-        // The appender may have gone away; its append is committed either way.
-        let _ = reply.send(result);
-    }
-}
-
 /// The bounds of a batch, and what the last one held.
 pub(crate) struct Batching {
     max_appends: usize,
@@ -153,9 +140,27 @@ impl Batching {
         }
     }
 
-    /// The writer committed the batch it took and is about to answer it: what has
-    /// queued meanwhile (`queued` jobs) was sent by others than the batch's appenders.
-    pub(crate) fn answering(&mut self, queued: usize) {
+    /// Answers the batch the writer took from `queue` and committed: wakes subscribers
+    /// of the partitions written, then every appender. What has queued by then was
+    /// sent by others than the batch's appenders, who have had no answer yet; it is
+    /// counted for the next batch first.
+    pub(crate) fn answer<T>(
+        &mut self,
+        queue: &flume::Receiver<T>,
+        replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
+        results: Vec<Result<AppendOutcome>>,
+        wakeups: &Wakeups,
+    ) {
+        self.answering(queue.len());
+        committed(&results, wakeups);
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The appender may have gone away; its append is committed either way.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// `queued` jobs came while the last batch was being committed.
+    fn answering(&mut self, queued: usize) {
         self.queued = queued;
     }
 

@@ -89,8 +89,7 @@ pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Rece
         };
         drop(session);
         publish(&shared, &results);
-        batching.answering(queue.len());
-        batch::answer(replies, results, &shared.wakeups);
+        batching.answer(&queue, replies, results, &shared.wakeups);
     }
     slot.session.lock().await.close().await;
 }

@@ -216,8 +216,7 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         let mut guard = guard.unwrap_or_else(|| lock(&shared.conn));
         let Some(conn) = guard.as_ref() else { return };
         if let Some((replies, results)) = appends.commit(conn) {
-            batching.answering(queue.len());
-            batch::answer(replies, results, &wakeups);
+            batching.answer(&queue, replies, results, &wakeups);
         }
         if !replicated.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
@@ -418,7 +417,7 @@ impl Appending {
 
     /// Commits the batch; if the engine failed it, rolls it back and writes each append
     /// alone, so only the one that caused it fails. Gives back where each outcome goes,
-    /// and the outcomes, for [`batch::answer`]; `None` for a batch with no appends.
+    /// and the outcomes, for [`Batching::answer`]; `None` for a batch with no appends.
     fn commit(self, conn: &Connection) -> Option<Answers> {
         if self.appends.is_empty() {
             return None;

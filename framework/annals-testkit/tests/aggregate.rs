@@ -393,29 +393,29 @@ async fn the_cache_keeps_up_with_other_writers_on_postgres() {
 }
 
 /// Commands on one aggregate through one repository take turns instead of racing:
-/// 32 deposits at once with no retries allowed all go through.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commands_on_one_aggregate_take_turns() {
-    let t = TestStore::sqlite().await.expect("sqlite");
+/// 32 deposits at once on each of two accounts, with no retries allowed, all go
+/// through. The commands waiting for their account's turn are parked while the store
+/// group-commits the two accounts' appends.
+async fn commands_on_one_aggregate_take_turns(t: &TestStore) {
     let store = t.open().await;
     let accounts = Repository::<Account>::new(store.clone()).with_retry(RetryPolicy {
         max_attempts: 1,
         ..RetryPolicy::default()
     });
-    accounts
-        .execute(
-            "turns",
-            AccountCommand::Open { owner: "bob".into() },
-            &CommandContext::new(),
-        )
-        .await
-        .expect("open");
+    let ids = ["turns", "turns-too"];
+    for id in ids {
+        accounts
+            .execute(id, AccountCommand::Open { owner: "bob".into() }, &CommandContext::new())
+            .await
+            .expect("open");
+    }
     let deposits: Vec<_> = (1..=32)
-        .map(|amount| {
+        .flat_map(|amount| ids.map(|id| (id, amount)))
+        .map(|(id, amount)| {
             let accounts = accounts.clone();
             tokio::spawn(async move {
                 accounts
-                    .execute("turns", AccountCommand::Deposit { amount }, &CommandContext::new())
+                    .execute(id, AccountCommand::Deposit { amount }, &CommandContext::new())
                     .await
             })
         })
@@ -423,11 +423,30 @@ async fn commands_on_one_aggregate_take_turns() {
     for deposit in deposits {
         deposit.await.expect("task").expect("no conflict inside one repository");
     }
-    let loaded = accounts.load("turns").await.expect("load");
-    assert_eq!(
-        (loaded.state.balance, loaded.version),
-        ((1..=32).sum::<i64>(), Version(33))
-    );
+    for id in ids {
+        let loaded = accounts.load(id).await.expect("load");
+        assert_eq!(
+            (loaded.state.balance, loaded.version),
+            ((1..=32).sum::<i64>(), Version(33))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_on_one_aggregate_take_turns_on_memory() {
+    commands_on_one_aggregate_take_turns(&TestStore::memory().await.expect("memory")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_on_one_aggregate_take_turns_on_sqlite() {
+    commands_on_one_aggregate_take_turns(&TestStore::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_on_one_aggregate_take_turns_on_postgres() {
+    if let Some(store) = TestStore::postgres().await {
+        commands_on_one_aggregate_take_turns(&store).await;
+    }
 }
 
 /// A cache too small for the aggregates in use, and no cache at all, give the same

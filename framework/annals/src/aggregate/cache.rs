@@ -146,19 +146,28 @@ impl<A> Cache<A> {
         self.evict(&mut entries);
     }
 
-    /// Waits for the turn on `stream`'s slot (single flight).
-    pub(super) async fn turn<'c>(
+    /// Waits for the turn on `stream`'s slot (single flight). A command that has to
+    /// wait holds what `park` gives meanwhile.
+    pub(super) async fn turn<'c, P>(
         &'c self,
         stream: &'c StreamId,
         slot: &'c Arc<Slot<A>>,
         weigh: fn(&A) -> usize,
+        park: impl FnOnce() -> P,
     ) -> Turn<'c, A> {
+        let held = match slot.loaded.try_lock() {
+            Ok(held) => held,
+            Err(_) => {
+                let _parked = park();
+                slot.loaded.lock().await
+            }
+        };
         Turn {
             cache: self,
             stream,
             slot,
             weigh,
-            held: slot.loaded.lock().await,
+            held,
         }
     }
 

@@ -351,8 +351,10 @@ impl<A: Aggregate> Repository<A> {
     {
         let stream = Self::stream_id(id)?;
         let slot = self.cache.slot(&stream);
-        // Single flight: commands on this aggregate take turns on its slot.
-        let mut turn = self.cache.turn(&stream, &slot, self.weigh).await;
+        // Single flight: commands on this aggregate take turns on its slot. One that
+        // waits is parked: its append cannot join the group commit that the command
+        // ahead of it is in, so the store's writer does not wait for it.
+        let mut turn = self.cache.turn(&stream, &slot, self.weigh, || self.store.park()).await;
         self.run(&stream, &mut turn.held, command, context).await
     }
 

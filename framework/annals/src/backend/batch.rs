@@ -8,9 +8,12 @@
 //! queued while it was being committed. A lone appender never waits. Appends that come
 //! from outside, each once (requests, say), do not come back: when a linger runs out
 //! although the batch held as many as the last one, the writer stops counting the
-//! queued ones for a while.
+//! queued ones for a while. Nor does it wait for a command [`Parked`] behind another
+//! on the same aggregate: that one's append comes first, so its own cannot come before
+//! the batch is committed.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -65,6 +68,64 @@ impl Singles {
     /// Whether appends have come one at a time.
     pub(crate) fn lone(&self) -> bool {
         self.0.load(Ordering::Relaxed) >= Self::LONE_AFTER
+    }
+}
+
+/// The commands of one store that wait for their aggregate's turn (single flight)
+/// behind a command on the same aggregate. Until that command's append is committed
+/// and answered, theirs cannot come, so the store's writers do not linger for them;
+/// a writer that lingers hears when another command parks, and counts again.
+pub(crate) struct Parked {
+    count: AtomicUsize,
+    /// One per writer, holding at most one nudge.
+    nudges: Vec<flume::Sender<()>>,
+}
+
+impl Parked {
+    /// The count for a store with `writers` writers, and what each writer watches.
+    pub(crate) fn new(writers: usize) -> (Arc<Self>, Vec<ParkedWatch>) {
+        let (nudges, heard): (Vec<_>, Vec<_>) = (0..writers).map(|_| flume::bounded(1)).unzip();
+        let parked = Arc::new(Parked {
+            count: AtomicUsize::new(0),
+            nudges,
+        });
+        let watches = heard
+            .into_iter()
+            .map(|nudged| ParkedWatch {
+                parked: parked.clone(),
+                nudged,
+            })
+            .collect();
+        (parked, watches)
+    }
+
+    /// A command parks, and the writers hear of it.
+    pub(crate) fn enter(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        for nudge in &self.nudges {
+            // A full channel already holds a nudge the writer has not heard.
+            let _ = nudge.try_send(());
+        }
+    }
+
+    /// A parked command has its turn.
+    pub(crate) fn leave(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A writer's view of its store's [`Parked`] commands.
+pub(crate) struct ParkedWatch {
+    parked: Arc<Parked>,
+    nudged: flume::Receiver<()>,
+}
+
+impl ParkedWatch {
+    /// How many commands are parked now. Nudges heard before are spent: one that comes
+    /// after this count is of a command it did not see.
+    fn count(&self) -> usize {
+        while self.nudged.try_recv().is_ok() {}
+        self.parked.count.load(Ordering::SeqCst)
     }
 }
 
@@ -127,16 +188,21 @@ pub(crate) struct Batching {
     queued: usize,
     /// Batches to go before the queued ones count again.
     backoff: u32,
+    parked: ParkedWatch,
+    /// The longest a batch waits to fill up ([`LINGER`]).
+    linger: Duration,
 }
 
 impl Batching {
-    pub(crate) fn new(max_appends: usize, max_events: usize) -> Self {
+    pub(crate) fn new(max_appends: usize, max_events: usize, parked: ParkedWatch) -> Self {
         Batching {
             max_appends,
             max_events,
             last_size: 0,
             queued: 0,
             backoff: 0,
+            parked,
+            linger: LINGER,
         }
     }
 
@@ -183,6 +249,12 @@ impl Batching {
         self.last_size + queued
     }
 
+    /// Whether a batch of `taken` appends, gathered for `target`, waits for more: the
+    /// commands parked now cannot send before it is committed.
+    fn short(&self, taken: usize, target: usize) -> bool {
+        taken < target.saturating_sub(self.parked.count())
+    }
+
     /// A batch of `taken` appends formed. When its linger ran out (`ran_out`) although
     /// it held as many as the last batch, it waited only for the queued ones' share, in
     /// vain: their senders are not taking turns with the last batch's (appends from
@@ -205,17 +277,25 @@ impl Batching {
         let target = self.target();
         let (mut taken, mut events, mut ran_out) = (1, first.events(), false);
         take(first);
-        let deadline = std::time::Instant::now() + LINGER;
+        let deadline = std::time::Instant::now() + self.linger;
         while !self.full_at(taken, events) {
             let next = match queue.try_recv() {
                 Ok(next) => next,
-                Err(_) if taken < target => match queue.recv_deadline(deadline) {
-                    Ok(next) => next,
-                    Err(error) => {
-                        ran_out = error == flume::RecvTimeoutError::Timeout;
-                        break;
+                Err(_) if self.short(taken, target) => {
+                    let woken = flume::Selector::new()
+                        .recv(queue, |job| job.ok().map_or(Woken::Closed, Woken::Job))
+                        .recv(&self.parked.nudged, |_| Woken::Parked)
+                        .wait_deadline(deadline);
+                    match woken {
+                        Ok(Woken::Job(next)) => next,
+                        Ok(Woken::Parked) => continue,
+                        Ok(Woken::Closed) => break,
+                        Err(flume::select::SelectError::Timeout) => {
+                            ran_out = true;
+                            break;
+                        }
                     }
-                },
+                }
                 Err(_) => break,
             };
             taken += 1;
@@ -235,14 +315,17 @@ impl Batching {
         let target = self.target();
         let (mut events, mut ran_out) = (first.events(), false);
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + LINGER;
+        let deadline = tokio::time::Instant::now() + self.linger;
         while !self.full_at(batch.len(), events) {
             let next = match queue.try_recv() {
                 Ok(next) => next,
-                Err(_) if batch.len() < target => match tokio::time::timeout_at(deadline, queue.recv_async()).await {
-                    Ok(Ok(next)) => next,
-                    Ok(Err(_)) => break,
-                    Err(_) => {
+                Err(_) if self.short(batch.len(), target) => tokio::select! {
+                    job = queue.recv_async() => match job {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                    _ = self.parked.nudged.recv_async() => continue,
+                    () = tokio::time::sleep_until(deadline) => {
                         ran_out = true;
                         break;
                     }
@@ -257,11 +340,17 @@ impl Batching {
     }
 }
 
-#[cfg(all(test, feature = "postgres"))]
+/// What ends a blocking linger's wait.
+#[cfg(feature = "sqlite")]
+enum Woken<T> {
+    Job(T),
+    Parked,
+    Closed,
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use tokio::time::Instant;
 
     use super::*;
 
@@ -273,73 +362,200 @@ mod tests {
         }
     }
 
-    /// A writer whose last batch held `size` appends, answered after `queued` others
-    /// came (and are on its queue).
-    async fn after_a_batch_of(
-        size: usize,
-        queued: usize,
-        queue: &flume::Receiver<Job>,
-        send: &flume::Sender<Job>,
-    ) -> Batching {
-        let mut batching = Batching::new(64, 1024);
-        (0..size).for_each(|_| send.send(Job).expect("queue"));
-        assert_eq!(batching.next(queue).await.expect("batch").len(), size);
-        (0..queued).for_each(|_| send.send(Job).expect("queue"));
-        batching.answering(queue.len());
-        batching
+    /// A writer's batching, and the count of its store's parked commands.
+    fn batching() -> (Batching, Arc<Parked>) {
+        let (parked, mut watches) = Parked::new(1);
+        (Batching::new(64, 1024, watches.remove(0)), parked)
     }
 
-    /// The appender the last batch answered sends again in its own time (on the test's
-    /// single thread: once the writer waits).
-    fn sends_again(send: &flume::Sender<Job>) {
-        let send = send.clone();
-        tokio::spawn(async move { send.send_async(Job).await.expect("queue") });
+    #[cfg(feature = "postgres")]
+    mod gathering {
+        use tokio::time::Instant;
+
+        use super::*;
+
+        /// A writer whose last batch held `size` appends, answered after `queued`
+        /// others came (and are on its queue).
+        async fn after_a_batch_of(
+            size: usize,
+            queued: usize,
+            queue: &flume::Receiver<Job>,
+            send: &flume::Sender<Job>,
+        ) -> (Batching, Arc<Parked>) {
+            let (mut batching, parked) = batching();
+            (0..size).for_each(|_| send.send(Job).expect("queue"));
+            assert_eq!(batching.next(queue).await.expect("batch").len(), size);
+            (0..queued).for_each(|_| send.send(Job).expect("queue"));
+            batching.answering(queue.len());
+            (batching, parked)
+        }
+
+        /// The appender the last batch answered sends again in its own time (on the
+        /// test's single thread: once the writer waits).
+        fn sends_again(send: &flume::Sender<Job>) {
+            let send = send.clone();
+            tokio::spawn(async move { send.send_async(Job).await.expect("queue") });
+        }
+
+        /// Two appenders that took turns, each sending while the other's batch was
+        /// being committed, are merged: the writer takes the one that queued and
+        /// lingers for the one it just answered, instead of committing a batch of one
+        /// again.
+        #[tokio::test(start_paused = true)]
+        async fn appenders_taking_turns_share_the_next_batch() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, _parked) = after_a_batch_of(1, 1, &queue, &send).await;
+            sends_again(&send);
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
+        }
+
+        /// Appenders answered together are waited for together.
+        #[tokio::test(start_paused = true)]
+        async fn the_last_batch_is_waited_for() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, _parked) = after_a_batch_of(8, 0, &queue, &send).await;
+            (0..8).for_each(|_| sends_again(&send));
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 8);
+        }
+
+        /// A lone appender's batch is committed at once.
+        #[tokio::test(start_paused = true)]
+        async fn a_lone_appender_never_waits() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, _parked) = after_a_batch_of(1, 0, &queue, &send).await;
+            send.send(Job).expect("queue");
+            let started = Instant::now();
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+
+        /// Appends from outside, each sent once, do not come back: after a linger for
+        /// the queued one runs out, the writer stops waiting for such appends.
+        #[tokio::test(start_paused = true)]
+        async fn a_merge_that_runs_out_backs_off() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, _parked) = after_a_batch_of(1, 1, &queue, &send).await;
+            let started = Instant::now();
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+            assert!(started.elapsed() >= LINGER, "{:?}", started.elapsed());
+            send.send(Job).expect("queue");
+            batching.answering(queue.len());
+            let started = Instant::now();
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+
+        /// Of two appenders answered together, one waits for its aggregate's turn
+        /// behind the other's next command: the writer commits the other's append at
+        /// once instead of lingering for one that cannot come.
+        #[tokio::test(start_paused = true)]
+        async fn a_parked_appender_is_not_waited_for() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, parked) = after_a_batch_of(2, 0, &queue, &send).await;
+            parked.enter();
+            send.send(Job).expect("queue");
+            let started = Instant::now();
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+
+        /// An appender that parks while the writer lingers for it ends the linger
+        /// (made longer than the timer's millisecond, which a linger is not).
+        #[tokio::test(start_paused = true)]
+        async fn an_appender_that_parks_ends_the_linger() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, parked) = after_a_batch_of(2, 0, &queue, &send).await;
+            batching.linger = Duration::from_secs(1);
+            send.send(Job).expect("queue");
+            let parks_after = Duration::from_millis(10);
+            let parking = parked.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(parks_after).await;
+                parking.enter();
+            });
+            let started = Instant::now();
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
+            assert_eq!(started.elapsed(), parks_after);
+        }
     }
 
-    /// Two appenders that took turns, each sending while the other's batch was being
-    /// committed, are merged: the writer takes the one that queued and lingers for
-    /// the one it just answered, instead of committing a batch of one again.
-    #[tokio::test(start_paused = true)]
-    async fn appenders_taking_turns_share_the_next_batch() {
-        let (send, queue) = flume::unbounded();
-        let mut batching = after_a_batch_of(1, 1, &queue, &send).await;
-        sends_again(&send);
-        assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
-    }
+    /// The blocking gathering of the SQLite writer, on real threads and clocks, with
+    /// a linger long enough that a batch that waited it out shows in any schedule.
+    #[cfg(feature = "sqlite")]
+    mod blocking {
+        use std::time::Instant;
 
-    /// Appenders answered together are waited for together.
-    #[tokio::test(start_paused = true)]
-    async fn the_last_batch_is_waited_for() {
-        let (send, queue) = flume::unbounded();
-        let mut batching = after_a_batch_of(8, 0, &queue, &send).await;
-        (0..8).for_each(|_| sends_again(&send));
-        assert_eq!(batching.next(&queue).await.expect("batch").len(), 8);
-    }
+        use super::*;
 
-    /// A lone appender's batch is committed at once.
-    #[tokio::test(start_paused = true)]
-    async fn a_lone_appender_never_waits() {
-        let (send, queue) = flume::unbounded();
-        let mut batching = after_a_batch_of(1, 0, &queue, &send).await;
-        send.send(Job).expect("queue");
-        let started = Instant::now();
-        assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
+        const LONG: Duration = Duration::from_secs(60);
 
-    /// Appends from outside, each sent once, do not come back: after a linger for the
-    /// queued one runs out, the writer stops waiting for such appends.
-    #[tokio::test(start_paused = true)]
-    async fn a_merge_that_runs_out_backs_off() {
-        let (send, queue) = flume::unbounded();
-        let mut batching = after_a_batch_of(1, 1, &queue, &send).await;
-        let started = Instant::now();
-        assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
-        assert!(started.elapsed() >= LINGER, "{:?}", started.elapsed());
-        send.send(Job).expect("queue");
-        batching.answering(queue.len());
-        let started = Instant::now();
-        assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        /// As the async writer's, on a thread: a writer whose last batch held `size`
+        /// appends and lingers up to [`LONG`].
+        fn after_a_batch_of(
+            size: usize,
+            queue: &flume::Receiver<Job>,
+            send: &flume::Sender<Job>,
+        ) -> (Batching, Arc<Parked>) {
+            let (mut batching, parked) = batching();
+            batching.linger = LONG;
+            (0..size).for_each(|_| send.send(Job).expect("queue"));
+            let mut taken = 0;
+            assert!(batching.gather_blocking(queue, |_| taken += 1));
+            assert_eq!(taken, size);
+            batching.answering(0);
+            (batching, parked)
+        }
+
+        fn gather(batching: &mut Batching, queue: &flume::Receiver<Job>) -> (usize, Duration) {
+            let started = Instant::now();
+            let mut taken = 0;
+            assert!(batching.gather_blocking(queue, |_| taken += 1));
+            (taken, started.elapsed())
+        }
+
+        /// Appenders answered together are waited for together.
+        #[test]
+        fn the_last_batch_is_waited_for() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, _parked) = after_a_batch_of(2, &queue, &send);
+            send.send(Job).expect("queue");
+            let late = send.clone();
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                late.send(Job).expect("queue");
+            });
+            let (taken, _) = gather(&mut batching, &queue);
+            sender.join().expect("sender");
+            assert_eq!(taken, 2);
+        }
+
+        /// A parked appender is not waited for.
+        #[test]
+        fn a_parked_appender_is_not_waited_for() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, parked) = after_a_batch_of(2, &queue, &send);
+            parked.enter();
+            send.send(Job).expect("queue");
+            let (taken, waited) = gather(&mut batching, &queue);
+            assert_eq!(taken, 1);
+            assert!(waited < LONG / 2, "{waited:?}");
+        }
+
+        /// An appender that parks while the writer lingers for it ends the linger.
+        #[test]
+        fn an_appender_that_parks_ends_the_linger() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, parked) = after_a_batch_of(2, &queue, &send);
+            send.send(Job).expect("queue");
+            let parking = parked.clone();
+            let parker = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                parking.enter();
+            });
+            let (taken, waited) = gather(&mut batching, &queue);
+            parker.join().expect("parker");
+            assert_eq!(taken, 1);
+            assert!(waited < LONG / 2, "{waited:?}");
+        }
     }
 }

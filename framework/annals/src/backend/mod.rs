@@ -102,6 +102,12 @@ pub(crate) enum RoleChange {
 pub(crate) trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn partition_count(&self) -> u32;
+    /// The commands whose appends this engine's writers do not wait for, when its
+    /// writers gather appends into group commits.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn parked(&self) -> Option<&batch::Parked> {
+        None
+    }
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome>;
     async fn read_stream(&self, stream: &StreamId, from_version: Version, limit: usize) -> Result<Vec<RecordedEvent>>;
     async fn fold_stream(&self, stream: &StreamId, from_version: Version, visit: &mut Visitor<'_>) -> Result<()>;

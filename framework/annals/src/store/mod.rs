@@ -154,6 +154,31 @@ pub trait EventStore: Send + Sync {
         limit: usize,
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>>;
+
+    /// Tells the store that a command waits for its aggregate's turn behind another
+    /// command on the same aggregate, until the returned guard is dropped. Its append
+    /// cannot join the group commit that the command ahead is in, so a store whose
+    /// writers gather appends does not wait for it. [`Repository`](crate::aggregate::Repository)
+    /// calls this; the default does nothing.
+    fn park(&self) -> Option<Parking<'_>> {
+        None
+    }
+}
+
+/// A command counted as waiting for its aggregate's turn, from [`EventStore::park`]
+/// until this is dropped.
+pub struct Parking<'a> {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    parked: &'a crate::backend::batch::Parked,
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    parked: std::marker::PhantomData<&'a ()>,
+}
+
+impl Drop for Parking<'_> {
+    fn drop(&mut self) {
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        self.parked.leave();
+    }
 }
 
 /// A store opened from a URL: `memory:`, `sqlite://path` or `postgres://…`.
@@ -682,6 +707,13 @@ impl EventStore for Store {
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>> {
         Store::list_streams(self, category, limit, after).await
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn park(&self) -> Option<Parking<'_>> {
+        let parked = self.inner.backend.parked()?;
+        parked.enter();
+        Some(Parking { parked })
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use self::session::Kept;
-use super::batch::{self, Pending, QUEUE_DEPTH};
+use super::batch::{self, Parked, Pending, QUEUE_DEPTH};
 use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
 use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
@@ -58,6 +58,8 @@ pub(crate) struct PgBackend {
     /// process's subscribers and the notifier of other processes'.
     shared: Arc<writer::Shared>,
     writers: Mutex<Vec<JoinHandle<()>>>,
+    /// Commands waiting for their aggregate's turn, which the writers do not wait for.
+    parked: Arc<Parked>,
     /// The notification senders (new records, group commits), each with what it
     /// announces.
     senders: Mutex<Vec<(Arc<notify::Notifier>, JoinHandle<()>)>>,
@@ -144,12 +146,13 @@ impl PgBackend {
             wakeups,
             notifier,
         });
-        let writer_count = options.writers;
-        let (queues, writers): (Vec<_>, Vec<_>) = (0..writer_count)
-            .map(|_| {
+        let (parked, watches) = Parked::new(options.writers);
+        let (queues, writers): (Vec<_>, Vec<_>) = watches
+            .into_iter()
+            .map(|watch| {
                 let (queue, pending) = flume::bounded(QUEUE_DEPTH);
                 let slot = writer::Slot::new(pool.clone());
-                let writer = tokio::spawn(writer::run(shared.clone(), slot.clone(), pending));
+                let writer = tokio::spawn(writer::run(shared.clone(), slot.clone(), pending, watch));
                 ((queue, slot), writer)
             })
             .unzip();
@@ -163,6 +166,7 @@ impl PgBackend {
             queues: Mutex::new(queues),
             shared,
             writers: Mutex::new(writers),
+            parked,
             senders: Mutex::new(senders),
             listener: Mutex::new(Some(listener)),
             commits,
@@ -289,6 +293,10 @@ impl Backend for PgBackend {
 
     fn partition_count(&self) -> u32 {
         self.partition_count
+    }
+
+    fn parked(&self) -> Option<&Parked> {
+        Some(&self.parked)
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {

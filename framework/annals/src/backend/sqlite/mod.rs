@@ -19,7 +19,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
 use uuid::Uuid;
 
-use super::batch::{self, QUEUE_DEPTH};
+use super::batch::{self, Parked, QUEUE_DEPTH};
 use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
 use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
@@ -36,6 +36,8 @@ pub(crate) struct SqliteBackend {
     /// The writer's connection, for appends made on the caller's thread.
     writer_conn: Arc<writer::Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Commands waiting for their aggregate's turn, which the writer does not wait for.
+    parked: Arc<Parked>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
     commits: crate::coordination::Commits,
@@ -95,11 +97,12 @@ impl SqliteBackend {
         let wakeups = Arc::new(Wakeups::new(partition_count));
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
         let queue = writer::Queue::new(queue);
+        let (parked, mut watches) = Parked::new(1);
         let writer = {
-            let (wakeups, writer_conn) = (wakeups.clone(), writer_conn.clone());
+            let (wakeups, writer_conn, watch) = (wakeups.clone(), writer_conn.clone(), watches.remove(0));
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
-                .spawn(move || writer::run(writer_conn, pending, wakeups))
+                .spawn(move || writer::run(writer_conn, pending, wakeups, watch))
                 .map_err(Error::Io)?
         };
         let read_models = readmodel::database(path.to_owned(), options, queue.clone());
@@ -108,6 +111,7 @@ impl SqliteBackend {
             queue,
             writer_conn,
             writer: Mutex::new(Some(writer)),
+            parked,
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
             commits: crate::coordination::Commits::default(),
@@ -214,6 +218,10 @@ impl Backend for SqliteBackend {
 
     fn partition_count(&self) -> u32 {
         self.partition_count
+    }
+
+    fn parked(&self) -> Option<&Parked> {
+        Some(&self.parked)
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {

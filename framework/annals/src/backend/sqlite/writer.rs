@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::readmodel;
 use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
-use crate::backend::batch::{self, Batching, Pending, Queued, Singles};
+use crate::backend::batch::{self, Batching, ParkedWatch, Pending, Queued, Singles};
 use crate::backend::{now_micros, PreparedAppend, Replicated, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
@@ -186,8 +186,8 @@ pub(super) fn append_now(
 }
 
 /// Runs the writer until every sender of `queue` is gone.
-pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>) {
-    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS);
+pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>, parked: ParkedWatch) {
+    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS, parked);
     loop {
         let mut guard = None;
         let mut appends = Appending::default();

@@ -74,8 +74,8 @@ pub use partitioner::{murmur2, partition_for};
 pub use position::{ExpectedVersion, Offset, ParseExpectedVersionError, Partition, Position, Version};
 pub use record::{EventView, Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use store::{
-    AppendRequest, Deletion, EventStore, Parking, Retention, RetentionScope, ScavengeOptions, Scavenged, Scavenger,
-    Store, TypedRecords, RETENTION_SET, STREAM_DELETED, STREAM_TRUNCATED,
+    AppendRequest, Deletion, EventStore, Retention, RetentionScope, ScavengeOptions, Scavenged, Scavenger, Store,
+    TypedRecords, RETENTION_SET, STREAM_DELETED, STREAM_TRUNCATED,
 };
 pub use stream::{InvalidStreamId, StreamId, MAX_STREAM_ID_LEN};
 pub use trace::{InvalidTraceParent, TraceParent};

@@ -15,6 +15,7 @@ use lru::LruCache;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::Loaded;
+use crate::backend::Waiters;
 use crate::stream::StreamId;
 
 /// How a repository keeps aggregates in memory between commands
@@ -41,6 +42,8 @@ impl Default for CacheOptions {
 /// commands take turns on.
 pub(super) struct Slot<A> {
     pub(super) loaded: AsyncMutex<Option<Loaded<A>>>,
+    /// The commands waiting for the turn.
+    pub(super) waiters: Arc<Waiters>,
     /// Bytes this slot counts for in the cache's total.
     weight: AtomicUsize,
 }
@@ -124,6 +127,7 @@ impl<A> Cache<A> {
         let weight = key_weight(stream);
         let slot = Arc::new(Slot {
             loaded: AsyncMutex::new(None),
+            waiters: Arc::default(),
             weight: AtomicUsize::new(weight),
         });
         entries.slots.put(stream.clone(), slot.clone());
@@ -147,18 +151,19 @@ impl<A> Cache<A> {
     }
 
     /// Waits for the turn on `stream`'s slot (single flight). A command that has to
-    /// wait holds what `park` gives meanwhile.
-    pub(super) async fn turn<'c, P>(
+    /// wait calls `waits` first, and counts among the slot's waiters meanwhile.
+    pub(super) async fn turn<'c>(
         &'c self,
         stream: &'c StreamId,
         slot: &'c Arc<Slot<A>>,
         weigh: fn(&A) -> usize,
-        park: impl FnOnce() -> P,
+        waits: impl FnOnce(),
     ) -> Turn<'c, A> {
         let held = match slot.loaded.try_lock() {
             Ok(held) => held,
             Err(_) => {
-                let _parked = park();
+                let _waiting = Waiting::join(&slot.waiters);
+                waits();
                 slot.loaded.lock().await
             }
         };
@@ -202,6 +207,23 @@ impl<A> Cache<A> {
     pub(super) fn size(&self) -> (usize, usize) {
         let entries = self.entries();
         (entries.slots.len(), entries.bytes)
+    }
+}
+
+/// A command counted among a slot's waiters until this drops: when it has the turn, or
+/// is given up.
+struct Waiting<'w>(&'w Waiters);
+
+impl<'w> Waiting<'w> {
+    fn join(waiters: &'w Waiters) -> Self {
+        waiters.join();
+        Waiting(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -268,5 +290,43 @@ mod tests {
         drop(first);
         cache.release(&id(0), &waiting);
         assert_eq!(cache.size(), (0, 0));
+    }
+
+    /// A command that finds its aggregate free does not wait; one that does is
+    /// announced once and counts among the slot's waiters until it has the turn, or
+    /// is given up.
+    #[tokio::test]
+    async fn only_a_command_that_waits_is_announced_and_counted() {
+        let cache: Cache<u64> = Cache::new(CacheOptions::default());
+        let announced = AtomicUsize::new(0);
+        let announce = || {
+            announced.fetch_add(1, Ordering::SeqCst);
+        };
+        let stream = id(0);
+        let slot = cache.slot(&stream);
+        let waiting = || slot.waiters.count();
+        let first = cache.turn(&stream, &slot, |_| 8, announce).await;
+        assert_eq!(
+            (announced.load(Ordering::SeqCst), waiting()),
+            (0, 0),
+            "a free aggregate"
+        );
+
+        let mut second = Box::pin(cache.turn(&stream, &slot, |_| 8, announce));
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        let mut third = Box::pin(cache.turn(&stream, &slot, |_| 8, announce));
+        assert!(futures::poll!(third.as_mut()).is_pending());
+        assert_eq!((announced.load(Ordering::SeqCst), waiting()), (2, 2), "two wait");
+        drop(third);
+        assert_eq!(waiting(), 1, "a command given up no longer waits");
+
+        drop(first);
+        let second = second.await;
+        assert_eq!(
+            (announced.load(Ordering::SeqCst), waiting()),
+            (2, 0),
+            "the turn passed on"
+        );
+        drop(second);
     }
 }

@@ -9,6 +9,7 @@ use rand::Rng;
 use super::cache::{Cache, CacheOptions};
 use super::event::{encode, Decoder};
 use super::{Aggregate, CommandContext, DomainEvent, Upcasters};
+use crate::backend::{Waiters, APPENDING_FOR};
 use crate::error::Error;
 use crate::log::AppendOutcome;
 use crate::position::{ExpectedVersion, Version};
@@ -351,11 +352,14 @@ impl<A: Aggregate> Repository<A> {
     {
         let stream = Self::stream_id(id)?;
         let slot = self.cache.slot(&stream);
-        // Single flight: commands on this aggregate take turns on its slot. One that
-        // waits is parked: its append cannot join the group commit that the command
-        // ahead of it is in, so the store's writer does not wait for it.
-        let mut turn = self.cache.turn(&stream, &slot, self.weigh, || self.store.park()).await;
-        self.run(&stream, &mut turn.held, command, context).await
+        // Single flight: commands on this aggregate take turns on its slot. The store
+        // hears of one that waits: it cannot append before the command ahead of it has
+        // its append answered, and a group commit need not wait for it meanwhile.
+        let mut turn = self
+            .cache
+            .turn(&stream, &slot, self.weigh, || self.store.waiting_for_turn())
+            .await;
+        self.run(&stream, &mut turn.held, &slot.waiters, command, context).await
     }
 
     /// Runs a command on `held` (loaded first when empty) and leaves there the state
@@ -364,6 +368,7 @@ impl<A: Aggregate> Repository<A> {
         &self,
         stream: &StreamId,
         held: &mut Option<Loaded<A>>,
+        waiters: &Arc<Waiters>,
         command: A::Command,
         context: &CommandContext,
     ) -> Result<Executed, CommandError<A::Error>>
@@ -420,7 +425,9 @@ impl<A: Aggregate> Repository<A> {
             for event in &events {
                 request = request.event(encode(event)?.with_metadata(metadata.clone()));
             }
-            match self.store.append(request).await {
+            // The writer that answers the append learns whether a command waits to
+            // take the turn after this one.
+            match APPENDING_FOR.scope(waiters.clone(), self.store.append(request)).await {
                 Ok(outcome) => {
                     if !outcome.duplicate {
                         for event in &events {

@@ -8,11 +8,11 @@
 //! queued while it was being committed. A lone appender never waits. Appends that come
 //! from outside, each once (requests, say), do not come back: when a linger runs out
 //! although the batch held as many as the last one, the writer stops counting the
-//! queued ones for a while. Nor does it wait for a command [`Parked`] behind another
-//! on the same aggregate: that one's append comes first, so its own cannot come before
-//! the batch is committed.
+//! queued ones for a while. Nor does it wait for a command that began waiting for its
+//! aggregate's turn ([`Parked`]) after the last batch was answered: the command ahead
+//! of it appends first, and its own append cannot come before that one is answered.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,12 +71,15 @@ impl Singles {
     }
 }
 
-/// The commands of one store that wait for their aggregate's turn (single flight)
-/// behind a command on the same aggregate. Until that command's append is committed
-/// and answered, theirs cannot come, so the store's writers do not linger for them;
-/// a writer that lingers hears when another command parks, and counts again.
+/// The commands of one store that began to wait for their aggregate's turn (single
+/// flight) behind a command on the same aggregate. Until that command's append is
+/// committed and answered, theirs cannot come: a writer does not linger for a command
+/// that began to wait after it answered its last batch, and hears when one begins
+/// while it lingers. An append it answers whose aggregate has commands waiting hands
+/// the turn to one of them, which is about to append and is waited for.
 pub(crate) struct Parked {
-    count: AtomicUsize,
+    /// Waits begun since the store opened.
+    begun: AtomicU64,
     /// One per writer, holding at most one nudge.
     nudges: Vec<flume::Sender<()>>,
 }
@@ -86,7 +89,7 @@ impl Parked {
     pub(crate) fn new(writers: usize) -> (Arc<Self>, Vec<ParkedWatch>) {
         let (nudges, heard): (Vec<_>, Vec<_>) = (0..writers).map(|_| flume::bounded(1)).unzip();
         let parked = Arc::new(Parked {
-            count: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
             nudges,
         });
         let watches = heard
@@ -99,18 +102,13 @@ impl Parked {
         (parked, watches)
     }
 
-    /// A command parks, and the writers hear of it.
-    pub(crate) fn enter(&self) {
-        self.count.fetch_add(1, Ordering::SeqCst);
+    /// A command begins to wait, and the writers hear of it.
+    pub(crate) fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::SeqCst);
         for nudge in &self.nudges {
             // A full channel already holds a nudge the writer has not heard.
             let _ = nudge.try_send(());
         }
-    }
-
-    /// A parked command has its turn.
-    pub(crate) fn leave(&self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -121,11 +119,11 @@ pub(crate) struct ParkedWatch {
 }
 
 impl ParkedWatch {
-    /// How many commands are parked now. Nudges heard before are spent: one that comes
-    /// after this count is of a command it did not see.
-    fn count(&self) -> usize {
+    /// How many waits have begun. Nudges heard before are spent: one that comes after
+    /// may be of a wait this count did not see.
+    fn begun(&self) -> u64 {
         while self.nudged.try_recv().is_ok() {}
-        self.parked.count.load(Ordering::SeqCst)
+        self.parked.begun.load(Ordering::SeqCst)
     }
 }
 
@@ -189,6 +187,10 @@ pub(crate) struct Batching {
     /// Batches to go before the queued ones count again.
     backoff: u32,
     parked: ParkedWatch,
+    /// Commands that had waited behind the last batch's appends, whose turn comes now.
+    released: usize,
+    /// Waits begun before the last batch was answered.
+    begun_before: u64,
     /// The longest a batch waits to fill up ([`LINGER`]).
     linger: Duration,
 }
@@ -202,22 +204,26 @@ impl Batching {
             queued: 0,
             backoff: 0,
             parked,
+            released: 0,
+            begun_before: 0,
             linger: LINGER,
         }
     }
 
-    /// Answers the batch the writer took from `queue` and committed: wakes subscribers
-    /// of the partitions written, then every appender. What has queued by then was
-    /// sent by others than the batch's appenders, who have had no answer yet; it is
-    /// counted for the next batch first.
+    /// Answers the batch the writer took from `queue` and committed, in which
+    /// `handing_over` appends hand their aggregate's turn to a waiting command: wakes
+    /// subscribers of the partitions written, then every appender. What has queued by
+    /// then was sent by others than the batch's appenders, who have had no answer yet;
+    /// it is counted for the next batch first, with the commands taking the turn.
     pub(crate) fn answer<T>(
         &mut self,
         queue: &flume::Receiver<T>,
         replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
         results: Vec<Result<AppendOutcome>>,
+        handing_over: usize,
         wakeups: &Wakeups,
     ) {
-        self.answering(queue.len());
+        self.answering(queue.len(), handing_over);
         committed(&results, wakeups);
         for (reply, result) in replies.into_iter().zip(results) {
             // The appender may have gone away; its append is committed either way.
@@ -225,9 +231,12 @@ impl Batching {
         }
     }
 
-    /// `queued` jobs came while the last batch was being committed.
-    fn answering(&mut self, queued: usize) {
+    /// `queued` jobs came while the last batch was being committed, and `handing_over`
+    /// of its appends hand their aggregate's turn to a waiting command.
+    fn answering(&mut self, queued: usize, handing_over: usize) {
         self.queued = queued;
+        self.released = handing_over;
+        self.begun_before = self.parked.begun();
     }
 
     fn full_at(&self, taken: usize, events: usize) -> bool {
@@ -249,10 +258,13 @@ impl Batching {
         self.last_size + queued
     }
 
-    /// Whether a batch of `taken` appends, gathered for `target`, waits for more: the
-    /// commands parked now cannot send before it is committed.
+    /// Whether a batch of `taken` appends, gathered for `target`, waits for more: for
+    /// the commands whose turn the last batch's answers gave, but not for those that
+    /// began to wait since (behind an append this batch holds or awaits, which is
+    /// answered after it is committed).
     fn short(&self, taken: usize, target: usize) -> bool {
-        taken < target.saturating_sub(self.parked.count())
+        let waiting_since = usize::try_from(self.parked.begun() - self.begun_before).unwrap_or(usize::MAX);
+        taken < (target + self.released).saturating_sub(waiting_since)
     }
 
     /// A batch of `taken` appends formed. When its linger ran out (`ran_out`) although
@@ -284,6 +296,7 @@ impl Batching {
                 Err(_) if self.short(taken, target) => {
                     let woken = flume::Selector::new()
                         .recv(queue, |job| job.ok().map_or(Woken::Closed, Woken::Job))
+                        // Never disconnected: the watch holds the senders' owner.
                         .recv(&self.parked.nudged, |_| Woken::Parked)
                         .wait_deadline(deadline);
                     match woken {
@@ -320,11 +333,14 @@ impl Batching {
             let next = match queue.try_recv() {
                 Ok(next) => next,
                 Err(_) if self.short(batch.len(), target) => tokio::select! {
+                    // A job that came by the deadline is taken.
+                    biased;
                     job = queue.recv_async() => match job {
                         Ok(next) => next,
                         Err(_) => break,
                     },
-                    _ = self.parked.nudged.recv_async() => continue,
+                    // Never disconnected: the watch holds the senders' owner.
+                    Ok(()) = self.parked.nudged.recv_async() => continue,
                     () = tokio::time::sleep_until(deadline) => {
                         ran_out = true;
                         break;
@@ -386,7 +402,7 @@ mod tests {
             (0..size).for_each(|_| send.send(Job).expect("queue"));
             assert_eq!(batching.next(queue).await.expect("batch").len(), size);
             (0..queued).for_each(|_| send.send(Job).expect("queue"));
-            batching.answering(queue.len());
+            batching.answering(queue.len(), 0);
             (batching, parked)
         }
 
@@ -439,7 +455,7 @@ mod tests {
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
             assert!(started.elapsed() >= LINGER, "{:?}", started.elapsed());
             send.send(Job).expect("queue");
-            batching.answering(queue.len());
+            batching.answering(queue.len(), 0);
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
             assert_eq!(started.elapsed(), Duration::ZERO);
@@ -452,15 +468,34 @@ mod tests {
         async fn a_parked_appender_is_not_waited_for() {
             let (send, queue) = flume::unbounded();
             let (mut batching, parked) = after_a_batch_of(2, 0, &queue, &send).await;
-            parked.enter();
+            parked.begin();
             send.send(Job).expect("queue");
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
             assert_eq!(started.elapsed(), Duration::ZERO);
         }
 
-        /// An appender that parks while the writer lingers for it ends the linger
-        /// (made longer than the timer's millisecond, which a linger is not).
+        /// Six commands wait behind two appends on two aggregates. Once the two are
+        /// answered, a command behind each has its turn, and the two appenders' next
+        /// commands park behind those: the writer waits for the two whose turn came,
+        /// not for the two that parked since.
+        #[tokio::test(start_paused = true)]
+        async fn commands_whose_turn_came_are_waited_for() {
+            let (send, queue) = flume::unbounded();
+            let (mut batching, parked) = batching();
+            (0..2).for_each(|_| send.send(Job).expect("queue"));
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
+            (0..6).for_each(|_| parked.begin());
+            batching.answering(0, 2);
+            (0..2).for_each(|_| parked.begin());
+            send.send(Job).expect("queue");
+            sends_again(&send);
+            assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
+        }
+
+        /// An appender that parks while the writer lingers for it ends the linger. The
+        /// linger is set to a second here: Tokio's timer counts milliseconds, and the
+        /// park comes after ten of them.
         #[tokio::test(start_paused = true)]
         async fn an_appender_that_parks_ends_the_linger() {
             let (send, queue) = flume::unbounded();
@@ -471,7 +506,7 @@ mod tests {
             let parking = parked.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(parks_after).await;
-                parking.enter();
+                parking.begin();
             });
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
@@ -487,7 +522,7 @@ mod tests {
 
         use super::*;
 
-        const LONG: Duration = Duration::from_secs(60);
+        const LONG: Duration = Duration::from_secs(5);
 
         /// As the async writer's, on a thread: a writer whose last batch held `size`
         /// appends and lingers up to [`LONG`].
@@ -502,7 +537,7 @@ mod tests {
             let mut taken = 0;
             assert!(batching.gather_blocking(queue, |_| taken += 1));
             assert_eq!(taken, size);
-            batching.answering(0);
+            batching.answering(0, 0);
             (batching, parked)
         }
 
@@ -534,7 +569,7 @@ mod tests {
         fn a_parked_appender_is_not_waited_for() {
             let (send, queue) = flume::unbounded();
             let (mut batching, parked) = after_a_batch_of(2, &queue, &send);
-            parked.enter();
+            parked.begin();
             send.send(Job).expect("queue");
             let (taken, waited) = gather(&mut batching, &queue);
             assert_eq!(taken, 1);
@@ -550,7 +585,7 @@ mod tests {
             let parking = parked.clone();
             let parker = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
-                parking.enter();
+                parking.begin();
             });
             let (taken, waited) = gather(&mut batching, &queue);
             parker.join().expect("parker");

@@ -12,6 +12,7 @@ pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,6 +53,49 @@ pub(crate) struct PreparedAppend {
     pub(crate) expected: ExpectedVersion,
     pub(crate) command_id: Option<Uuid>,
     pub(crate) events: Vec<PreparedEvent>,
+    /// When a repository's command makes the append: the commands waiting for the
+    /// turn on its aggregate.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) waiters: Option<Arc<Waiters>>,
+}
+
+impl PreparedAppend {
+    /// Whether answering this append lets a command waiting for its aggregate's turn
+    /// take it.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn hands_over(&self) -> bool {
+        self.waiters.as_ref().is_some_and(|waiters| waiters.count() > 0)
+    }
+}
+
+/// The commands waiting for one aggregate's turn (single flight) behind the command
+/// that holds it, shared by the aggregate's slot in a repository's cache and the
+/// append its holder makes: a writer answering that append knows whether a command
+/// takes the turn next and is about to append.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(std::sync::atomic::AtomicUsize);
+
+impl Waiters {
+    /// A command begins to wait for the turn.
+    pub(crate) fn join(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A waiting command has the turn, or was given up.
+    pub(crate) fn leave(&self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many commands wait for the turn.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+tokio::task_local! {
+    /// The waiters for the turn on the aggregate whose holder appends on this task.
+    pub(crate) static APPENDING_FOR: Arc<Waiters>;
 }
 
 /// One event as engines store it: id assigned, metadata already encoded.

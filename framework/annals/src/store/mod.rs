@@ -155,30 +155,14 @@ pub trait EventStore: Send + Sync {
         after: Option<&StreamId>,
     ) -> Result<Vec<StreamInfo>>;
 
-    /// Tells the store that a command waits for its aggregate's turn behind another
-    /// command on the same aggregate, until the returned guard is dropped. Its append
-    /// cannot join the group commit that the command ahead is in, so a store whose
-    /// writers gather appends does not wait for it. [`Repository`](crate::aggregate::Repository)
-    /// calls this; the default does nothing.
-    fn park(&self) -> Option<Parking<'_>> {
-        None
-    }
-}
-
-/// A command counted as waiting for its aggregate's turn, from [`EventStore::park`]
-/// until this is dropped.
-pub struct Parking<'a> {
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    parked: &'a crate::backend::batch::Parked,
-    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-    parked: std::marker::PhantomData<&'a ()>,
-}
-
-impl Drop for Parking<'_> {
-    fn drop(&mut self) {
-        #[cfg(any(feature = "sqlite", feature = "postgres"))]
-        self.parked.leave();
-    }
+    /// Tells the store that a command begins to wait for its aggregate's turn behind
+    /// another command on the same aggregate. Until that command's append is answered
+    /// this one cannot append, so a store whose writers gather appends into group
+    /// commits does not wait for it meanwhile (see the book's Group commit).
+    /// [`Repository`](crate::aggregate::Repository) calls this. A wrapper around another
+    /// store should forward it; other implementations keep the default, which does
+    /// nothing.
+    fn waiting_for_turn(&self) {}
 }
 
 /// A store opened from a URL: `memory:`, `sqlite://path` or `postgres://…`.
@@ -486,6 +470,7 @@ impl Store {
             expected: request.expected,
             command_id: request.command_id,
             events,
+            waiters: crate::backend::APPENDING_FOR.try_with(Arc::clone).ok(),
         })
     }
 }
@@ -710,10 +695,10 @@ impl EventStore for Store {
     }
 
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    fn park(&self) -> Option<Parking<'_>> {
-        let parked = self.inner.backend.parked()?;
-        parked.enter();
-        Some(Parking { parked })
+    fn waiting_for_turn(&self) {
+        if let Some(parked) = self.inner.backend.parked() {
+            parked.begin();
+        }
     }
 }
 

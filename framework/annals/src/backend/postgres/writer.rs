@@ -89,7 +89,8 @@ pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Rece
         };
         drop(session);
         publish(&shared, &results);
-        batching.answer(&queue, replies, results, &shared.wakeups);
+        let handing_over = appends.iter().filter(|append| append.hands_over()).count();
+        batching.answer(&queue, replies, results, handing_over, &shared.wakeups);
     }
     slot.session.lock().await.close().await;
 }
@@ -314,6 +315,7 @@ mod tests {
                 metadata: "{}".to_owned(),
                 schema_version: None,
             }],
+            waiters: None,
         }
     }
 

@@ -215,8 +215,13 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         shared.singles.batch(jobs);
         let mut guard = guard.unwrap_or_else(|| lock(&shared.conn));
         let Some(conn) = guard.as_ref() else { return };
-        if let Some((replies, results)) = appends.commit(conn) {
-            batching.answer(&queue, replies, results, &wakeups);
+        if let Some(Answers {
+            replies,
+            results,
+            handing_over,
+        }) = appends.commit(conn)
+        {
+            batching.answer(&queue, replies, results, handing_over, &wakeups);
         }
         if !replicated.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
@@ -373,8 +378,13 @@ fn commit_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Res
     })
 }
 
-/// Where a batch's outcomes go, and the outcomes.
-type Answers = (Vec<oneshot::Sender<Result<AppendOutcome>>>, Vec<Result<AppendOutcome>>);
+/// Where a batch's outcomes go, the outcomes, and how many of its appends hand their
+/// aggregate's turn to a waiting command.
+struct Answers {
+    replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
+    results: Vec<Result<AppendOutcome>>,
+    handing_over: usize,
+}
 
 /// The appends of one batch, written one by one as the writer takes them from its
 /// queue, inside one transaction that commits them together: a batch's statements run
@@ -416,8 +426,8 @@ impl Appending {
     }
 
     /// Commits the batch; if the engine failed it, rolls it back and writes each append
-    /// alone, so only the one that caused it fails. Gives back where each outcome goes,
-    /// and the outcomes, for [`Batching::answer`]; `None` for a batch with no appends.
+    /// alone, so only the one that caused it fails. Gives back the [`Answers`] for
+    /// [`Batching::answer`]; `None` for a batch with no appends.
     fn commit(self, conn: &Connection) -> Option<Answers> {
         if self.appends.is_empty() {
             return None;
@@ -433,7 +443,11 @@ impl Appending {
                 one_by_one(&self.appends, error, |some| commit_batch(conn, some))
             }
         };
-        Some((self.replies, results))
+        Some(Answers {
+            replies: self.replies,
+            results,
+            handing_over: self.appends.iter().filter(|append| append.hands_over()).count(),
+        })
     }
 }
 

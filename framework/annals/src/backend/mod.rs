@@ -12,6 +12,7 @@ pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,23 +74,23 @@ impl PreparedAppend {
 /// append its holder makes: a writer answering that append knows whether a command
 /// takes the turn next and is about to append.
 #[derive(Debug, Default)]
-pub(crate) struct Waiters(std::sync::atomic::AtomicUsize);
+pub(crate) struct Waiters(AtomicUsize);
 
 impl Waiters {
     /// A command begins to wait for the turn.
     pub(crate) fn join(&self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A waiting command has the turn, or was given up.
     pub(crate) fn leave(&self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// How many commands wait for the turn.
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn count(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst)
     }
 }
 

@@ -9,7 +9,7 @@
 //! from outside, each once (requests, say), do not come back: when a linger runs out
 //! although the batch held as many as the last one, the writer stops counting the
 //! queued ones for a while. Nor does it wait for a command that began waiting for its
-//! aggregate's turn ([`Parked`]) after the last batch was answered: the command ahead
+//! aggregate's turn ([`TurnWaits`]) after the last batch was answered: the command ahead
 //! of it appends first, and its own append cannot come before that one is answered.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -77,29 +77,29 @@ impl Singles {
 /// that began to wait after it answered its last batch, and hears when one begins
 /// while it lingers. An append it answers whose aggregate has commands waiting hands
 /// the turn to one of them, which is about to append and is waited for.
-pub(crate) struct Parked {
+pub(crate) struct TurnWaits {
     /// Waits begun since the store opened.
     begun: AtomicU64,
     /// One per writer, holding at most one nudge.
     nudges: Vec<flume::Sender<()>>,
 }
 
-impl Parked {
+impl TurnWaits {
     /// The count for a store with `writers` writers, and what each writer watches.
-    pub(crate) fn new(writers: usize) -> (Arc<Self>, Vec<ParkedWatch>) {
+    pub(crate) fn new(writers: usize) -> (Arc<Self>, Vec<TurnWaitsWatch>) {
         let (nudges, heard): (Vec<_>, Vec<_>) = (0..writers).map(|_| flume::bounded(1)).unzip();
-        let parked = Arc::new(Parked {
+        let waits = Arc::new(TurnWaits {
             begun: AtomicU64::new(0),
             nudges,
         });
         let watches = heard
             .into_iter()
-            .map(|nudged| ParkedWatch {
-                parked: parked.clone(),
+            .map(|nudged| TurnWaitsWatch {
+                waits: waits.clone(),
                 nudged,
             })
             .collect();
-        (parked, watches)
+        (waits, watches)
     }
 
     /// A command begins to wait, and the writers hear of it.
@@ -112,18 +112,18 @@ impl Parked {
     }
 }
 
-/// A writer's view of its store's [`Parked`] commands.
-pub(crate) struct ParkedWatch {
-    parked: Arc<Parked>,
+/// A writer's view of its store's [`TurnWaits`].
+pub(crate) struct TurnWaitsWatch {
+    waits: Arc<TurnWaits>,
     nudged: flume::Receiver<()>,
 }
 
-impl ParkedWatch {
+impl TurnWaitsWatch {
     /// How many waits have begun. Nudges heard before are spent: one that comes after
     /// may be of a wait this count did not see.
     fn begun(&self) -> u64 {
         while self.nudged.try_recv().is_ok() {}
-        self.parked.begun.load(Ordering::SeqCst)
+        self.waits.begun.load(Ordering::SeqCst)
     }
 }
 
@@ -186,8 +186,8 @@ pub(crate) struct Batching {
     queued: usize,
     /// Batches to go before the queued ones count again.
     backoff: u32,
-    parked: ParkedWatch,
-    /// Commands that had waited behind the last batch's appends, whose turn comes now.
+    waits: TurnWaitsWatch,
+    /// Commands that waited behind the last batch's appends, whose turn comes now.
     released: usize,
     /// Waits begun before the last batch was answered.
     begun_before: u64,
@@ -196,33 +196,34 @@ pub(crate) struct Batching {
 }
 
 impl Batching {
-    pub(crate) fn new(max_appends: usize, max_events: usize, parked: ParkedWatch) -> Self {
+    pub(crate) fn new(max_appends: usize, max_events: usize, waits: TurnWaitsWatch) -> Self {
         Batching {
             max_appends,
             max_events,
             last_size: 0,
             queued: 0,
             backoff: 0,
-            parked,
+            waits,
             released: 0,
             begun_before: 0,
             linger: LINGER,
         }
     }
 
-    /// Answers the batch the writer took from `queue` and committed, in which
-    /// `handing_over` appends hand their aggregate's turn to a waiting command: wakes
-    /// subscribers of the partitions written, then every appender. What has queued by
-    /// then was sent by others than the batch's appenders, who have had no answer yet;
-    /// it is counted for the next batch first, with the commands taking the turn.
+    /// Answers the batch of `appends` the writer took from `queue` and committed:
+    /// wakes subscribers of the partitions written, then every appender. What has
+    /// queued by then was sent by others than the batch's appenders, who have had no
+    /// answer yet; it is counted for the next batch first, with the commands that the
+    /// answers hand their aggregate's turn to.
     pub(crate) fn answer<T>(
         &mut self,
         queue: &flume::Receiver<T>,
+        appends: &[PreparedAppend],
         replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
         results: Vec<Result<AppendOutcome>>,
-        handing_over: usize,
         wakeups: &Wakeups,
     ) {
+        let handing_over = appends.iter().filter(|append| append.hands_over()).count();
         self.answering(queue.len(), handing_over);
         committed(&results, wakeups);
         for (reply, result) in replies.into_iter().zip(results) {
@@ -236,7 +237,7 @@ impl Batching {
     fn answering(&mut self, queued: usize, handing_over: usize) {
         self.queued = queued;
         self.released = handing_over;
-        self.begun_before = self.parked.begun();
+        self.begun_before = self.waits.begun();
     }
 
     fn full_at(&self, taken: usize, events: usize) -> bool {
@@ -244,27 +245,28 @@ impl Batching {
     }
 
     /// How many appends the next batch lingers for: the last batch's appenders, who are
-    /// likely to send again, and the ones that queued while it was being committed.
+    /// likely to send again, the ones that queued while it was being committed, and
+    /// the commands its answers handed their aggregate's turn to.
     ///
     /// Counting the queued ones is what merges two halves that took turns: appenders
     /// that each sent while the other's batch was being committed would otherwise go on
     /// committing a batch each, never smaller than the one before.
     fn target(&mut self) -> usize {
-        let queued = std::mem::take(&mut self.queued);
+        let (queued, released) = (std::mem::take(&mut self.queued), std::mem::take(&mut self.released));
         if self.backoff > 0 {
             self.backoff -= 1;
-            return self.last_size;
+            return self.last_size + released;
         }
-        self.last_size + queued
+        self.last_size + queued + released
     }
 
-    /// Whether a batch of `taken` appends, gathered for `target`, waits for more: for
-    /// the commands whose turn the last batch's answers gave, but not for those that
-    /// began to wait since (behind an append this batch holds or awaits, which is
-    /// answered after it is committed).
+    /// Whether a batch of `taken` appends, gathered for `target`, waits for more: not
+    /// for the commands that began to wait for their turn since the last answers
+    /// (behind an append this batch holds or awaits, which is answered after it is
+    /// committed).
     fn short(&self, taken: usize, target: usize) -> bool {
-        let waiting_since = usize::try_from(self.parked.begun() - self.begun_before).unwrap_or(usize::MAX);
-        taken < (target + self.released).saturating_sub(waiting_since)
+        let waiting_since = usize::try_from(self.waits.begun() - self.begun_before).unwrap_or(usize::MAX);
+        taken < target.saturating_sub(waiting_since)
     }
 
     /// A batch of `taken` appends formed. When its linger ran out (`ran_out`) although
@@ -297,11 +299,11 @@ impl Batching {
                     let woken = flume::Selector::new()
                         .recv(queue, |job| job.ok().map_or(Woken::Closed, Woken::Job))
                         // Never disconnected: the watch holds the senders' owner.
-                        .recv(&self.parked.nudged, |_| Woken::Parked)
+                        .recv(&self.waits.nudged, |_| Woken::Waiting)
                         .wait_deadline(deadline);
                     match woken {
                         Ok(Woken::Job(next)) => next,
-                        Ok(Woken::Parked) => continue,
+                        Ok(Woken::Waiting) => continue,
                         Ok(Woken::Closed) => break,
                         Err(flume::select::SelectError::Timeout) => {
                             ran_out = true;
@@ -340,7 +342,7 @@ impl Batching {
                         Err(_) => break,
                     },
                     // Never disconnected: the watch holds the senders' owner.
-                    Ok(()) = self.parked.nudged.recv_async() => continue,
+                    Ok(()) = self.waits.nudged.recv_async() => continue,
                     () = tokio::time::sleep_until(deadline) => {
                         ran_out = true;
                         break;
@@ -360,7 +362,7 @@ impl Batching {
 #[cfg(feature = "sqlite")]
 enum Woken<T> {
     Job(T),
-    Parked,
+    Waiting,
     Closed,
 }
 
@@ -378,10 +380,10 @@ mod tests {
         }
     }
 
-    /// A writer's batching, and the count of its store's parked commands.
-    fn batching() -> (Batching, Arc<Parked>) {
-        let (parked, mut watches) = Parked::new(1);
-        (Batching::new(64, 1024, watches.remove(0)), parked)
+    /// A writer's batching, and its store's waits for turns.
+    fn batching() -> (Batching, Arc<TurnWaits>) {
+        let (waits, mut watches) = TurnWaits::new(1);
+        (Batching::new(64, 1024, watches.remove(0)), waits)
     }
 
     #[cfg(feature = "postgres")]
@@ -397,13 +399,13 @@ mod tests {
             queued: usize,
             queue: &flume::Receiver<Job>,
             send: &flume::Sender<Job>,
-        ) -> (Batching, Arc<Parked>) {
-            let (mut batching, parked) = batching();
+        ) -> (Batching, Arc<TurnWaits>) {
+            let (mut batching, waits) = batching();
             (0..size).for_each(|_| send.send(Job).expect("queue"));
             assert_eq!(batching.next(queue).await.expect("batch").len(), size);
             (0..queued).for_each(|_| send.send(Job).expect("queue"));
             batching.answering(queue.len(), 0);
-            (batching, parked)
+            (batching, waits)
         }
 
         /// The appender the last batch answered sends again in its own time (on the
@@ -420,7 +422,7 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn appenders_taking_turns_share_the_next_batch() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, _parked) = after_a_batch_of(1, 1, &queue, &send).await;
+            let (mut batching, _waits) = after_a_batch_of(1, 1, &queue, &send).await;
             sends_again(&send);
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
         }
@@ -429,7 +431,7 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn the_last_batch_is_waited_for() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, _parked) = after_a_batch_of(8, 0, &queue, &send).await;
+            let (mut batching, _waits) = after_a_batch_of(8, 0, &queue, &send).await;
             (0..8).for_each(|_| sends_again(&send));
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 8);
         }
@@ -438,7 +440,7 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn a_lone_appender_never_waits() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, _parked) = after_a_batch_of(1, 0, &queue, &send).await;
+            let (mut batching, _waits) = after_a_batch_of(1, 0, &queue, &send).await;
             send.send(Job).expect("queue");
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
@@ -450,7 +452,7 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn a_merge_that_runs_out_backs_off() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, _parked) = after_a_batch_of(1, 1, &queue, &send).await;
+            let (mut batching, _waits) = after_a_batch_of(1, 1, &queue, &send).await;
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
             assert!(started.elapsed() >= LINGER, "{:?}", started.elapsed());
@@ -465,10 +467,10 @@ mod tests {
         /// behind the other's next command: the writer commits the other's append at
         /// once instead of lingering for one that cannot come.
         #[tokio::test(start_paused = true)]
-        async fn a_parked_appender_is_not_waited_for() {
+        async fn a_waiting_command_is_not_waited_for() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, parked) = after_a_batch_of(2, 0, &queue, &send).await;
-            parked.begin();
+            let (mut batching, waits) = after_a_batch_of(2, 0, &queue, &send).await;
+            waits.begin();
             send.send(Job).expect("queue");
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
@@ -477,40 +479,40 @@ mod tests {
 
         /// Six commands wait behind two appends on two aggregates. Once the two are
         /// answered, a command behind each has its turn, and the two appenders' next
-        /// commands park behind those: the writer waits for the two whose turn came,
-        /// not for the two that parked since.
+        /// commands wait behind those: the writer waits for the two whose turn came,
+        /// not for the two that began to wait since.
         #[tokio::test(start_paused = true)]
         async fn commands_whose_turn_came_are_waited_for() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, parked) = batching();
+            let (mut batching, waits) = batching();
             (0..2).for_each(|_| send.send(Job).expect("queue"));
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
-            (0..6).for_each(|_| parked.begin());
+            (0..6).for_each(|_| waits.begin());
             batching.answering(0, 2);
-            (0..2).for_each(|_| parked.begin());
+            (0..2).for_each(|_| waits.begin());
             send.send(Job).expect("queue");
             sends_again(&send);
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 2);
         }
 
-        /// An appender that parks while the writer lingers for it ends the linger. The
-        /// linger is set to a second here: Tokio's timer counts milliseconds, and the
-        /// park comes after ten of them.
+        /// An appender that begins to wait for its turn while the writer lingers for
+        /// it ends the linger. The linger is set to a second here: Tokio's timer counts
+        /// milliseconds, and the wait begins after ten of them.
         #[tokio::test(start_paused = true)]
-        async fn an_appender_that_parks_ends_the_linger() {
+        async fn a_wait_that_begins_ends_the_linger() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, parked) = after_a_batch_of(2, 0, &queue, &send).await;
+            let (mut batching, waits) = after_a_batch_of(2, 0, &queue, &send).await;
             batching.linger = Duration::from_secs(1);
             send.send(Job).expect("queue");
-            let parks_after = Duration::from_millis(10);
-            let parking = parked.clone();
+            let begins_after = Duration::from_millis(10);
+            let waiting = waits.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(parks_after).await;
-                parking.begin();
+                tokio::time::sleep(begins_after).await;
+                waiting.begin();
             });
             let started = Instant::now();
             assert_eq!(batching.next(&queue).await.expect("batch").len(), 1);
-            assert_eq!(started.elapsed(), parks_after);
+            assert_eq!(started.elapsed(), begins_after);
         }
     }
 
@@ -530,15 +532,23 @@ mod tests {
             size: usize,
             queue: &flume::Receiver<Job>,
             send: &flume::Sender<Job>,
-        ) -> (Batching, Arc<Parked>) {
-            let (mut batching, parked) = batching();
+        ) -> (Batching, Arc<TurnWaits>) {
+            let (mut batching, waits) = batching();
             batching.linger = LONG;
             (0..size).for_each(|_| send.send(Job).expect("queue"));
             let mut taken = 0;
             assert!(batching.gather_blocking(queue, |_| taken += 1));
             assert_eq!(taken, size);
             batching.answering(0, 0);
-            (batching, parked)
+            (batching, waits)
+        }
+
+        /// Runs `then` on a thread of its own after a moment, while the test gathers.
+        fn in_a_moment(then: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                then();
+            })
         }
 
         fn gather(batching: &mut Batching, queue: &flume::Receiver<Job>) -> (usize, Duration) {
@@ -552,43 +562,38 @@ mod tests {
         #[test]
         fn the_last_batch_is_waited_for() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, _parked) = after_a_batch_of(2, &queue, &send);
+            let (mut batching, _waits) = after_a_batch_of(2, &queue, &send);
             send.send(Job).expect("queue");
             let late = send.clone();
-            let sender = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                late.send(Job).expect("queue");
-            });
+            let sender = in_a_moment(move || late.send(Job).expect("queue"));
             let (taken, _) = gather(&mut batching, &queue);
             sender.join().expect("sender");
             assert_eq!(taken, 2);
         }
 
-        /// A parked appender is not waited for.
+        /// A command waiting for its turn is not waited for.
         #[test]
-        fn a_parked_appender_is_not_waited_for() {
+        fn a_waiting_command_is_not_waited_for() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, parked) = after_a_batch_of(2, &queue, &send);
-            parked.begin();
+            let (mut batching, waits) = after_a_batch_of(2, &queue, &send);
+            waits.begin();
             send.send(Job).expect("queue");
             let (taken, waited) = gather(&mut batching, &queue);
             assert_eq!(taken, 1);
             assert!(waited < LONG / 2, "{waited:?}");
         }
 
-        /// An appender that parks while the writer lingers for it ends the linger.
+        /// An appender that begins to wait for its turn while the writer lingers for it
+        /// ends the linger.
         #[test]
-        fn an_appender_that_parks_ends_the_linger() {
+        fn a_wait_that_begins_ends_the_linger() {
             let (send, queue) = flume::unbounded();
-            let (mut batching, parked) = after_a_batch_of(2, &queue, &send);
+            let (mut batching, waits) = after_a_batch_of(2, &queue, &send);
             send.send(Job).expect("queue");
-            let parking = parked.clone();
-            let parker = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                parking.begin();
-            });
+            let waiting = waits.clone();
+            let waiter = in_a_moment(move || waiting.begin());
             let (taken, waited) = gather(&mut batching, &queue);
-            parker.join().expect("parker");
+            waiter.join().expect("waiter");
             assert_eq!(taken, 1);
             assert!(waited < LONG / 2, "{waited:?}");
         }

@@ -150,7 +150,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The commands whose appends this engine's writers do not wait for, when its
     /// writers gather appends into group commits.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    fn parked(&self) -> Option<&batch::Parked> {
+    fn turn_waits(&self) -> Option<&batch::TurnWaits> {
         None
     }
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome>;

@@ -696,8 +696,8 @@ impl EventStore for Store {
 
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn waiting_for_turn(&self) {
-        if let Some(parked) = self.inner.backend.parked() {
-            parked.begin();
+        if let Some(waits) = self.inner.backend.turn_waits() {
+            waits.begin();
         }
     }
 }

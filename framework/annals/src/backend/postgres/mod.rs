@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use self::session::Kept;
-use super::batch::{self, Parked, Pending, QUEUE_DEPTH};
+use super::batch::{self, Pending, TurnWaits, QUEUE_DEPTH};
 use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
 use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
@@ -59,7 +59,7 @@ pub(crate) struct PgBackend {
     shared: Arc<writer::Shared>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     /// Commands waiting for their aggregate's turn, which the writers do not wait for.
-    parked: Arc<Parked>,
+    waits: Arc<TurnWaits>,
     /// The notification senders (new records, group commits), each with what it
     /// announces.
     senders: Mutex<Vec<(Arc<notify::Notifier>, JoinHandle<()>)>>,
@@ -146,7 +146,7 @@ impl PgBackend {
             wakeups,
             notifier,
         });
-        let (parked, watches) = Parked::new(options.writers);
+        let (waits, watches) = TurnWaits::new(options.writers);
         let (queues, writers): (Vec<_>, Vec<_>) = watches
             .into_iter()
             .map(|watch| {
@@ -166,7 +166,7 @@ impl PgBackend {
             queues: Mutex::new(queues),
             shared,
             writers: Mutex::new(writers),
-            parked,
+            waits,
             senders: Mutex::new(senders),
             listener: Mutex::new(Some(listener)),
             commits,
@@ -295,8 +295,8 @@ impl Backend for PgBackend {
         self.partition_count
     }
 
-    fn parked(&self) -> Option<&Parked> {
-        Some(&self.parked)
+    fn turn_waits(&self) -> Option<&TurnWaits> {
+        Some(&self.waits)
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {

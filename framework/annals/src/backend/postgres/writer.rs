@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::notify::Notifier;
 use super::session::Session;
-use crate::backend::batch::{self, Batching, ParkedWatch, Pending, Singles};
+use crate::backend::batch::{self, Batching, Pending, Singles, TurnWaitsWatch};
 use crate::backend::{PreparedAppend, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
@@ -62,8 +62,8 @@ impl Slot {
 }
 
 /// Writes what comes on `queue` until the store closes it, then closes the session.
-pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Receiver<Pending>, parked: ParkedWatch) {
-    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS, parked);
+pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Receiver<Pending>, waits: TurnWaitsWatch) {
+    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS, waits);
     while let Some(batch) = batching.next(&queue).await {
         slot.singles.batch(batch.len());
         let mut session = slot.session.lock().await;
@@ -89,8 +89,7 @@ pub(super) async fn run(shared: Arc<Shared>, slot: Arc<Slot>, queue: flume::Rece
         };
         drop(session);
         publish(&shared, &results);
-        let handing_over = appends.iter().filter(|append| append.hands_over()).count();
-        batching.answer(&queue, replies, results, handing_over, &shared.wakeups);
+        batching.answer(&queue, &appends, replies, results, &shared.wakeups);
     }
     slot.session.lock().await.close().await;
 }

@@ -19,7 +19,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
 use uuid::Uuid;
 
-use super::batch::{self, Parked, QUEUE_DEPTH};
+use super::batch::{self, TurnWaits, QUEUE_DEPTH};
 use super::sql::groups::{Dialect, SqlGroups};
 use super::sql::snapshots::SqlSnapshots;
 use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
@@ -37,7 +37,7 @@ pub(crate) struct SqliteBackend {
     writer_conn: Arc<writer::Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Commands waiting for their aggregate's turn, which the writer does not wait for.
-    parked: Arc<Parked>,
+    waits: Arc<TurnWaits>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     wakeups: Arc<Wakeups>,
     commits: crate::coordination::Commits,
@@ -97,7 +97,7 @@ impl SqliteBackend {
         let wakeups = Arc::new(Wakeups::new(partition_count));
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
         let queue = writer::Queue::new(queue);
-        let (parked, mut watches) = Parked::new(1);
+        let (waits, mut watches) = TurnWaits::new(1);
         let writer = {
             let (wakeups, writer_conn, watch) = (wakeups.clone(), writer_conn.clone(), watches.remove(0));
             std::thread::Builder::new()
@@ -111,7 +111,7 @@ impl SqliteBackend {
             queue,
             writer_conn,
             writer: Mutex::new(Some(writer)),
-            parked,
+            waits,
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
             commits: crate::coordination::Commits::default(),
@@ -220,8 +220,8 @@ impl Backend for SqliteBackend {
         self.partition_count
     }
 
-    fn parked(&self) -> Option<&Parked> {
-        Some(&self.parked)
+    fn turn_waits(&self) -> Option<&TurnWaits> {
+        Some(&self.waits)
     }
 
     async fn append(&self, append: PreparedAppend) -> Result<AppendOutcome> {

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::readmodel;
 use crate::backend::admit::{Admission, Admitted, CommandRecord, LogView};
-use crate::backend::batch::{self, Batching, ParkedWatch, Pending, Queued, Singles};
+use crate::backend::batch::{self, Batching, Pending, Queued, Singles, TurnWaitsWatch};
 use crate::backend::{now_micros, PreparedAppend, Replicated, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::AppendOutcome;
@@ -186,8 +186,8 @@ pub(super) fn append_now(
 }
 
 /// Runs the writer until every sender of `queue` is gone.
-pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>, parked: ParkedWatch) {
-    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS, parked);
+pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc<Wakeups>, waits: TurnWaitsWatch) {
+    let mut batching = Batching::new(MAX_BATCH_APPENDS, MAX_BATCH_EVENTS, waits);
     loop {
         let mut guard = None;
         let mut appends = Appending::default();
@@ -216,12 +216,12 @@ pub(super) fn run(shared: Arc<Shared>, queue: flume::Receiver<Job>, wakeups: Arc
         let mut guard = guard.unwrap_or_else(|| lock(&shared.conn));
         let Some(conn) = guard.as_ref() else { return };
         if let Some(Answers {
+            appends,
             replies,
             results,
-            handing_over,
         }) = appends.commit(conn)
         {
-            batching.answer(&queue, replies, results, handing_over, &wakeups);
+            batching.answer(&queue, &appends, replies, results, &wakeups);
         }
         if !replicated.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = replicated.into_iter().unzip();
@@ -378,12 +378,11 @@ fn commit_batch(conn: &Connection, appends: &[PreparedAppend]) -> Result<Vec<Res
     })
 }
 
-/// Where a batch's outcomes go, the outcomes, and how many of its appends hand their
-/// aggregate's turn to a waiting command.
+/// A committed batch's appends, where their outcomes go, and the outcomes.
 struct Answers {
+    appends: Vec<PreparedAppend>,
     replies: Vec<oneshot::Sender<Result<AppendOutcome>>>,
     results: Vec<Result<AppendOutcome>>,
-    handing_over: usize,
 }
 
 /// The appends of one batch, written one by one as the writer takes them from its
@@ -444,9 +443,9 @@ impl Appending {
             }
         };
         Some(Answers {
+            appends: self.appends,
             replies: self.replies,
             results,
-            handing_over: self.appends.iter().filter(|append| append.hands_over()).count(),
         })
     }
 }

@@ -1,11 +1,14 @@
 //! The embedded SQLite engine: WAL, `synchronous=FULL` by default, async readers on a
 //! pool of their own (sqlx, which also runs the migrations), and one writer thread that
 //! group-commits whatever appends and read-model transactions are waiting (see
-//! [`writer`] and [`readmodel`]).
+//! [`writer`] and [`readmodel`]), through a VFS that writes each commit's WAL frames
+//! at once ([`wal_writes`]).
 
 mod checkpoint;
 mod reader;
 mod readmodel;
+#[allow(unsafe_code)]
+mod wal_writes;
 mod writer;
 
 use std::path::Path;
@@ -25,7 +28,7 @@ use super::sql::snapshots::SqlSnapshots;
 use super::{sql, sql_int, Backend, Groups, PreparedAppend, Replicated, RoleChange, SnapshotLog, StreamRange, Wakeups};
 use crate::error::{Error, Result};
 use crate::log::{AppendOutcome, Replica, StreamInfo, Visitor};
-use crate::options::{StoreOptions, DEFAULT_PARTITIONS};
+use crate::options::{StoreOptions, Synchronous, DEFAULT_PARTITIONS};
 use crate::position::{Offset, Partition, Version};
 use crate::record::RecordedEvent;
 use crate::stream::StreamId;
@@ -144,10 +147,15 @@ fn migrate(conn: &mut SqliteConnection) -> futures::future::BoxFuture<'_, Result
 /// every redaction, and `secure_delete` makes it overwrite the bytes a redaction frees
 /// instead of leaving them in free space.
 fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    // Its WAL writes are kept until SQLite syncs them, which it does at every commit
+    // unless `synchronous` is `NORMAL`.
+    let synced = !matches!(options.synchronous, Synchronous::Normal);
+    let conn = if synced && wal_writes::register() {
+        rusqlite::Connection::open_with_flags_and_vfs(path, flags, wal_writes::NAME)
+    } else {
+        rusqlite::Connection::open_with_flags(path, flags)
+    }
     .map_err(Error::from)?;
     let synchronous = options.synchronous.pragma();
     let autocheckpoint = checkpoint::WRITER_AFTER_PAGES;

@@ -151,12 +151,11 @@ fn open_writer(path: &Path, options: &StoreOptions) -> Result<rusqlite::Connecti
     // Its WAL writes are kept until SQLite syncs them, which it does at every commit
     // unless `synchronous` is `NORMAL`.
     let synced = !matches!(options.synchronous, Synchronous::Normal);
-    let conn = if synced && wal_writes::register() {
-        rusqlite::Connection::open_with_flags_and_vfs(path, flags, wal_writes::NAME)
-    } else {
-        rusqlite::Connection::open_with_flags(path, flags)
-    }
-    .map_err(Error::from)?;
+    let conn = synced
+        .then(|| wal_writes::open(path, flags))
+        .flatten()
+        .unwrap_or_else(|| rusqlite::Connection::open_with_flags(path, flags))
+        .map_err(Error::from)?;
     let synchronous = options.synchronous.pragma();
     let autocheckpoint = checkpoint::WRITER_AFTER_PAGES;
     conn.execute_batch(&format!(

@@ -9,21 +9,33 @@
 //! write does not continue them or would make them more than the platform writes at
 //! once.
 //!
-//! The writer uses it only where every commit is synced (`synchronous` `FULL` or
-//! `EXTRA`): SQLite syncs a commit's frames before it publishes them in the WAL index,
-//! so they are in the file before any reader can look for them, and a crash loses only
-//! what it would have lost before the sync anyway. Every other file (the database, its
-//! shared memory) is the platform's own file object.
+//! Kept bytes never outlive the transaction that wrote them, which is what makes this
+//! sound:
+//!
+//! - the writer uses it only where every commit is synced (`synchronous` `FULL` or
+//!   `EXTRA`): SQLite syncs a commit's frames before it publishes them in the WAL
+//!   index, so they are in the file before any reader, in this process or another, can
+//!   look for them, and a crash loses only what it would have lost before the sync;
+//! - its connection never spills pages to the WAL before a commit (`cache_spill` off,
+//!   set by [`open`]): spilled frames are not synced, and a transaction rolled back
+//!   after a spill would leave them kept, to be written later over the frames another
+//!   connection committed at the same place;
+//! - once SQLite asks the file's sector size, which it does only to pad a commit to a
+//!   sector boundary (a device without powersafe overwrite), the file keeps nothing:
+//!   the padding is written after the sync and published with the commit.
+//!
+//! Every other file (the database, its shared memory) is the platform's own object.
 //!
 //! This is the crate's only unsafe code: a VFS is a table of C callbacks.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::Path;
 use std::sync::OnceLock;
 
-use rusqlite::ffi;
+use rusqlite::{ffi, Connection, OpenFlags};
 
 /// The name this VFS is registered under.
-pub(super) const NAME: &str = "annals-wal";
+const NAME: &str = "annals-wal";
 const NAME_C: &CStr = c"annals-wal";
 
 /// Most bytes written at once: the platform's VFS writes at most 128 KiB less one byte
@@ -31,8 +43,21 @@ const NAME_C: &CStr = c"annals-wal";
 /// a page and its header.
 const MOST_KEPT: usize = 0x1ffff;
 
+/// Opens a connection through this VFS, with the settings it relies on; `None` if it
+/// could not be registered (SQLite has no default VFS to wrap). The caller sets
+/// `synchronous` to `FULL` or `EXTRA` before its first write.
+pub(super) fn open(path: &Path, flags: OpenFlags) -> Option<rusqlite::Result<Connection>> {
+    if !register() {
+        return None;
+    }
+    Some(Connection::open_with_flags_and_vfs(path, flags, NAME).and_then(|conn| {
+        conn.execute_batch("PRAGMA cache_spill = OFF")?;
+        Ok(conn)
+    }))
+}
+
 /// Registers the VFS once per process; `false` if SQLite has no default VFS to wrap.
-pub(super) fn register() -> bool {
+fn register() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
         // SAFETY: SQLite is initialised first; the default VFS lives for the process,
@@ -50,7 +75,7 @@ pub(super) fn register() -> bool {
             vfs.szOsFile = WAL_FILE + (*platform).szOsFile;
             vfs.zName = NAME_C.as_ptr();
             vfs.pNext = std::ptr::null_mut();
-            vfs.xOpen = Some(open);
+            vfs.xOpen = Some(open_file);
             PLATFORM.get_or_init(|| Platform(platform));
             ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0) == ffi::SQLITE_OK
         }
@@ -80,6 +105,8 @@ const WAL_FILE: c_int = std::mem::size_of::<WalFile>() as c_int;
 struct Kept {
     offset: i64,
     bytes: Vec<u8>,
+    /// SQLite pads commits to a sector: every write goes through at once.
+    padding: bool,
 }
 
 /// The platform's file object behind a WAL file's header.
@@ -106,7 +133,7 @@ unsafe fn kept<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Kept {
     &mut *(*file.cast::<WalFile>()).kept
 }
 
-unsafe extern "C" fn open(
+unsafe extern "C" fn open_file(
     _vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     file: *mut ffi::sqlite3_file,
@@ -122,8 +149,14 @@ unsafe extern "C" fn open(
     }
     (*file).pMethods = std::ptr::null();
     let rc = xopen(*vfs, name, platform(file), flags, out_flags);
-    if rc != ffi::SQLITE_OK || (*platform(file)).pMethods.is_null() {
-        return rc;
+    let methods = (*platform(file)).pMethods;
+    if rc != ffi::SQLITE_OK || methods.is_null() {
+        // SQLite closes only what our object says is open: a platform file left open
+        // by a failed open is closed here.
+        if let Some(xclose) = methods.as_ref().and_then(|m| m.xClose) {
+            xclose(platform(file));
+        }
+        return if rc == ffi::SQLITE_OK { ffi::SQLITE_CANTOPEN } else { rc };
     }
     let wal = file.cast::<WalFile>();
     (*wal).kept = Box::into_raw(Box::default());
@@ -131,7 +164,8 @@ unsafe extern "C" fn open(
     rc
 }
 
-/// Writes what was kept.
+/// Writes what was kept. The bytes are dropped even when the write fails: the error
+/// fails the commit that wrote them, which SQLite then rolls back.
 unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     let kept = kept(file);
     if kept.bytes.is_empty() {
@@ -154,8 +188,8 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     let Ok(amount) = usize::try_from(amount) else {
         return ffi::SQLITE_MISUSE;
     };
-    if amount > MOST_KEPT {
-        // Larger than SQLite writes; written as asked, after what was kept.
+    if amount > MOST_KEPT || kept(file).padding {
+        // Written as asked, after what was kept.
         let xwrite = methods(file).xWrite;
         return after_flush(file, |_| xwrite, |xwrite, f| xwrite(f, data, amount as c_int, offset));
     }
@@ -248,6 +282,8 @@ unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
+    // Asked only to pad a commit (see the module's docs): keep nothing from now on.
+    kept(file).padding = true;
     methods(file).xSectorSize.map_or(0, |xsector| xsector(platform(file)))
 }
 
@@ -283,14 +319,11 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{Connection, OpenFlags};
-
     use super::*;
 
-    fn open_through_vfs(path: &std::path::Path, cache_pages: i64) -> Connection {
-        assert!(register());
+    fn open_through_vfs(path: &Path, cache_pages: i64) -> Connection {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-        let conn = Connection::open_with_flags_and_vfs(path, flags, NAME).expect("open");
+        let conn = open(path, flags).expect("registered").expect("open");
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = {cache_pages};
              PRAGMA wal_autocheckpoint = 0;
@@ -303,7 +336,7 @@ mod tests {
 
     /// The rows of the database at `path` and its integrity check, opened afresh
     /// through the platform's VFS.
-    fn reopened(path: &std::path::Path) -> (i64, String) {
+    fn reopened(path: &Path) -> (i64, String) {
         Connection::open(path)
             .expect("reopen")
             .query_row(
@@ -343,17 +376,21 @@ mod tests {
         assert_eq!(reopened(&path), (1600, "ok".to_owned()));
     }
 
-    /// A transaction larger than the page cache spills pages to the WAL before it
-    /// commits and reads them back: the reads find what was kept, and checkpoints and
-    /// a rolled-back transaction leave a sound database.
+    /// A transaction far larger than the page cache writes nothing to the WAL before
+    /// it commits (spilled frames would be kept unsynced), and one rolled back leaves
+    /// nothing kept: another connection's commit at the same place in the WAL stays
+    /// whole through this connection's later reads, writes and checkpoint. (With
+    /// spilling on and the first check left out, the writer's read after the other's
+    /// commit fails: "file is not a database".)
     #[test]
-    fn spilled_pages_read_back_and_checkpoints_stay_sound() {
+    fn nothing_is_kept_past_a_transaction() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("w.db");
         let writer = open_through_vfs(&path, 8);
-        let fill = |conn: &Connection, from: i64| {
+        let wal = || std::fs::metadata(dir.path().join("w.db-wal")).map_or(0, |m| m.len());
+        let fill = |conn: &Connection, keys: std::ops::Range<i64>| {
             conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
-            for k in from..from + 5_000 {
+            for k in keys {
                 conn.execute(
                     "INSERT INTO t (k, v) VALUES (?1, ?2)",
                     rusqlite::params![k, format!("value {k:08}")],
@@ -361,22 +398,45 @@ mod tests {
                 .expect("insert");
             }
         };
-        fill(&writer, 0);
+        let before = wal();
+        fill(&writer, 0..5_000);
         let half: i64 = writer
             .query_row("SELECT count(*) FROM t WHERE v < 'value 00002500'", [], |row| {
                 row.get(0)
             })
             .expect("read back");
         assert_eq!(half, 2_500);
+        assert_eq!(wal(), before, "pages reached the WAL before the commit");
         writer.execute_batch("COMMIT").expect("commit");
-        fill(&writer, 5_000);
-        writer.execute_batch("ROLLBACK").expect("rollback");
+
+        // With the WAL emptied, a rollback reloads pages from the database file and
+        // reads nothing from the WAL; small enough that what it would spill is kept
+        // whole, at the start of the WAL, where the other connection's larger commit
+        // goes next.
         writer
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .expect("checkpoint");
-        fill(&writer, 10_000);
+        fill(&writer, 5_000..6_500);
+        writer.execute_batch("ROLLBACK").expect("rollback");
+        let other = Connection::open(&path).expect("another connection");
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 WITH RECURSIVE n(k) AS (SELECT 20000 UNION ALL SELECT k + 1 FROM n WHERE k < 24999)
+                 INSERT INTO t (k, v) SELECT k, 'other ' || k FROM n;
+                 COMMIT;",
+            )
+            .expect("another connection commits");
+        let others: i64 = writer
+            .query_row("SELECT count(*) FROM t WHERE v LIKE 'other %'", [], |row| row.get(0))
+            .expect("the writer reads them");
+        assert_eq!(others, 5_000);
+        fill(&writer, 10_000..15_000);
         writer.execute_batch("COMMIT").expect("commit");
-        drop(writer);
-        assert_eq!(reopened(&path), (10_000, "ok".to_owned()));
+        writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+        drop((writer, other));
+        assert_eq!(reopened(&path), (15_000, "ok".to_owned()));
     }
 }

@@ -112,7 +112,7 @@ struct Kept {
 /// The platform's file object behind a WAL file's header.
 ///
 /// # Safety
-/// `file` was opened by [`open`] as a WAL file.
+/// `file` was opened by [`open_file`] as a WAL file.
 unsafe fn platform(file: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
     file.cast::<u8>().add(WAL_FILE as usize).cast()
 }
@@ -140,7 +140,10 @@ unsafe extern "C" fn open_file(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let (Some(Platform(vfs)), Some(xopen)) = (PLATFORM.get(), PLATFORM.get().and_then(|p| (*p.0).xOpen)) else {
+    let Some(Platform(vfs)) = PLATFORM.get() else {
+        return ffi::SQLITE_ERROR;
+    };
+    let Some(xopen) = (**vfs).xOpen else {
         return ffi::SQLITE_ERROR;
     };
     if flags & ffi::SQLITE_OPEN_WAL == 0 {
@@ -190,8 +193,7 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     };
     if amount > MOST_KEPT || kept(file).padding {
         // Written as asked, after what was kept.
-        let xwrite = methods(file).xWrite;
-        return after_flush(file, |_| xwrite, |xwrite, f| xwrite(f, data, amount as c_int, offset));
+        return after_flush(file, |m| m.xWrite, |xwrite, f| xwrite(f, data, amount as c_int, offset));
     }
     let joins = {
         let kept = kept(file);

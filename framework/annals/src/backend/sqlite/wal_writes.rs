@@ -22,7 +22,12 @@
 //!   connection committed at the same place;
 //! - once SQLite asks the file's sector size, which it does only to pad a commit to a
 //!   sector boundary (a device without powersafe overwrite), the file keeps nothing:
-//!   the padding is written after the sync and published with the commit.
+//!   the padding is written after the sync and published with the commit;
+//! - and should `synchronous` be lowered on the connection after it opened (read
+//!   models run their own SQL on the writer's connection), a commit's frames still
+//!   reach the file before SQLite publishes them: the commit frame's header carries the
+//!   database's size (zero in every other frame), and once its page is written
+//!   everything kept is.
 //!
 //! Every other file (the database, its shared memory) is the platform's own object.
 //!
@@ -37,6 +42,9 @@ use rusqlite::{ffi, Connection, OpenFlags};
 /// The name this VFS is registered under.
 const NAME: &str = "annals-wal";
 const NAME_C: &CStr = c"annals-wal";
+
+/// The size of a WAL frame's header, which SQLite writes on its own before the page.
+const FRAME_HEADER: usize = 24;
 
 /// Most bytes written at once: the platform's VFS writes at most 128 KiB less one byte
 /// in one call (it masks the length with `0x1ffff`), and SQLite never asks for more than
@@ -107,6 +115,8 @@ struct Kept {
     bytes: Vec<u8>,
     /// SQLite pads commits to a sector: every write goes through at once.
     padding: bool,
+    /// The last write was a commit frame's header: its page ends the commit.
+    commit_page_next: bool,
 }
 
 /// The platform's file object behind a WAL file's header.
@@ -193,6 +203,7 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     };
     if amount > MOST_KEPT || kept(file).padding {
         // Written as asked, after what was kept.
+        kept(file).commit_page_next = false;
         return after_flush(file, |m| m.xWrite, |xwrite, f| xwrite(f, data, amount as c_int, offset));
     }
     let joins = {
@@ -210,8 +221,12 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     if kept.bytes.is_empty() {
         kept.offset = offset;
     }
-    kept.bytes
-        .extend_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), amount));
+    let data = std::slice::from_raw_parts(data.cast::<u8>(), amount);
+    kept.bytes.extend_from_slice(data);
+    let commit_header = data.len() == FRAME_HEADER && data[4..8] != [0; 4];
+    if std::mem::replace(&mut kept.commit_page_next, commit_header) {
+        return flush(file);
+    }
     ffi::SQLITE_OK
 }
 
@@ -376,6 +391,29 @@ mod tests {
         drop(reader);
         drop(writer);
         assert_eq!(reopened(&path), (1600, "ok".to_owned()));
+    }
+
+    /// With `synchronous` lowered after the connection opened, commits are not synced,
+    /// and each is still in the file when it returns: it goes out with the commit
+    /// frame.
+    #[test]
+    fn commits_are_written_without_a_sync() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let writer = open_through_vfs(&path, -2000);
+        writer.execute_batch("PRAGMA synchronous = NORMAL").expect("normal");
+        let reader = Connection::open(&path).expect("reader");
+        for n in 0..50_i64 {
+            writer
+                .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('a'), ('b'), ('c'); COMMIT;")
+                .expect("commit");
+            let seen: i64 = reader
+                .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+                .expect("count");
+            assert_eq!(seen, (n + 1) * 3);
+        }
+        drop((reader, writer));
+        assert_eq!(reopened(&path), (150, "ok".to_owned()));
     }
 
     /// A transaction far larger than the page cache writes nothing to the WAL before

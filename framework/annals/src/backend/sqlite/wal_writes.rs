@@ -17,9 +17,10 @@
 //!   index, so they are in the file before any reader, in this process or another, can
 //!   look for them, and a crash loses only what it would have lost before the sync;
 //! - its connection never spills pages to the WAL before a commit (`cache_spill` off,
-//!   set by [`open`]): spilled frames are not synced, and a transaction rolled back
-//!   after a spill would leave them kept, to be written later over the frames another
-//!   connection committed at the same place;
+//!   set by [`open`], which also refuses any statement that would set it again, as a
+//!   read model's own SQL could): spilled frames are not synced, and a transaction
+//!   rolled back after a spill would leave them kept, to be written later over the
+//!   frames another connection committed at the same place;
 //! - once SQLite asks the file's sector size, which it does only to pad a commit to a
 //!   sector boundary (a device without powersafe overwrite), the file keeps nothing:
 //!   the padding is written after the sync and published with the commit;
@@ -60,8 +61,34 @@ pub(super) fn open(path: &Path, flags: OpenFlags) -> Option<rusqlite::Result<Con
     }
     Some(Connection::open_with_flags_and_vfs(path, flags, NAME).and_then(|conn| {
         conn.execute_batch("PRAGMA cache_spill = OFF")?;
+        // SAFETY: the handle is this open connection's, and the authorizer is a plain
+        // function that keeps no state.
+        let rc = unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), std::ptr::null_mut()) };
+        if rc != ffi::SQLITE_OK {
+            return Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None));
+        }
         Ok(conn)
     }))
+}
+
+/// The connection's authorizer: refuses `PRAGMA cache_spill = …`, and allows the rest.
+unsafe extern "C" fn authorize(
+    _data: *mut c_void,
+    action: c_int,
+    name: *const c_char,
+    value: *const c_char,
+    _database: *const c_char,
+    _trigger: *const c_char,
+) -> c_int {
+    let sets_cache_spill = action == ffi::SQLITE_PRAGMA
+        && !value.is_null()
+        && !name.is_null()
+        && CStr::from_ptr(name).to_bytes().eq_ignore_ascii_case(b"cache_spill");
+    if sets_cache_spill {
+        ffi::SQLITE_DENY
+    } else {
+        ffi::SQLITE_OK
+    }
 }
 
 /// Registers the VFS once per process; `false` if SQLite has no default VFS to wrap.
@@ -391,6 +418,28 @@ mod tests {
         drop(reader);
         drop(writer);
         assert_eq!(reopened(&path), (1600, "ok".to_owned()));
+    }
+
+    /// Spilling cannot be turned on again on the connection, whatever SQL runs on it.
+    #[test]
+    fn spilling_stays_off() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = open_through_vfs(&dir.path().join("w.db"), -2000);
+        for sql in [
+            "PRAGMA cache_spill = ON",
+            "pragma main.CACHE_SPILL=1",
+            "PRAGMA cache_spill = 100",
+        ] {
+            let refused = writer.execute_batch(sql).expect_err(sql);
+            assert!(refused.to_string().contains("not authorized"), "{sql}: {refused}");
+        }
+        let spill: i64 = writer
+            .query_row("PRAGMA cache_spill", [], |row| row.get(0))
+            .expect("read");
+        assert_eq!(spill, 0);
+        writer
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('still writes'); COMMIT;")
+            .expect("other statements run");
     }
 
     /// With `synchronous` lowered after the connection opened, commits are not synced,

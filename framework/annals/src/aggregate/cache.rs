@@ -162,7 +162,7 @@ impl<A> Cache<A> {
         let held = match slot.loaded.try_lock() {
             Ok(held) => held,
             Err(_) => {
-                let _waiting = Waiting::join(&slot.waiters);
+                let _waiting = slot.waiters.join();
                 waits();
                 slot.loaded.lock().await
             }
@@ -207,23 +207,6 @@ impl<A> Cache<A> {
     pub(super) fn size(&self) -> (usize, usize) {
         let entries = self.entries();
         (entries.slots.len(), entries.bytes)
-    }
-}
-
-/// A command counted among a slot's waiters until this drops: when it has the turn, or
-/// is given up.
-struct Waiting<'w>(&'w Waiters);
-
-impl<'w> Waiting<'w> {
-    fn join(waiters: &'w Waiters) -> Self {
-        waiters.join();
-        Waiting(waiters)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
     }
 }
 

@@ -77,20 +77,26 @@ impl PreparedAppend {
 pub(crate) struct Waiters(AtomicUsize);
 
 impl Waiters {
-    /// A command begins to wait for the turn.
-    pub(crate) fn join(&self) {
+    /// A command begins to wait for the turn; it counts until the guard drops (it has
+    /// the turn, or was given up).
+    pub(crate) fn join(&self) -> Waiting<'_> {
         self.0.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// A waiting command has the turn, or was given up.
-    pub(crate) fn leave(&self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        Waiting(self)
     }
 
     /// How many commands wait for the turn.
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A command counted among an aggregate's [`Waiters`] until this drops.
+pub(crate) struct Waiting<'w>(&'w Waiters);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -90,6 +90,16 @@ impl<V: LogView> Admission<V> {
     /// Decides `append` and, when it is written, counts its writes in for the
     /// appends that follow it in the batch.
     pub(crate) fn admit(&mut self, append: &PreparedAppend) -> Result<Admitted> {
+        let decision = self.decide(append)?;
+        if let Admitted::Write(outcome) = &decision {
+            self.record(append, *outcome);
+        }
+        Ok(decision)
+    }
+
+    /// Decides `append` without counting it in: [`record`](Self::record) does, once
+    /// it is written.
+    pub(crate) fn decide(&self, append: &PreparedAppend) -> Result<Admitted> {
         if let Some(command_id) = append.command_id {
             let known = self
                 .commands
@@ -147,6 +157,12 @@ impl<V: LogView> Admission<V> {
             last_version: actual + count,
             duplicate: false,
         };
+        Ok(Admitted::Write(outcome))
+    }
+
+    /// Counts in the writes of `append`, written at `outcome`, for the appends that
+    /// follow it in the batch.
+    pub(crate) fn record(&mut self, append: &PreparedAppend, outcome: AppendOutcome) {
         self.versions.insert(append.stream.clone(), outcome.last_version);
         self.next_offsets.insert(append.partition, outcome.last_offset + 1);
         self.event_ids.extend(append.events.iter().map(|event| event.event_id));
@@ -166,6 +182,5 @@ impl<V: LogView> Admission<V> {
                 },
             );
         }
-        Ok(Admitted::Write(outcome))
     }
 }

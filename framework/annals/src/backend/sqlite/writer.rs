@@ -473,11 +473,12 @@ impl Writing {
         let view = self.admission.view_mut();
         view.read(conn, append)?;
         self.stamp = self.stamp.max(view.latest_stamp);
-        let outcome = match self.admission.admit(append) {
+        let outcome = match self.decide(conn, append)? {
             Ok(Admitted::Write(outcome)) => outcome,
             Ok(Admitted::Duplicate(outcome)) => return Ok(Ok(outcome)),
             Err(error) => return Ok(Err(error)),
         };
+        self.admission.record(append, outcome);
         let mut insert_event = conn.prepare_cached(INSERT_EVENT).map_err(engine)?;
         let last = append.events.len() - 1;
         for (i, event) in append.events.iter().enumerate() {
@@ -497,22 +498,55 @@ impl Writing {
                 ])
                 .map_err(engine)?;
         }
-        if let Some(command_id) = append.command_id {
-            conn.prepare_cached(INSERT_COMMAND)
-                .map_err(engine)?
-                .execute(params![
-                    command_id.as_bytes().as_slice(),
-                    append.stream.as_str(),
-                    outcome.partition,
-                    outcome.first_offset.0 as i64,
-                    outcome.last_offset.0 as i64,
-                    outcome.first_version.0 as i64,
-                    outcome.last_version.0 as i64,
-                ])
-                .map_err(engine)?;
-        }
         Ok(Ok(outcome))
     }
+
+    /// Decides `append`, reading the stored outcome of its command id only where it
+    /// matters (I5): when the append is refused (a retried command may be refused by
+    /// the state its first run changed), and when the row that records the command's
+    /// outcome, inserted before the events, finds the command id taken. A new command,
+    /// the common case, costs no lookup. The outer error is the engine's.
+    fn decide(&mut self, conn: &Connection, append: &PreparedAppend) -> Result<Result<Admitted>> {
+        let decision = self.admission.decide(append);
+        let Some(command_id) = append.command_id else {
+            return Ok(decision);
+        };
+        let recorded = match &decision {
+            // The same command earlier in this batch.
+            Ok(Admitted::Duplicate(_)) => return Ok(decision),
+            Ok(Admitted::Write(outcome)) => remember_command(conn, command_id, &append.stream, outcome)?,
+            Err(_) => false,
+        };
+        if recorded {
+            return Ok(decision);
+        }
+        let stored = self.admission.view_mut().read_command(conn, command_id)?;
+        match decision {
+            _ if stored => Ok(self.admission.decide(append)),
+            Err(_) => Ok(decision),
+            // The command id was taken, yet its row is not there to read.
+            Ok(_) => Err(engine(rusqlite::Error::QueryReturnedNoRows)),
+        }
+    }
+}
+
+/// Records the outcome of the append made with `command_id`, unless the command id
+/// is taken; tells whether it was recorded.
+fn remember_command(conn: &Connection, command_id: Uuid, stream: &StreamId, outcome: &AppendOutcome) -> Result<bool> {
+    let inserted = conn
+        .prepare_cached(include_str!("sql/remember_command.sql"))
+        .map_err(engine)?
+        .execute(params![
+            command_id.as_bytes().as_slice(),
+            stream.as_str(),
+            outcome.partition,
+            outcome.first_offset.0 as i64,
+            outcome.last_offset.0 as i64,
+            outcome.first_version.0 as i64,
+            outcome.last_version.0 as i64,
+        ])
+        .map_err(engine)?;
+    Ok(inserted == 1)
 }
 
 /// What the log holds for the keys one batch touches, read inside its transaction.
@@ -551,28 +585,6 @@ impl BatchView {
             slot.insert(Offset(next as u64));
             self.latest_stamp = self.latest_stamp.max(stamp);
         }
-        if let Some(command_id) = append.command_id {
-            let known = prepare(include_str!("sql/command.sql"))?
-                .query_row([command_id.as_bytes().as_slice()], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        AppendOutcome {
-                            partition: row.get(1)?,
-                            first_offset: Offset(row.get::<_, i64>(2)? as u64),
-                            last_offset: Offset(row.get::<_, i64>(3)? as u64),
-                            first_version: Version(row.get::<_, i64>(4)? as u64),
-                            last_version: Version(row.get::<_, i64>(5)? as u64),
-                            duplicate: false,
-                        },
-                    ))
-                })
-                .optional()
-                .map_err(engine)?;
-            if let Some((stream, outcome)) = known {
-                let stream = StreamId::trusted(stream);
-                self.commands.insert(command_id, CommandRecord { stream, outcome });
-            }
-        }
         for client in append.events.iter().filter(|event| event.client_id) {
             if prepare(include_str!("sql/event_held.sql"))?
                 .exists([client.event_id.as_bytes().as_slice()])
@@ -582,6 +594,34 @@ impl BatchView {
             }
         }
         Ok(())
+    }
+
+    /// Reads the stored outcome of `command_id`; tells whether there is one.
+    fn read_command(&mut self, conn: &Connection, command_id: Uuid) -> Result<bool> {
+        let known = conn
+            .prepare_cached(include_str!("sql/command.sql"))
+            .map_err(engine)?
+            .query_row([command_id.as_bytes().as_slice()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    AppendOutcome {
+                        partition: row.get(1)?,
+                        first_offset: Offset(row.get::<_, i64>(2)? as u64),
+                        last_offset: Offset(row.get::<_, i64>(3)? as u64),
+                        first_version: Version(row.get::<_, i64>(4)? as u64),
+                        last_version: Version(row.get::<_, i64>(5)? as u64),
+                        duplicate: false,
+                    },
+                ))
+            })
+            .optional()
+            .map_err(engine)?;
+        let Some((stream, outcome)) = known else {
+            return Ok(false);
+        };
+        let stream = StreamId::trusted(stream);
+        self.commands.insert(command_id, CommandRecord { stream, outcome });
+        Ok(true)
     }
 }
 

@@ -113,6 +113,7 @@ macro_rules! conformance_suite {
             i3_appends_are_atomic,
             i5_command_id_applied_once,
             i5_command_id_survives_reopen,
+            i5_command_id_answers_before_refusals,
             i9_bad_input_changes_nothing,
             expected_version_semantics,
             concurrent_appends_fail_alone,

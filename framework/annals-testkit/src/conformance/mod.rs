@@ -98,7 +98,9 @@ pub use appends::{concurrent_appends_fail_alone, expected_version_semantics};
 pub use i1_offsets::i1_offsets_gapless_under_concurrent_writers;
 pub use i2_versions::i2_stream_versions_contiguous;
 pub use i3_atomic_appends::i3_appends_are_atomic;
-pub use i5_command_ids::{i5_command_id_applied_once, i5_command_id_survives_reopen};
+pub use i5_command_ids::{
+    i5_command_id_answers_before_refusals, i5_command_id_applied_once, i5_command_id_survives_reopen,
+};
 pub use i8_replication::i8_replicated_records_continue_the_log;
 pub use i9_bad_input::i9_bad_input_changes_nothing;
 pub use reads::{

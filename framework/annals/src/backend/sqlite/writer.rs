@@ -353,17 +353,7 @@ fn write_replicated(conn: &Connection, batches: &[Replicated]) -> Result<Vec<Res
             .execute(params![batch.partition, batch.first_offset.0 as i64])
             .map_err(engine)?;
         for (command_id, command) in &batch.commands {
-            insert_command
-                .execute(params![
-                    command_id.as_bytes().as_slice(),
-                    command.stream.as_str(),
-                    command.outcome.partition,
-                    command.outcome.first_offset.0 as i64,
-                    command.outcome.last_offset.0 as i64,
-                    command.outcome.first_version.0 as i64,
-                    command.outcome.last_version.0 as i64,
-                ])
-                .map_err(engine)?;
+            insert_command_row(&mut insert_command, *command_id, &command.stream, &command.outcome)?;
         }
         results.push(Ok(()));
     }
@@ -533,9 +523,21 @@ impl Writing {
 /// Records the outcome of the append made with `command_id`, unless the command id
 /// is taken; tells whether it was recorded.
 fn remember_command(conn: &Connection, command_id: Uuid, stream: &StreamId, outcome: &AppendOutcome) -> Result<bool> {
-    let inserted = conn
+    let mut remember = conn
         .prepare_cached(include_str!("sql/remember_command.sql"))
-        .map_err(engine)?
+        .map_err(engine)?;
+    Ok(insert_command_row(&mut remember, command_id, stream, outcome)? == 1)
+}
+
+/// Runs `insert`, an `INSERT` into `annals_command_ids`, for one command's outcome;
+/// gives the rows it inserted.
+fn insert_command_row(
+    insert: &mut rusqlite::Statement<'_>,
+    command_id: Uuid,
+    stream: &StreamId,
+    outcome: &AppendOutcome,
+) -> Result<usize> {
+    insert
         .execute(params![
             command_id.as_bytes().as_slice(),
             stream.as_str(),
@@ -545,8 +547,7 @@ fn remember_command(conn: &Connection, command_id: Uuid, stream: &StreamId, outc
             outcome.first_version.0 as i64,
             outcome.last_version.0 as i64,
         ])
-        .map_err(engine)?;
-    Ok(inserted == 1)
+        .map_err(engine)
 }
 
 /// What the log holds for the keys one batch touches, read inside its transaction.

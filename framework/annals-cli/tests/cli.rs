@@ -133,6 +133,11 @@ fn a_session_from_init_to_stats() {
     let retry = cli.json(&[&placed[..], &["--expected", "no_stream", "--command-id", COMMAND]].concat());
     assert_eq!(retry["duplicate"], true);
     assert_eq!(retry["first_offset"], first["first_offset"]);
+    // A retry that the stream's version would admit finds its command id taken when
+    // the store records it: still the original outcome, nothing written.
+    let admitted = cli.json(&[&placed[..], &["--command-id", COMMAND]].concat());
+    assert_eq!(admitted["duplicate"], true);
+    assert_eq!(admitted["first_offset"], first["first_offset"]);
 
     insta::assert_json_snapshot!(
         "wrong_expected_version",

@@ -126,6 +126,7 @@ macro_rules! conformance_suite {
             missing_store_is_not_created,
             streams_land_in_kafka_partitions,
             i8_replicated_records_continue_the_log,
+            a_cancelled_close_is_finished_by_the_next,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {

@@ -107,4 +107,7 @@ pub use reads::{
     fold_stream_sees_what_read_stream_returns, list_streams_by_category_and_page, reads_respect_from_and_limit,
     records_round_trip, subscribe_catches_up_then_waits,
 };
-pub use store::{missing_store_is_not_created, partition_count_is_fixed, streams_land_in_kafka_partitions};
+pub use store::{
+    a_cancelled_close_is_finished_by_the_next, missing_store_is_not_created, partition_count_is_fixed,
+    streams_land_in_kafka_partitions,
+};

@@ -84,3 +84,65 @@ pub async fn missing_store_is_not_created(t: &TestStore) {
         .expect("existing store opens");
     assert_eq!(store.partition_count(), 16);
 }
+
+/// A `close` whose future is dropped before it finishes (a shutdown deadline, a
+/// `select!`) is finished by the next one: the appends queued before the first still
+/// commit and are acknowledged, and when the second returns every one of them is in
+/// the log.
+pub async fn a_cancelled_close_is_finished_by_the_next(t: &TestStore) {
+    if !t.is_durable() {
+        return;
+    }
+    const APPENDS: u64 = 300;
+    const EVENTS: u64 = 40;
+    let store = t.open().await;
+    let queued = Arc::new(tokio::sync::Semaphore::new(0));
+    let appends: Vec<_> = (0..APPENDS)
+        .map(|i| {
+            let (store, queued) = (store.clone(), queued.clone());
+            tokio::spawn(async move {
+                let id = stream(&format!("closing-{i}"));
+                let append = store.append(tagged_append(&id, ExpectedVersion::NoStream, i, EVENTS));
+                futures::pin_mut!(append);
+                // Polled once, the append is committed or waits in the store's queue.
+                let first = futures::poll!(&mut append);
+                queued.add_permits(1);
+                match first {
+                    std::task::Poll::Ready(outcome) => outcome,
+                    std::task::Poll::Pending => append.await,
+                }
+            })
+        })
+        .collect();
+    let all = queued
+        .acquire_many(APPENDS as u32)
+        .await
+        .expect("the semaphore stays open");
+    all.forget();
+
+    // The first close gives up at its first wait; the second must finish the work.
+    let _ = tokio::time::timeout(Duration::ZERO, store.close()).await;
+    tokio::time::timeout(Duration::from_secs(60), store.close())
+        .await
+        .expect("a close after a cancelled one finishes");
+    let reopened = t.open().await;
+    let in_log: u64 = reopened
+        .high_watermarks()
+        .await
+        .expect("watermarks")
+        .iter()
+        .map(|end| end.0)
+        .sum();
+    reopened.close().await;
+
+    for (i, append) in appends.into_iter().enumerate() {
+        if let Err(error) = append.await.expect("append task") {
+            panic!("append {i}, queued before the store closed, was not committed: {error}");
+        }
+    }
+    assert_eq!(
+        in_log,
+        APPENDS * EVENTS,
+        "the second close returned before the appends queued before the first were committed"
+    );
+}

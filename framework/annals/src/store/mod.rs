@@ -338,6 +338,10 @@ impl Store {
     }
 
     /// Finishes in-flight appends and closes the store's connections.
+    ///
+    /// If its future is dropped before it completes (a shutdown deadline, a
+    /// `select!`), calling it again finishes the work: the appends queued before the
+    /// first call are committed and answered before the second returns.
     pub async fn close(&self) {
         self.inner.backend.close().await;
     }

@@ -57,14 +57,17 @@ pub(crate) struct PgBackend {
     /// on their own tasks, the follower's): the lock space, the wake-ups of this
     /// process's subscribers and the notifier of other processes'.
     shared: Arc<writer::Shared>,
-    writers: Mutex<Vec<JoinHandle<()>>>,
+    /// The writers' tasks; like the senders and the listener, each is awaited in place
+    /// and dropped only once finished, so a close whose future is dropped leaves the
+    /// next one to wait for what remains.
+    writers: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Commands waiting for their aggregate's turn, which the writers do not wait for.
     waits: Arc<TurnWaits>,
     /// The notification senders (new records, group commits), each with what it
     /// announces.
-    senders: Mutex<Vec<(Arc<notify::Notifier>, JoinHandle<()>)>>,
+    senders: tokio::sync::Mutex<Vec<(Arc<notify::Notifier>, JoinHandle<()>)>>,
     /// The task turning other processes' notifications into wake-ups.
-    listener: Mutex<Option<JoinHandle<()>>>,
+    listener: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     /// Group commits made here, or announced by other processes.
     commits: Arc<Commits>,
     partition_count: u32,
@@ -165,10 +168,10 @@ impl PgBackend {
             pool,
             queues: Mutex::new(queues),
             shared,
-            writers: Mutex::new(writers),
+            writers: tokio::sync::Mutex::new(writers),
             waits,
-            senders: Mutex::new(senders),
-            listener: Mutex::new(Some(listener)),
+            senders: tokio::sync::Mutex::new(senders),
+            listener: tokio::sync::Mutex::new(Some(listener)),
             commits,
             partition_count,
         })
@@ -635,19 +638,23 @@ impl Backend for PgBackend {
         // then close their sessions. (An appender lending a writer's session holds a
         // clone of its queue, so the writer ends after it.)
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|p| p.into_inner()));
-        for writer in writers {
+        let mut writers = self.writers.lock().await;
+        while let Some(writer) = writers.last_mut() {
             let _ = writer.await;
+            writers.pop();
         }
+        drop(writers);
         // The senders announce what the writers' last batches wrote, then stop.
-        let senders = std::mem::take(&mut *self.senders.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut senders = self.senders.lock().await;
         let deadline = tokio::time::Instant::now() + LAST_ANNOUNCEMENT;
         senders.iter().for_each(|(notifier, _)| notifier.close());
-        for (_, mut sender) in senders {
-            if tokio::time::timeout_at(deadline, &mut sender).await.is_err() {
+        while let Some((_, sender)) = senders.last_mut() {
+            if tokio::time::timeout_at(deadline, &mut *sender).await.is_err() {
                 sender.abort();
             }
+            senders.pop();
         }
+        drop(senders);
         self.readers.close().await;
         // The listener stops when the pool closes. sqlx's close (0.8) waits for every
         // connection out of the pool, but one given back during that last wait (a
@@ -655,9 +662,10 @@ impl Backend for PgBackend {
         // the closed pool: the second close closes it.
         self.pool.close().await;
         self.pool.close().await;
-        let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(listener) = listener {
-            let _ = listener.await;
+        let mut listener = self.listener.lock().await;
+        if let Some(task) = listener.as_mut() {
+            let _ = task.await;
+            *listener = None;
         }
     }
 }

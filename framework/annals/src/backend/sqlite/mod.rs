@@ -38,7 +38,8 @@ pub(crate) struct SqliteBackend {
     queue: Arc<writer::Queue>,
     /// The writer's connection, for appends made on the caller's thread.
     writer_conn: Arc<writer::Shared>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Becomes `true` when the writer thread has drained its queue and stopped.
+    writer_stopped: tokio::sync::watch::Receiver<bool>,
     /// Commands waiting for their aggregate's turn, which the writer does not wait for.
     waits: Arc<TurnWaits>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
@@ -101,19 +102,23 @@ impl SqliteBackend {
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
         let queue = writer::Queue::new(queue);
         let (waits, mut watches) = TurnWaits::new(1);
-        let writer = {
+        let (stopped, writer_stopped) = tokio::sync::watch::channel(false);
+        {
             let (wakeups, writer_conn, watch) = (wakeups.clone(), writer_conn.clone(), watches.remove(0));
             std::thread::Builder::new()
                 .name("annals-sqlite-writer".into())
-                .spawn(move || writer::run(writer_conn, pending, wakeups, watch))
-                .map_err(Error::Io)?
-        };
+                .spawn(move || {
+                    writer::run(writer_conn, pending, wakeups, watch);
+                    stopped.send_replace(true);
+                })
+                .map_err(Error::Io)?;
+        }
         let read_models = readmodel::database(path.to_owned(), options, queue.clone());
         Ok(SqliteBackend {
             readers,
             queue,
             writer_conn,
-            writer: Mutex::new(Some(writer)),
+            writer_stopped,
             waits,
             checkpointer: Mutex::new(Some(checkpointer)),
             wakeups,
@@ -519,12 +524,11 @@ impl Backend for SqliteBackend {
     }
 
     async fn close(&self) {
-        // Dropping the queue lets the writer drain what is queued and stop.
+        // Dropping the queue lets the writer drain what is queued and stop. Every close
+        // waits for that, so one whose future was dropped is finished by the next.
+        // (A writer that panicked drops the sender, which ends the wait too.)
         self.queue.close();
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
+        let _ = self.writer_stopped.clone().wait_for(|stopped| *stopped).await;
         // After the writer thread and any append on a caller's thread: it waits for them.
         let shared = self.writer_conn.clone();
         let _ = tokio::task::spawn_blocking(move || shared.close()).await;

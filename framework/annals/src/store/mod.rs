@@ -341,7 +341,8 @@ impl Store {
     ///
     /// If its future is dropped before it completes (a shutdown deadline, a
     /// `select!`), calling it again finishes the work: the appends queued before the
-    /// first call are committed and answered before the second returns.
+    /// first call are answered (committed, unless their own checks refuse them) before
+    /// the second returns.
     pub async fn close(&self) {
         self.inner.backend.close().await;
     }

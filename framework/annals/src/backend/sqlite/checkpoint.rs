@@ -18,7 +18,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -38,7 +37,10 @@ pub(super) const WRITER_AFTER_PAGES: u32 = 4000;
 
 pub(super) struct Checkpointer {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    thread: std::thread::Thread,
+    /// `true` once the thread has checkpointed for the last time and closed its
+    /// connection.
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Checkpointer {
@@ -46,27 +48,34 @@ impl Checkpointer {
         let conn = Connection::open(path).map_err(Error::from)?;
         conn.busy_timeout(busy_timeout).map_err(Error::from)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let (thread, stopped) = {
             let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("annals-sqlite-checkpoint".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::park_timeout(EVERY);
-                        if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                            tracing::warn!(%error, "WAL checkpoint failed");
-                        }
+            super::spawn_stoppable("annals-sqlite-checkpoint", move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(EVERY);
+                    if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(%error, "WAL checkpoint failed");
                     }
-                })
-                .map_err(Error::Io)?
+                }
+            })?
         };
-        Ok(Checkpointer { stop, thread })
+        Ok(Checkpointer { stop, thread, stopped })
     }
 
-    /// Checkpoints once more and stops.
-    pub(super) fn stop(self) {
+    /// Checkpoints once more and stops. Every call waits for that, so one whose future
+    /// is dropped is finished by the next.
+    pub(super) async fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.thread().unpark();
-        let _ = self.thread.join();
+        self.thread.unpark();
+        let _ = self.stopped.clone().wait_for(|stopped| *stopped).await;
+    }
+}
+
+impl Drop for Checkpointer {
+    /// A store dropped without closing still stops its checkpoint thread (after one
+    /// last checkpoint), as its writer thread stops once its queue is gone.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.unpark();
     }
 }

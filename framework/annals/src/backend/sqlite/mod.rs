@@ -13,7 +13,7 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,7 +42,7 @@ pub(crate) struct SqliteBackend {
     writer_stopped: tokio::sync::watch::Receiver<bool>,
     /// Commands waiting for their aggregate's turn, which the writer does not wait for.
     waits: Arc<TurnWaits>,
-    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
+    checkpointer: checkpoint::Checkpointer,
     wakeups: Arc<Wakeups>,
     commits: crate::coordination::Commits,
     partition_count: u32,
@@ -102,17 +102,12 @@ impl SqliteBackend {
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
         let queue = writer::Queue::new(queue);
         let (waits, mut watches) = TurnWaits::new(1);
-        let (stopped, writer_stopped) = tokio::sync::watch::channel(false);
-        {
+        let (_, writer_stopped) = {
             let (wakeups, writer_conn, watch) = (wakeups.clone(), writer_conn.clone(), watches.remove(0));
-            std::thread::Builder::new()
-                .name("annals-sqlite-writer".into())
-                .spawn(move || {
-                    writer::run(writer_conn, pending, wakeups, watch);
-                    stopped.send_replace(true);
-                })
-                .map_err(Error::Io)?;
-        }
+            spawn_stoppable("annals-sqlite-writer", move || {
+                writer::run(writer_conn, pending, wakeups, watch)
+            })?
+        };
         let read_models = readmodel::database(path.to_owned(), options, queue.clone());
         Ok(SqliteBackend {
             readers,
@@ -120,7 +115,7 @@ impl SqliteBackend {
             writer_conn,
             writer_stopped,
             waits,
-            checkpointer: Mutex::new(Some(checkpointer)),
+            checkpointer,
             wakeups,
             commits: crate::coordination::Commits::default(),
             partition_count,
@@ -130,6 +125,24 @@ impl SqliteBackend {
             records: reader::Readers::new(path.to_owned(), options.busy_timeout),
         })
     }
+}
+
+/// Starts a thread named `name` running `work`: the thread, and a watch that turns
+/// `true` once `work` has returned. A thread that panics drops the watch's sender,
+/// which ends a wait for it too.
+pub(super) fn spawn_stoppable(
+    name: &str,
+    work: impl FnOnce() + Send + 'static,
+) -> Result<(std::thread::Thread, tokio::sync::watch::Receiver<bool>)> {
+    let (stopped, watch) = tokio::sync::watch::channel(false);
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            work();
+            stopped.send_replace(true);
+        })
+        .map_err(Error::Io)?;
+    Ok((handle.thread().clone(), watch))
 }
 
 /// Brings the schema up to date (`migrations/sqlite`).
@@ -525,17 +538,14 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) {
         // Dropping the queue lets the writer drain what is queued and stop. Every close
-        // waits for that, so one whose future was dropped is finished by the next.
-        // (A writer that panicked drops the sender, which ends the wait too.)
+        // waits for that, and for the checkpointer's last checkpoint, rather than taking
+        // the threads' handles, so one whose future was dropped is finished by the next.
         self.queue.close();
         let _ = self.writer_stopped.clone().wait_for(|stopped| *stopped).await;
         // After the writer thread and any append on a caller's thread: it waits for them.
         let shared = self.writer_conn.clone();
         let _ = tokio::task::spawn_blocking(move || shared.close()).await;
-        let checkpointer = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(checkpointer) = checkpointer {
-            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
-        }
+        self.checkpointer.stop().await;
         self.readers.close().await;
     }
 }

@@ -104,7 +104,8 @@ pub async fn a_cancelled_close_is_finished_by_the_next(t: &TestStore) {
                 let id = stream(&format!("closing-{i}"));
                 let append = store.append(tagged_append(&id, ExpectedVersion::NoStream, i, EVENTS));
                 futures::pin_mut!(append);
-                // Polled once, the append is committed or waits in the store's queue.
+                // Polled once, the append is committed, waits in a writer's queue, or is
+                // being committed on this task with a writer's session (PostgreSQL).
                 let first = futures::poll!(&mut append);
                 queued.add_permits(1);
                 match first {

@@ -37,10 +37,8 @@ pub(super) const WRITER_AFTER_PAGES: u32 = 4000;
 
 pub(super) struct Checkpointer {
     stop: Arc<AtomicBool>,
-    thread: std::thread::Thread,
-    /// `true` once the thread has checkpointed for the last time and closed its
-    /// connection.
-    stopped: tokio::sync::watch::Receiver<bool>,
+    /// Ends once it has checkpointed for the last time and closed its connection.
+    thread: super::Worker,
 }
 
 impl Checkpointer {
@@ -48,9 +46,9 @@ impl Checkpointer {
         let conn = Connection::open(path).map_err(Error::from)?;
         conn.busy_timeout(busy_timeout).map_err(Error::from)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (thread, stopped) = {
+        let thread = {
             let stop = stop.clone();
-            super::spawn_stoppable("annals-sqlite-checkpoint", move || {
+            super::Worker::spawn("annals-sqlite-checkpoint", move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::park_timeout(EVERY);
                     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
@@ -59,7 +57,7 @@ impl Checkpointer {
                 }
             })?
         };
-        Ok(Checkpointer { stop, thread, stopped })
+        Ok(Checkpointer { stop, thread })
     }
 
     /// Checkpoints once more and stops. Every call waits for that, so one whose future
@@ -67,7 +65,7 @@ impl Checkpointer {
     pub(super) async fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.unpark();
-        let _ = self.stopped.clone().wait_for(|stopped| *stopped).await;
+        self.thread.ended().await;
     }
 }
 

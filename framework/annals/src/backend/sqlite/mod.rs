@@ -38,8 +38,8 @@ pub(crate) struct SqliteBackend {
     queue: Arc<writer::Queue>,
     /// The writer's connection, for appends made on the caller's thread.
     writer_conn: Arc<writer::Shared>,
-    /// Becomes `true` when the writer thread has drained its queue and stopped.
-    writer_stopped: tokio::sync::watch::Receiver<bool>,
+    /// The writer thread, which ends once it has drained its queue.
+    writer: Worker,
     /// Commands waiting for their aggregate's turn, which the writer does not wait for.
     waits: Arc<TurnWaits>,
     checkpointer: checkpoint::Checkpointer,
@@ -102,9 +102,9 @@ impl SqliteBackend {
         let (queue, pending) = flume::bounded(QUEUE_DEPTH);
         let queue = writer::Queue::new(queue);
         let (waits, mut watches) = TurnWaits::new(1);
-        let (_, writer_stopped) = {
+        let writer = {
             let (wakeups, writer_conn, watch) = (wakeups.clone(), writer_conn.clone(), watches.remove(0));
-            spawn_stoppable("annals-sqlite-writer", move || {
+            Worker::spawn("annals-sqlite-writer", move || {
                 writer::run(writer_conn, pending, wakeups, watch)
             })?
         };
@@ -113,7 +113,7 @@ impl SqliteBackend {
             readers,
             queue,
             writer_conn,
-            writer_stopped,
+            writer,
             waits,
             checkpointer,
             wakeups,
@@ -127,22 +127,42 @@ impl SqliteBackend {
     }
 }
 
-/// Starts a thread named `name` running `work`: the thread, and a watch that turns
-/// `true` once `work` has returned. A thread that panics drops the watch's sender,
-/// which ends a wait for it too.
-pub(super) fn spawn_stoppable(
-    name: &str,
-    work: impl FnOnce() + Send + 'static,
-) -> Result<(std::thread::Thread, tokio::sync::watch::Receiver<bool>)> {
-    let (stopped, watch) = tokio::sync::watch::channel(false);
-    let handle = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            work();
-            stopped.send_replace(true);
+/// A thread of the store (the writer, the checkpointer) whose end any number of
+/// callers can wait for: a close whose future is dropped leaves the thread to the next
+/// close, where a joined handle would have been given away.
+pub(super) struct Worker {
+    thread: std::thread::Thread,
+    /// `true` once the thread's work has returned; a thread that panics drops the
+    /// sender, which ends a wait too.
+    ended: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// Starts a thread named `name` running `work`.
+    pub(super) fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<Self> {
+        let (end, ended) = tokio::sync::watch::channel(false);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                work();
+                end.send_replace(true);
+            })
+            .map_err(Error::Io)?;
+        Ok(Worker {
+            thread: handle.thread().clone(),
+            ended,
         })
-        .map_err(Error::Io)?;
-    Ok((handle.thread().clone(), watch))
+    }
+
+    /// Wakes the thread if it is parked.
+    pub(super) fn unpark(&self) {
+        self.thread.unpark();
+    }
+
+    /// Waits until the thread's work has returned.
+    pub(super) async fn ended(&self) {
+        let _ = self.ended.clone().wait_for(|ended| *ended).await;
+    }
 }
 
 /// Brings the schema up to date (`migrations/sqlite`).
@@ -538,10 +558,10 @@ impl Backend for SqliteBackend {
 
     async fn close(&self) {
         // Dropping the queue lets the writer drain what is queued and stop. Every close
-        // waits for that, and for the checkpointer's last checkpoint, rather than taking
-        // the threads' handles, so one whose future was dropped is finished by the next.
+        // waits for that, and for the checkpointer's last checkpoint (see `Worker`), so
+        // one whose future was dropped is finished by the next.
         self.queue.close();
-        let _ = self.writer_stopped.clone().wait_for(|stopped| *stopped).await;
+        self.writer.ended().await;
         // After the writer thread and any append on a caller's thread: it waits for them.
         let shared = self.writer_conn.clone();
         let _ = tokio::task::spawn_blocking(move || shared.close()).await;
